@@ -1,0 +1,81 @@
+import { createRoute } from "@hono/zod-openapi";
+import { envelopeOf, ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { requireAdmin } from "./admin-auth";
+import { CreateCouponBodySchema, CreatedIdSchema, CreateProductBodySchema, CreateUserBodySchema } from "./admin.schemas";
+import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
+
+const security = [{ adminBearer: [] }];
+
+const createUserRoute = createRoute({
+  method: "post",
+  path: "/users",
+  tags: ["admin"],
+  security,
+  summary: "Create a user with an optional initial balance",
+  request: { body: jsonBody(CreateUserBodySchema) },
+  responses: {
+    201: { description: "Created", content: { "application/json": { schema: envelopeOf(CreatedIdSchema("userId"), 201) } } },
+    ...errorResponses(400, 401, 403, 413, 415),
+  },
+});
+
+const createProductRoute = createRoute({
+  method: "post",
+  path: "/products",
+  tags: ["admin"],
+  security,
+  summary: "Create a product",
+  request: { body: jsonBody(CreateProductBodySchema) },
+  responses: {
+    201: { description: "Created", content: { "application/json": { schema: envelopeOf(CreatedIdSchema("productId"), 201) } } },
+    ...errorResponses(400, 401, 403, 413, 415),
+  },
+});
+
+const createCouponRoute = createRoute({
+  method: "post",
+  path: "/coupons",
+  tags: ["admin"],
+  security,
+  summary: "Create a first-come coupon (issuable at once inside its window)",
+  request: { body: jsonBody(CreateCouponBodySchema) },
+  responses: {
+    201: { description: "Created", content: { "application/json": { schema: envelopeOf(CreatedIdSchema("couponId"), 201) } } },
+    ...errorResponses(400, 401, 403, 413, 415),
+  },
+});
+
+/** `/api/v1/admin`: every route behind the admin bearer token. */
+export const adminRoutes = createRouter();
+adminRoutes.use("*", requireAdmin);
+adminRoutes
+  .openapi(createUserRoute, async (c) => {
+    const body = c.req.valid("json");
+    const userId = await c.var.services.adminRepo.createUser(body.name, body.initialBalance ?? 0, c.var.services.clock());
+    return ok(c, { userId }, 201);
+  })
+  .openapi(createProductRoute, async (c) => {
+    const body = c.req.valid("json");
+    const productId = await c.var.services.productsRepo.create(
+      { name: body.name, description: body.description ?? "", price: body.price, stock: body.stock },
+      c.var.services.clock(),
+    );
+    return ok(c, { productId }, 201);
+  })
+  .openapi(createCouponRoute, async (c) => {
+    const body = c.req.valid("json");
+    const couponId = await c.var.services.couponsRepo.create(
+      {
+        name: body.name,
+        discountType: body.discountType,
+        discountValue: body.discountValue,
+        quantity: body.quantity,
+        startsAt: Date.parse(body.startsAt),
+        endsAt: Date.parse(body.endsAt),
+        validDays: body.validDays ?? DEFAULT_VALID_DAYS,
+      },
+      c.var.services.clock(),
+    );
+    return ok(c, { couponId }, 201);
+  });

@@ -1,0 +1,45 @@
+import { z } from "@hono/zod-openapi";
+import { MAX_BALANCE } from "../points/points.rules";
+import { isValidDiscount } from "../coupons/coupon.rules";
+
+const isoWithOffset = z.iso
+  .datetime({ offset: true })
+  .openapi({ format: "date-time", example: "2026-12-01T00:00:00+09:00" });
+
+export const CreateUserBodySchema = z
+  .strictObject({
+    name: z.string().trim().min(1).max(100),
+    initialBalance: z.number().int().min(0).max(MAX_BALANCE).optional(),
+  })
+  .openapi("CreateUserRequest");
+
+export const CreateProductBodySchema = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200),
+    description: z.string().max(2000).optional(),
+    price: z.number().int().positive().max(100_000_000),
+    stock: z.number().int().min(0).max(1_000_000_000),
+  })
+  .openapi("CreateProductRequest");
+
+export const CreateCouponBodySchema = z
+  .strictObject({
+    name: z.string().trim().min(1).max(200),
+    discountType: z.enum(["RATE", "AMOUNT"]),
+    discountValue: z.number().int().positive().max(100_000_000),
+    quantity: z.number().int().positive().max(10_000_000),
+    startsAt: isoWithOffset,
+    endsAt: isoWithOffset,
+    validDays: z.number().int().min(1).max(3650).optional(),
+  })
+  .refine((b) => isValidDiscount(b.discountType, b.discountValue), {
+    message: "RATE discountValue must be 1..100 (percent); AMOUNT must be positive",
+    path: ["discountValue"],
+  })
+  .refine((b) => Date.parse(b.endsAt) > Date.parse(b.startsAt), {
+    message: "endsAt must be after startsAt",
+    path: ["endsAt"],
+  })
+  .openapi("CreateCouponRequest");
+
+export const CreatedIdSchema = (name: string) => z.object({ [name]: z.number().int() });

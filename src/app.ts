@@ -1,0 +1,134 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { swaggerUI } from "@hono/swagger-ui";
+import { HTTPException } from "hono/http-exception";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { methodNotAllowed } from "hono/method-not-allowed";
+import { requestId } from "hono/request-id";
+import { secureHeaders } from "hono/secure-headers";
+import { adminRoutes } from "./admin/admin.routes";
+import { loadConfig } from "./config";
+import { pointsRoutes } from "./points/points.routes";
+import { productsRoutes } from "./products/products.routes";
+import { createServices } from "./services";
+import { errorResponse } from "./shared/envelope";
+import { AppError } from "./shared/errors";
+import type { AppEnv } from "./shared/http";
+import { errorFields, log } from "./shared/logger";
+
+/** Request bodies above this are refused with 413 before they are parsed. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+const JSON_CONTENT_TYPE = /^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i;
+
+/** Maps anything thrown during a request to one AppError (the only thing clients see). */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  if (err instanceof HTTPException) {
+    if (err.status === 400) return new AppError("VALIDATION_FAILED", "body: malformed JSON");
+    if (err.status === 401) return new AppError("UNAUTHORIZED");
+    if (err.status === 403) return new AppError("FORBIDDEN");
+    if (err.status === 413) return new AppError("PAYLOAD_TOO_LARGE");
+    if (err.status === 415) return new AppError("UNSUPPORTED_MEDIA_TYPE");
+    if (err.status === 429) return new AppError("RATE_LIMITED");
+  }
+  return new AppError("INTERNAL_ERROR");
+}
+
+/**
+ * Builds the Hono app: request id, logs, headers, 405/404/413/415 handling,
+ * per-request services, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
+ */
+export function createApp() {
+  const app = new OpenAPIHono<AppEnv>();
+
+  app.use("*", requestId({ headerName: "X-Request-Id" }));
+  app.use("*", async (c, next) => {
+    const started = Date.now();
+    await next();
+    log(c.res.status >= 500 ? "error" : "info", "request", {
+      requestId: c.var.requestId,
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Date.now() - started,
+    });
+  });
+  app.use("*", secureHeaders({ crossOriginResourcePolicy: false }));
+  app.use("*", async (c, next) => {
+    c.set("config", loadConfig(c.env));
+    await next();
+  });
+  app.use("/api/*", async (c, next) => {
+    const origins = c.var.config.allowedOrigins;
+    if (origins.length === 0) return next();
+    return cors({
+      origin: origins,
+      allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
+      exposeHeaders: ["X-Request-Id", "Retry-After"],
+    })(c, next);
+  });
+  app.use(
+    "*",
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) =>
+        errorResponse(c, new AppError("METHOD_NOT_ALLOWED", `허용된 메서드: ${methods.join(", ")}`, { Allow: methods.join(", ") })),
+    }),
+  );
+  app.use("/api/*", async (c, next) => {
+    const method = c.req.method;
+    if (method === "POST" || method === "PUT" || method === "PATCH") {
+      const type = c.req.header("content-type");
+      if (!type || !JSON_CONTENT_TYPE.test(type)) throw new AppError("UNSUPPORTED_MEDIA_TYPE");
+    }
+    await next();
+  });
+  app.use(
+    "/api/*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new AppError("PAYLOAD_TOO_LARGE");
+      },
+    }),
+  );
+  app.use("/api/*", async (c, next) => {
+    c.set("services", createServices(c.env, c.var.config, c.executionCtx));
+    await next();
+  });
+
+  app.route("/api/v1/points", pointsRoutes);
+  app.route("/api/v1/products", productsRoutes);
+  app.route("/api/v1/admin", adminRoutes);
+
+  app.get("/health", (c) => c.json({ status: "ok" }));
+
+  app.openAPIRegistry.registerComponent("securitySchemes", "adminBearer", {
+    type: "http",
+    scheme: "bearer",
+    description: "ADMIN_TOKEN",
+  });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "Edge Commerce API",
+      version: "1.0.0",
+      description:
+        "Points, products, first-come coupons, orders and rankings on Cloudflare Workers. " +
+        "Every response is an envelope `{code, message, data}` or `{code, error, message, detail}`.",
+    },
+    servers: [{ url: "/" }],
+  });
+  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+
+  app.notFound((c) => errorResponse(c, new AppError("NOT_FOUND")));
+  app.onError((err, c) => {
+    const appErr = toAppError(err);
+    if (appErr.status >= 500) {
+      log("error", "unhandled error", { requestId: c.var.requestId, path: c.req.path, ...errorFields(err) });
+    }
+    return errorResponse(c, appErr);
+  });
+  return app;
+}

@@ -1,0 +1,83 @@
+import { z } from "zod";
+import type { Env } from "./env";
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === "" ? undefined : v.trim()));
+
+const ConfigSchema = z.object({
+  BUSINESS_TIMEZONE: z
+    .string()
+    .default("Asia/Seoul")
+    .refine((tz) => {
+      try {
+        new Intl.DateTimeFormat("en-US", { timeZone: tz });
+        return true;
+      } catch {
+        return false;
+      }
+    }, "BUSINESS_TIMEZONE must be an IANA time zone"),
+  ORDER_PAYMENT_TTL_SECONDS: z.coerce.number().int().min(10).max(86_400).default(900),
+  ADMIN_TOKEN: optionalString,
+  UPSTASH_REDIS_REST_URL: optionalString,
+  UPSTASH_REDIS_REST_TOKEN: optionalString,
+  UPSTASH_KAFKA_REST_URL: optionalString,
+  UPSTASH_KAFKA_REST_USERNAME: optionalString,
+  UPSTASH_KAFKA_REST_PASSWORD: optionalString,
+  DATA_PLATFORM_URL: optionalString,
+  JWT_SECRET: optionalString,
+  ALLOWED_ORIGINS: optionalString,
+  RATE_LIMIT_WRITES_PER_MINUTE: z.coerce.number().int().min(0).default(0),
+});
+
+/** Typed configuration; also says which optional adapters are switched on. */
+export interface Config {
+  businessTimeZone: string;
+  orderPaymentTtlMs: number;
+  adminToken: string | undefined;
+  redis: { url: string; token: string } | undefined;
+  kafka: { url: string; username: string; password: string } | undefined;
+  dataPlatformUrl: string | undefined;
+  jwtSecret: string | undefined;
+  allowedOrigins: string[];
+  rateLimitWritesPerMinute: number;
+}
+
+const cache = new WeakMap<object, Config>();
+
+/**
+ * Parses the env once per env object. A misconfiguration fails loudly (it is
+ * a deployment bug, reported as 500 INTERNAL_ERROR with the cause in the log).
+ */
+export function loadConfig(env: Env): Config {
+  const hit = cache.get(env);
+  if (hit) return hit;
+  const raw = ConfigSchema.parse(env);
+  const config: Config = {
+    businessTimeZone: raw.BUSINESS_TIMEZONE,
+    orderPaymentTtlMs: raw.ORDER_PAYMENT_TTL_SECONDS * 1000,
+    adminToken: raw.ADMIN_TOKEN,
+    redis:
+      raw.UPSTASH_REDIS_REST_URL && raw.UPSTASH_REDIS_REST_TOKEN
+        ? { url: raw.UPSTASH_REDIS_REST_URL, token: raw.UPSTASH_REDIS_REST_TOKEN }
+        : undefined,
+    kafka:
+      raw.UPSTASH_KAFKA_REST_URL && raw.UPSTASH_KAFKA_REST_USERNAME && raw.UPSTASH_KAFKA_REST_PASSWORD
+        ? {
+            url: raw.UPSTASH_KAFKA_REST_URL,
+            username: raw.UPSTASH_KAFKA_REST_USERNAME,
+            password: raw.UPSTASH_KAFKA_REST_PASSWORD,
+          }
+        : undefined,
+    dataPlatformUrl: raw.DATA_PLATFORM_URL,
+    jwtSecret: raw.JWT_SECRET,
+    allowedOrigins: (raw.ALLOWED_ORIGINS ?? "")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+    rateLimitWritesPerMinute: raw.RATE_LIMIT_WRITES_PER_MINUTE,
+  };
+  cache.set(env, config);
+  return config;
+}

@@ -1,0 +1,274 @@
+/**
+ * The whole D1 model (DESIGN §1). Constraints make the database refuse invalid
+ * states by itself, so a D1 batch aborts as a whole when a precondition fails.
+ * Instants are epoch milliseconds (INTEGER). No ON DELETE CASCADE anywhere.
+ */
+import { sql } from "drizzle-orm";
+import {
+  check,
+  index,
+  integer,
+  primaryKey,
+  sqliteTable,
+  text,
+  uniqueIndex,
+} from "drizzle-orm/sqlite-core";
+
+export const MAX_BALANCE = 5_000_000;
+
+export const users = sqliteTable("users", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  name: text("name").notNull(),
+  createdAt: integer("created_at").notNull(),
+});
+
+/** One row per user; the CHECK is the last line of defence for the balance bounds. */
+export const userBalances = sqliteTable(
+  "user_balances",
+  {
+    userId: integer("user_id")
+      .primaryKey()
+      .references(() => users.id),
+    balance: integer("balance").notNull().default(0),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [check("user_balances_balance_range", sql`balance BETWEEN 0 AND 5000000`)],
+);
+
+export const POINT_TYPES = ["CHARGE", "USE", "REFUND"] as const;
+export type PointType = (typeof POINT_TYPES)[number];
+
+export const pointHistory = sqliteTable(
+  "point_history",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    userId: integer("user_id")
+      .notNull()
+      .references(() => users.id),
+    type: text("type", { enum: POINT_TYPES }).notNull(),
+    amount: integer("amount").notNull(),
+    balanceAfter: integer("balance_after").notNull(),
+    orderId: integer("order_id"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    index("point_history_user_id_idx").on(t.userId, t.id),
+    check("point_history_type", sql`type IN ('CHARGE','USE','REFUND')`),
+    check("point_history_amount_positive", sql`amount > 0`),
+    check("point_history_balance_after_range", sql`balance_after BETWEEN 0 AND 5000000`),
+  ],
+);
+
+export const products = sqliteTable(
+  "products",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    name: text("name").notNull(),
+    description: text("description").notNull().default(""),
+    price: integer("price").notNull(),
+    /** Projection of the ProductStock DO's available stock. */
+    stock: integer("stock").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    check("products_price_positive", sql`price > 0`),
+    check("products_stock_non_negative", sql`stock >= 0`),
+  ],
+);
+
+export const DISCOUNT_TYPES = ["RATE", "AMOUNT"] as const;
+export type DiscountType = (typeof DISCOUNT_TYPES)[number];
+
+export const coupons = sqliteTable(
+  "coupons",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    name: text("name").notNull(),
+    discountType: text("discount_type", { enum: DISCOUNT_TYPES }).notNull(),
+    discountValue: integer("discount_value").notNull(),
+    quantity: integer("quantity").notNull(),
+    /** Projection of the CouponIssuer DO's issued count. */
+    issuedQuantity: integer("issued_quantity").notNull().default(0),
+    startsAt: integer("starts_at").notNull(),
+    endsAt: integer("ends_at").notNull(),
+    validDays: integer("valid_days").notNull().default(7),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    check("coupons_discount_type", sql`discount_type IN ('RATE','AMOUNT')`),
+    check(
+      "coupons_discount_value_range",
+      sql`(discount_type = 'RATE' AND discount_value BETWEEN 1 AND 100) OR (discount_type = 'AMOUNT' AND discount_value > 0)`,
+    ),
+    check("coupons_quantity_positive", sql`quantity > 0`),
+    check("coupons_issued_range", sql`issued_quantity BETWEEN 0 AND quantity`),
+    check("coupons_window", sql`ends_at > starts_at`),
+    check("coupons_valid_days_positive", sql`valid_days >= 1`),
+  ],
+);
+
+export const userCoupons = sqliteTable(
+  "user_coupons",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    userId: integer("user_id")
+      .notNull()
+      .references(() => users.id),
+    couponId: integer("coupon_id")
+      .notNull()
+      .references(() => coupons.id),
+    issuedAt: integer("issued_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+    usedAt: integer("used_at"),
+    /** The order that used this coupon; NULL while unused. */
+    orderId: integer("order_id"),
+  },
+  (t) => [
+    uniqueIndex("user_coupons_user_coupon_uq").on(t.userId, t.couponId),
+    index("user_coupons_coupon_id_idx").on(t.couponId),
+    check("user_coupons_used_consistent", sql`(used_at IS NULL) = (order_id IS NULL)`),
+  ],
+);
+
+/**
+ * PENDING and FAILED are internal placement states (the saga allocates the
+ * order id before reserving stock); the API only ever shows the other four.
+ */
+export const ORDER_STATUSES = ["PENDING", "NOT_PAID", "PAID", "EXPIRED", "CANCELLED", "FAILED"] as const;
+export type OrderStatus = (typeof ORDER_STATUSES)[number];
+
+export const orders = sqliteTable(
+  "orders",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    userId: integer("user_id")
+      .notNull()
+      .references(() => users.id),
+    userCouponId: integer("user_coupon_id").references(() => userCoupons.id),
+    status: text("status", { enum: ORDER_STATUSES }).notNull(),
+    itemsAmount: integer("items_amount").notNull(),
+    discountAmount: integer("discount_amount").notNull().default(0),
+    totalAmount: integer("total_amount").notNull(),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+    paidAt: integer("paid_at"),
+    closedAt: integer("closed_at"),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("orders_user_id_idx").on(t.userId, t.id),
+    index("orders_status_expires_idx").on(t.status, t.expiresAt),
+    check(
+      "orders_status",
+      sql`status IN ('PENDING','NOT_PAID','PAID','EXPIRED','CANCELLED','FAILED')`,
+    ),
+    check(
+      "orders_amounts",
+      sql`items_amount >= 0 AND discount_amount BETWEEN 0 AND items_amount AND total_amount = items_amount - discount_amount`,
+    ),
+    check("orders_paid_at", sql`(status = 'PAID') = (paid_at IS NOT NULL)`),
+  ],
+);
+
+export const orderItems = sqliteTable(
+  "order_items",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    orderId: integer("order_id")
+      .notNull()
+      .references(() => orders.id),
+    productId: integer("product_id")
+      .notNull()
+      .references(() => products.id),
+    quantity: integer("quantity").notNull(),
+    /** Price snapshot at placement. */
+    unitPrice: integer("unit_price").notNull(),
+    amount: integer("amount").notNull(),
+    /** Copied from the order on payment so "paid quantity per product over a window" is one index range scan. */
+    paidAt: integer("paid_at"),
+  },
+  (t) => [
+    uniqueIndex("order_items_order_product_uq").on(t.orderId, t.productId),
+    index("order_items_paid_at_product_idx").on(t.paidAt, t.productId, t.quantity),
+    check("order_items_quantity_range", sql`quantity BETWEEN 1 AND 1000`),
+    check("order_items_unit_price_positive", sql`unit_price > 0`),
+    check("order_items_amount", sql`amount = unit_price * quantity`),
+  ],
+);
+
+export const OUTBOX_STATUSES = ["PENDING", "PUBLISHED"] as const;
+
+export const outbox = sqliteTable(
+  "outbox",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    eventId: text("event_id").notNull(),
+    type: text("type").notNull(),
+    aggregateId: text("aggregate_id").notNull(),
+    payload: text("payload").notNull(),
+    status: text("status", { enum: OUTBOX_STATUSES }).notNull().default("PENDING"),
+    attempts: integer("attempts").notNull().default(0),
+    nextAttemptAt: integer("next_attempt_at").notNull(),
+    lastError: text("last_error"),
+    createdAt: integer("created_at").notNull(),
+    publishedAt: integer("published_at"),
+  },
+  (t) => [
+    uniqueIndex("outbox_event_id_uq").on(t.eventId),
+    index("outbox_status_next_idx").on(t.status, t.nextAttemptAt, t.id),
+    check("outbox_status", sql`status IN ('PENDING','PUBLISHED')`),
+  ],
+);
+
+export const idempotencyKeys = sqliteTable(
+  "idempotency_keys",
+  {
+    userId: integer("user_id").notNull(),
+    key: text("key").notNull(),
+    /** Method and route the key was used on, so one key cannot be replayed across routes. */
+    scope: text("scope").notNull(),
+    requestHash: text("request_hash").notNull(),
+    /** NULL while the first request is still running. */
+    statusCode: integer("status_code"),
+    responseBody: text("response_body"),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.key] }),
+    index("idempotency_keys_expires_idx").on(t.expiresAt),
+  ],
+);
+
+/** The daily best-seller refresh writes one row per rank for its business day. */
+export const bestSellerSnapshots = sqliteTable(
+  "best_seller_snapshots",
+  {
+    businessDate: text("business_date").notNull(),
+    rank: integer("rank").notNull(),
+    productId: integer("product_id").notNull(),
+    sales: integer("sales").notNull(),
+    fromDate: text("from_date").notNull(),
+    toDate: text("to_date").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.businessDate, t.rank] }),
+    check("best_seller_snapshots_rank", sql`rank BETWEEN 1 AND 100`),
+  ],
+);
+
+/**
+ * A table whose only purpose is to abort a D1 batch: `INSERT INTO batch_guards(ok)
+ * SELECT 0 WHERE NOT (<precondition>)` inserts nothing when the precondition
+ * holds and violates the CHECK (aborting the whole batch) when it does not.
+ */
+export const batchGuards = sqliteTable(
+  "batch_guards",
+  {
+    ok: integer("ok").notNull(),
+    reason: text("reason"),
+  },
+  (t) => [check("batch_guards_ok", sql`ok = 1`)],
+);

@@ -1,0 +1,31 @@
+/**
+ * The Worker's bindings and vars, declared once. `Cloudflare.Env` is augmented
+ * so `env` from `cloudflare:workers` (used by the tests) is typed too.
+ */
+export interface Env {
+  DB: D1Database;
+  BUSINESS_TIMEZONE?: string;
+  ORDER_PAYMENT_TTL_SECONDS?: string;
+  ADMIN_TOKEN?: string;
+  UPSTASH_REDIS_REST_URL?: string;
+  UPSTASH_REDIS_REST_TOKEN?: string;
+  UPSTASH_KAFKA_REST_URL?: string;
+  UPSTASH_KAFKA_REST_USERNAME?: string;
+  UPSTASH_KAFKA_REST_PASSWORD?: string;
+  DATA_PLATFORM_URL?: string;
+  JWT_SECRET?: string;
+  ALLOWED_ORIGINS?: string;
+  RATE_LIMIT_WRITES_PER_MINUTE?: string;
+  LOG_LEVEL?: string;
+}
+
+type AppBindings = Env;
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends AppBindings {}
+    interface GlobalProps {
+      mainModule: typeof import("./index");
+    }
+  }
+}

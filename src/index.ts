@@ -1,0 +1,9 @@
+import { createApp } from "./app";
+import type { Env } from "./env";
+
+const app = createApp();
+
+/** Worker entry: HTTP via Hono. */
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;

@@ -1,0 +1,55 @@
+import { createRoute } from "@hono/zod-openapi";
+import { envelopeOf, ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { BalanceSchema, ChargeBodySchema, HistoryQuerySchema, HistorySchema, UserIdQuerySchema } from "./points.schemas";
+
+const chargeRoute = createRoute({
+  method: "post",
+  path: "/charge",
+  tags: ["points"],
+  summary: "Charge points (1..1,000,000 per request; balance at most 5,000,000)",
+  request: { body: jsonBody(ChargeBodySchema) },
+  responses: {
+    200: { description: "New balance", content: { "application/json": { schema: envelopeOf(BalanceSchema) } } },
+    ...errorResponses(400, 404, 409, 413, 415),
+  },
+});
+
+const balanceRoute = createRoute({
+  method: "get",
+  path: "/",
+  tags: ["points"],
+  summary: "A user's point balance",
+  request: { query: UserIdQuerySchema },
+  responses: {
+    200: { description: "Balance", content: { "application/json": { schema: envelopeOf(BalanceSchema) } } },
+    ...errorResponses(400, 404),
+  },
+});
+
+const historyRoute = createRoute({
+  method: "get",
+  path: "/history",
+  tags: ["points"],
+  summary: "A user's point history, oldest first, keyset-paginated",
+  request: { query: HistoryQuerySchema },
+  responses: {
+    200: { description: "History page", content: { "application/json": { schema: envelopeOf(HistorySchema) } } },
+    ...errorResponses(400, 404),
+  },
+});
+
+/** `/api/v1/points` */
+export const pointsRoutes = createRouter()
+  .openapi(chargeRoute, async (c) => {
+    const { userId, amount } = c.req.valid("json");
+    return ok(c, await c.var.services.points.charge(userId, amount));
+  })
+  .openapi(balanceRoute, async (c) => {
+    const { userId } = c.req.valid("query");
+    return ok(c, await c.var.services.points.balance(userId));
+  })
+  .openapi(historyRoute, async (c) => {
+    const { userId, limit, cursor } = c.req.valid("query");
+    return ok(c, await c.var.services.points.history(userId, limit, cursor));
+  });

@@ -1,0 +1,48 @@
+import { createRoute } from "@hono/zod-openapi";
+import { AppError } from "../shared/errors";
+import { envelopeOf, ok } from "../shared/envelope";
+import { createRouter, errorResponses } from "../shared/http";
+import { ProductDetailSchema, ProductIdParamSchema, ProductPageQuerySchema, ProductPageSchema } from "./products.schemas";
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/",
+  tags: ["products"],
+  summary: "The catalogue, zero-based pages ordered by id",
+  request: { query: ProductPageQuerySchema },
+  responses: {
+    200: { description: "A page of products", content: { "application/json": { schema: envelopeOf(ProductPageSchema) } } },
+    ...errorResponses(400),
+  },
+});
+
+const detailRoute = createRoute({
+  method: "get",
+  path: "/{productId}",
+  tags: ["products"],
+  summary: "One product",
+  request: { params: ProductIdParamSchema },
+  responses: {
+    200: { description: "The product", content: { "application/json": { schema: envelopeOf(ProductDetailSchema) } } },
+    ...errorResponses(400, 404),
+  },
+});
+
+/** `/api/v1/products` (ranking routes are mounted before these so `/top` and `/best` win over `/{productId}`). */
+export const productsRoutes = createRouter()
+  .openapi(listRoute, async (c) => {
+    const { page, size } = c.req.valid("query");
+    const { rows, total } = await c.var.services.productsRepo.page(page, size);
+    return ok(c, {
+      products: rows.map((p) => ({ productId: p.id, productName: p.name, price: p.price, stock: p.stock })),
+      page,
+      size,
+      total,
+    });
+  })
+  .openapi(detailRoute, async (c) => {
+    const { productId } = c.req.valid("param");
+    const p = await c.var.services.productsRepo.findById(productId);
+    if (!p) throw new AppError("PRODUCT_NOT_FOUND");
+    return ok(c, { productId: p.id, productName: p.name, description: p.description, price: p.price, stock: p.stock });
+  });

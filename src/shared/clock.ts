@@ -1,0 +1,58 @@
+/**
+ * Time helpers. All instants are stored as epoch milliseconds in D1 and shown
+ * as ISO-8601 strings over HTTP.
+ */
+export const now = (): number => Date.now();
+
+export const toIso = (ms: number): string => new Date(ms).toISOString();
+
+export const toIsoOrNull = (ms: number | null | undefined): string | null =>
+  ms === null || ms === undefined ? null : toIso(ms);
+
+/**
+ * The business day (`yyyy-MM-dd`) of an instant in an IANA time zone, e.g.
+ * Asia/Seoul. Rankings and best sellers are keyed by it.
+ */
+export function businessDate(ms: number, timeZone: string): string {
+  // en-CA formats as yyyy-MM-dd.
+  return new Intl.DateTimeFormat("en-CA", {
+    timeZone,
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+  }).format(new Date(ms));
+}
+
+/** Adds whole days to a `yyyy-MM-dd` date (calendar arithmetic, zone-free). */
+export function addDays(date: string, days: number): string {
+  const d = new Date(`${date}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + days);
+  return d.toISOString().slice(0, 10);
+}
+
+/**
+ * The UTC instant at which a business day starts in `timeZone`.
+ * Works for zones without DST at midnight (all zones we configure); it
+ * corrects by the zone offset observed at that instant.
+ */
+export function startOfBusinessDay(date: string, timeZone: string): number {
+  const utcMidnight = Date.parse(`${date}T00:00:00Z`);
+  const offset = zoneOffsetMs(utcMidnight, timeZone);
+  return utcMidnight - offset;
+}
+
+function zoneOffsetMs(ms: number, timeZone: string): number {
+  const parts = new Intl.DateTimeFormat("en-US", {
+    timeZone,
+    hourCycle: "h23",
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  }).formatToParts(new Date(ms));
+  const get = (t: string) => Number(parts.find((p) => p.type === t)?.value);
+  const asUtc = Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second"));
+  return asUtc - Math.floor(ms / 1000) * 1000;
+}

@@ -1,0 +1,45 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Config } from "../config";
+import type { Env } from "../env";
+import type { Services } from "../services";
+import { ErrorEnvelopeSchema } from "./envelope";
+import { validationError } from "./validation";
+
+/** Hono generics for every router of the app. */
+export interface AppEnv {
+  Bindings: Env;
+  Variables: {
+    services: Services;
+    config: Config;
+    requestId: string;
+  };
+}
+
+/**
+ * A sub-app whose validation failures become the error envelope (thrown as
+ * AppError, so the one `onError` renders them).
+ */
+export function createRouter() {
+  return new OpenAPIHono<AppEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        throw validationError(result.error, result.target);
+      }
+      return undefined;
+    },
+  });
+}
+
+/** OpenAPI error responses for a route, by status. */
+export function errorResponses(...statuses: number[]) {
+  const out: Record<number, { description: string; content: { "application/json": { schema: typeof ErrorEnvelopeSchema } } }> = {};
+  for (const s of statuses) {
+    out[s] = { description: `Error (${s})`, content: { "application/json": { schema: ErrorEnvelopeSchema } } };
+  }
+  return out;
+}
+
+/** The JSON request body block of a route definition. */
+export function jsonBody<T>(schema: T) {
+  return { required: true, content: { "application/json": { schema } } } as const;
+}

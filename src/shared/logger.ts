@@ -1,0 +1,18 @@
+/**
+ * Structured JSON logs (one object per line), so Workers Logs / `wrangler tail`
+ * can filter by field. Never pass tokens, secrets or request bodies here.
+ */
+type Level = "debug" | "info" | "warn" | "error";
+
+export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
+  const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields });
+  if (level === "error") console.error(line);
+  else if (level === "warn") console.warn(line);
+  else console.log(line);
+}
+
+/** Error fields fit for a log line: name, message and stack, never for a response. */
+export function errorFields(err: unknown): Record<string, unknown> {
+  if (err instanceof Error) return { errName: err.name, errMessage: err.message, stack: err.stack };
+  return { errMessage: String(err) };
+}
