@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// `npm run dev`: everything a fresh clone needs to serve http://localhost:8787 offline.
+// 1. .dev.vars from .dev.vars.example when missing (git-ignored local secrets)
+// 2. local D1 migrations, 3. idempotent demo seed, 4. wrangler dev with cron testing.
+import { spawn, execFileSync } from "node:child_process";
+import { copyFileSync, existsSync } from "node:fs";
+
+const offline = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false" };
+const port = process.env.PORT ?? "8787";
+const inspectorPort = process.env.INSPECTOR_PORT ?? "9329";
+
+if (!existsSync(".dev.vars")) {
+  copyFileSync(".dev.vars.example", ".dev.vars");
+  console.log("created .dev.vars from .dev.vars.example (ADMIN_TOKEN=dev-admin-token)");
+}
+
+console.log("applying D1 migrations to the local database...");
+execFileSync("npx", ["wrangler", "d1", "migrations", "apply", "DB", "--local"], {
+  stdio: ["ignore", "ignore", "inherit"],
+  env: { ...offline, CI: "true" },
+});
+execFileSync("npx", ["node", "scripts/seed.mjs"], { stdio: "inherit", env: offline });
+
+const args = ["wrangler", "dev", "--port", port, "--inspector-port", inspectorPort, "--ip", "127.0.0.1", "--test-scheduled"];
+console.log(`starting: npx ${args.join(" ")}`);
+console.log(`  API   http://localhost:${port}/api/v1/products`);
+console.log(`  docs  http://localhost:${port}/docs`);
+const child = spawn("npx", args, { stdio: "inherit", env: offline });
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
+child.on("exit", (code) => process.exit(code ?? 0));
