@@ -20,7 +20,8 @@ export default defineConfig(async () => {
       setupFiles: ["./test/support/apply-migrations.ts"],
       include: ["test/**/*.test.ts"],
       // Under CI a JSON report lets .ci/run print a plain "N passed, N failed" line.
-      reporters: process.env.CI ? ["default", ["json", { outputFile: ".vitest-results.json" }] as const] : ["default"],
+      reporters: process.env.CI ? ["default", "json"] : ["default"],
+      outputFile: { json: ".vitest-results.json" },
       testTimeout: 30_000,
       // Per-request info logs drown the report; warnings and errors still show.
       onConsoleLog: (line: string) => !line.includes('"level":"info"'),
