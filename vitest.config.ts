@@ -6,17 +6,22 @@ export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
   return {
     plugins: [
-      cloudflareTest({
+      cloudflareTest(({ inject }) => ({
         wrangler: { configPath: "./wrangler.toml" },
         miniflare: {
           bindings: {
             TEST_MIGRATIONS: migrations,
             ADMIN_TOKEN: "test-admin-token",
+            // Test-only: suites that exercise Redis pass these to the app explicitly, so
+            // every other suite runs the D1 fallback path and no two files share keys.
+            TEST_REDIS_URL: inject("redisBridgeUrl"),
+            TEST_REDIS_TOKEN: inject("redisBridgeToken"),
           },
         },
-      }),
+      })),
     ],
     test: {
+      globalSetup: ["./test/support/global-setup.ts"],
       setupFiles: ["./test/support/apply-migrations.ts"],
       include: ["test/**/*.test.ts"],
       // Under CI a JSON report lets .ci/run print a plain "N passed, N failed" line.

@@ -4,6 +4,8 @@ declare global {
   namespace Cloudflare {
     interface Env {
       TEST_MIGRATIONS: D1Migration[];
+      TEST_REDIS_URL: string;
+      TEST_REDIS_TOKEN: string;
     }
   }
 }

@@ -1,0 +1,30 @@
+// Runs in Node before the workerd test pool starts: starts the Upstash-REST bridge
+// against a real redis-server and hands its URL to the bindings via provide/inject.
+import type { TestProject } from "vitest/node";
+// @ts-expect-error: plain ESM script without type declarations
+import { redisReachable, startBridge } from "../../scripts/upstash-bridge.mjs";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    redisBridgeUrl: string;
+    redisBridgeToken: string;
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+  if (!(await redisReachable(redisUrl))) {
+    const msg = `no redis-server at ${redisUrl}: the Redis-backed suites are SKIPPED`;
+    if (process.env.CI === "true") throw new Error(`${msg} — under CI=true that is a failure. Start redis-server.`);
+    console.warn(`\n!!!!!!!!!!\n!!! ${msg}\n!!! start one (redis-server --port 6379) to run them.\n!!!!!!!!!!\n`);
+    project.provide("redisBridgeUrl", "");
+    project.provide("redisBridgeToken", "");
+    return;
+  }
+  const bridge = await startBridge({ redisUrl, token: `test-${process.pid}` });
+  project.provide("redisBridgeUrl", bridge.url);
+  project.provide("redisBridgeToken", bridge.token);
+  return async () => {
+    await bridge.close();
+  };
+}
