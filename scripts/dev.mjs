@@ -4,6 +4,7 @@
 // 2. local D1 migrations, 3. idempotent demo seed, 4. wrangler dev with cron testing.
 import { spawn, execFileSync } from "node:child_process";
 import { copyFileSync, existsSync } from "node:fs";
+import { redisReachable, startBridge } from "./upstash-bridge.mjs";
 
 const offline = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false" };
 const port = process.env.PORT ?? "8787";
@@ -22,9 +23,21 @@ execFileSync("npx", ["wrangler", "d1", "migrations", "apply", "DB", "--local"], 
 execFileSync("npx", ["node", "scripts/seed.mjs"], { stdio: "inherit", env: offline });
 
 const args = ["wrangler", "dev", "--port", port, "--inspector-port", inspectorPort, "--ip", "127.0.0.1", "--test-scheduled"];
+// A local redis-server answering? Put the Upstash-REST bridge in front of it and point the Worker at it.
+let bridge;
+if (await redisReachable(process.env.REDIS_URL)) {
+  bridge = await startBridge({ port: Number(process.env.REDIS_BRIDGE_PORT ?? 8079), token: "dev-bridge-token" });
+  args.push("--var", `UPSTASH_REDIS_REST_URL:${bridge.url}`, "--var", `UPSTASH_REDIS_REST_TOKEN:${bridge.token}`, "--var", "REDIS_KEY_PREFIX:dev:");
+  console.log(`redis: Upstash-REST bridge ${bridge.url} -> ${process.env.REDIS_URL ?? "redis://127.0.0.1:6379"}`);
+} else {
+  console.log("redis: no local redis-server; rankings and caches fall back to D1");
+}
 console.log(`starting: npx ${args.join(" ")}`);
 console.log(`  API   http://localhost:${port}/api/v1/products`);
 console.log(`  docs  http://localhost:${port}/docs`);
 const child = spawn("npx", args, { stdio: "inherit", env: offline });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
-child.on("exit", (code) => process.exit(code ?? 0));
+child.on("exit", async (code) => {
+  await bridge?.close();
+  process.exit(code ?? 0);
+});

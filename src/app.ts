@@ -10,6 +10,7 @@ import { adminRoutes } from "./admin/admin.routes";
 import { loadConfig } from "./config";
 import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
+import { rankingsRoutes } from "./rankings/rankings.routes";
 import { createServices } from "./services";
 import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
@@ -99,6 +100,7 @@ export function createApp() {
   });
 
   app.route("/api/v1/points", pointsRoutes);
+  app.route("/api/v1/products", rankingsRoutes);
   app.route("/api/v1/products", productsRoutes);
   app.route("/api/v1/admin", adminRoutes);
 

@@ -29,6 +29,7 @@ const ConfigSchema = z.object({
   JWT_SECRET: optionalString,
   ALLOWED_ORIGINS: optionalString,
   RATE_LIMIT_WRITES_PER_MINUTE: z.coerce.number().int().min(0).default(0),
+  REDIS_KEY_PREFIX: z.string().default(""),
 });
 
 /** Typed configuration; also says which optional adapters are switched on. */
@@ -42,6 +43,8 @@ export interface Config {
   jwtSecret: string | undefined;
   allowedOrigins: string[];
   rateLimitWritesPerMinute: number;
+  /** Prepended to every Redis key (lets several deployments or test files share one Redis). */
+  redisKeyPrefix: string;
 }
 
 const cache = new WeakMap<object, Config>();
@@ -77,6 +80,7 @@ export function loadConfig(env: Env): Config {
       .map((s) => s.trim())
       .filter(Boolean),
     rateLimitWritesPerMinute: raw.RATE_LIMIT_WRITES_PER_MINUTE,
+    redisKeyPrefix: raw.REDIS_KEY_PREFIX,
   };
   cache.set(env, config);
   return config;

@@ -16,7 +16,7 @@ export interface Env {
   JWT_SECRET?: string;
   ALLOWED_ORIGINS?: string;
   RATE_LIMIT_WRITES_PER_MINUTE?: string;
-  LOG_LEVEL?: string;
+  REDIS_KEY_PREFIX?: string;
 }
 
 type AppBindings = Env;

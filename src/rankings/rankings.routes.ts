@@ -1,0 +1,33 @@
+import { createRoute } from "@hono/zod-openapi";
+import { envelopeOf, ok } from "../shared/envelope";
+import { createRouter, errorResponses } from "../shared/http";
+import { BestQuerySchema, BestSchema, TopQuerySchema, TopSchema } from "./rankings.schemas";
+
+const topRoute = createRoute({
+  method: "get",
+  path: "/top",
+  tags: ["products"],
+  summary: "Today's ranking by paid quantity (business day in BUSINESS_TIMEZONE)",
+  request: { query: TopQuerySchema },
+  responses: {
+    200: { description: "Ranking", content: { "application/json": { schema: envelopeOf(TopSchema) } } },
+    ...errorResponses(400),
+  },
+});
+
+const bestRoute = createRoute({
+  method: "get",
+  path: "/best",
+  tags: ["products"],
+  summary: "Top 5 products by paid quantity over the three business days before today",
+  request: { query: BestQuerySchema },
+  responses: {
+    200: { description: "Best sellers", content: { "application/json": { schema: envelopeOf(BestSchema) } } },
+    ...errorResponses(400),
+  },
+});
+
+/** Mounted on `/api/v1/products` before the product routes, so `/top` and `/best` are not product ids. */
+export const rankingsRoutes = createRouter()
+  .openapi(topRoute, async (c) => ok(c, await c.var.services.rankings.topToday(c.req.valid("query").size)))
+  .openapi(bestRoute, async (c) => ok(c, await c.var.services.rankings.bestSellers()));

@@ -1,0 +1,98 @@
+import { addDays, businessDate, startOfBusinessDay } from "../shared/clock";
+import type { ProductsRepo } from "../products/products.repo";
+import type { RankingCache } from "./ranking.store";
+import type { RankingsRepo, SalesRow } from "./rankings.repo";
+
+/** How many best sellers are kept, and how many business days they cover. */
+export const BEST_SELLER_COUNT = 5;
+export const BEST_SELLER_DAYS = 3;
+/** The repair job rebuilds at most this many products of a day's ranking. */
+const REPAIR_LIMIT = 10_000;
+
+export interface RankedProduct {
+  productId: number;
+  productName: string;
+  price: number;
+  stock: number;
+  sales: number;
+}
+
+/**
+ * Today's ranking and the best sellers: Redis first, D1 as the source of truth
+ * and fallback. Redis can always be rebuilt from D1 (`repairToday`, `refreshBestSellers`).
+ */
+export class RankingsService {
+  constructor(
+    private readonly repo: RankingsRepo,
+    private readonly products: ProductsRepo,
+    private readonly cache: RankingCache,
+    private readonly timeZone: string,
+    private readonly clock: () => number,
+  ) {}
+
+  private dayWindow(date: string): [number, number] {
+    return [startOfBusinessDay(date, this.timeZone), startOfBusinessDay(addDays(date, 1), this.timeZone)];
+  }
+
+  private async hydrate(rows: SalesRow[]): Promise<RankedProduct[]> {
+    const byId = new Map((await this.products.findByIds(rows.map((r) => r.productId))).map((p) => [p.id, p]));
+    return rows.flatMap((r) => {
+      const p = byId.get(r.productId);
+      return p ? [{ productId: p.id, productName: p.name, price: p.price, stock: p.stock, sales: r.sales }] : [];
+    });
+  }
+
+  /** Today's top `size` products by paid quantity (ZSET; empty or unavailable -> D1 aggregate). */
+  async topToday(size: number): Promise<{ date: string; products: RankedProduct[] }> {
+    const date = businessDate(this.clock(), this.timeZone);
+    let rows = await this.cache.topSales(date, size);
+    if (!rows || rows.length === 0) {
+      const [from, to] = this.dayWindow(date);
+      rows = await this.repo.salesBetween(from, to, size);
+    }
+    return { date, products: await this.hydrate(rows) };
+  }
+
+  /** The window of best sellers for `today`: the three business days before it. */
+  bestSellerWindow(today: string) {
+    const from = addDays(today, -BEST_SELLER_DAYS);
+    const to = addDays(today, -1);
+    return { from, to, fromMs: startOfBusinessDay(from, this.timeZone), toMs: startOfBusinessDay(today, this.timeZone) };
+  }
+
+  /** Best sellers: Redis snapshot, then the D1 snapshot, then the live query. */
+  async bestSellers(): Promise<{ bestSellers: Omit<RankedProduct, never>[]; from: string; to: string }> {
+    const today = businessDate(this.clock(), this.timeZone);
+    const w = this.bestSellerWindow(today);
+    const cached = await this.cache.readBestSellers(today);
+    let rows: SalesRow[] | undefined = cached?.items;
+    if (!rows) rows = await this.repo.readSnapshot(today);
+    if (!rows) rows = await this.repo.salesBetween(w.fromMs, w.toMs, BEST_SELLER_COUNT);
+    return { bestSellers: await this.hydrate(rows), from: w.from, to: w.to };
+  }
+
+  /** Daily job (00:30 business time): compute, store the D1 snapshot and the Redis copy. */
+  async refreshBestSellers(): Promise<{ date: string; count: number }> {
+    const now = this.clock();
+    const today = businessDate(now, this.timeZone);
+    const w = this.bestSellerWindow(today);
+    const rows = await this.repo.salesBetween(w.fromMs, w.toMs, BEST_SELLER_COUNT);
+    await this.repo.writeSnapshot(today, w.from, w.to, rows, now);
+    await this.cache.writeBestSellers(today, { from: w.from, to: w.to, items: rows });
+    return { date: today, count: rows.length };
+  }
+
+  /** Repair job: rebuilds today's ZSET from D1 so a lost increment heals. */
+  async repairToday(): Promise<{ date: string; products: number; written: boolean }> {
+    const date = businessDate(this.clock(), this.timeZone);
+    const [from, to] = this.dayWindow(date);
+    const rows = await this.repo.salesBetween(from, to, REPAIR_LIMIT);
+    const written = await this.cache.replaceDay(date, rows);
+    return { date, products: rows.length, written };
+  }
+
+  /** After a payment commits: bump today's ZSET (best effort; the repair job heals misses). */
+  async recordPaidOrder(paidAt: number, items: { productId: number; quantity: number }[]): Promise<void> {
+    await this.cache.incrementSales(businessDate(paidAt, this.timeZone), items);
+  }
+}
