@@ -16,6 +16,10 @@ export default defineConfig(async () => {
             // every other suite runs the D1 fallback path and no two files share keys.
             TEST_REDIS_URL: inject("redisBridgeUrl"),
             TEST_REDIS_TOKEN: inject("redisBridgeToken"),
+            TEST_SINK_URL: inject("sinkUrl"),
+            // The queue consumer delivers to the recording sink; retries are immediate in tests.
+            DATA_PLATFORM_URL: `${inject("sinkUrl")}/platform`,
+            EVENT_RETRY_BASE_SECONDS: "0",
           },
         },
       })),

@@ -7,6 +7,8 @@ import { methodNotAllowed } from "hono/method-not-allowed";
 import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
+import { deadLetterRoutes } from "./admin/dead-letters.routes";
+import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
@@ -99,10 +101,12 @@ export function createApp() {
     await next();
   });
 
+  app.use("/api/v1/admin/*", requireAdmin);
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", rankingsRoutes);
   app.route("/api/v1/products", productsRoutes);
   app.route("/api/v1/admin", adminRoutes);
+  app.route("/api/v1/admin", deadLetterRoutes);
 
   app.get("/health", (c) => c.json({ status: "ok" }));
 

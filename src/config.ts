@@ -30,6 +30,7 @@ const ConfigSchema = z.object({
   ALLOWED_ORIGINS: optionalString,
   RATE_LIMIT_WRITES_PER_MINUTE: z.coerce.number().int().min(0).default(0),
   REDIS_KEY_PREFIX: z.string().default(""),
+  EVENT_RETRY_BASE_SECONDS: z.coerce.number().int().min(0).max(60).default(2),
 });
 
 /** Typed configuration; also says which optional adapters are switched on. */
@@ -45,6 +46,7 @@ export interface Config {
   rateLimitWritesPerMinute: number;
   /** Prepended to every Redis key (lets several deployments or test files share one Redis). */
   redisKeyPrefix: string;
+  eventRetryBaseSeconds: number;
 }
 
 const cache = new WeakMap<object, Config>();
@@ -81,6 +83,7 @@ export function loadConfig(env: Env): Config {
       .filter(Boolean),
     rateLimitWritesPerMinute: raw.RATE_LIMIT_WRITES_PER_MINUTE,
     redisKeyPrefix: raw.REDIS_KEY_PREFIX,
+    eventRetryBaseSeconds: raw.EVENT_RETRY_BASE_SECONDS,
   };
   cache.set(env, config);
   return config;

@@ -4,6 +4,7 @@
  */
 export interface Env {
   DB: D1Database;
+  EVENTS_QUEUE: Queue;
   BUSINESS_TIMEZONE?: string;
   ORDER_PAYMENT_TTL_SECONDS?: string;
   ADMIN_TOKEN?: string;
@@ -17,6 +18,7 @@ export interface Env {
   ALLOWED_ORIGINS?: string;
   RATE_LIMIT_WRITES_PER_MINUTE?: string;
   REDIS_KEY_PREFIX?: string;
+  EVENT_RETRY_BASE_SECONDS?: string;
 }
 
 type AppBindings = Env;

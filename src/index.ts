@@ -1,9 +1,21 @@
 import { createApp } from "./app";
+import { loadConfig } from "./config";
 import type { Env } from "./env";
+import { consumeDeadLetters, consumeEvents } from "./events/consumer";
+import { runScheduled } from "./jobs";
 
 const app = createApp();
 
-/** Worker entry: HTTP via Hono. */
+/** Worker entry: HTTP (Hono), Cron Triggers, and the events queue consumers. */
 export default {
   fetch: app.fetch,
+  async scheduled(controller, env, ctx) {
+    await runScheduled(controller.cron, env, ctx);
+  },
+  async queue(batch, env) {
+    const config = loadConfig(env);
+    const deps = { d1: env.DB, dataPlatformUrl: config.dataPlatformUrl, retryBaseSeconds: config.eventRetryBaseSeconds, now: Date.now };
+    if (batch.queue.endsWith("-dlq")) await consumeDeadLetters(batch, deps);
+    else await consumeEvents(batch, deps);
+  },
 } satisfies ExportedHandler<Env>;

@@ -7,10 +7,14 @@ import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
 import { now } from "./shared/clock";
+import { errorFields, log } from "./shared/logger";
 import { createRedis } from "./infra/redis";
 import { noRankingCache, redisRankingCache } from "./rankings/ranking.store";
 import { RankingsRepo } from "./rankings/rankings.repo";
 import { RankingsService } from "./rankings/rankings.service";
+import { DeadLettersRepo } from "./events/dead-letters.repo";
+import { relayOutbox, type RelayResult } from "./events/outbox.relay";
+import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -24,16 +28,44 @@ export interface Services {
   couponsRepo: CouponsRepo;
   adminRepo: AdminRepo;
   rankings: RankingsService;
+  events: {
+    transport: EventTransport;
+    /** Publishes due outbox rows (bounded); safe to run concurrently with the cron. */
+    relay(): Promise<RelayResult>;
+    deadLetters: DeadLettersRepo;
+    /** Re-sends a dead letter's event to the events queue. */
+    replay(payload: unknown): Promise<void>;
+  };
+  /** Starts best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil. */
+  afterCommit(work: () => Promise<unknown>): void;
 }
 
-export function createServices(env: Env, config: Config, _ctx?: { waitUntil(promise: Promise<unknown>): void }): Services {
+/** Kafka when its settings are present, else the Cloudflare Queue (default). */
+export function createEventTransport(env: Env, config: Config): EventTransport {
+  return config.kafka ? upstashKafkaTransport(config.kafka) : queueTransport(env.EVENTS_QUEUE);
+}
+
+export function createServices(env: Env, config: Config, ctx?: { waitUntil(promise: Promise<unknown>): void }): Services {
   const db = createDb(env.DB);
   const clock = now;
   const pointsRepo = new PointsRepo(db, env.DB);
   const productsRepo = new ProductsRepo(db);
   const redis = createRedis(config);
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
+  const transport = createEventTransport(env, config);
   return {
+    events: {
+      transport,
+      relay: () => relayOutbox(env.DB, transport, clock()),
+      deadLetters: new DeadLettersRepo(env.DB),
+      replay: async (payload) => {
+        await env.EVENTS_QUEUE.send(payload, { contentType: "json" });
+      },
+    },
+    afterCommit(work) {
+      const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
+      ctx?.waitUntil(p);
+    },
     rankings: new RankingsService(new RankingsRepo(env.DB), productsRepo, rankingCache, config.businessTimeZone, clock),
     clock,
     db,

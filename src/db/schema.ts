@@ -272,3 +272,25 @@ export const batchGuards = sqliteTable(
   },
   (t) => [check("batch_guards_ok", sql`ok = 1`)],
 );
+
+/** Events the consumer delivered to the data platform: makes redelivery of a duplicate message a no-op. */
+export const eventDeliveries = sqliteTable("event_deliveries", {
+  eventId: text("event_id").primaryKey(),
+  type: text("type").notNull(),
+  deliveredAt: integer("delivered_at").notNull(),
+});
+
+/** Messages that exhausted their retries (written by the dead-letter queue's consumer); admins replay them. */
+export const deadLetters = sqliteTable(
+  "dead_letters",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    eventId: text("event_id").notNull(),
+    type: text("type").notNull(),
+    payload: text("payload").notNull(),
+    attempts: integer("attempts").notNull(),
+    createdAt: integer("created_at").notNull(),
+    replayedAt: integer("replayed_at"),
+  },
+  (t) => [index("dead_letters_event_id_idx").on(t.eventId)],
+);

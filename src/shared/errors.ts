@@ -20,6 +20,7 @@ export const ERROR_TABLE = {
   COUPON_NOT_FOUND: [404, "쿠폰을 찾을 수 없습니다."],
   ORDER_NOT_FOUND: [404, "주문을 찾을 수 없습니다."],
   NOT_FOUND: [404, "요청한 경로가 존재하지 않습니다."],
+  DEAD_LETTER_NOT_FOUND: [404, "데드레터를 찾을 수 없습니다."],
   METHOD_NOT_ALLOWED: [405, "허용되지 않은 HTTP 메서드입니다."],
   CHARGE_LIMIT_EXCEEDED: [409, "1회 최대 충전 금액을 초과했습니다."],
   BALANCE_LIMIT_EXCEEDED: [409, "누적 충전 가능 금액을 초과했습니다."],

@@ -6,6 +6,7 @@ declare global {
       TEST_MIGRATIONS: D1Migration[];
       TEST_REDIS_URL: string;
       TEST_REDIS_TOKEN: string;
+      TEST_SINK_URL: string;
     }
   }
 }

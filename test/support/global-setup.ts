@@ -3,15 +3,22 @@
 import type { TestProject } from "vitest/node";
 // @ts-expect-error: plain ESM script without type declarations
 import { redisReachable, startBridge } from "../../scripts/upstash-bridge.mjs";
+// @ts-expect-error: plain ESM script without type declarations
+import { startSink } from "../../scripts/http-sink.mjs";
 
 declare module "vitest" {
   export interface ProvidedContext {
     redisBridgeUrl: string;
     redisBridgeToken: string;
+    sinkUrl: string;
   }
 }
 
 export default async function setup(project: TestProject) {
+  // The data platform / Kafka REST stand-in: a real local HTTP server that records what it gets.
+  const sink = await startSink();
+  project.provide("sinkUrl", sink.url);
+
   const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
   if (!(await redisReachable(redisUrl))) {
     const msg = `no redis-server at ${redisUrl}: the Redis-backed suites are SKIPPED`;
@@ -19,12 +26,15 @@ export default async function setup(project: TestProject) {
     console.warn(`\n!!!!!!!!!!\n!!! ${msg}\n!!! start one (redis-server --port 6379) to run them.\n!!!!!!!!!!\n`);
     project.provide("redisBridgeUrl", "");
     project.provide("redisBridgeToken", "");
-    return;
+    return async () => {
+      await sink.close();
+    };
   }
   const bridge = await startBridge({ redisUrl, token: `test-${process.pid}` });
   project.provide("redisBridgeUrl", bridge.url);
   project.provide("redisBridgeToken", bridge.token);
   return async () => {
     await bridge.close();
+    await sink.close();
   };
 }

@@ -1,0 +1,72 @@
+import { DomainEvent } from "./event.schemas";
+import { deliverOrderCompleted } from "./data-platform.client";
+import { log } from "../shared/logger";
+
+export interface ConsumerDeps {
+  d1: D1Database;
+  dataPlatformUrl: string | undefined;
+  /** Base of the exponential retry delay in seconds (EVENT_RETRY_BASE_SECONDS; 0 retries at once). */
+  retryBaseSeconds: number;
+  now: () => number;
+}
+
+/** Delay before a failed delivery is retried: base x 2^(attempts-1), at most 60 s. */
+export function retryDelaySeconds(attempts: number, baseSeconds = 2): number {
+  return Math.min(baseSeconds * 2 ** Math.max(attempts - 1, 0), 60);
+}
+
+/**
+ * The events queue's consumer. Idempotent on the event id: an event already
+ * delivered (a duplicate from an at-least-once relay) is acked without a second
+ * POST. Failures are retried by the queue; after `max_retries` the queue moves
+ * the message to the dead-letter queue.
+ */
+export async function consumeEvents(batch: MessageBatch<unknown>, deps: ConsumerDeps): Promise<void> {
+  for (const msg of batch.messages) {
+    const parsed = DomainEvent.safeParse(msg.body);
+    if (!parsed.success) {
+      // Retrying cannot fix a malformed message: log it and drop it.
+      log("error", "dropping malformed event message", { messageId: msg.id, issues: parsed.error.issues.slice(0, 3) });
+      msg.ack();
+      continue;
+    }
+    const event = parsed.data;
+    if (event.type !== "order.completed") {
+      log("info", "event consumed", { type: event.type, eventId: event.eventId });
+      msg.ack();
+      continue;
+    }
+    const seen = await deps.d1.prepare("SELECT 1 AS hit FROM event_deliveries WHERE event_id = ?1").bind(event.eventId).first("hit");
+    if (seen) {
+      log("info", "duplicate event skipped", { eventId: event.eventId });
+      msg.ack();
+      continue;
+    }
+    const outcome = await deliverOrderCompleted(deps.dataPlatformUrl, event);
+    if (outcome.ok) {
+      await deps.d1
+        .prepare("INSERT OR IGNORE INTO event_deliveries (event_id, type, delivered_at) VALUES (?1, ?2, ?3)")
+        .bind(event.eventId, event.type, deps.now())
+        .run();
+      msg.ack();
+    } else {
+      log("warn", "data platform delivery failed; will retry", { eventId: event.eventId, attempts: msg.attempts, reason: outcome.reason });
+      msg.retry({ delaySeconds: retryDelaySeconds(msg.attempts, deps.retryBaseSeconds) });
+    }
+  }
+}
+
+/** The dead-letter queue's consumer: keeps each dead message in D1 for inspection and replay. */
+export async function consumeDeadLetters(batch: MessageBatch<unknown>, deps: ConsumerDeps): Promise<void> {
+  const stmts = batch.messages.map((msg) => {
+    const body = msg.body as { eventId?: unknown; type?: unknown } | null;
+    const eventId = typeof body?.eventId === "string" ? body.eventId : `unknown:${msg.id}`;
+    const type = typeof body?.type === "string" ? body.type : "unknown";
+    return deps.d1
+      .prepare("INSERT INTO dead_letters (event_id, type, payload, attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+      .bind(eventId, type, JSON.stringify(msg.body), msg.attempts, deps.now());
+  });
+  if (stmts.length > 0) await deps.d1.batch(stmts);
+  log("error", "events dead-lettered", { count: stmts.length, eventIds: batch.messages.map((m) => (m.body as { eventId?: string })?.eventId) });
+  batch.ackAll();
+}

@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:workers";
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { consumeDeadLetters, consumeEvents, retryDelaySeconds } from "../../src/events/consumer";
+import { sampleOrderEvent, sinkRecords } from "../support/events";
+
+const deps = () => ({ d1: env.DB, dataPlatformUrl: `${env.TEST_SINK_URL}/platform`, retryBaseSeconds: 2, now: Date.now });
+
+async function deliver(body: unknown, attempts = 1, id = crypto.randomUUID()) {
+  const batch = createMessageBatch("edge-commerce-events", [{ id, timestamp: new Date(), attempts, body }]);
+  const ctx = createExecutionContext();
+  await consumeEvents(batch, deps());
+  return getQueueResult(batch, ctx);
+}
+
+describe("events consumer -> data platform", () => {
+  it("POSTs order.completed with the event id as Idempotency-Key and acks", async () => {
+    const e = sampleOrderEvent(`ok-${crypto.randomUUID()}`);
+    const result = await deliver(e.event);
+    expect(result.explicitAcks).toHaveLength(1);
+    expect(result.retryMessages).toHaveLength(0);
+    const got = await sinkRecords(e.eventId);
+    expect(got).toHaveLength(1);
+    expect(got[0]!.status).toBe(200);
+    expect(got[0]!.headers["content-type"]).toBe("application/json");
+    expect(got[0]!.body).toEqual(e.event);
+  });
+
+  it("a duplicate message (relay crash between publish and mark) is delivered once", async () => {
+    const e = sampleOrderEvent(`dup-${crypto.randomUUID()}`);
+    const batch = createMessageBatch("edge-commerce-events", [
+      { id: "m1", timestamp: new Date(), attempts: 1, body: e.event },
+      { id: "m2", timestamp: new Date(), attempts: 1, body: e.event },
+    ]);
+    const ctx = createExecutionContext();
+    await consumeEvents(batch, deps());
+    const result = await getQueueResult(batch, ctx);
+    expect(result.explicitAcks.sort()).toEqual(["m1", "m2"]);
+    await deliver(e.event); // and once more, later
+    expect(await sinkRecords(e.eventId)).toHaveLength(1);
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM event_deliveries WHERE event_id = ?").bind(e.eventId).first("n")).toBe(1);
+  });
+
+  it("platform answers 500 twice then 200: retried with backoff, delivered once", async () => {
+    const e = sampleOrderEvent(`fail2-${crypto.randomUUID()}`);
+    const first = await deliver(e.event, 1);
+    // (the delay itself, 2 s then 4 s, is pinned by the backoff test below; getQueueResult does not report it)
+    expect(first.retryMessages).toHaveLength(1);
+    expect(first.explicitAcks).toHaveLength(0);
+    const second = await deliver(e.event, 2);
+    expect(second.retryMessages).toHaveLength(1);
+    const third = await deliver(e.event, 3);
+    expect(third.explicitAcks).toHaveLength(1);
+    const got = await sinkRecords(e.eventId);
+    expect(got.map((r) => r.status)).toEqual([500, 500, 200]);
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM event_deliveries WHERE event_id = ?").bind(e.eventId).first("n")).toBe(1);
+  });
+
+  it("acks and drops a malformed message instead of retrying it forever", async () => {
+    const result = await deliver({ type: "order.completed", eventId: "x" });
+    expect(result.explicitAcks).toHaveLength(1);
+    expect(result.retryMessages).toHaveLength(0);
+  });
+
+  it("the dead-letter consumer keeps each message in D1", async () => {
+    const e = sampleOrderEvent(`dead-${crypto.randomUUID()}`);
+    const batch = createMessageBatch("edge-commerce-events-dlq", [{ id: "d1", timestamp: new Date(), attempts: 6, body: e.event }]);
+    const ctx = createExecutionContext();
+    await consumeDeadLetters(batch, deps());
+    const result = await getQueueResult(batch, ctx);
+    expect(result.ackAll).toBe(true);
+    const row = await env.DB.prepare("SELECT event_id, type, attempts, payload FROM dead_letters WHERE event_id = ?").bind(e.eventId).first<any>();
+    expect(row).toMatchObject({ event_id: e.eventId, type: "order.completed", attempts: 6 });
+    expect(JSON.parse(row.payload)).toEqual(e.event);
+  });
+
+  it("backs off exponentially up to a minute", () => {
+    expect([1, 2, 3, 6, 7, 20].map((a) => retryDelaySeconds(a, 2))).toEqual([2, 4, 8, 60, 60, 60]);
+    expect(retryDelaySeconds(5, 0)).toBe(0);
+  });
+});
