@@ -8,6 +8,7 @@ import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
 import { loadConfig } from "./config";
+import { couponsRoutes } from "./coupons/coupons.routes";
 import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { createServices } from "./services";
@@ -100,6 +101,7 @@ export function createApp() {
 
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", productsRoutes);
+  app.route("/api/v1/coupons", couponsRoutes);
   app.route("/api/v1/admin", adminRoutes);
 
   app.get("/health", (c) => c.json({ status: "ok" }));

@@ -4,6 +4,8 @@
  */
 export interface Env {
   DB: D1Database;
+  /** One CouponIssuer per coupon, addressed by `idFromName(String(couponId))`. */
+  COUPON_ISSUER: DurableObjectNamespace<import("./coupons/coupon-issuer.do").CouponIssuer>;
   BUSINESS_TIMEZONE?: string;
   ORDER_PAYMENT_TTL_SECONDS?: string;
   ADMIN_TOKEN?: string;

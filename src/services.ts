@@ -3,6 +3,7 @@ import { createDb, type Db } from "./db/client";
 import type { Env } from "./env";
 import { AdminRepo } from "./admin/admin.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
+import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
 import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
@@ -18,6 +19,7 @@ export interface Services {
   points: PointsService;
   productsRepo: ProductsRepo;
   couponsRepo: CouponsRepo;
+  coupons: CouponsService;
   adminRepo: AdminRepo;
 }
 
@@ -31,6 +33,7 @@ export function createServices(env: Env, _config: Config, _ctx?: { waitUntil(pro
     points: new PointsService(pointsRepo, clock),
     productsRepo: new ProductsRepo(db),
     couponsRepo: new CouponsRepo(db),
+    coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock),
     adminRepo: new AdminRepo(env.DB),
   };
 }
