@@ -254,9 +254,10 @@ export class CouponIssuer extends DurableObject<Env> {
 
   /** Projects records into D1 and marks them synced; undefined when D1 failed (the alarm retries). */
   private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
+    // The current count (not the one at decision time): issued_quantity only ever moves up to it.
     const coupon = this.readCoupon()!;
     try {
-      const ids = await this.store.project(coupon.id, records, this.readCoupon()!.issued, Date.now());
+      const ids = await this.store.project(coupon.id, records, coupon.issued, Date.now());
       this.ctx.storage.transactionSync(() => {
         for (const [userId, id] of ids) {
           this.sql.exec("UPDATE issuances SET synced = 1, user_coupon_id = ? WHERE user_id = ?", id, userId);

@@ -1,3 +1,4 @@
+import type { Env } from "../env";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import type { IssueOutcome, SetQuantityOutcome } from "./coupon-issuer.do";
@@ -18,8 +19,6 @@ export function couponIssuerClient(ns: Env["COUPON_ISSUER"]): CouponIssuerPort {
     setQuantity: (couponId, quantity) => stub(couponId).setQuantity(couponId, quantity) as Promise<SetQuantityOutcome>,
   };
 }
-
-type Env = import("../env").Env;
 
 export interface IssuedCoupon {
   userCouponId: number | null;

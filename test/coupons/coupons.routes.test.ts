@@ -215,3 +215,13 @@ describe("admin coupons", () => {
     expect((await d1State(couponId)).quantity).toBe(100);
   });
 });
+
+describe("OpenAPI", () => {
+  it("documents the coupon routes and the admin quantity route", async () => {
+    const res = await api.get("/openapi.json");
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body.paths)).toEqual(
+      expect.arrayContaining(["/api/v1/coupons/issue", "/api/v1/coupons/{couponId}/issue", "/api/v1/coupons", "/api/v1/admin/coupons/{couponId}"]),
+    );
+  });
+});
