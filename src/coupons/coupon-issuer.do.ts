@@ -86,7 +86,7 @@ export class CouponIssuer extends DurableObject<Env> {
       this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
       this.coupon = this.readCoupon();
       if (this.coupon && this.needsSync() && (await ctx.storage.getAlarm()) === null) {
-        await ctx.storage.setAlarm(Date.now());
+        await ctx.storage.setAlarm(Date.now() + SYNC_DELAY_MS);
       }
     });
   }
