@@ -10,6 +10,7 @@ import { adminRoutes } from "./admin/admin.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
+import { couponsRoutes } from "./coupons/coupons.routes";
 import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { rankingsRoutes } from "./rankings/rankings.routes";
@@ -105,6 +106,7 @@ export function createApp() {
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", rankingsRoutes);
   app.route("/api/v1/products", productsRoutes);
+  app.route("/api/v1/coupons", couponsRoutes);
   app.route("/api/v1/admin", adminRoutes);
   app.route("/api/v1/admin", deadLetterRoutes);
 

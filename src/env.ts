@@ -5,6 +5,8 @@
 export interface Env {
   DB: D1Database;
   EVENTS_QUEUE: Queue;
+  /** One CouponIssuer per coupon, addressed by `idFromName(String(couponId))`. */
+  COUPON_ISSUER: DurableObjectNamespace<import("./coupons/coupon-issuer.do").CouponIssuer>;
   BUSINESS_TIMEZONE?: string;
   ORDER_PAYMENT_TTL_SECONDS?: string;
   ADMIN_TOKEN?: string;

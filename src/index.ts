@@ -4,6 +4,8 @@ import type { Env } from "./env";
 import { consumeDeadLetters, consumeEvents } from "./events/consumer";
 import { runScheduled } from "./jobs";
 
+export { CouponIssuer } from "./coupons/coupon-issuer.do";
+
 const app = createApp();
 
 /** Worker entry: HTTP (Hono), Cron Triggers, and the events queue consumers. */

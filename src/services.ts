@@ -3,6 +3,7 @@ import { createDb, type Db } from "./db/client";
 import type { Env } from "./env";
 import { AdminRepo } from "./admin/admin.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
+import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
 import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
@@ -26,6 +27,7 @@ export interface Services {
   points: PointsService;
   productsRepo: ProductsRepo;
   couponsRepo: CouponsRepo;
+  coupons: CouponsService;
   adminRepo: AdminRepo;
   rankings: RankingsService;
   events: {
@@ -72,6 +74,7 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
     points: new PointsService(pointsRepo, clock),
     productsRepo,
     couponsRepo: new CouponsRepo(db),
+    coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock),
     adminRepo: new AdminRepo(env.DB),
   };
 }

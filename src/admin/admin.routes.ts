@@ -1,7 +1,15 @@
 import { createRoute } from "@hono/zod-openapi";
 import { envelopeOf, ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody } from "../shared/http";
-import { CreateCouponBodySchema, CreatedIdSchema, CreateProductBodySchema, CreateUserBodySchema } from "./admin.schemas";
+import {
+  CouponQuantitySchema,
+  CreateCouponBodySchema,
+  CreatedIdSchema,
+  CreateProductBodySchema,
+  CreateUserBodySchema,
+  SetCouponQuantityBodySchema,
+} from "./admin.schemas";
+import { CouponIdParamSchema } from "../coupons/coupons.schemas";
 import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
 
 const security = [{ adminBearer: [] }];
@@ -45,6 +53,19 @@ const createCouponRoute = createRoute({
   },
 });
 
+const setCouponQuantityRoute = createRoute({
+  method: "patch",
+  path: "/coupons/{couponId}",
+  tags: ["admin"],
+  security,
+  summary: "Change a coupon's quantity (never below what is already issued)",
+  request: { params: CouponIdParamSchema, body: jsonBody(SetCouponQuantityBodySchema) },
+  responses: {
+    200: { description: "New quantity", content: { "application/json": { schema: envelopeOf(CouponQuantitySchema) } } },
+    ...errorResponses(400, 401, 403, 404, 409, 413, 415),
+  },
+});
+
 /** `/api/v1/admin`: every route behind the admin bearer token (guarded in app.ts). */
 export const adminRoutes = createRouter()
   .openapi(createUserRoute, async (c) => {
@@ -75,4 +96,9 @@ export const adminRoutes = createRouter()
       c.var.services.clock(),
     );
     return ok(c, { couponId }, 201);
+  })
+  .openapi(setCouponQuantityRoute, async (c) => {
+    const { couponId } = c.req.valid("param");
+    const { quantity } = c.req.valid("json");
+    return ok(c, await c.var.services.coupons.setQuantity(couponId, quantity));
   });

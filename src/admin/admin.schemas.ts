@@ -42,4 +42,12 @@ export const CreateCouponBodySchema = z
   })
   .openapi("CreateCouponRequest");
 
+export const SetCouponQuantityBodySchema = z
+  .strictObject({ quantity: z.number().int().positive().max(10_000_000).openapi({ example: 200 }) })
+  .openapi("SetCouponQuantityRequest");
+
+export const CouponQuantitySchema = z
+  .object({ couponId: z.number().int(), quantity: z.number().int(), issuedQuantity: z.number().int() })
+  .openapi("CouponQuantity");
+
 export const CreatedIdSchema = (name: string) => z.object({ [name]: z.number().int() });

@@ -15,3 +15,42 @@ export function isValidDiscount(type: DiscountType, value: number): boolean {
 export function userCouponExpiry(issuedAt: number, validDays: number, couponEndsAt: number): number {
   return Math.min(issuedAt + validDays * DAY_MS, couponEndsAt);
 }
+
+/** What the issuer knows about its coupon when it decides. */
+export interface IssuerCoupon {
+  quantity: number;
+  issued: number;
+  startsAt: number;
+  endsAt: number;
+  validDays: number;
+}
+
+export type IssueRefusal = "COUPON_NOT_ISSUABLE" | "COUPON_ALREADY_ISSUED" | "COUPON_SOLD_OUT";
+
+export type IssueDecision = { ok: true; issuedAt: number; expiresAt: number } | { ok: false; code: IssueRefusal };
+
+/**
+ * The first-come issuance rule (DESIGN §3), checked in this order: the window
+ * [startsAt, endsAt) contains `now`; the user has not got it; quantity remains.
+ * An owner asking again after the coupon sold out hears ALREADY_ISSUED, which
+ * tells them more than SOLD_OUT would.
+ */
+export function decideIssue(coupon: IssuerCoupon, alreadyIssued: boolean, now: number): IssueDecision {
+  if (now < coupon.startsAt || now >= coupon.endsAt) return { ok: false, code: "COUPON_NOT_ISSUABLE" };
+  if (alreadyIssued) return { ok: false, code: "COUPON_ALREADY_ISSUED" };
+  if (coupon.issued >= coupon.quantity) return { ok: false, code: "COUPON_SOLD_OUT" };
+  return { ok: true, issuedAt: now, expiresAt: userCouponExpiry(now, coupon.validDays, coupon.endsAt) };
+}
+
+/** A coupon's quantity may grow or shrink, but never below what is already issued. */
+export function canSetQuantity(quantity: number, issued: number): boolean {
+  return Number.isSafeInteger(quantity) && quantity >= 1 && quantity >= issued;
+}
+
+export type UserCouponStatus = "AVAILABLE" | "USED" | "EXPIRED";
+
+/** USED once used (even if past expiry); otherwise EXPIRED from `expiresAt` on; else AVAILABLE. */
+export function userCouponStatus(usedAt: number | null, expiresAt: number, now: number): UserCouponStatus {
+  if (usedAt !== null) return "USED";
+  return now >= expiresAt ? "EXPIRED" : "AVAILABLE";
+}

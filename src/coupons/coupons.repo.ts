@@ -1,6 +1,6 @@
-import { eq } from "drizzle-orm";
+import { asc, eq, sql } from "drizzle-orm";
 import type { Db } from "../db/client";
-import { coupons, type DiscountType } from "../db/schema";
+import { coupons, userCoupons, users, type DiscountType } from "../db/schema";
 
 export interface CouponRow {
   id: number;
@@ -12,6 +12,18 @@ export interface CouponRow {
   startsAt: number;
   endsAt: number;
   validDays: number;
+}
+
+/** A user coupon joined with its coupon definition, as the owner's list shows it. */
+export interface UserCouponRow {
+  userCouponId: number;
+  couponId: number;
+  couponTitle: string;
+  discountType: DiscountType;
+  discountValue: number;
+  issuedAt: number;
+  expiresAt: number;
+  usedAt: number | null;
 }
 
 export interface NewCoupon {
@@ -53,5 +65,38 @@ export class CouponsRepo {
       .from(coupons)
       .where(eq(coupons.id, id))
       .get();
+  }
+
+  /** Whether the user and the coupon exist, in one D1 round trip (checked before asking the DO). */
+  async findUserAndCoupon(userId: number, couponId: number): Promise<{ user: boolean; coupon: boolean }> {
+    const row = await this.db.get<{ user: number | null; coupon: number | null }>(
+      sql`SELECT (SELECT 1 FROM users WHERE id = ${userId}) AS user, (SELECT 1 FROM coupons WHERE id = ${couponId}) AS coupon`,
+    );
+    return { user: row?.user === 1, coupon: row?.coupon === 1 };
+  }
+
+  async userExists(userId: number): Promise<boolean> {
+    const row = await this.db.select({ id: users.id }).from(users).where(eq(users.id, userId)).get();
+    return row !== undefined;
+  }
+
+  /** The user's coupons, oldest issuance (lowest id) first. */
+  async listUserCoupons(userId: number): Promise<UserCouponRow[]> {
+    return this.db
+      .select({
+        userCouponId: userCoupons.id,
+        couponId: userCoupons.couponId,
+        couponTitle: coupons.name,
+        discountType: coupons.discountType,
+        discountValue: coupons.discountValue,
+        issuedAt: userCoupons.issuedAt,
+        expiresAt: userCoupons.expiresAt,
+        usedAt: userCoupons.usedAt,
+      })
+      .from(userCoupons)
+      .innerJoin(coupons, eq(coupons.id, userCoupons.couponId))
+      .where(eq(userCoupons.userId, userId))
+      .orderBy(asc(userCoupons.id))
+      .all();
   }
 }

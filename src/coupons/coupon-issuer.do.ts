@@ -1,0 +1,298 @@
+import { DurableObject } from "cloudflare:workers";
+import type { Env } from "../env";
+import { errorFields, log } from "../shared/logger";
+import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
+import { IssuanceRepo, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
+
+/** Outcome of `issue`: business refusals are values, never thrown across RPC. */
+export type IssueOutcome =
+  | {
+      ok: true;
+      couponId: number;
+      userId: number;
+      issuedAt: number;
+      expiresAt: number;
+      /** null only while D1 is unreachable; the alarm writes the row within about a second. */
+      userCouponId: number | null;
+    }
+  | { ok: false; code: IssueRefusal | "COUPON_NOT_FOUND" | "INTERNAL_ERROR" };
+
+export type SetQuantityOutcome =
+  | { ok: true; couponId: number; quantity: number; issuedQuantity: number }
+  | { ok: false; code: "COUPON_NOT_FOUND" | "COUPON_QUANTITY_BELOW_ISSUED" | "INTERNAL_ERROR" };
+
+/** What the DO reports about itself (tests and diagnostics). */
+export interface IssuerState {
+  couponId: number | null;
+  quantity: number;
+  issued: number;
+  users: number[];
+  unsynced: number;
+}
+
+/** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
+export const SYNC_DELAY_MS = 500;
+/** Retry interval while D1 keeps failing. */
+const RETRY_DELAY_MS = 1_000;
+
+type CouponRow = { id: number; quantity: number; issued: number; starts_at: number; ends_at: number; valid_days: number; quantity_synced: number };
+
+/**
+ * One per coupon (`idFromName(String(couponId))`): the source of truth for who
+ * got the coupon and how many remain.
+ *
+ * Decisions are made in one synchronous step on the object's SQLite storage (no
+ * await between the check and the write, so no other request can interleave),
+ * persisted before the answer, and only then projected into D1.
+ *
+ * Convergence to D1 is the DO's job, not the Worker's: `issue` writes the D1 row
+ * right after persisting (so the route can answer with the user coupon id), and
+ * every issuance is stored with `synced = 0` until D1 confirms it; an alarm
+ * scheduled before the D1 write retries whatever is still unsynced (lost D1
+ * write, crash, eviction), idempotently.
+ */
+export class CouponIssuer extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  /** D1 adapter; a field (not a constant) so tests can simulate a D1 outage. */
+  store: IssuanceStore;
+  private coupon: CouponRow | undefined;
+  private loading: Promise<"done" | "failed"> | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.store = new IssuanceRepo(env.DB);
+    // Invariant: no request sees the object before its schema exists, and an
+    // issuance persisted by a previous incarnation but never confirmed in D1
+    // gets an alarm again (covers a crash between the decision and the alarm).
+    ctx.blockConcurrencyWhile(async () => {
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS coupon (
+        id INTEGER PRIMARY KEY,
+        quantity INTEGER NOT NULL CHECK (quantity >= 1),
+        issued INTEGER NOT NULL DEFAULT 0,
+        starts_at INTEGER NOT NULL,
+        ends_at INTEGER NOT NULL,
+        valid_days INTEGER NOT NULL,
+        quantity_synced INTEGER NOT NULL DEFAULT 1,
+        CHECK (issued BETWEEN 0 AND quantity)
+      )`);
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS issuances (
+        user_id INTEGER PRIMARY KEY,
+        issued_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        user_coupon_id INTEGER,
+        synced INTEGER NOT NULL DEFAULT 0
+      )`);
+      this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
+      this.coupon = this.readCoupon();
+      if (this.coupon && this.needsSync() && (await ctx.storage.getAlarm()) === null) {
+        await ctx.storage.setAlarm(Date.now() + SYNC_DELAY_MS);
+      }
+    });
+  }
+
+  /**
+   * Issues the coupon to `userId` at `now` if the window is open, the user has
+   * none yet and quantity remains. Invariant: issued count <= quantity and at
+   * most one issuance per user, because check and write happen in one
+   * `transactionSync` with no await in between; the decision is durable before
+   * the answer (and before any D1 write).
+   */
+  async issue(couponId: number, userId: number, now: number): Promise<IssueOutcome> {
+    const loaded = await this.ensureLoaded(couponId);
+    if (loaded !== "ok") return { ok: false, code: loaded };
+
+    const decision = this.ctx.storage.transactionSync(() => {
+      const coupon = this.readCoupon()!;
+      const already = this.sql.exec("SELECT 1 FROM issuances WHERE user_id = ?", userId).toArray().length > 0;
+      const d = decideIssue(toIssuerCoupon(coupon), already, now);
+      if (!d.ok) return d;
+      this.sql.exec(
+        "INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)",
+        userId,
+        d.issuedAt,
+        d.expiresAt,
+      );
+      this.sql.exec("UPDATE coupon SET issued = issued + 1");
+      return d;
+    });
+    this.coupon = this.readCoupon();
+    if (!decision.ok) return decision;
+
+    await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
+    const ids = await this.syncToD1([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
+    return {
+      ok: true,
+      couponId,
+      userId,
+      issuedAt: decision.issuedAt,
+      expiresAt: decision.expiresAt,
+      userCouponId: ids?.get(userId) ?? null,
+    };
+  }
+
+  /**
+   * Changes the coupon's quantity. Invariant: quantity never drops below the
+   * issued count (checked and written in one synchronous step), and D1's
+   * `coupons.quantity` follows (retried by the alarm if the write fails).
+   */
+  async setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome> {
+    const loaded = await this.ensureLoaded(couponId);
+    if (loaded !== "ok") return { ok: false, code: loaded };
+    const changed = this.ctx.storage.transactionSync(() => {
+      const coupon = this.readCoupon()!;
+      if (!canSetQuantity(quantity, coupon.issued)) return false;
+      this.sql.exec("UPDATE coupon SET quantity = ?, quantity_synced = 0", quantity);
+      return true;
+    });
+    this.coupon = this.readCoupon();
+    if (!changed) return { ok: false, code: "COUPON_QUANTITY_BELOW_ISSUED" };
+
+    await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
+    try {
+      await this.store.updateQuantity(couponId, quantity);
+      // Only mark synced if no later change overtook this one meanwhile.
+      this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ?", quantity);
+      this.coupon = this.readCoupon();
+      await this.clearAlarmIfSynced();
+    } catch (err) {
+      log("warn", "coupon quantity D1 write failed; alarm will retry", { couponId, ...errorFields(err) });
+    }
+    return { ok: true, couponId, quantity, issuedQuantity: this.coupon!.issued };
+  }
+
+  /** Read-only view of the DO's state. Invariant protected: none (no writes). */
+  async state(): Promise<IssuerState> {
+    const coupon = this.readCoupon();
+    const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
+    const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
+    return { couponId: coupon?.id ?? null, quantity: coupon?.quantity ?? 0, issued: coupon?.issued ?? 0, users, unsynced };
+  }
+
+  /**
+   * Write-behind safety net. Invariant: D1 converges to exactly the DO's list;
+   * every unsynced issuance (and an unsynced quantity) is written again,
+   * idempotently, until D1 confirms; while D1 fails the alarm re-arms itself.
+   */
+  override async alarm(): Promise<void> {
+    const coupon = this.readCoupon();
+    if (!coupon) return;
+    const pending = this.sql
+      .exec<{ user_id: number; issued_at: number; expires_at: number }>(
+        "SELECT user_id, issued_at, expires_at FROM issuances WHERE synced = 0 ORDER BY user_id",
+      )
+      .toArray()
+      .map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
+    let failed = false;
+    if (coupon.quantity_synced === 0) {
+      try {
+        await this.store.updateQuantity(coupon.id, coupon.quantity);
+        this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ?", coupon.quantity);
+      } catch (err) {
+        failed = true;
+        log("warn", "coupon quantity D1 retry failed", { couponId: coupon.id, ...errorFields(err) });
+      }
+    }
+    if (pending.length > 0 && (await this.syncToD1(pending)) === undefined) failed = true;
+    this.coupon = this.readCoupon();
+    if (failed || this.needsSync()) await this.ctx.storage.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
+  }
+
+  /**
+   * Loads the coupon definition and the issuances D1 already has, once.
+   * Invariant: state is initialised exactly once even when many first
+   * requests arrive together (`blockConcurrencyWhile` holds every other event
+   * until it is done, and the flag is re-checked inside). An unknown coupon is
+   * not remembered: it may be created later.
+   */
+  private async ensureLoaded(couponId: number): Promise<"ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"> {
+    if (!this.coupon) {
+      this.loading ??= this.ctx
+        .blockConcurrencyWhile(() => this.loadFromD1(couponId))
+        .finally(() => {
+          this.loading = undefined;
+        });
+      const loaded = await this.loading;
+      this.coupon = this.readCoupon();
+      if (loaded === "failed" && !this.coupon) return "INTERNAL_ERROR";
+    }
+    return this.coupon && this.coupon.id === couponId ? "ok" : "COUPON_NOT_FOUND";
+  }
+
+  /** Runs under blockConcurrencyWhile; never throws (that would reset the object). */
+  private async loadFromD1(couponId: number): Promise<"done" | "failed"> {
+    if (this.readCoupon()) return "done";
+    try {
+      const snap = await this.store.load(couponId);
+      if (!snap) return "done";
+      this.ctx.storage.transactionSync(() => {
+        this.sql.exec(
+          "INSERT INTO coupon (id, quantity, issued, starts_at, ends_at, valid_days) VALUES (?, ?, ?, ?, ?, ?)",
+          couponId,
+          Math.max(snap.quantity, snap.issued.length),
+          snap.issued.length,
+          snap.startsAt,
+          snap.endsAt,
+          snap.validDays,
+        );
+        for (const r of snap.issued) {
+          this.sql.exec(
+            "INSERT OR IGNORE INTO issuances (user_id, issued_at, expires_at, user_coupon_id, synced) VALUES (?, ?, ?, ?, 1)",
+            r.userId,
+            r.issuedAt,
+            r.expiresAt,
+            r.userCouponId,
+          );
+        }
+      });
+      return "done";
+    } catch (err) {
+      log("error", "coupon issuer could not load from D1", { couponId, ...errorFields(err) });
+      return "failed";
+    }
+  }
+
+  /** Projects records into D1 and marks them synced; undefined when D1 failed (the alarm retries). */
+  private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
+    // The current count (not the one at decision time): issued_quantity only ever moves up to it.
+    const coupon = this.readCoupon()!;
+    try {
+      const ids = await this.store.project(coupon.id, records, coupon.issued, Date.now());
+      this.ctx.storage.transactionSync(() => {
+        for (const [userId, id] of ids) {
+          this.sql.exec("UPDATE issuances SET synced = 1, user_coupon_id = ? WHERE user_id = ?", id, userId);
+        }
+      });
+      await this.clearAlarmIfSynced();
+      return ids;
+    } catch (err) {
+      log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });
+      return undefined;
+    }
+  }
+
+  /** Arms the alarm no later than `at` (an earlier pending alarm is kept, so a storm cannot postpone it). */
+  private async scheduleSync(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Leaves no alarm behind once everything is in D1. */
+  private async clearAlarmIfSynced(): Promise<void> {
+    if (!this.needsSync()) await this.ctx.storage.deleteAlarm();
+  }
+
+  private needsSync(): boolean {
+    const coupon = this.readCoupon();
+    const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
+    return unsynced > 0 || coupon?.quantity_synced === 0;
+  }
+
+  private readCoupon(): CouponRow | undefined {
+    return this.sql.exec<CouponRow>("SELECT id, quantity, issued, starts_at, ends_at, valid_days, quantity_synced FROM coupon").toArray()[0];
+  }
+}
+
+function toIssuerCoupon(row: CouponRow): IssuerCoupon {
+  return { quantity: row.quantity, issued: row.issued, startsAt: row.starts_at, endsAt: row.ends_at, validDays: row.valid_days };
+}

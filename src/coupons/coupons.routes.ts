@@ -1,0 +1,63 @@
+import { createRoute } from "@hono/zod-openapi";
+import { envelopeOf, ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import {
+  CouponIdParamSchema,
+  IssueBodySchema,
+  IssuedCouponSchema,
+  IssueForCouponBodySchema,
+  OwnedCouponsSchema,
+  OwnerQuerySchema,
+} from "./coupons.schemas";
+
+const issueRoute = createRoute({
+  method: "post",
+  path: "/issue",
+  tags: ["coupons"],
+  summary: "Issue a first-come coupon to a user (one per user, while quantity lasts, inside the window)",
+  request: { body: jsonBody(IssueBodySchema) },
+  responses: {
+    201: { description: "Issued", content: { "application/json": { schema: envelopeOf(IssuedCouponSchema, 201) } } },
+    ...errorResponses(400, 404, 409, 413, 415),
+  },
+});
+
+const issueForCouponRoute = createRoute({
+  method: "post",
+  path: "/{couponId}/issue",
+  tags: ["coupons"],
+  summary: "Issue the coupon in the path to a user",
+  request: { params: CouponIdParamSchema, body: jsonBody(IssueForCouponBodySchema) },
+  responses: {
+    201: { description: "Issued", content: { "application/json": { schema: envelopeOf(IssuedCouponSchema, 201) } } },
+    ...errorResponses(400, 404, 409, 413, 415),
+  },
+});
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/",
+  tags: ["coupons"],
+  summary: "A user's coupons with status AVAILABLE, USED or EXPIRED, by user coupon id",
+  request: { query: OwnerQuerySchema },
+  responses: {
+    200: { description: "Owned coupons", content: { "application/json": { schema: envelopeOf(OwnedCouponsSchema) } } },
+    ...errorResponses(400, 404),
+  },
+});
+
+/** `/api/v1/coupons` */
+export const couponsRoutes = createRouter()
+  .openapi(issueRoute, async (c) => {
+    const { userId, couponId } = c.req.valid("json");
+    return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);
+  })
+  .openapi(issueForCouponRoute, async (c) => {
+    const { couponId } = c.req.valid("param");
+    const { userId } = c.req.valid("json");
+    return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);
+  })
+  .openapi(listRoute, async (c) => {
+    const { userId } = c.req.valid("query");
+    return ok(c, await c.var.services.coupons.listOwned(userId));
+  });
