@@ -4,6 +4,7 @@ import type { Env } from "./env";
 import { AdminRepo } from "./admin/admin.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
 import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
+import { noUserCouponCache, redisUserCouponCache, type UserCouponCache } from "./coupons/user-coupon.cache";
 import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
@@ -28,6 +29,8 @@ export interface Services {
   productsRepo: ProductsRepo;
   couponsRepo: CouponsRepo;
   coupons: CouponsService;
+  /** Owned-coupon lists in Redis; order placement (use), cancel and expiry (restore) evict. */
+  userCouponCache: UserCouponCache;
   adminRepo: AdminRepo;
   rankings: RankingsService;
   events: {
@@ -54,6 +57,7 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
   const productsRepo = new ProductsRepo(db);
   const redis = createRedis(config);
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
+  const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix) : noUserCouponCache;
   const transport = createEventTransport(env, config);
   return {
     events: {
@@ -74,7 +78,8 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
     points: new PointsService(pointsRepo, clock),
     productsRepo,
     couponsRepo: new CouponsRepo(db),
-    coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock),
+    userCouponCache,
+    coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock, userCouponCache),
     adminRepo: new AdminRepo(env.DB),
   };
 }

@@ -3,6 +3,8 @@ import type { Env } from "../env";
 import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
 import { IssuanceRepo, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
+import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
+import { loadConfig } from "../config";
 
 /** Outcome of `issue`: business refusals are values, never thrown across RPC. */
 export type IssueOutcome =
@@ -55,6 +57,7 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   /** D1 adapter; a field (not a constant) so tests can simulate a D1 outage. */
   store: IssuanceStore;
+  private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
   private loading: Promise<"done" | "failed"> | undefined;
 
@@ -62,6 +65,7 @@ export class CouponIssuer extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.store = new IssuanceRepo(env.DB);
+    this.userCoupons = createUserCouponCache(loadConfig(env));
     // Invariant: no request sees the object before its schema exists, and an
     // issuance persisted by a previous incarnation but never confirmed in D1
     // gets an alarm again (covers a crash between the decision and the alarm).
@@ -264,6 +268,8 @@ export class CouponIssuer extends DurableObject<Env> {
         }
       });
       await this.clearAlarmIfSynced();
+      // The owners' cached lists are stale once their row exists in D1 (also on the write-behind path).
+      this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
       return ids;
     } catch (err) {
       log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });

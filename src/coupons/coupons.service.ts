@@ -4,6 +4,7 @@ import { AppError } from "../shared/errors";
 import type { IssueOutcome, SetQuantityOutcome } from "./coupon-issuer.do";
 import { userCouponStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
+import type { UserCouponCache } from "./user-coupon.cache";
 
 /** The port to the per-coupon serializer (the CouponIssuer DO in production). */
 export interface CouponIssuerPort {
@@ -45,6 +46,7 @@ export class CouponsService {
     private readonly repo: CouponsRepo,
     private readonly issuer: CouponIssuerPort,
     private readonly clock: () => number,
+    private readonly cache: UserCouponCache,
   ) {}
 
   /**
@@ -57,13 +59,21 @@ export class CouponsService {
     if (!found.coupon) throw new AppError("COUPON_NOT_FOUND");
     const out = await this.issuer.issue(couponId, userId, this.clock());
     if (!out.ok) throw new AppError(out.code);
+    // The DO evicts too once the D1 row exists (covering its write-behind path); this one keeps the
+    // common path read-your-writes for the caller even before the DO's eviction lands.
+    await this.cache.evict([userId]);
     return { userCouponId: out.userCouponId, couponId, userId, expiresAt: toIso(out.expiresAt) };
   }
 
   async listOwned(userId: number): Promise<{ userId: number; coupons: OwnedCoupon[] }> {
-    if (!(await this.repo.userExists(userId))) throw new AppError("USER_NOT_FOUND");
     const now = this.clock();
-    const rows = await this.repo.listUserCoupons(userId);
+    // Read-through: a cached list implies the user exists; a miss reads D1 and fills the cache.
+    let rows = await this.cache.get(userId);
+    if (!rows) {
+      if (!(await this.repo.userExists(userId))) throw new AppError("USER_NOT_FOUND");
+      rows = await this.repo.listUserCoupons(userId);
+      await this.cache.set(userId, rows);
+    }
     return {
       userId,
       coupons: rows.map((r) => ({
