@@ -21,7 +21,7 @@ export default defineConfig(async () => {
       include: ["test/**/*.test.ts"],
       testTimeout: 30_000,
       // Per-request info logs drown the report; warnings and errors still show.
-      onConsoleLog: (line) => !line.includes('"level":"info"'),
+      onConsoleLog: (line: string) => !line.includes('"level":"info"'),
       hookTimeout: 30_000,
     },
   };

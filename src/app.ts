@@ -8,6 +8,8 @@ import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
 import { loadConfig } from "./config";
+import { ordersRoutes } from "./orders/orders.routes";
+import { paymentRoutes } from "./orders/payment.routes";
 import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { createServices } from "./services";
@@ -101,6 +103,8 @@ export function createApp() {
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", productsRoutes);
   app.route("/api/v1/admin", adminRoutes);
+  app.route("/api/v1/orders", ordersRoutes);
+  app.route("/api/v1/points", paymentRoutes);
 
   app.get("/health", (c) => c.json({ status: "ok" }));
 

@@ -7,6 +7,11 @@ import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
 import { now } from "./shared/clock";
+import { OrdersRepo } from "./orders/orders.repo";
+import { OrdersService } from "./orders/orders.service";
+import { PaymentRepo } from "./orders/payment.repo";
+import { PaymentService } from "./orders/payment.service";
+import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -19,12 +24,18 @@ export interface Services {
   productsRepo: ProductsRepo;
   couponsRepo: CouponsRepo;
   adminRepo: AdminRepo;
+  stock: StockPort;
+  ordersRepo: OrdersRepo;
+  orders: OrdersService;
+  payments: PaymentService;
 }
 
-export function createServices(env: Env, _config: Config, _ctx?: { waitUntil(promise: Promise<unknown>): void }): Services {
+export function createServices(env: Env, config: Config, _ctx?: { waitUntil(promise: Promise<unknown>): void }): Services {
   const db = createDb(env.DB);
   const clock = now;
   const pointsRepo = new PointsRepo(db, env.DB);
+  const stock = new DurableObjectStock(env.PRODUCT_STOCK);
+  const ordersRepo = new OrdersRepo(env.DB);
   return {
     clock,
     db,
@@ -32,5 +43,9 @@ export function createServices(env: Env, _config: Config, _ctx?: { waitUntil(pro
     productsRepo: new ProductsRepo(db),
     couponsRepo: new CouponsRepo(db),
     adminRepo: new AdminRepo(env.DB),
+    stock,
+    ordersRepo,
+    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs),
+    payments: new PaymentService(ordersRepo, new PaymentRepo(env.DB), stock, clock),
   };
 }

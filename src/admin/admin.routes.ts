@@ -2,7 +2,16 @@ import { createRoute } from "@hono/zod-openapi";
 import { envelopeOf, ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody } from "../shared/http";
 import { requireAdmin } from "./admin-auth";
-import { CreateCouponBodySchema, CreatedIdSchema, CreateProductBodySchema, CreateUserBodySchema } from "./admin.schemas";
+import {
+  AdjustStockBodySchema,
+  CreateCouponBodySchema,
+  CreatedIdSchema,
+  CreateProductBodySchema,
+  CreateUserBodySchema,
+  StockLevelSchema,
+} from "./admin.schemas";
+import { ProductIdParamSchema } from "../products/products.schemas";
+import { AppError } from "../shared/errors";
 import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
 
 const security = [{ adminBearer: [] }];
@@ -46,6 +55,19 @@ const createCouponRoute = createRoute({
   },
 });
 
+const adjustStockRoute = createRoute({
+  method: "patch",
+  path: "/products/{productId}/stock",
+  tags: ["admin"],
+  security,
+  summary: "Restock (delta > 0) or reduce (delta < 0) through the product's stock DO; never below 0",
+  request: { params: ProductIdParamSchema, body: jsonBody(AdjustStockBodySchema) },
+  responses: {
+    200: { description: "Available stock after the change", content: { "application/json": { schema: envelopeOf(StockLevelSchema) } } },
+    ...errorResponses(400, 401, 403, 404, 409, 413, 415),
+  },
+});
+
 /** `/api/v1/admin`: every route behind the admin bearer token. */
 export const adminRoutes = createRouter();
 adminRoutes.use("*", requireAdmin);
@@ -78,4 +100,11 @@ adminRoutes
       c.var.services.clock(),
     );
     return ok(c, { couponId }, 201);
+  })
+  .openapi(adjustStockRoute, async (c) => {
+    const { productId } = c.req.valid("param");
+    const { delta } = c.req.valid("json");
+    const result = await c.var.services.stock.restock(productId, delta);
+    if (!result.ok) throw new AppError(result.reason);
+    return ok(c, { productId, stock: result.available });
   });

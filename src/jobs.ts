@@ -1,0 +1,41 @@
+import { loadConfig } from "./config";
+import type { Env } from "./env";
+import { runOrderMaintenance } from "./orders/order-expiry.job";
+import { createServices, type Services } from "./services";
+import { errorFields, log } from "./shared/logger";
+
+/** A scheduled job: gets the services and the trigger's scheduled time. */
+export type Job = { name: string; run: (services: Services, now: number) => Promise<unknown> };
+
+/**
+ * Which cron expression (as in wrangler.toml `[triggers] crons`) runs which jobs.
+ * Add a row per cron; a cron may run several jobs, one after another.
+ */
+export const JOBS: Record<string, Job[]> = {
+  "* * * * *": [
+    { name: "order-maintenance", run: (s, now) => runOrderMaintenance({ repo: s.ordersRepo, stock: s.stock }, now) },
+  ],
+};
+
+/** Runs the jobs of one cron; a failing job is logged and does not stop the others. */
+export async function runScheduled(
+  cron: string,
+  scheduledTime: number,
+  env: Env,
+  ctx?: { waitUntil(promise: Promise<unknown>): void },
+): Promise<void> {
+  const jobs = JOBS[cron];
+  if (!jobs) {
+    log("warn", "no job for cron", { cron });
+    return;
+  }
+  const services = createServices(env, loadConfig(env), ctx);
+  for (const job of jobs) {
+    try {
+      const result = await job.run(services, Math.max(scheduledTime, services.clock()));
+      log("info", "job done", { cron, job: job.name, result });
+    } catch (err) {
+      log("error", "job failed", { cron, job: job.name, ...errorFields(err) });
+    }
+  }
+}
