@@ -83,11 +83,9 @@ export class OrdersService {
         const r = await this.stock.reserve(item.productId, orderId, item.quantity, now);
         if (!r.ok) throw new AppError(r.reason === "INSUFFICIENT_STOCK" ? "INSUFFICIENT_STOCK" : "INTERNAL_ERROR");
       }
-      for (const item of items) {
-        const c = await this.stock.confirm(item.productId, orderId);
-        // A hold that timed out before confirm: the DO already released it.
-        if (!c.ok) throw new AppError("INTERNAL_ERROR", `stock hold for order ${orderId} timed out`);
-      }
+      // Order does not matter for confirms. A hold that timed out is refused (and released by its DO).
+      const confirms = await Promise.all(items.map((item) => this.stock.confirm(item.productId, orderId)));
+      if (!confirms.every((c) => c.ok)) throw new AppError("INTERNAL_ERROR", `stock hold for order ${orderId} timed out`);
       const expiresAt = this.clock() + this.paymentTtlMs;
       const committed = await this.commit(orderId, input.userId, userCouponId, expiresAt);
       if (!committed.ok) throw await this.placementConflict(input.userId, userCouponId);

@@ -286,29 +286,48 @@ export class ProductStock extends DurableObject<Env> {
     return this.stock() !== undefined;
   }
 
-  /** Writes the projection if it is behind, then sets the alarm for the next hold timeout or retry. */
+  /**
+   * Brings the projection up to date (coalesced: one D1 write in flight per
+   * object, later callers ride on the next one), then sets the alarm for the
+   * next hold timeout, or for a retry when D1 could not be written.
+   */
   private async afterChange(): Promise<void> {
-    const stock = this.stock();
-    if (!stock) return;
-    let dirty = stock.projected_stamp < stock.stamp;
-    if (dirty) {
-      try {
-        // Absolute value + stamp guard: retries are idempotent and an older write landing late changes nothing.
-        await this.env.DB.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
-          .bind(stock.available, stock.stamp, stock.product_id)
-          .run();
-        this.sql.exec("UPDATE stock SET projected_stamp = max(projected_stamp, ?) WHERE id = 1", stock.stamp);
-        dirty = false;
-      } catch (err) {
-        log("warn", "stock projection write failed; alarm retries", { productId: stock.product_id, ...errorFields(err) });
-      }
+    if (!this.stock()) return;
+    for (let round = 0; round < 3 && this.isDirty(); round++) {
+      this.flushing ??= this.writeProjection().finally(() => {
+        this.flushing = undefined;
+      });
+      if (!(await this.flushing)) break;
     }
     const nextHold = this.sql
       .exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM reservations WHERE status = 'held'")
       .toArray()[0]?.t;
     let at = nextHold ?? null;
-    if (dirty || this.stock()!.projected_stamp < this.stock()!.stamp) at = Math.min(at ?? Infinity, Date.now() + FLUSH_RETRY_MS);
+    if (this.isDirty()) at = Math.min(at ?? Infinity, Date.now() + FLUSH_RETRY_MS);
     if (at === null) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(at);
+  }
+
+  private flushing: Promise<boolean> | undefined;
+
+  private isDirty(): boolean {
+    const stock = this.stock();
+    return stock !== undefined && stock.projected_stamp < stock.stamp;
+  }
+
+  /** Writes the current value; true when D1 took it. */
+  private async writeProjection(): Promise<boolean> {
+    const stock = this.stock()!;
+    try {
+      // Absolute value + stamp guard: retries are idempotent and an older write landing late changes nothing.
+      await this.env.DB.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
+        .bind(stock.available, stock.stamp, stock.product_id)
+        .run();
+      this.sql.exec("UPDATE stock SET projected_stamp = max(projected_stamp, ?) WHERE id = 1", stock.stamp);
+      return true;
+    } catch (err) {
+      log("warn", "stock projection write failed; alarm retries", { productId: stock.product_id, ...errorFields(err) });
+      return false;
+    }
   }
 }

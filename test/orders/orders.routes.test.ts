@@ -218,3 +218,18 @@ describe("POST /api/v1/orders/{orderId}/cancel", () => {
     expect(errorCode(await api.post(`/api/v1/orders/${mine}/cancel`, { userId, extra: 1 }))).toBe("VALIDATION_FAILED");
   });
 });
+
+describe("OpenAPI document", () => {
+  it("describes the order, payment and stock routes", async () => {
+    const doc = (await api.get("/openapi.json")).body;
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining([
+        "/api/v1/orders",
+        "/api/v1/orders/{orderId}",
+        "/api/v1/orders/{orderId}/cancel",
+        "/api/v1/points/use",
+        "/api/v1/admin/products/{productId}/stock",
+      ]),
+    );
+  });
+});
