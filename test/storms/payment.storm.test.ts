@@ -62,7 +62,14 @@ describe("payment storms", () => {
     const uc = await createUserCoupon(userId, couponId);
     const orderIds: number[] = [await placedOrderId(userId, [[p, 1]], uc)];
     for (let i = 1; i < 15; i++) orderIds.push(await placedOrderId(userId, [[p, 1]]));
-    const raced = await Promise.all(orderIds.map((id) => Promise.all([cancelOrder(userId, id), payOrder(userId, id)])));
+    // Alternate who starts first so both outcomes occur.
+    const raced = await Promise.all(
+      orderIds.map(async (id, i) => {
+        if (i % 2 === 0) return Promise.all([cancelOrder(userId, id), payOrder(userId, id)]);
+        const [pay, cancel] = await Promise.all([payOrder(userId, id), cancelOrder(userId, id)]);
+        return [cancel, pay] as const;
+      }),
+    );
     let paid = 0;
     for (const [i, [cancel, pay]] of raced.entries()) {
       const status = (await orderRow(orderIds[i]!))!.status;
