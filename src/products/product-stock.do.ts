@@ -18,13 +18,13 @@ export interface Reservation {
 
 export type ReserveResult =
   | { ok: true; reservation: Reservation; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED"; available: number };
+  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY"; available: number };
 export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; reason: "HOLD_EXPIRED" | "NOT_RESERVED" };
 export type SellResult = { ok: true; reservation: Reservation } | { ok: false; reason: "NOT_RESERVED" | "ALREADY_RELEASED" };
 export type ReleaseResult = { ok: true; released: number } | { ok: false; reason: "ALREADY_SOLD" };
 export type RestockResult =
   | { ok: true; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND"; available: number };
+  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };
 export interface StockSnapshot {
   productId: number;
   available: number;
@@ -100,6 +100,7 @@ export class ProductStock extends DurableObject<Env> {
    * order already released cannot be resurrected by a late retry).
    */
   async reserve(productId: number, orderId: number, quantity: number, now: number): Promise<ReserveResult> {
+    if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
     if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
     const result = this.ctx.storage.transactionSync((): ReserveResult => {
       const stock = this.stock()!;
@@ -199,6 +200,7 @@ export class ProductStock extends DurableObject<Env> {
    * never goes below 0; reserved units are not touched.
    */
   async restock(productId: number, delta: number): Promise<RestockResult> {
+    if (!Number.isSafeInteger(delta) || delta === 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
     if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
     const result = this.ctx.storage.transactionSync((): RestockResult => {
       const stock = this.stock()!;
@@ -320,9 +322,20 @@ export class ProductStock extends DurableObject<Env> {
     const stock = this.stock()!;
     try {
       // Absolute value + stamp guard: retries are idempotent and an older write landing late changes nothing.
-      await this.env.DB.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
+      const res = await this.env.DB.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
         .bind(stock.available, stock.stamp, stock.product_id)
         .run();
+      if (res.meta.changes === 0) {
+        // updated_at is ahead of our stamp (a newer write of ours, or someone edited the product).
+        // Our current value is the newest there is: move the stamp past it so the next round writes it.
+        const row = await this.env.DB.prepare("SELECT updated_at FROM products WHERE id = ?")
+          .bind(stock.product_id)
+          .first<{ updated_at: number }>();
+        if (row && row.updated_at >= stock.stamp) {
+          this.sql.exec("UPDATE stock SET stamp = max(stamp, ?) WHERE id = 1", row.updated_at + 1);
+          return true;
+        }
+      }
       this.sql.exec("UPDATE stock SET projected_stamp = max(projected_stamp, ?) WHERE id = 1", stock.stamp);
       return true;
     } catch (err) {

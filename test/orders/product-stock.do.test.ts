@@ -125,6 +125,23 @@ describe("ProductStock DO", () => {
     expect(await stockStub(88_888_888).restock(88_888_888, 1)).toMatchObject({ ok: false, reason: "PRODUCT_NOT_FOUND" });
   });
 
+  it("keeps the projection right even when products.updated_at was moved ahead by someone else", async () => {
+    const p = await createProduct(100, 3);
+    const stub = stockStub(p);
+    await stub.restock(p, 1);
+    await env.DB.prepare("UPDATE products SET updated_at = ? WHERE id = ?").bind(Date.now() + 3_600_000, p).run();
+    expect(await stub.restock(p, 2)).toEqual({ ok: true, available: 6 });
+    expect(await projected(p)).toBe(6);
+  });
+
+  it("refuses a non-positive or fractional quantity and a zero delta", async () => {
+    const p = await createProduct(100, 3);
+    const stub = stockStub(p);
+    for (const q of [0, -1, 1.5]) expect(await stub.reserve(p, orderId(), q, Date.now())).toMatchObject({ ok: false, reason: "INVALID_QUANTITY" });
+    expect(await stub.restock(p, 0)).toMatchObject({ ok: false, reason: "INVALID_QUANTITY" });
+    expect(await stub.snapshot(p)).toMatchObject({ available: 3, held: 0 });
+  });
+
   it("serialises 100 concurrent reserves on 30 units without losing an update", async () => {
     const p = await createProduct(100, 30);
     const stub = stockStub(p);
