@@ -1,37 +1,23 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { errorFields, log } from "../shared/logger";
+import type {
+  ConfirmResult,
+  Reservation,
+  ReservationStatus,
+  ReleaseResult,
+  ReserveResult,
+  RestockResult,
+  SellResult,
+  StockSnapshot,
+} from "./product-stock.types";
+
+export type * from "./product-stock.types";
 
 /** A held reservation not confirmed within this window is released by the alarm. */
 export const HOLD_TTL_MS = 60_000;
 /** Retry delay of the write-behind projection when a D1 write failed. */
 const FLUSH_RETRY_MS = 500;
-
-export type ReservationStatus = "held" | "confirmed" | "sold" | "released";
-
-export interface Reservation {
-  orderId: number;
-  quantity: number;
-  status: ReservationStatus;
-  expiresAt: number;
-}
-
-export type ReserveResult =
-  | { ok: true; reservation: Reservation; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY"; available: number };
-export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; reason: "HOLD_EXPIRED" | "NOT_RESERVED" };
-export type SellResult = { ok: true; reservation: Reservation } | { ok: false; reason: "NOT_RESERVED" | "ALREADY_RELEASED" };
-export type ReleaseResult = { ok: true; released: number } | { ok: false; reason: "ALREADY_SOLD" };
-export type RestockResult =
-  | { ok: true; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };
-export interface StockSnapshot {
-  productId: number;
-  available: number;
-  held: number;
-  confirmed: number;
-  sold: number;
-}
 
 interface StockRow extends Record<string, SqlStorageValue> {
   product_id: number;
