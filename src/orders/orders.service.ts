@@ -81,7 +81,10 @@ export class OrdersService {
       for (const item of items) {
         reserved.push(item.productId);
         const r = await this.stock.reserve(item.productId, orderId, item.quantity, now);
-        if (!r.ok) throw new AppError(r.reason === "INSUFFICIENT_STOCK" ? "INSUFFICIENT_STOCK" : "INTERNAL_ERROR");
+        if (!r.ok) {
+          reserved.pop(); // a definite refusal took nothing: no release (and no tombstone) needed there
+          throw new AppError(r.reason === "INSUFFICIENT_STOCK" ? "INSUFFICIENT_STOCK" : "INTERNAL_ERROR");
+        }
       }
       // Order does not matter for confirms. A hold that timed out is refused (and released by its DO).
       const confirms = await Promise.all(items.map((item) => this.stock.confirm(item.productId, orderId)));
