@@ -16,6 +16,10 @@ export type * from "./product-stock.types";
 
 /** A held reservation not confirmed within this window is released by the alarm. */
 export const HOLD_TTL_MS = 60_000;
+/** Finished reservations (sold/released) are kept this long for idempotent retries, then pruned. */
+export const FINISHED_RETENTION_MS = 30 * 86_400_000;
+/** Rows pruned per change, so pruning never makes one call slow. */
+const PRUNE_BATCH = 20;
 /** Retry delay of the write-behind projection when a D1 write failed. */
 const FLUSH_RETRY_MS = 500;
 
@@ -48,6 +52,7 @@ CREATE TABLE IF NOT EXISTS reservations (
   updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reservations_status_expires ON reservations (status, expires_at);
+CREATE INDEX IF NOT EXISTS reservations_updated ON reservations (updated_at);
 `;
 
 const toReservation = (r: ReservationRow): Reservation => ({
@@ -147,6 +152,7 @@ export class ProductStock extends DurableObject<Env> {
       if (r.status !== "sold") {
         this.sql.exec("UPDATE reservations SET status = 'sold', updated_at = ? WHERE order_id = ?", now, orderId);
       }
+      this.pruneFinished(now);
       return { ok: true, reservation: { ...toReservation(r), status: "sold" } };
     });
     await this.afterChange();
@@ -170,11 +176,13 @@ export class ProductStock extends DurableObject<Env> {
           now,
           now,
         );
+        this.pruneFinished(now);
         return { ok: true, released: 0 };
       }
       if (r.status === "sold") return { ok: false, reason: "ALREADY_SOLD" };
       if (r.status === "released") return { ok: true, released: 0 };
       this.releaseRow(r, now);
+      this.pruneFinished(now);
       return { ok: true, released: r.quantity };
     });
     await this.afterChange();
@@ -244,6 +252,16 @@ export class ProductStock extends DurableObject<Env> {
     const available = stock.available + delta;
     this.sql.exec("UPDATE stock SET available = ?, stamp = ? WHERE id = 1", available, stamp);
     return available;
+  }
+
+  /** Bounds storage: drops a few long-finished reservations (never held or confirmed ones). */
+  private pruneFinished(now: number): void {
+    this.sql.exec(
+      `DELETE FROM reservations WHERE order_id IN (
+         SELECT order_id FROM reservations WHERE updated_at < ? AND status IN ('sold','released') LIMIT ?)`,
+      now - FINISHED_RETENTION_MS,
+      PRUNE_BATCH,
+    );
   }
 
   private releaseRow(r: ReservationRow, now: number): void {

@@ -142,6 +142,28 @@ describe("ProductStock DO", () => {
     expect(await stub.snapshot(p)).toMatchObject({ available: 3, held: 0 });
   });
 
+  it("prunes long-finished reservations but keeps live ones", async () => {
+    const p = await createProduct(100, 10);
+    const stub = stockStub(p);
+    const [sold, released, live] = [orderId(), orderId(), orderId()];
+    for (const o of [sold, released, live]) await stub.reserve(p, o, 1, Date.now());
+    await stub.confirm(sold);
+    await stub.sell(sold);
+    await stub.release(released);
+    await stub.confirm(live);
+    await runInDurableObject(stub, (_o: ProductStock, state) => {
+      state.storage.sql.exec("UPDATE reservations SET updated_at = 0");
+    });
+    await stub.release(orderId()); // any later change prunes
+    const left = await runInDurableObject(stub, (_o: ProductStock, state) =>
+      state.storage.sql.exec<{ order_id: number }>("SELECT order_id FROM reservations ORDER BY order_id").toArray().map((r) => r.order_id),
+    );
+    expect(left).not.toContain(sold);
+    expect(left).not.toContain(released);
+    expect(left).toContain(live);
+    expect(await stub.snapshot(p)).toMatchObject({ available: 8, confirmed: 1 });
+  });
+
   it("serialises 100 concurrent reserves on 30 units without losing an update", async () => {
     const p = await createProduct(100, 30);
     const stub = stockStub(p);
