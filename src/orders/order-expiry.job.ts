@@ -8,6 +8,8 @@ export const EXPIRY_BATCH_SIZE = 100;
 export const STALE_PENDING_MS = 120_000;
 /** A terminal order left unsettled this long is settled by the cron (in-flight requests settle their own). */
 export const SETTLE_GRACE_MS = 30_000;
+/** How far back the settle sweep looks (by payment deadline); older leftovers need an operator. */
+export const SETTLE_HORIZON_MS = 86_400_000;
 
 export interface OrderJobDeps {
   repo: OrdersRepo;
@@ -60,7 +62,7 @@ export async function failStalePendingOrders(deps: OrderJobDeps, now: number, li
 /** Finishes the DO side of terminal orders whose request died before telling the DOs. */
 export async function settleUnsettledOrders(deps: OrderJobDeps, now: number, limit = EXPIRY_BATCH_SIZE): Promise<number> {
   let settled = 0;
-  for (const o of await deps.repo.listUnsettled(now - SETTLE_GRACE_MS, limit)) {
+  for (const o of await deps.repo.listUnsettled(now - SETTLE_GRACE_MS, now - SETTLE_HORIZON_MS, limit)) {
     try {
       if (await settleOrder(deps, o.id, o.status, now)) settled++;
     } catch (err) {

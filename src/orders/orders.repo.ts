@@ -236,14 +236,20 @@ export class OrdersRepo {
     return rows.results.map((r) => r.id);
   }
 
-  /** Terminal orders whose DO side is still open and that nobody touched since `before`. */
-  async listUnsettled(before: number, limit: number): Promise<{ id: number; status: OrderStatus }[]> {
+  /**
+   * Terminal orders whose DO side is still open and that nobody touched since
+   * `before`. Only orders whose payment window ended after `horizon` are
+   * looked at, so the scan is an index range on (status, expires_at) instead
+   * of every order ever closed.
+   */
+  async listUnsettled(before: number, horizon: number, limit: number): Promise<{ id: number; status: OrderStatus }[]> {
     const rows = await this.d1
       .prepare(
         `SELECT id, status FROM orders
-         WHERE status IN ('PAID','EXPIRED','CANCELLED','FAILED') AND closed_at IS NULL AND updated_at < ? ORDER BY id LIMIT ?`,
+         WHERE status IN ('PAID','EXPIRED','CANCELLED','FAILED') AND expires_at > ?1 AND closed_at IS NULL AND updated_at < ?2
+         ORDER BY id LIMIT ?3`,
       )
-      .bind(before, limit)
+      .bind(horizon, before, limit)
       .all<{ id: number; status: OrderStatus }>();
     return rows.results;
   }
