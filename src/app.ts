@@ -11,6 +11,8 @@ import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { couponsRoutes } from "./coupons/coupons.routes";
+import { ordersRoutes } from "./orders/orders.routes";
+import { paymentRoutes } from "./orders/payment.routes";
 import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { rankingsRoutes } from "./rankings/rankings.routes";
@@ -109,6 +111,8 @@ export function createApp() {
   app.route("/api/v1/coupons", couponsRoutes);
   app.route("/api/v1/admin", adminRoutes);
   app.route("/api/v1/admin", deadLetterRoutes);
+  app.route("/api/v1/orders", ordersRoutes);
+  app.route("/api/v1/points", paymentRoutes);
 
   app.get("/health", (c) => c.json({ status: "ok" }));
 

@@ -2,11 +2,14 @@
  * The Worker's bindings and vars, declared once. `Cloudflare.Env` is augmented
  * so `env` from `cloudflare:workers` (used by the tests) is typed too.
  */
+import type { ProductStock } from "./products/product-stock.do";
+
 export interface Env {
   DB: D1Database;
   EVENTS_QUEUE: Queue;
   /** One CouponIssuer per coupon, addressed by `idFromName(String(couponId))`. */
   COUPON_ISSUER: DurableObjectNamespace<import("./coupons/coupon-issuer.do").CouponIssuer>;
+  PRODUCT_STOCK: DurableObjectNamespace<ProductStock>;
   BUSINESS_TIMEZONE?: string;
   ORDER_PAYMENT_TTL_SECONDS?: string;
   ADMIN_TOKEN?: string;

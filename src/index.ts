@@ -5,6 +5,7 @@ import { consumeDeadLetters, consumeEvents } from "./events/consumer";
 import { runScheduled } from "./jobs";
 
 export { CouponIssuer } from "./coupons/coupon-issuer.do";
+export { ProductStock } from "./products/product-stock.do";
 
 const app = createApp();
 
@@ -12,7 +13,7 @@ const app = createApp();
 export default {
   fetch: app.fetch,
   async scheduled(controller, env, ctx) {
-    await runScheduled(controller.cron, env, ctx);
+    await runScheduled(controller.cron, controller.scheduledTime, env, ctx);
   },
   async queue(batch, env) {
     const config = loadConfig(env);

@@ -1,41 +1,46 @@
 import { loadConfig } from "./config";
 import type { Env } from "./env";
-import { createServices, type Services } from "./services";
+import { runOrderMaintenance } from "./orders/order-expiry.job";
 import { refreshBestSellersJob, repairRankingJob } from "./rankings/rankings.jobs";
+import { createServices, type Services } from "./services";
 import { errorFields, log } from "./shared/logger";
 
-type Job = (services: Services) => Promise<void>;
-
-async function relayOutboxJob(services: Services): Promise<void> {
-  await services.events.relay();
-}
+/** A scheduled job: gets the services and the trigger's scheduled time. */
+export type Job = { name: string; run: (services: Services, now: number) => Promise<unknown> };
 
 /**
- * Which cron runs which jobs. The expressions must match `[triggers] crons` in
- * wrangler.toml (UTC). `30 15 * * *` is 00:30 in Asia/Seoul.
+ * Which cron expression (as in wrangler.toml `[triggers] crons`, UTC) runs which jobs.
+ * Add a row per cron; a cron may run several jobs, one after another.
+ * `30 15 * * *` is 00:30 in Asia/Seoul (the best-seller refresh).
  */
-export const CRON_JOBS: Record<string, { name: string; run: Job }[]> = {
-  "* * * * *": [{ name: "outbox-relay", run: relayOutboxJob }],
-  "*/10 * * * *": [{ name: "ranking-repair", run: repairRankingJob }],
-  "30 15 * * *": [{ name: "best-sellers-refresh", run: refreshBestSellersJob }],
+export const JOBS: Record<string, Job[]> = {
+  "* * * * *": [
+    { name: "order-maintenance", run: (s, now) => runOrderMaintenance({ repo: s.ordersRepo, stock: s.stock, couponCache: s.userCouponCache }, now) },
+    { name: "outbox-relay", run: (s) => s.events.relay() },
+  ],
+  "*/10 * * * *": [{ name: "ranking-repair", run: (s) => repairRankingJob(s) }],
+  "30 15 * * *": [{ name: "best-sellers-refresh", run: (s) => refreshBestSellersJob(s) }],
 };
 
-/** The Worker's `scheduled` handler: runs every job of the cron; one failing job does not stop the others. */
-export async function runScheduled(cron: string, env: Env, ctx: ExecutionContext): Promise<void> {
-  const jobs = CRON_JOBS[cron];
+/** Runs the jobs of one cron; a failing job is logged and does not stop the others. */
+export async function runScheduled(
+  cron: string,
+  scheduledTime: number,
+  env: Env,
+  ctx?: { waitUntil(promise: Promise<unknown>): void },
+): Promise<void> {
+  const jobs = JOBS[cron];
   if (!jobs) {
-    log("warn", "no jobs for cron", { cron });
+    log("warn", "no job for cron", { cron });
     return;
   }
   const services = createServices(env, loadConfig(env), ctx);
-  const results = await Promise.allSettled(
-    jobs.map(async (job) => {
-      const started = Date.now();
-      await job.run(services);
-      log("info", "job done", { job: job.name, cron, ms: Date.now() - started });
-    }),
-  );
-  results.forEach((r, i) => {
-    if (r.status === "rejected") log("error", "job failed", { job: jobs[i]!.name, cron, ...errorFields(r.reason) });
-  });
+  for (const job of jobs) {
+    try {
+      const result = await job.run(services, Math.max(scheduledTime, services.clock()));
+      log("info", "job done", { cron, job: job.name, result });
+    } catch (err) {
+      log("error", "job failed", { cron, job: job.name, ...errorFields(err) });
+    }
+  }
 }

@@ -17,6 +17,11 @@ import { RankingsService } from "./rankings/rankings.service";
 import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
+import { OrdersRepo } from "./orders/orders.repo";
+import { OrdersService } from "./orders/orders.service";
+import { PaymentRepo } from "./orders/payment.repo";
+import { PaymentService } from "./orders/payment.service";
+import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -43,6 +48,10 @@ export interface Services {
   };
   /** Starts best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil. */
   afterCommit(work: () => Promise<unknown>): void;
+  stock: StockPort;
+  ordersRepo: OrdersRepo;
+  orders: OrdersService;
+  payments: PaymentService;
 }
 
 /** Kafka when its settings are present, else the Cloudflare Queue (default). */
@@ -59,20 +68,25 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
   const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix) : noUserCouponCache;
   const transport = createEventTransport(env, config);
+  const relay = () => relayOutbox(env.DB, transport, clock());
+  const rankings = new RankingsService(new RankingsRepo(env.DB), productsRepo, rankingCache, config.businessTimeZone, clock);
+  const afterCommit = (work: () => Promise<unknown>) => {
+    const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
+    ctx?.waitUntil(p);
+  };
+  const stock = new DurableObjectStock(env.PRODUCT_STOCK);
+  const ordersRepo = new OrdersRepo(env.DB);
   return {
     events: {
       transport,
-      relay: () => relayOutbox(env.DB, transport, clock()),
+      relay,
       deadLetters: new DeadLettersRepo(env.DB),
       replay: async (payload) => {
         await env.EVENTS_QUEUE.send(payload, { contentType: "json" });
       },
     },
-    afterCommit(work) {
-      const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
-      ctx?.waitUntil(p);
-    },
-    rankings: new RankingsService(new RankingsRepo(env.DB), productsRepo, rankingCache, config.businessTimeZone, clock),
+    afterCommit,
+    rankings,
     clock,
     db,
     points: new PointsService(pointsRepo, clock),
@@ -81,5 +95,14 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
     userCouponCache,
     coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock, userCouponCache),
     adminRepo: new AdminRepo(env.DB),
+    stock,
+    ordersRepo,
+    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache),
+    payments: new PaymentService(ordersRepo, new PaymentRepo(env.DB), stock, clock, undefined, (paid) =>
+      afterCommit(async () => {
+        await rankings.recordPaidOrder(paid.paidAt, paid.items);
+        await relay();
+      }),
+    ),
   };
 }

@@ -2,14 +2,18 @@ import { createRoute } from "@hono/zod-openapi";
 import { envelopeOf, ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody } from "../shared/http";
 import {
+  AdjustStockBodySchema,
   CouponQuantitySchema,
   CreateCouponBodySchema,
   CreatedIdSchema,
   CreateProductBodySchema,
   CreateUserBodySchema,
   SetCouponQuantityBodySchema,
+  StockLevelSchema,
 } from "./admin.schemas";
 import { CouponIdParamSchema } from "../coupons/coupons.schemas";
+import { ProductIdParamSchema } from "../products/products.schemas";
+import { AppError } from "../shared/errors";
 import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
 
 const security = [{ adminBearer: [] }];
@@ -66,6 +70,19 @@ const setCouponQuantityRoute = createRoute({
   },
 });
 
+const adjustStockRoute = createRoute({
+  method: "patch",
+  path: "/products/{productId}/stock",
+  tags: ["admin"],
+  security,
+  summary: "Restock (delta > 0) or reduce (delta < 0) through the product's stock DO; never below 0",
+  request: { params: ProductIdParamSchema, body: jsonBody(AdjustStockBodySchema) },
+  responses: {
+    200: { description: "Available stock after the change", content: { "application/json": { schema: envelopeOf(StockLevelSchema) } } },
+    ...errorResponses(400, 401, 403, 404, 409, 413, 415),
+  },
+});
+
 /** `/api/v1/admin`: every route behind the admin bearer token (guarded in app.ts). */
 export const adminRoutes = createRouter()
   .openapi(createUserRoute, async (c) => {
@@ -101,4 +118,11 @@ export const adminRoutes = createRouter()
     const { couponId } = c.req.valid("param");
     const { quantity } = c.req.valid("json");
     return ok(c, await c.var.services.coupons.setQuantity(couponId, quantity));
+  })
+  .openapi(adjustStockRoute, async (c) => {
+    const { productId } = c.req.valid("param");
+    const { delta } = c.req.valid("json");
+    const result = await c.var.services.stock.restock(productId, delta);
+    if (!result.ok) throw new AppError(result.reason);
+    return ok(c, { productId, stock: result.available });
   });

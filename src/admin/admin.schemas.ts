@@ -51,3 +51,17 @@ export const CouponQuantitySchema = z
   .openapi("CouponQuantity");
 
 export const CreatedIdSchema = (name: string) => z.object({ [name]: z.number().int() });
+
+export const AdjustStockBodySchema = z
+  .strictObject({
+    delta: z
+      .number()
+      .int()
+      .min(-1_000_000_000)
+      .max(1_000_000_000)
+      .refine((d) => d !== 0, "delta must not be 0")
+      .openapi({ example: 10, description: "Units to add (positive) or remove (negative)" }),
+  })
+  .openapi("AdjustStockRequest");
+
+export const StockLevelSchema = z.object({ productId: z.number().int(), stock: z.number().int() }).openapi("StockLevel");

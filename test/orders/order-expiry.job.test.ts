@@ -1,0 +1,94 @@
+import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import worker from "../../src/index";
+import { loadConfig } from "../../src/config";
+import { expireOrders, STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
+import { createServices } from "../../src/services";
+import { createCoupon, createProduct, createUser } from "../support/http";
+import { assertStockConservation } from "../support/invariants";
+import { available, backdateExpiry, createUserCoupon, orderRow, placedOrderId, stockStub, userCouponRow } from "../support/orders";
+
+/** Runs the Worker's scheduled handler for the every-minute cron and waits for its jobs. */
+async function runCron(cron = "* * * * *") {
+  const ctx = createExecutionContext();
+  await worker.scheduled(createScheduledController({ cron, scheduledTime: Date.now() }), env, ctx);
+  await waitOnExecutionContext(ctx);
+}
+
+const deps = () => {
+  const s = createServices(env, loadConfig(env));
+  return { repo: s.ordersRepo, stock: s.stock };
+};
+
+describe("order expiry cron", () => {
+  it("expires an unpaid order past its deadline, releases its stock and restores its coupon; a rerun changes nothing", async () => {
+    const userId = await createUser();
+    const p = await createProduct(1_000, 6);
+    const uc = await createUserCoupon(userId, await createCoupon());
+    const orderId = await placedOrderId(userId, [[p, 4]], uc);
+    const fresh = await placedOrderId(userId, [[p, 1]]);
+    await backdateExpiry(orderId);
+    await runCron();
+    const order = (await orderRow(orderId))!;
+    expect(order.status).toBe("EXPIRED");
+    expect(order.closed_at).not.toBeNull();
+    expect((await orderRow(fresh))!.status).toBe("NOT_PAID");
+    expect(await available(p)).toBe(5);
+    expect(await userCouponRow(uc)).toEqual({ used_at: null, order_id: null });
+    await runCron();
+    expect(await available(p)).toBe(5);
+    expect((await orderRow(orderId))!.status).toBe("EXPIRED");
+    await assertStockConservation([p], 6);
+  });
+
+  it("works in bounded batches", async () => {
+    const userId = await createUser();
+    const p = await createProduct(100, 10);
+    const ids = [await placedOrderId(userId, [[p, 1]]), await placedOrderId(userId, [[p, 1]]), await placedOrderId(userId, [[p, 1]])];
+    for (const id of ids) await backdateExpiry(id);
+    expect(await expireOrders(deps(), Date.now(), 2)).toBe(2);
+    expect(await expireOrders(deps(), Date.now(), 2)).toBe(1);
+    expect(await expireOrders(deps(), Date.now(), 2)).toBe(0);
+    await assertStockConservation([p], 10);
+  });
+
+  it("fails a placement that died after reserving (stale PENDING) and releases its units", async () => {
+    const userId = await createUser();
+    const p = await createProduct(100, 5);
+    const created = Date.now() - STALE_PENDING_MS - 1_000;
+    const row = await env.DB.prepare(
+      `INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
+       VALUES (?1, 'PENDING', 200, 0, 200, ?2, ?2, ?2) RETURNING id`,
+    )
+      .bind(userId, created)
+      .first<{ id: number }>();
+    const orderId = row!.id;
+    await env.DB.prepare("INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) VALUES (?, ?, 2, 100, 200)").bind(orderId, p).run();
+    // The saga reserved and confirmed, then the Worker died before the commit batch.
+    await stockStub(p).reserve(p, orderId, 2, Date.now());
+    await stockStub(p).confirm(orderId);
+    expect(await available(p)).toBe(3);
+    await runCron();
+    expect((await orderRow(orderId))!).toMatchObject({ status: "FAILED" });
+    expect((await orderRow(orderId))!.closed_at).not.toBeNull();
+    expect(await available(p)).toBe(5);
+    await assertStockConservation([p], 5);
+  });
+
+  it("settles a cancelled order whose request died before releasing the stock", async () => {
+    const userId = await createUser();
+    const p = await createProduct(100, 5);
+    const orderId = await placedOrderId(userId, [[p, 2]]);
+    // As if the cancel batch committed and the Worker died before telling the DO.
+    await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?").bind(Date.now() - 60_000, orderId).run();
+    await runCron();
+    expect(await available(p)).toBe(5);
+    expect((await orderRow(orderId))!.closed_at).not.toBeNull();
+    await assertStockConservation([p], 5);
+  });
+
+  it("ignores a cron it has no job for", async () => {
+    await expect(runCron("0 0 * * *")).resolves.toBeUndefined();
+  });
+});
