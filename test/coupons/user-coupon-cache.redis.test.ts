@@ -56,3 +56,26 @@ describe.skipIf(!redisAvailable)("owned-coupon cache on the real Redis", () => {
     expect(list.body.data.coupons.map((c: any) => c.couponId)).toEqual([couponId]);
   });
 });
+
+describe.skipIf(!redisAvailable)("owned-coupon cache follows use and restore", () => {
+  it("shows USED right after an order uses the coupon, and AVAILABLE again after cancel", async () => {
+    const app = appWithRedis({ prefix: prefix() });
+    const userId = await createUser(100_000);
+    const couponId = await createCoupon();
+    const issued = await app.post("/api/v1/coupons/issue", { userId, couponId });
+    const userCouponId = issued.body.data.userCouponId;
+    const productRes = await app.post("/api/v1/admin/products", { name: "x", price: 5_000, stock: 5 });
+    expect(productRes.status).toBe(401); // admin needs the token even here; create through the helper instead
+    const { createProduct } = await import("../support/http");
+    const productId = await createProduct(5_000, 5);
+    expect((await app.get(`/api/v1/coupons?userId=${userId}`)).body.data.coupons[0].status).toBe("AVAILABLE"); // cached now
+
+    const placed = await app.post("/api/v1/orders", { userId, userCouponId, orderProducts: [{ productId, quantity: 1 }] });
+    expect(placed.status).toBe(201);
+    expect((await app.get(`/api/v1/coupons?userId=${userId}`)).body.data.coupons[0].status).toBe("USED");
+
+    const cancelled = await app.post(`/api/v1/orders/${placed.body.data.orderId}/cancel`, { userId });
+    expect(cancelled.status).toBe(200);
+    expect((await app.get(`/api/v1/coupons?userId=${userId}`)).body.data.coupons[0].status).toBe("AVAILABLE");
+  });
+});

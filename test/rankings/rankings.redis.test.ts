@@ -107,3 +107,25 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     expect((await services.rankings.repairToday()).written).toBe(false);
   });
 });
+
+describe.skipIf(!redisAvailable)("rankings fed by real payments", () => {
+  it("paying orders through the API bumps today's ZSET by quantity and /products/top reflects it", async () => {
+    const app = appWithRedis({ prefix: prefix() });
+    const userId = await createUser(100_000);
+    const [a, b] = [await createProduct(1_000, 50, "pa"), await createProduct(2_000, 50, "pb")];
+    for (const lines of [[{ productId: a, quantity: 3 }, { productId: b, quantity: 1 }], [{ productId: b, quantity: 4 }]]) {
+      const placed = await app.post("/api/v1/orders", { userId, orderProducts: lines });
+      expect(placed.status).toBe(201);
+      const paid = await app.post("/api/v1/points/use", { userId, orderId: placed.body.data.orderId });
+      expect(paid.status).toBe(200);
+    }
+    // An unpaid order does not count.
+    expect((await app.post("/api/v1/orders", { userId, orderProducts: [{ productId: a, quantity: 9 }] })).status).toBe(201);
+    const key = `${app.env.REDIS_KEY_PREFIX}ranking:daily:${businessDate(Date.now(), TZ)}`;
+    const redis = rawRedis();
+    expect(await redis.zscore(key, String(a))).toBe(3);
+    expect(await redis.zscore(key, String(b))).toBe(5);
+    const top = await app.get("/api/v1/products/top?size=2");
+    expect(top.body.data.products.map((p: any) => [p.productId, p.sales])).toEqual([[b, 5], [a, 3]]);
+  });
+});
