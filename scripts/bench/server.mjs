@@ -31,6 +31,12 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const BENCH_DIR = join(ROOT, ".bench");
+/**
+ * The app under test: this checkout, or BENCH_APP_ROOT (e.g. a `git archive` of another
+ * branch under .bench/preview/, with node_modules linked to ours) to try the benchmarks
+ * against routes not merged here yet. Tooling (wrangler, workerd) always comes from ROOT.
+ */
+export const APP_ROOT = process.env.BENCH_APP_ROOT ? resolve(process.env.BENCH_APP_ROOT) : ROOT;
 export const ADMIN_TOKEN = "bench-admin-token";
 export const BENCH_VARS = { ADMIN_TOKEN, RATE_LIMIT_WRITES_PER_MINUTE: "0" };
 
@@ -52,7 +58,7 @@ export async function freePort() {
 
 function run(cmd, args, { timeoutMs = 120_000, env = process.env } = {}) {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(cmd, args, { cwd: APP_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d) => (out += d));
     child.stderr.on("data", (d) => (out += d));
@@ -72,11 +78,13 @@ function run(cmd, args, { timeoutMs = 120_000, env = process.env } = {}) {
   });
 }
 
+const defaultDistDir = () => join(BENCH_DIR, APP_ROOT === ROOT ? "dist" : "dist-preview");
+
 /** Bundles the Worker exactly as `wrangler deploy` would (offline dry run) into .bench/dist. */
-export async function buildBundle({ outDir = join(BENCH_DIR, "dist") } = {}) {
+export async function buildBundle({ outDir = defaultDistDir() } = {}) {
   const wrangler = join(ROOT, "node_modules/.bin/wrangler");
   if (!existsSync(wrangler)) throw new Error("node_modules/.bin/wrangler missing: run `npm ci` first");
-  await run(wrangler, ["deploy", "--dry-run", "--outdir", outDir]);
+  await run(wrangler, ["deploy", "--dry-run", "--config", join(APP_ROOT, "wrangler.toml"), "--outdir", outDir]);
   const scriptPath = join(outDir, "index.js");
   if (!existsSync(scriptPath)) throw new Error(`wrangler produced no ${scriptPath}`);
   return scriptPath;
@@ -86,7 +94,7 @@ export async function buildBundle({ outDir = join(BENCH_DIR, "dist") } = {}) {
  * Reads migrations/*.sql in name order and splits them on drizzle-kit's
  * `--> statement-breakpoint` markers.
  */
-export function readMigrations(dir = join(ROOT, "migrations")) {
+export function readMigrations(dir = join(APP_ROOT, "migrations")) {
   return readdirSync(dir)
     .filter((f) => f.endsWith(".sql"))
     .sort()
@@ -153,7 +161,7 @@ export async function startServer({ vars = {}, build = true, keepState = false, 
   const { Miniflare, Log, LogLevel, convertV4MiniflareOptions } = await import("miniflare");
   const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
 
-  const scriptPath = build ? await buildBundle() : join(BENCH_DIR, "dist/index.js");
+  const scriptPath = build ? await buildBundle() : join(defaultDistDir(), "index.js");
   const runId = `${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}`;
   // BENCH_STATE_ROOT (e.g. /dev/shm/bench) takes the disk's fsync cost out of the numbers.
   const stateDir = join(process.env.BENCH_STATE_ROOT ?? join(BENCH_DIR, "state"), runId);
@@ -162,7 +170,7 @@ export async function startServer({ vars = {}, build = true, keepState = false, 
   mkdirSync(dirname(logFile), { recursive: true });
   const logStream = createWriteStream(logFile);
 
-  const { workerOptions } = unstable_getMiniflareWorkerOptions(join(ROOT, "wrangler.toml"));
+  const { workerOptions } = unstable_getMiniflareWorkerOptions(join(APP_ROOT, "wrangler.toml"));
   // The bundle is one ES module; module rules only matter for unbundled sources (and v5 refuses them).
   delete workerOptions.modulesRules;
   // Miniflare 5 takes a new option shape; wrangler (and we) write the v4 shape and convert.
@@ -221,7 +229,10 @@ export async function startServer({ vars = {}, build = true, keepState = false, 
     const db = await mf.getD1Database("DB");
     const applied = await applyMigrations(db);
     await waitForHealth(url);
-    if (!quiet) console.error(`[bench] server ${url} (Miniflare/workerd, bundle ${scriptPath}); migrations: ${applied.join(", ")}`);
+    if (!quiet) {
+      const app = APP_ROOT === ROOT ? "" : `, app ${APP_ROOT}`;
+      console.error(`[bench] server ${url} (Miniflare/workerd, bundle ${scriptPath}${app}); migrations: ${applied.join(", ")}`);
+    }
     const d1 = {
       async all(sql, ...params) {
         return (await db.prepare(sql).bind(...params).all()).results;
@@ -244,12 +255,12 @@ export async function startServer({ vars = {}, build = true, keepState = false, 
  */
 export async function startBareWorkerd({ vars = {}, quiet = false } = {}) {
   const { unstable_readConfig } = await import("wrangler");
-  const config = unstable_readConfig({ config: join(ROOT, "wrangler.toml") });
+  const config = unstable_readConfig({ config: join(APP_ROOT, "wrangler.toml") });
   const dir = join(BENCH_DIR, "bare");
   mkdirSync(dir, { recursive: true });
   const json = {
     name: config.name,
-    main: resolve(ROOT, config.main),
+    main: resolve(APP_ROOT, config.main),
     compatibility_date: config.compatibility_date,
     compatibility_flags: config.compatibility_flags ?? [],
     vars: { ...config.vars, ...BENCH_VARS, ...vars },
