@@ -245,7 +245,7 @@ export function printLoad(when = "end") {
 
 export function printRatio(ours, health) {
   const ratio = ours.rps / health.rps;
-  console.log(`\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of the same-run /health ceiling (${fmtInt(health.rps)} req/s)`);
+  console.log(`\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of same-run "${health.label}" (${fmtInt(health.rps)} req/s)`);
   return ratio;
 }
 
