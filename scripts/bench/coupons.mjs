@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench:coupons`: first-come coupon storm.
+ *
+ * One AMOUNT coupon (1,000 won off, quantity 1,000) and 10,000 users; 10,000 concurrent
+ * `POST /api/v1/coupons/issue {userId, couponId}`, one per distinct user, over several
+ * hundred connections. Then the 1,000 winners try again (de-duplication). Prints
+ * throughput/latency beside the same-run `/health` ceiling, and checks exactness:
+ *   - exactly 1,000 x 201, every other answer 409 COUPON_SOLD_OUT, nothing else
+ *   - D1 (polled until stable: the DO may write behind): exactly 1,000 user_coupons rows
+ *     for the coupon, 1,000 distinct users, the same users that got 201,
+ *     coupons.issued_quantity = 1,000
+ *   - the retry by winners issues nothing (409 COUPON_ALREADY_ISSUED, DESIGN §3 order)
+ *   - `GET /coupons?userId=` shows the coupon to a sample of winners and not to losers
+ *
+ * Users are seeded straight into D1 (10,000 admin calls would take longer than the
+ * storm; `--http-users` uses the admin API instead). The coupon goes through the admin API.
+ *
+ * Options: --users 10000 --quantity 1000 --connections 300 --http-users
+ */
+import { startServer } from "./server.mjs";
+import {
+  Checks,
+  api,
+  arg,
+  createUsers,
+  healthCeiling,
+  isoWithOffset,
+  load,
+  mapLimit,
+  printLoad,
+  printMachine,
+  printRatio,
+  printTable,
+  readStable,
+  routeExists,
+  seedUsersD1,
+} from "./lib.mjs";
+
+const USERS = arg("users", 10_000);
+const QUANTITY = arg("quantity", 1000);
+const CONNECTIONS = arg("connections", 300);
+const HTTP_USERS = process.argv.includes("--http-users");
+const ISSUE_PATH = "/api/v1/coupons/issue";
+
+const server = await startServer();
+let exitCode = 1;
+try {
+  printMachine({ server: server.mode });
+  console.log(`\n## bench:coupons  users=${USERS} quantity=${QUANTITY} connections=${CONNECTIONS}`);
+
+  const setupRows = [];
+  let users;
+  const seedStarted = Date.now();
+  if (HTTP_USERS) {
+    const created = await createUsers(server.url, USERS, { connections: 50 });
+    users = created.ids;
+    setupRows.push(created.run);
+  } else {
+    users = await seedUsersD1(server.d1, USERS);
+    console.log(`\nseeded ${users.length} users into D1 in ${Date.now() - seedStarted} ms`);
+  }
+  const now = Date.now();
+  const coupon = await api(
+    server.url,
+    "POST",
+    "/api/v1/admin/coupons",
+    {
+      name: "bench first-come 1,000 won",
+      discountType: "AMOUNT",
+      discountValue: 1000,
+      quantity: QUANTITY,
+      startsAt: isoWithOffset(now - 60_000),
+      endsAt: isoWithOffset(now + 86_400_000),
+    },
+    { admin: true },
+  );
+  if (coupon.status !== 201) throw new Error(`coupon: ${coupon.status} ${JSON.stringify(coupon.json)}`);
+  const couponId = coupon.json.data.couponId;
+
+  if (!(await routeExists(server.url, ISSUE_PATH))) {
+    console.log(`\nSKIPPED: POST ${ISSUE_PATH} is not in this build (404 NOT_FOUND). Setup worked: ${users.length} users, coupon ${couponId}.`);
+    exitCode = 2;
+  } else {
+    // Phase 1: every request a distinct user.
+    const winners = new Set();
+    let badBodies = 0;
+    const answered = new Uint8Array(USERS);
+    const storm = await load({
+      url: server.url,
+      path: ISSUE_PATH,
+      method: "POST",
+      connections: CONNECTIONS,
+      amount: USERS,
+      maxSeconds: 110,
+      timeout: 60,
+      parseBodies: true,
+      build: (i, ctx) => {
+        ctx.i = i;
+        ctx.userId = users[i];
+        return { body: { userId: users[i], couponId } };
+      },
+      onResponse: (status, json, ctx) => {
+        answered[ctx.i] = 1;
+        if (status !== 201) return;
+        if (json?.data?.userId !== ctx.userId || json?.data?.couponId !== couponId) badBodies++;
+        winners.add(ctx.userId);
+      },
+      label: `POST /coupons/issue (storm, ${USERS} distinct users)`,
+    });
+    const health = await healthCeiling(server.url, { connections: CONNECTIONS, amount: USERS });
+
+    // Phase 2: the winners again.
+    const winnerList = [...winners];
+    const retry = winnerList.length
+      ? await load({
+          url: server.url,
+          path: ISSUE_PATH,
+          method: "POST",
+          connections: Math.min(CONNECTIONS, winnerList.length),
+          amount: winnerList.length,
+          maxSeconds: 60,
+          timeout: 30,
+          build: (i) => ({ body: { userId: winnerList[i], couponId } }),
+          label: `POST /coupons/issue (winners retry, ${winnerList.length})`,
+        })
+      : undefined;
+
+    printTable("Throughput and latency (same run)", [...setupRows, storm, health, ...(retry ? [retry] : [])]);
+    printRatio(storm, health);
+    printLoad();
+
+    const c = new Checks("Exactness");
+    // A request without an answer (timeout, socket error) has an unknown outcome: its user may
+    // or may not hold the coupon. The checks allow exactly that slack and say so.
+    const unknownUsers = new Set(users.filter((_, i) => !answered[i]));
+    const slack = unknownUsers.size ? ` (${unknownUsers.size} unanswered requests: outcome unknown)` : "";
+    const n201 = storm.statusCounts[201] ?? 0;
+    const soldOut = storm.errorCodes["409 COUPON_SOLD_OUT"] ?? 0;
+    c.check("every request answered (no socket errors, no timeouts)", storm.responses === USERS && !storm.socketErrors && !storm.timeouts, `${storm.responses}/${USERS}`);
+    c.check(
+      `exactly ${QUANTITY} x 201`,
+      unknownUsers.size ? n201 <= QUANTITY : n201 === QUANTITY,
+      `${n201}${slack}`,
+    );
+    c.check(
+      `the other ${USERS - QUANTITY} are 409 COUPON_SOLD_OUT`,
+      unknownUsers.size ? n201 + soldOut + unknownUsers.size === USERS : soldOut === USERS - QUANTITY,
+      `${JSON.stringify(storm.errorCodes)}${slack}`,
+    );
+    c.check("201 bodies name the requesting user and the coupon", badBodies === 0, `${badBodies} mismatches`);
+
+    const read = async () => {
+      const r = await server.d1.first(
+        `SELECT COUNT(*) AS rows_, COUNT(DISTINCT user_id) AS users_,
+                (SELECT issued_quantity FROM coupons WHERE id = ?1) AS issued
+         FROM user_coupons WHERE coupon_id = ?1`,
+        couponId,
+      );
+      return { rows: r.rows_, distinctUsers: r.users_, issuedQuantity: r.issued };
+    };
+    const { value: d1, stable } = await readStable(read, { interval: 500, tries: 20 });
+    c.check("D1 readings stable (write-behind converged)", stable, JSON.stringify(d1));
+    c.check(`D1: exactly ${QUANTITY} user_coupons rows for the coupon`, d1.rows === QUANTITY, `${d1.rows}`);
+    c.check(`D1: ${QUANTITY} distinct users`, d1.distinctUsers === QUANTITY, `${d1.distinctUsers}`);
+    c.check(`D1: coupons.issued_quantity = ${QUANTITY}`, d1.issuedQuantity === QUANTITY, `${d1.issuedQuantity}`);
+    const holders = new Set((await server.d1.all("SELECT user_id AS u FROM user_coupons WHERE coupon_id = ?", couponId)).map((r) => r.u));
+    const missing = winnerList.filter((u) => !holders.has(u));
+    const extra = [...holders].filter((u) => !winners.has(u));
+    const extraKnown = extra.filter((u) => !unknownUsers.has(u));
+    c.check(
+      "D1 holders are exactly the users answered 201 (plus only unanswered ones)",
+      missing.length === 0 && extraKnown.length === 0,
+      `${missing.length} missing, ${extra.length} extra (${extra.length - extraKnown.length} of them unanswered)${slack}`,
+    );
+    if (retry) {
+      c.check("winners' retry issues nothing", !retry.statusCounts[201], JSON.stringify(retry.statusCounts));
+      c.check(
+        "winners' retry answers 409 COUPON_ALREADY_ISSUED (DESIGN §3: duplicate checked before quantity)",
+        (retry.errorCodes["409 COUPON_ALREADY_ISSUED"] ?? 0) === winnerList.length,
+        JSON.stringify(retry.errorCodes),
+      );
+    }
+    // What a client sees, for a sample of winners and losers.
+    const losers = users.filter((u) => !winners.has(u) && !unknownUsers.has(u));
+    const sample = [...winnerList.slice(0, 20).map((u) => [u, true]), ...losers.slice(0, 20).map((u) => [u, false])];
+    const views = await mapLimit(sample, 10, async ([u, won]) => {
+      const r = await api(server.url, "GET", `/api/v1/coupons?userId=${u}`);
+      const has = (r.json?.data?.coupons ?? []).some((x) => x.couponId === couponId);
+      return r.status === 200 && has === won ? "" : `user ${u} (${won ? "winner" : "loser"}): ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`;
+    });
+    const wrong = views.filter(Boolean);
+    c.check("GET /coupons?userId= agrees for 20 winners and 20 losers", wrong.length === 0, wrong.length ? `${wrong.length} wrong, e.g. ${wrong[0]}` : `${views.length} users`);
+    c.print();
+    exitCode = c.ok() ? 0 : 1;
+  }
+} catch (err) {
+  console.error(err);
+} finally {
+  await server.stop();
+}
+process.exit(exitCode);

@@ -1,0 +1,409 @@
+/**
+ * Shared benchmark helpers: bounded autocannon runs with exact per-request status
+ * (and error-code) counts, latency percentiles from every response, markdown tables,
+ * the same-run `/health` ceiling, the machine description, and small API helpers.
+ *
+ * Every load run is bounded twice: by `amount` (requests) or `duration` (seconds),
+ * and by a hard wall-clock `maxSeconds` after which the run is stopped.
+ * Only loopback URLs are accepted.
+ */
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import os from "node:os";
+import { join } from "node:path";
+import autocannon from "autocannon";
+import { ADMIN_TOKEN, ROOT } from "./server.mjs";
+
+const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
+
+export function assertLoopback(url) {
+  const { hostname } = new URL(url);
+  if (!LOOPBACK_HOSTS.has(hostname)) throw new Error(`refusing to load a non-loopback target: ${url}`);
+}
+
+// ---------------------------------------------------------------- arguments
+
+/** `--name value` / `--name=value` from argv, as a number when numeric. */
+export function arg(name, fallback) {
+  const argv = process.argv.slice(2);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === `--${name}`) return coerce(argv[i + 1], fallback);
+    if (a.startsWith(`--${name}=`)) return coerce(a.slice(name.length + 3), fallback);
+  }
+  return fallback;
+}
+function coerce(v, fallback) {
+  if (v === undefined) return fallback;
+  return typeof fallback === "number" ? Number(v) : v;
+}
+
+// ---------------------------------------------------------------- machine
+
+function pkgVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(ROOT, "node_modules", name, "package.json"), "utf8")).version;
+  } catch {
+    return "?";
+  }
+}
+
+export function machine() {
+  const cpus = os.cpus();
+  let workerd = "?";
+  try {
+    workerd = execFileSync(join(ROOT, "node_modules/workerd/bin/workerd"), ["--version"], { encoding: "utf8" }).trim();
+  } catch {
+    /* keep "?" */
+  }
+  return {
+    cpu: cpus[0]?.model ?? "?",
+    cores: cpus.length,
+    memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    workerd: `${workerd} (npm workerd ${pkgVersion("workerd")})`,
+    miniflare: pkgVersion("miniflare"),
+    wrangler: pkgVersion("wrangler"),
+    autocannon: pkgVersion("autocannon"),
+  };
+}
+
+export const loadavg = () => os.loadavg().map((l) => l.toFixed(2)).join(" / ");
+
+export function printMachine(extra = {}) {
+  const m = { ...machine(), ...extra };
+  console.log("\n## Machine\n");
+  console.log(`- CPU: ${m.cpu} x ${m.cores} logical cores; memory ${m.memoryGiB} GiB; ${m.os}`);
+  console.log(`- Node ${m.node} (load generator, same machine), autocannon ${m.autocannon}`);
+  console.log(`- ${m.workerd}; miniflare ${m.miniflare}; wrangler ${m.wrangler}`);
+  for (const [k, v] of Object.entries(extra)) console.log(`- ${k}: ${v}`);
+  console.log(`- date: ${new Date().toISOString()}; load average at start (1/5/15 min): ${loadavg()}`);
+  return m;
+}
+
+// ---------------------------------------------------------------- load
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx];
+}
+
+/**
+ * One bounded autocannon run.
+ *
+ * @param {object} o
+ * @param {string} o.url        base URL (loopback only)
+ * @param {string} o.path       request path (or set per request in `build`)
+ * @param {string} [o.method]   default GET
+ * @param {object} [o.headers]
+ * @param {string|object} [o.body]  fixed body (objects are JSON-encoded)
+ * @param {(i:number, context:object) => ({path?:string, body?:object|string, method?:string}|undefined)} [o.build]
+ *        per-request builder, called exactly once per request with a global index 0..amount-1;
+ *        whatever it stores in `context` comes back to `onResponse` for that request
+ * @param {(status:number, json:object|undefined, context:object) => void} [o.onResponse]
+ *        called for every response with the parsed JSON body (when `parseBodies` or status >= 400)
+ * @param {boolean} [o.parseBodies] parse 2xx bodies too (needed to collect ids)
+ * @param {number} [o.connections] default 100
+ * @param {number} [o.amount]   total requests (takes precedence over duration)
+ * @param {number} [o.duration] seconds, when no amount
+ * @param {number} [o.maxSeconds] hard stop, default 90
+ * @param {number} [o.timeout]  per-request timeout in seconds, default 10
+ */
+export async function load(o) {
+  const url = new URL(o.path ?? "/", o.url).toString();
+  assertLoopback(url);
+  const connections = o.connections ?? 100;
+  const amount = o.amount ?? 0;
+  const duration = o.duration ?? 10;
+  const maxSeconds = o.maxSeconds ?? 90;
+  const headers = { ...(o.body || o.build ? { "content-type": "application/json" } : {}), ...(o.headers ?? {}) };
+  const encode = (b) => (b === undefined ? undefined : typeof b === "string" ? b : JSON.stringify(b));
+
+  const statusCounts = {};
+  const errorCodes = {};
+  const latencies = [];
+  let built = 0;
+  let parseFailures = 0;
+
+  const request = { method: o.method ?? "GET", path: new URL(url).pathname + new URL(url).search, headers };
+  if (o.body !== undefined) request.body = encode(o.body);
+  if (o.build) {
+    request.setupRequest = (req, context) => {
+      const spec = o.build(built++, context) ?? {};
+      return {
+        ...req,
+        method: spec.method ?? req.method,
+        path: spec.path ?? req.path,
+        body: spec.body !== undefined ? encode(spec.body) : req.body,
+      };
+    };
+  }
+  request.onResponse = (status, body, context) => {
+    let json;
+    if (status >= 400 || o.parseBodies) {
+      try {
+        json = body ? JSON.parse(body) : undefined;
+      } catch {
+        parseFailures++;
+      }
+    }
+    if (status >= 400) {
+      const code = json?.error ?? "(no error code)";
+      const key = `${status} ${code}`;
+      errorCodes[key] = (errorCodes[key] ?? 0) + 1;
+    }
+    o.onResponse?.(status, json, context);
+  };
+
+  const opts = { url, connections, timeout: o.timeout ?? 10, requests: [request] };
+  if (amount) opts.amount = amount;
+  else opts.duration = duration;
+  const started = process.hrtime.bigint();
+  let instance;
+  const result = await new Promise((resolve, reject) => {
+    instance = autocannon(opts, (err, res) => (err ? reject(err) : resolve(res)));
+    instance.on("response", (_client, statusCode, _bytes, responseTime) => {
+      statusCounts[statusCode] = (statusCounts[statusCode] ?? 0) + 1;
+      latencies.push(responseTime);
+    });
+    const hardStop = setTimeout(() => {
+      console.error(`[bench] ${o.label ?? url}: hard stop after ${maxSeconds} s`);
+      instance.stop();
+    }, maxSeconds * 1000);
+    instance.on("done", () => clearTimeout(hardStop));
+  });
+  const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
+
+  latencies.sort((a, b) => a - b);
+  const responses = latencies.length;
+  return {
+    label: o.label ?? `${request.method} ${request.path}`,
+    connections,
+    responses,
+    elapsedS,
+    rps: responses / elapsedS,
+    p50: percentile(latencies, 50),
+    p95: percentile(latencies, 95),
+    p99: percentile(latencies, 99),
+    max: latencies[latencies.length - 1] ?? NaN,
+    statusCounts,
+    errorCodes,
+    socketErrors: result.errors,
+    timeouts: result.timeouts,
+    parseFailures,
+    built,
+  };
+}
+
+// ---------------------------------------------------------------- tables
+
+const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
+const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
+
+export function statusSummary(r) {
+  const parts = Object.entries(r.statusCounts)
+    .sort(([a], [b]) => Number(a) - Number(b))
+    .map(([s, c]) => `${s}: ${fmtInt(c)}`);
+  if (r.socketErrors) parts.push(`socket errors: ${r.socketErrors}`);
+  if (r.timeouts) parts.push(`timeouts: ${r.timeouts}`);
+  return parts.join(", ") || "none";
+}
+
+/** Prints runs as a markdown table (pasteable into docs/PERFORMANCE.md). */
+export function printTable(title, rows) {
+  console.log(`\n### ${title}\n`);
+  console.log("| run | conns | responses | time s | req/s | p50 ms | p95 ms | p99 ms | max ms | status counts |");
+  console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+  for (const r of rows) {
+    console.log(
+      `| ${r.label} | ${r.connections} | ${fmtInt(r.responses)} | ${fmt(r.elapsedS)} | ${fmtInt(r.rps)} | ${fmt(r.p50, 0)} | ${fmt(r.p95, 0)} | ${fmt(r.p99, 0)} | ${fmt(r.max, 0)} | ${statusSummary(r)} |`,
+    );
+  }
+  const codes = rows.filter((r) => Object.keys(r.errorCodes).length > 0);
+  if (codes.length > 0) {
+    console.log("\nError codes (status + envelope `error`):");
+    for (const r of codes) {
+      const list = Object.entries(r.errorCodes)
+        .map(([k, v]) => `${k} x ${fmtInt(v)}`)
+        .join(", ");
+      console.log(`- ${r.label}: ${list}`);
+    }
+  }
+}
+
+/** The same load shape against `/health`: the ceiling of this server on this machine, this run. */
+export async function healthCeiling(url, { connections, amount, duration, label } = {}) {
+  return load({ url, path: "/health", connections, amount, duration, label: label ?? "GET /health (ceiling)" });
+}
+
+/** Other processes on this (shared) machine skew every number: print the load next to them. */
+export function printLoad(when = "end") {
+  console.log(`\nload average at ${when} (1/5/15 min): ${loadavg()}`);
+}
+
+export function printRatio(ours, health) {
+  const ratio = ours.rps / health.rps;
+  console.log(`\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of same-run "${health.label}" (${fmtInt(health.rps)} req/s)`);
+  return ratio;
+}
+
+// ---------------------------------------------------------------- API helpers
+
+export function adminHeaders() {
+  return { authorization: `Bearer ${ADMIN_TOKEN}` };
+}
+
+/** One JSON request; returns `{status, json}`. */
+export async function api(base, method, path, body, { admin = false, timeoutMs = 10_000 } = {}) {
+  const url = new URL(path, base).toString();
+  assertLoopback(url);
+  const res = await fetch(url, {
+    method,
+    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...(admin ? adminHeaders() : {}) },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = { raw: text };
+  }
+  return { status: res.status, json };
+}
+
+/**
+ * Whether a POST route exists in this build: an empty body gets 400 from a real route
+ * and 404 NOT_FOUND (Hono's notFound) from a missing one. Spends nothing.
+ */
+export async function routeExists(base, path) {
+  const { status, json } = await api(base, "POST", path, {});
+  return !(status === 404 && json?.error === "NOT_FOUND");
+}
+
+/** Runs `fn` over `items` with at most `concurrency` in flight; results in order. */
+export async function mapLimit(items, concurrency, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}
+
+/**
+ * Creates `count` users through the admin API, with autocannon (bounded, many connections).
+ * Returns the user ids in creation order of the responses.
+ */
+export async function createUsers(url, count, { initialBalance = 0, connections = 50, namePrefix = "bench-user" } = {}) {
+  const ids = [];
+  const r = await load({
+    url,
+    path: "/api/v1/admin/users",
+    method: "POST",
+    headers: adminHeaders(),
+    connections,
+    amount: count,
+    maxSeconds: 120,
+    parseBodies: true,
+    build: (i) => ({ body: { name: `${namePrefix}-${i}`, ...(initialBalance ? { initialBalance } : {}) } }),
+    onResponse: (status, json) => {
+      if (status === 201) ids.push(json.data.userId);
+    },
+    label: `POST /admin/users (setup, ${count})`,
+  });
+  if (ids.length !== count) throw new Error(`created ${ids.length}/${count} users: ${statusSummary(r)} ${JSON.stringify(r.errorCodes)}`);
+  return { ids, run: r };
+}
+
+/** ISO-8601 with an explicit offset (the admin API wants one), e.g. 2026-11-26T16:00:00.000+09:00. */
+export function isoWithOffset(ms, offsetMinutes = 9 * 60) {
+  const shifted = new Date(ms + offsetMinutes * 60_000).toISOString().slice(0, -1);
+  const sign = offsetMinutes >= 0 ? "+" : "-";
+  const abs = Math.abs(offsetMinutes);
+  return `${shifted}${sign}${String(Math.floor(abs / 60)).padStart(2, "0")}:${String(abs % 60).padStart(2, "0")}`;
+}
+
+/** Deterministic PRNG (mulberry32) so a run's request mix is reproducible from its seed. */
+export function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Collects pass/fail lines for the exactness section; `ok()` is the overall verdict. */
+export class Checks {
+  constructor(title) {
+    this.title = title;
+    this.lines = [];
+    this.failed = 0;
+  }
+  check(name, pass, detail = "") {
+    if (!pass) this.failed++;
+    this.lines.push(`- [${pass ? "x" : " "}] ${pass ? "PASS" : "FAIL"} ${name}${detail ? `: ${detail}` : ""}`);
+    return pass;
+  }
+  print() {
+    console.log(`\n### ${this.title}\n`);
+    for (const l of this.lines) console.log(l);
+    console.log(`\n${this.failed === 0 ? "ALL CHECKS PASSED" : `${this.failed} CHECK(S) FAILED`}`);
+  }
+  ok() {
+    return this.failed === 0;
+  }
+}
+
+/** Polls `read()` until two reads `interval` ms apart are equal (bounded by `tries`). */
+export async function readStable(read, { interval = 500, tries = 20 } = {}) {
+  let prev = JSON.stringify(await read());
+  for (let i = 0; i < tries; i++) {
+    await new Promise((r) => setTimeout(r, interval));
+    const cur = await read();
+    const s = JSON.stringify(cur);
+    if (s === prev) return { value: cur, stable: true };
+    prev = s;
+  }
+  return { value: JSON.parse(prev), stable: false };
+}
+
+/**
+ * Seeds `count` users straight into D1 (one statement per table, rows generated by
+ * SQLite), the same rows `POST /admin/users` writes: users, user_balances, and a CHARGE
+ * history row when the initial balance is positive. Used when creating thousands of
+ * users over HTTP would take longer than the benchmark itself. Returns the new ids.
+ */
+export async function seedUsersD1(d1, count, { initialBalance = 0, namePrefix = "bench-user" } = {}) {
+  const at = Date.now();
+  const before = (await d1.first("SELECT COALESCE(MAX(id), 0) AS m FROM users")).m;
+  const db = d1.raw;
+  await db.batch([
+    db
+      .prepare(
+        `WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < ?1)
+         INSERT INTO users (name, created_at) SELECT ?2 || '-' || n, ?3 FROM seq`,
+      )
+      .bind(count, namePrefix, at),
+    db.prepare("INSERT INTO user_balances (user_id, balance, updated_at) SELECT id, ?1, ?2 FROM users WHERE id > ?3").bind(initialBalance, at, before),
+    db
+      .prepare(
+        `INSERT INTO point_history (user_id, type, amount, balance_after, order_id, created_at)
+         SELECT user_id, 'CHARGE', balance, balance, NULL, ?1 FROM user_balances WHERE user_id > ?2 AND balance > 0`,
+      )
+      .bind(at, before),
+  ]);
+  const rows = await d1.all("SELECT id FROM users WHERE id > ? ORDER BY id", before);
+  if (rows.length !== count) throw new Error(`seeded ${rows.length}/${count} users`);
+  return rows.map((r) => r.id);
+}
