@@ -1,5 +1,6 @@
 import { z } from "zod";
 import type { Env } from "./env";
+import { setLogLevel, type Level } from "./shared/logger";
 
 const optionalString = z
   .string()
@@ -31,6 +32,7 @@ const ConfigSchema = z.object({
   RATE_LIMIT_WRITES_PER_MINUTE: z.coerce.number().int().min(0).default(0),
   REDIS_KEY_PREFIX: z.string().default(""),
   EVENT_RETRY_BASE_SECONDS: z.coerce.number().int().min(0).max(60).default(2),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
 /** Typed configuration; also says which optional adapters are switched on. */
@@ -47,6 +49,7 @@ export interface Config {
   /** Prepended to every Redis key (lets several deployments or test files share one Redis). */
   redisKeyPrefix: string;
   eventRetryBaseSeconds: number;
+  logLevel: Level;
 }
 
 const cache = new WeakMap<object, Config>();
@@ -84,7 +87,9 @@ export function loadConfig(env: Env): Config {
     rateLimitWritesPerMinute: raw.RATE_LIMIT_WRITES_PER_MINUTE,
     redisKeyPrefix: raw.REDIS_KEY_PREFIX,
     eventRetryBaseSeconds: raw.EVENT_RETRY_BASE_SECONDS,
+    logLevel: raw.LOG_LEVEL,
   };
+  setLogLevel(config.logLevel);
   cache.set(env, config);
   return config;
 }

@@ -24,6 +24,7 @@ export interface Env {
   RATE_LIMIT_WRITES_PER_MINUTE?: string;
   REDIS_KEY_PREFIX?: string;
   EVENT_RETRY_BASE_SECONDS?: string;
+  LOG_LEVEL?: string;
 }
 
 type AppBindings = Env;

@@ -2,9 +2,18 @@
  * Structured JSON logs (one object per line), so Workers Logs / `wrangler tail`
  * can filter by field. Never pass tokens, secrets or request bodies here.
  */
-type Level = "debug" | "info" | "warn" | "error";
+export type Level = "debug" | "info" | "warn" | "error";
+
+const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+let minRank = RANK.info;
+
+/** Sets the lowest level written (LOG_LEVEL; `warn` drops the per-request lines under load). */
+export function setLogLevel(level: Level): void {
+  minRank = RANK[level];
+}
 
 export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
+  if (RANK[level] < minRank) return;
   const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields });
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
