@@ -17,6 +17,7 @@ export default defineConfig(async () => {
             TEST_REDIS_URL: inject("redisBridgeUrl"),
             TEST_REDIS_TOKEN: inject("redisBridgeToken"),
             TEST_SINK_URL: inject("sinkUrl"),
+            TEST_BLACKHOLE_URL: inject("blackholeUrl"),
             // The queue consumer delivers to the recording sink; retries are immediate in tests.
             DATA_PLATFORM_URL: `${inject("sinkUrl")}/platform`,
             EVENT_RETRY_BASE_SECONDS: "0",

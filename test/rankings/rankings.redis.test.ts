@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:workers";
 import { createProduct, createUser } from "../support/http";
 import { appWithRedis, rawRedis, redisAvailable } from "../support/redis";
 import { insertPaidOrder } from "../support/sales";
@@ -105,6 +106,24 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     const services = servicesFor(down.env);
     await expect(services.rankings.recordPaidOrder(Date.now(), [{ productId: p, quantity: 1 }])).resolves.toBeUndefined();
     expect((await services.rankings.repairToday()).written).toBe(false);
+  });
+});
+
+describe("a Redis that hangs costs a bounded delay, never an error", () => {
+  it("every Redis-backed read answers from D1 within the timeout budget", async () => {
+    const hung = appWithRedis({ prefix: prefix(), redisUrl: env.TEST_BLACKHOLE_URL });
+    const userId = await createUser();
+    const p = await createProduct();
+    await insertPaidOrder(userId, Date.now(), [{ productId: p, quantity: 2 }]);
+    for (const path of ["/api/v1/products/top?size=100", "/api/v1/products/best", `/api/v1/coupons?userId=${userId}`]) {
+      const started = Date.now();
+      const res = await hung.get(path);
+      const ms = Date.now() - started;
+      expect(res.status, path).toBe(200);
+      // 250 ms per Redis call (a read, and for the coupon list a fill) plus D1: well under 2 s.
+      expect(ms, path).toBeLessThan(2_000);
+    }
+    expect((await hung.get("/api/v1/products/top?size=100")).body.data.products.find((x: any) => x.productId === p)?.sales).toBe(2);
   });
 });
 

@@ -7,6 +7,7 @@ declare global {
       TEST_REDIS_URL: string;
       TEST_REDIS_TOKEN: string;
       TEST_SINK_URL: string;
+      TEST_BLACKHOLE_URL: string;
     }
   }
 }

@@ -1,5 +1,6 @@
 // Runs in Node before the workerd test pool starts: starts the Upstash-REST bridge
 // against a real redis-server and hands its URL to the bindings via provide/inject.
+import { createServer, type Socket } from "node:net";
 import type { TestProject } from "vitest/node";
 // @ts-expect-error: plain ESM script without type declarations
 import { redisReachable, startBridge } from "../../scripts/upstash-bridge.mjs";
@@ -11,6 +12,7 @@ declare module "vitest" {
     redisBridgeUrl: string;
     redisBridgeToken: string;
     sinkUrl: string;
+    blackholeUrl: string;
   }
 }
 
@@ -18,6 +20,16 @@ export default async function setup(project: TestProject) {
   // The data platform / Kafka REST stand-in: a real local HTTP server that records what it gets.
   const sink = await startSink();
   project.provide("sinkUrl", sink.url);
+  // A TCP server that accepts and never answers: a Redis that hangs, to prove the request-path timeout.
+  const held: Socket[] = [];
+  const blackhole = createServer((socket) => void held.push(socket));
+  await new Promise<void>((resolve) => blackhole.listen(0, "127.0.0.1", resolve));
+  const address = blackhole.address();
+  project.provide("blackholeUrl", typeof address === "object" && address ? `http://127.0.0.1:${address.port}` : "");
+  const closeBlackhole = () => {
+    held.forEach((s) => s.destroy());
+    blackhole.close();
+  };
 
   const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
   if (!(await redisReachable(redisUrl))) {
@@ -28,6 +40,7 @@ export default async function setup(project: TestProject) {
     project.provide("redisBridgeToken", "");
     return async () => {
       await sink.close();
+      closeBlackhole();
     };
   }
   const bridge = await startBridge({ redisUrl, token: `test-${process.pid}` });
@@ -36,5 +49,6 @@ export default async function setup(project: TestProject) {
   return async () => {
     await bridge.close();
     await sink.close();
+    closeBlackhole();
   };
 }
