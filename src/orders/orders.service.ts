@@ -86,12 +86,14 @@ export class OrdersService {
         const r = await this.stock.reserve(item.productId, orderId, item.quantity, now);
         if (!r.ok) {
           reserved.pop(); // a definite refusal took nothing: no release (and no tombstone) needed there
-          throw new AppError(r.reason === "INSUFFICIENT_STOCK" ? "INSUFFICIENT_STOCK" : "INTERNAL_ERROR");
+          // Anything but a business refusal (an unreachable or overloaded DO) is transient: 503, retry.
+          throw r.reason === "INSUFFICIENT_STOCK" ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
         }
       }
       // Order does not matter for confirms. A hold that timed out is refused (and released by its DO).
       const confirms = await Promise.all(items.map((item) => this.stock.confirm(item.productId, orderId)));
-      if (!confirms.every((c) => c.ok)) throw new AppError("INTERNAL_ERROR", `stock hold for order ${orderId} timed out`);
+      // The saga stalled longer than a hold lives (overload): nothing is kept, the client may retry.
+      if (!confirms.every((c) => c.ok)) throw new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
       const expiresAt = this.clock() + this.paymentTtlMs;
       const committed = await this.commit(orderId, input.userId, userCouponId, expiresAt);
       if (!committed.ok) throw await this.placementConflict(input.userId, userCouponId);

@@ -39,6 +39,7 @@ export const ERROR_TABLE = {
   UNSUPPORTED_MEDIA_TYPE: [415, "Content-Type 은 application/json 이어야 합니다."],
   RATE_LIMITED: [429, "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요."],
   INTERNAL_ERROR: [500, "서버 내부 오류가 발생했습니다."],
+  SERVICE_UNAVAILABLE: [503, "일시적으로 요청을 처리할 수 없습니다. 잠시 후 다시 시도해 주세요."],
 } as const satisfies Record<string, readonly [ContentfulStatusCode, string]>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
@@ -57,6 +58,7 @@ export const STATUS_MESSAGES: Record<number, string> = {
   415: "지원하지 않는 미디어 타입입니다.",
   429: "요청이 너무 많습니다.",
   500: "서버 내부 오류가 발생했습니다.",
+  503: "서비스를 일시적으로 사용할 수 없습니다.",
 };
 
 /**

@@ -103,7 +103,8 @@ describe("placement failures after reservation leave no reservation", () => {
       },
     });
     const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), slow), { userId, orderProducts: [{ productId: p, quantity: 5 }] });
-    expect((err as AppError).code).toBe("INTERNAL_ERROR");
+    expect((err as AppError).code).toBe("SERVICE_UNAVAILABLE");
+    expect((err as AppError).status).toBe(503);
     expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED" });
     expect(await stockStub(p).snapshot(p)).toMatchObject({ available: 5, held: 0, confirmed: 0 });
     await assertStockConservation([p], 5);
