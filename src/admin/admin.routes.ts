@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
 import {
   AdjustStockBodySchema,
   CouponQuantitySchema,
@@ -26,7 +26,7 @@ const createUserRoute = createRoute({
   summary: "Create a user with an optional initial balance",
   request: { body: jsonBody(CreateUserBodySchema) },
   responses: {
-    201: { description: "Created", content: { "application/json": { schema: envelopeOf(CreatedIdSchema("userId"), 201) } } },
+    ...okResponse(201, "Created", CreatedIdSchema("userId")),
     ...errorResponses(400, 401, 403, 413, 415),
   },
 });
@@ -39,7 +39,7 @@ const createProductRoute = createRoute({
   summary: "Create a product",
   request: { body: jsonBody(CreateProductBodySchema) },
   responses: {
-    201: { description: "Created", content: { "application/json": { schema: envelopeOf(CreatedIdSchema("productId"), 201) } } },
+    ...okResponse(201, "Created", CreatedIdSchema("productId")),
     ...errorResponses(400, 401, 403, 413, 415),
   },
 });
@@ -52,7 +52,7 @@ const createCouponRoute = createRoute({
   summary: "Create a first-come coupon (issuable at once inside its window)",
   request: { body: jsonBody(CreateCouponBodySchema) },
   responses: {
-    201: { description: "Created", content: { "application/json": { schema: envelopeOf(CreatedIdSchema("couponId"), 201) } } },
+    ...okResponse(201, "Created", CreatedIdSchema("couponId")),
     ...errorResponses(400, 401, 403, 413, 415),
   },
 });
@@ -65,7 +65,7 @@ const setCouponQuantityRoute = createRoute({
   summary: "Change a coupon's quantity (never below what is already issued)",
   request: { params: CouponIdParamSchema, body: jsonBody(SetCouponQuantityBodySchema) },
   responses: {
-    200: { description: "New quantity", content: { "application/json": { schema: envelopeOf(CouponQuantitySchema) } } },
+    ...okResponse(200, "New quantity", CouponQuantitySchema),
     ...errorResponses(400, 401, 403, 404, 409, 413, 415),
   },
 });
@@ -78,7 +78,7 @@ const adjustStockRoute = createRoute({
   summary: "Restock (delta > 0) or reduce (delta < 0) through the product's stock DO; never below 0",
   request: { params: ProductIdParamSchema, body: jsonBody(AdjustStockBodySchema) },
   responses: {
-    200: { description: "Available stock after the change", content: { "application/json": { schema: envelopeOf(StockLevelSchema) } } },
+    ...okResponse(200, "Available stock after the change", StockLevelSchema),
     ...errorResponses(400, 401, 403, 404, 409, 413, 415),
   },
 });

@@ -1,7 +1,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../shared/errors";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, okResponse } from "../shared/http";
 import { idParamSchema, intQuery } from "../shared/validation";
 import { toIso, toIsoOrNull } from "../shared/clock";
 
@@ -27,7 +27,7 @@ const listRoute = createRoute({
   summary: "Events that exhausted their delivery retries",
   request: { query: z.strictObject({ afterId: intQuery(0, Number.MAX_SAFE_INTEGER, 0), limit: intQuery(1, 100, 50) }) },
   responses: {
-    200: { description: "Dead letters", content: { "application/json": { schema: envelopeOf(z.object({ deadLetters: z.array(DeadLetterSchema) })) } } },
+    ...okResponse(200, "Dead letters", z.object({ deadLetters: z.array(DeadLetterSchema) })),
     ...errorResponses(400, 401, 403),
   },
 });
@@ -40,7 +40,7 @@ const replayRoute = createRoute({
   summary: "Send a dead letter's event to the events queue again (delivery stays idempotent on the event id)",
   request: { params: z.strictObject({ deadLetterId: idParamSchema.openapi({ type: "integer", param: { name: "deadLetterId", in: "path" } }) }) },
   responses: {
-    200: { description: "Replayed", content: { "application/json": { schema: envelopeOf(DeadLetterSchema) } } },
+    ...okResponse(200, "Replayed", DeadLetterSchema),
     ...errorResponses(400, 401, 403, 404),
   },
 });

@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
 import {
   CouponIdParamSchema,
   IssueBodySchema,
@@ -17,7 +17,7 @@ const issueRoute = createRoute({
   summary: "Issue a first-come coupon to a user (one per user, while quantity lasts, inside the window)",
   request: { body: jsonBody(IssueBodySchema) },
   responses: {
-    201: { description: "Issued", content: { "application/json": { schema: envelopeOf(IssuedCouponSchema, 201) } } },
+    ...okResponse(201, "Issued", IssuedCouponSchema),
     ...errorResponses(400, 404, 409, 413, 415),
   },
 });
@@ -29,7 +29,7 @@ const issueForCouponRoute = createRoute({
   summary: "Issue the coupon in the path to a user",
   request: { params: CouponIdParamSchema, body: jsonBody(IssueForCouponBodySchema) },
   responses: {
-    201: { description: "Issued", content: { "application/json": { schema: envelopeOf(IssuedCouponSchema, 201) } } },
+    ...okResponse(201, "Issued", IssuedCouponSchema),
     ...errorResponses(400, 404, 409, 413, 415),
   },
 });
@@ -41,7 +41,7 @@ const listRoute = createRoute({
   summary: "A user's coupons with status AVAILABLE, USED or EXPIRED, by user coupon id",
   request: { query: OwnerQuerySchema },
   responses: {
-    200: { description: "Owned coupons", content: { "application/json": { schema: envelopeOf(OwnedCouponsSchema) } } },
+    ...okResponse(200, "Owned coupons", OwnedCouponsSchema),
     ...errorResponses(400, 404),
   },
 });

@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
 import {
   CancelOrderBodySchema,
   OrderIdParamSchema,
@@ -17,7 +17,7 @@ const placeRoute = createRoute({
   summary: "Place an order (1..50 distinct products, quantity 1..1,000, optional user coupon)",
   request: { body: jsonBody(PlaceOrderBodySchema) },
   responses: {
-    201: { description: "Order placed, awaiting payment", content: { "application/json": { schema: envelopeOf(PlacedOrderSchema, 201) } } },
+    ...okResponse(201, "Order placed, awaiting payment", PlacedOrderSchema),
     ...errorResponses(400, 404, 409, 413, 415),
   },
 });
@@ -29,7 +29,7 @@ const getRoute = createRoute({
   summary: "One of the user's orders with its lines",
   request: { params: OrderIdParamSchema, query: UserIdQuerySchema },
   responses: {
-    200: { description: "The order", content: { "application/json": { schema: envelopeOf(OrderSchema) } } },
+    ...okResponse(200, "The order", OrderSchema),
     ...errorResponses(400, 404),
   },
 });
@@ -41,7 +41,7 @@ const cancelRoute = createRoute({
   summary: "Cancel an unpaid order (stock released, coupon restored); repeating returns it",
   request: { params: OrderIdParamSchema, body: jsonBody(CancelOrderBodySchema) },
   responses: {
-    200: { description: "The cancelled order", content: { "application/json": { schema: envelopeOf(OrderSchema) } } },
+    ...okResponse(200, "The cancelled order", OrderSchema),
     ...errorResponses(400, 404, 409, 413, 415),
   },
 });

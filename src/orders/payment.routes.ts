@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
 import { PaymentReceiptSchema, PayOrderBodySchema } from "./orders.schemas";
 
 const payRoute = createRoute({
@@ -10,7 +10,7 @@ const payRoute = createRoute({
   summary: "Pay an unpaid, unexpired order from the point balance (once)",
   request: { body: jsonBody(PayOrderBodySchema) },
   responses: {
-    200: { description: "Paid", content: { "application/json": { schema: envelopeOf(PaymentReceiptSchema) } } },
+    ...okResponse(200, "Paid", PaymentReceiptSchema),
     ...errorResponses(400, 404, 409, 413, 415),
   },
 });

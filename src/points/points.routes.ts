@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses, jsonBody } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
 import { BalanceSchema, ChargeBodySchema, HistoryQuerySchema, HistorySchema, UserIdQuerySchema } from "./points.schemas";
 
 const chargeRoute = createRoute({
@@ -10,7 +10,7 @@ const chargeRoute = createRoute({
   summary: "Charge points (1..1,000,000 per request; balance at most 5,000,000)",
   request: { body: jsonBody(ChargeBodySchema) },
   responses: {
-    200: { description: "New balance", content: { "application/json": { schema: envelopeOf(BalanceSchema) } } },
+    ...okResponse(200, "New balance", BalanceSchema),
     ...errorResponses(400, 404, 409, 413, 415),
   },
 });
@@ -22,7 +22,7 @@ const balanceRoute = createRoute({
   summary: "A user's point balance",
   request: { query: UserIdQuerySchema },
   responses: {
-    200: { description: "Balance", content: { "application/json": { schema: envelopeOf(BalanceSchema) } } },
+    ...okResponse(200, "Balance", BalanceSchema),
     ...errorResponses(400, 404),
   },
 });
@@ -34,7 +34,7 @@ const historyRoute = createRoute({
   summary: "A user's point history, oldest first, keyset-paginated",
   request: { query: HistoryQuerySchema },
   responses: {
-    200: { description: "History page", content: { "application/json": { schema: envelopeOf(HistorySchema) } } },
+    ...okResponse(200, "History page", HistorySchema),
     ...errorResponses(400, 404),
   },
 });

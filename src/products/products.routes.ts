@@ -1,7 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { AppError } from "../shared/errors";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, okResponse } from "../shared/http";
 import { ProductDetailSchema, ProductIdParamSchema, ProductPageQuerySchema, ProductPageSchema } from "./products.schemas";
 
 const listRoute = createRoute({
@@ -11,7 +11,7 @@ const listRoute = createRoute({
   summary: "The catalogue, zero-based pages ordered by id",
   request: { query: ProductPageQuerySchema },
   responses: {
-    200: { description: "A page of products", content: { "application/json": { schema: envelopeOf(ProductPageSchema) } } },
+    ...okResponse(200, "A page of products", ProductPageSchema),
     ...errorResponses(400),
   },
 });
@@ -23,7 +23,7 @@ const detailRoute = createRoute({
   summary: "One product",
   request: { params: ProductIdParamSchema },
   responses: {
-    200: { description: "The product", content: { "application/json": { schema: envelopeOf(ProductDetailSchema) } } },
+    ...okResponse(200, "The product", ProductDetailSchema),
     ...errorResponses(400, 404),
   },
 });

@@ -1,6 +1,6 @@
 import { createRoute } from "@hono/zod-openapi";
-import { envelopeOf, ok } from "../shared/envelope";
-import { createRouter, errorResponses } from "../shared/http";
+import { ok } from "../shared/envelope";
+import { createRouter, errorResponses, okResponse } from "../shared/http";
 import { BestQuerySchema, BestSchema, TopQuerySchema, TopSchema } from "./rankings.schemas";
 
 const topRoute = createRoute({
@@ -10,7 +10,7 @@ const topRoute = createRoute({
   summary: "Today's ranking by paid quantity (business day in BUSINESS_TIMEZONE)",
   request: { query: TopQuerySchema },
   responses: {
-    200: { description: "Ranking", content: { "application/json": { schema: envelopeOf(TopSchema) } } },
+    ...okResponse(200, "Ranking", TopSchema),
     ...errorResponses(400),
   },
 });
@@ -22,7 +22,7 @@ const bestRoute = createRoute({
   summary: "Top 5 products by paid quantity over the three business days before today",
   request: { query: BestQuerySchema },
   responses: {
-    200: { description: "Best sellers", content: { "application/json": { schema: envelopeOf(BestSchema) } } },
+    ...okResponse(200, "Best sellers", BestSchema),
     ...errorResponses(400),
   },
 });

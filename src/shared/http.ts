@@ -2,7 +2,8 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { Config } from "../config";
 import type { Env } from "../env";
 import type { Services } from "../services";
-import { ErrorEnvelopeSchema } from "./envelope";
+import type { z } from "@hono/zod-openapi";
+import { envelopeOf, ErrorEnvelopeSchema } from "./envelope";
 import { validationError } from "./validation";
 
 /** Hono generics for every router of the app. */
@@ -42,4 +43,11 @@ export function errorResponses(...statuses: number[]) {
 /** The JSON request body block of a route definition. */
 export function jsonBody<T>(schema: T) {
   return { required: true, content: { "application/json": { schema } } } as const;
+}
+
+/** OpenAPI success response of a route: the envelope around `data`, under its status. */
+export function okResponse<S extends 200 | 201, T extends z.ZodTypeAny>(status: S, description: string, data: T) {
+  return { [status]: { description, content: { "application/json": { schema: envelopeOf(data, status) } } } } as {
+    [K in S]: { description: string; content: { "application/json": { schema: ReturnType<typeof envelopeOf<T>> } } };
+  };
 }
