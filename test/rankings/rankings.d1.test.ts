@@ -52,6 +52,12 @@ describe("rankings without Redis (D1 path)", () => {
     expect(res.body.data.bestSellers.map((p: any) => [p.productId, p.sales])).toEqual([
       [ids[0], 10], [ids[1], 9], [ids[2], 8], [ids[3], 7], [ids[4], 6],
     ]);
+    // With no snapshot yet, the live result became today's snapshot, so later reads skip the range scan.
+    const snap = await env.DB.prepare("SELECT rank, product_id AS productId, sales FROM best_seller_snapshots WHERE business_date = ? ORDER BY rank").bind(today).all();
+    expect(snap.results).toEqual([
+      { rank: 1, productId: ids[0], sales: 10 }, { rank: 2, productId: ids[1], sales: 9 }, { rank: 3, productId: ids[2], sales: 8 },
+      { rank: 4, productId: ids[3], sales: 7 }, { rank: 5, productId: ids[4], sales: 6 },
+    ]);
   });
 
   it("the live best-seller query uses the (paid_at, product_id, quantity) index", async () => {
