@@ -19,6 +19,7 @@ import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
 import type { AppEnv } from "./shared/http";
 import { errorFields, log } from "./shared/logger";
+import { requireUserIdentity } from "./shared/identity";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -39,11 +40,17 @@ export function toAppError(err: unknown): AppError {
   return new AppError("INTERNAL_ERROR");
 }
 
+/** Test seams of the edge guards. */
+export interface AppOptions {
+  now?: () => number;
+}
+
 /**
  * Builds the Hono app: request id, logs, headers, 405/404/413/415 handling,
- * per-request services, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
+ * per-request services, user identity, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
  */
-export function createApp() {
+export function createApp(options: AppOptions = {}) {
+  void options;
   const app = new OpenAPIHono<AppEnv>();
 
   app.use("*", requestId({ headerName: "X-Request-Id" }));
@@ -69,7 +76,7 @@ export function createApp() {
     return cors({
       origin: origins,
       allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
-      exposeHeaders: ["X-Request-Id", "Retry-After"],
+      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed"],
     })(c, next);
   });
   app.use(
@@ -102,6 +109,7 @@ export function createApp() {
     await next();
   });
 
+  app.use("/api/v1/*", requireUserIdentity);
   app.use("/api/v1/admin/*", requireAdmin);
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", rankingsRoutes);
@@ -116,6 +124,12 @@ export function createApp() {
     type: "http",
     scheme: "bearer",
     description: "ADMIN_TOKEN",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "userBearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+    description: "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced only when JWT_SECRET is set.",
   });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
