@@ -20,6 +20,7 @@ import { AppError } from "./shared/errors";
 import type { AppEnv } from "./shared/http";
 import { errorFields, log } from "./shared/logger";
 import { requireUserIdentity } from "./shared/identity";
+import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, type IdempotencyOptions } from "./shared/idempotency";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -40,17 +41,18 @@ export function toAppError(err: unknown): AppError {
   return new AppError("INTERNAL_ERROR");
 }
 
-/** Test seams of the edge guards. */
+/** Test seams of the edge guards: the clock of idempotency expiry and the wait for an in-flight twin. */
 export interface AppOptions {
   now?: () => number;
+  idempotency?: Partial<IdempotencyOptions>;
 }
 
 /**
  * Builds the Hono app: request id, logs, headers, 405/404/413/415 handling,
- * per-request services, user identity, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
+ * per-request services, user identity, idempotency keys, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
  */
 export function createApp(options: AppOptions = {}) {
-  void options;
+  const now = options.now ?? Date.now;
   const app = new OpenAPIHono<AppEnv>();
 
   app.use("*", requestId({ headerName: "X-Request-Id" }));
@@ -109,7 +111,9 @@ export function createApp(options: AppOptions = {}) {
     await next();
   });
 
+  // Identity runs before the body-keyed guards; idempotency last, so a replay never skips them.
   app.use("/api/v1/*", requireUserIdentity);
+  app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }));
   app.use("/api/v1/admin/*", requireAdmin);
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", rankingsRoutes);

@@ -3,6 +3,7 @@ import type { Env } from "./env";
 import { createServices, type Services } from "./services";
 import { refreshBestSellersJob, repairRankingJob } from "./rankings/rankings.jobs";
 import { errorFields, log } from "./shared/logger";
+import { purgeIdempotencyKeysJob } from "./shared/idempotency.job";
 
 type Job = (services: Services) => Promise<void>;
 
@@ -15,7 +16,10 @@ async function relayOutboxJob(services: Services): Promise<void> {
  * wrangler.toml (UTC). `30 15 * * *` is 00:30 in Asia/Seoul.
  */
 export const CRON_JOBS: Record<string, { name: string; run: Job }[]> = {
-  "* * * * *": [{ name: "outbox-relay", run: relayOutboxJob }],
+  "* * * * *": [
+    { name: "outbox-relay", run: relayOutboxJob },
+    { name: "idempotency-purge", run: purgeIdempotencyKeysJob },
+  ],
   "*/10 * * * *": [{ name: "ranking-repair", run: repairRankingJob }],
   "30 15 * * *": [{ name: "best-sellers-refresh", run: refreshBestSellersJob }],
 };

@@ -16,6 +16,7 @@ import { RankingsService } from "./rankings/rankings.service";
 import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
+import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -38,6 +39,8 @@ export interface Services {
     /** Re-sends a dead letter's event to the events queue. */
     replay(payload: unknown): Promise<void>;
   };
+  /** Idempotency-Key claims and stored responses (D1 `idempotency_keys`). */
+  idempotency: IdempotencyStore;
   /** Starts best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil. */
   afterCommit(work: () => Promise<unknown>): void;
 }
@@ -76,5 +79,6 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
     couponsRepo: new CouponsRepo(db),
     coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock),
     adminRepo: new AdminRepo(env.DB),
+    idempotency: new IdempotencyRepo(env.DB),
   };
 }
