@@ -21,6 +21,7 @@ import type { AppEnv } from "./shared/http";
 import { errorFields, log } from "./shared/logger";
 import { requireUserIdentity } from "./shared/identity";
 import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, type IdempotencyOptions } from "./shared/idempotency";
+import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -41,7 +42,7 @@ export function toAppError(err: unknown): AppError {
   return new AppError("INTERNAL_ERROR");
 }
 
-/** Test seams of the edge guards: the clock of idempotency expiry and the wait for an in-flight twin. */
+/** Test seams of the edge guards: the clock of rate-limit windows and idempotency expiry, the wait for an in-flight twin. */
 export interface AppOptions {
   now?: () => number;
   idempotency?: Partial<IdempotencyOptions>;
@@ -49,7 +50,8 @@ export interface AppOptions {
 
 /**
  * Builds the Hono app: request id, logs, headers, 405/404/413/415 handling,
- * per-request services, user identity, idempotency keys, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
+ * per-request services, edge guards (IP rate limit, identity, user rate limit,
+ * idempotency keys), the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
  */
 export function createApp(options: AppOptions = {}) {
   const now = options.now ?? Date.now;
@@ -111,8 +113,11 @@ export function createApp(options: AppOptions = {}) {
     await next();
   });
 
-  // Identity runs before the body-keyed guards; idempotency last, so a replay never skips them.
+  // Order matters: the IP limit also sees unauthenticated floods; identity runs before the
+  // body-keyed guards; idempotency last, so a replay never skips identity or limits.
+  app.use("/api/v1/*", limitWritesByIp(now));
   app.use("/api/v1/*", requireUserIdentity);
+  app.use("/api/v1/*", limitWritesByUser(now));
   app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }));
   app.use("/api/v1/admin/*", requireAdmin);
   app.route("/api/v1/points", pointsRoutes);

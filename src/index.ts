@@ -5,6 +5,7 @@ import { consumeDeadLetters, consumeEvents } from "./events/consumer";
 import { runScheduled } from "./jobs";
 
 export { CouponIssuer } from "./coupons/coupon-issuer.do";
+export { RateLimiter } from "./shared/rate-limiter.do";
 
 const app = createApp();
 

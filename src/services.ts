@@ -17,6 +17,7 @@ import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
+import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -41,6 +42,8 @@ export interface Services {
   };
   /** Idempotency-Key claims and stored responses (D1 `idempotency_keys`). */
   idempotency: IdempotencyStore;
+  /** Write counters per user / IP (RateLimiter DOs). */
+  rateLimiter: RateLimiterClient;
   /** Starts best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil. */
   afterCommit(work: () => Promise<unknown>): void;
 }
@@ -80,5 +83,6 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
     coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock),
     adminRepo: new AdminRepo(env.DB),
     idempotency: new IdempotencyRepo(env.DB),
+    rateLimiter: rateLimiterClient(env.RATE_LIMITER),
   };
 }
