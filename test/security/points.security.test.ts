@@ -1,27 +1,8 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { createProduct, createUser, errorCode, api } from "../support/http";
-import { bearer, JWT_SECRET, noneToken, pointsState, testApp, tokenFor } from "../support/secure-app";
+import { badTokens, bearer, JWT_SECRET, pointsState, testApp, tokenFor } from "../support/secure-app";
 
 const app = testApp({ JWT_SECRET });
-
-/** Every way a token can fail to prove who is calling: each must be 401 with a Bearer challenge. */
-async function badTokens(userId: number): Promise<[string, Record<string, string>][]> {
-  const now = Math.floor(Date.now() / 1000);
-  return [
-    ["no header", {}],
-    ["Basic scheme", { authorization: `Basic ${btoa(`${userId}:x`)}` }],
-    ["Bearer without token", { authorization: "Bearer " }],
-    ["not a JWT", { authorization: "Bearer not-a-jwt" }],
-    ["bad signature", bearer(await tokenFor(userId, {}, "some-other-secret"))],
-    ["expired", bearer(await tokenFor(userId, { iat: now - 7200, exp: now - 3600 }))],
-    ["not yet valid", bearer(await tokenFor(userId, { nbf: now + 3600 }))],
-    ["HS512 instead of HS256", bearer(await tokenFor(userId, {}, JWT_SECRET, "HS512"))],
-    ["alg none", bearer(noneToken(userId))],
-    ["no exp", bearer(await tokenFor(userId, { exp: undefined }))],
-    ["no sub", bearer(await tokenFor(userId, { sub: undefined }))],
-    ["numeric sub", bearer(await tokenFor(userId, { sub: userId }))],
-  ];
-}
 
 describe("points routes with JWT_SECRET set", () => {
   let userId = 0;
