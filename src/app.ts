@@ -21,6 +21,9 @@ import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
 import type { AppEnv } from "./shared/http";
 import { errorFields, log } from "./shared/logger";
+import { requireUserIdentity } from "./shared/identity";
+import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, type IdempotencyOptions } from "./shared/idempotency";
+import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -41,11 +44,19 @@ export function toAppError(err: unknown): AppError {
   return new AppError("INTERNAL_ERROR");
 }
 
+/** Test seams of the edge guards: the clock of rate-limit windows and idempotency expiry, the wait for an in-flight twin. */
+export interface AppOptions {
+  now?: () => number;
+  idempotency?: Partial<IdempotencyOptions>;
+}
+
 /**
  * Builds the Hono app: request id, logs, headers, 405/404/413/415 handling,
- * per-request services, the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
+ * per-request services, edge guards (IP rate limit, identity, user rate limit,
+ * idempotency keys), the `/api/v1` routers, `/openapi.json`, `/docs`, `/health`.
  */
-export function createApp() {
+export function createApp(options: AppOptions = {}) {
+  const now = options.now ?? Date.now;
   const app = new OpenAPIHono<AppEnv>();
 
   app.use("*", requestId({ headerName: "X-Request-Id" }));
@@ -71,7 +82,7 @@ export function createApp() {
     return cors({
       origin: origins,
       allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
-      exposeHeaders: ["X-Request-Id", "Retry-After"],
+      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed"],
     })(c, next);
   });
   app.use(
@@ -104,6 +115,12 @@ export function createApp() {
     await next();
   });
 
+  // Order matters: the IP limit also sees unauthenticated floods; identity runs before the
+  // body-keyed guards; idempotency last, so a replay never skips identity or limits.
+  app.use("/api/v1/*", limitWritesByIp(now));
+  app.use("/api/v1/*", requireUserIdentity);
+  app.use("/api/v1/*", limitWritesByUser(now));
+  app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }));
   app.use("/api/v1/admin/*", requireAdmin);
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", rankingsRoutes);
@@ -120,6 +137,12 @@ export function createApp() {
     type: "http",
     scheme: "bearer",
     description: "ADMIN_TOKEN",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "userBearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+    description: "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced only when JWT_SECRET is set.",
   });
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -10,6 +10,8 @@ export interface Env {
   /** One CouponIssuer per coupon, addressed by `idFromName(String(couponId))`. */
   COUPON_ISSUER: DurableObjectNamespace<import("./coupons/coupon-issuer.do").CouponIssuer>;
   PRODUCT_STOCK: DurableObjectNamespace<ProductStock>;
+  /** One RateLimiter per key (`user:{id}`, `ip:{addr}`), addressed by `idFromName(key)`. */
+  RATE_LIMITER: DurableObjectNamespace<import("./shared/rate-limiter.do").RateLimiter>;
   BUSINESS_TIMEZONE?: string;
   ORDER_PAYMENT_TTL_SECONDS?: string;
   ADMIN_TOKEN?: string;

@@ -6,6 +6,7 @@ import { runScheduled } from "./jobs";
 
 export { CouponIssuer } from "./coupons/coupon-issuer.do";
 export { ProductStock } from "./products/product-stock.do";
+export { RateLimiter } from "./shared/rate-limiter.do";
 
 const app = createApp();
 

@@ -4,6 +4,7 @@ import { runOrderMaintenance } from "./orders/order-expiry.job";
 import { refreshBestSellersJob, repairRankingJob } from "./rankings/rankings.jobs";
 import { createServices, type Services } from "./services";
 import { errorFields, log } from "./shared/logger";
+import { purgeIdempotencyKeysJob } from "./shared/idempotency.job";
 
 /** A scheduled job: gets the services and the trigger's scheduled time. */
 export type Job = { name: string; run: (services: Services, now: number) => Promise<unknown> };
@@ -17,6 +18,7 @@ export const JOBS: Record<string, Job[]> = {
   "* * * * *": [
     { name: "order-maintenance", run: (s, now) => runOrderMaintenance({ repo: s.ordersRepo, stock: s.stock, couponCache: s.userCouponCache }, now) },
     { name: "outbox-relay", run: (s) => s.events.relay() },
+    { name: "idempotency-purge", run: (s) => purgeIdempotencyKeysJob(s) },
   ],
   "*/10 * * * *": [{ name: "ranking-repair", run: (s) => repairRankingJob(s) }],
   "30 15 * * *": [{ name: "best-sellers-refresh", run: (s) => refreshBestSellersJob(s) }],

@@ -22,6 +22,8 @@ import { OrdersService } from "./orders/orders.service";
 import { PaymentRepo } from "./orders/payment.repo";
 import { PaymentService } from "./orders/payment.service";
 import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
+import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
+import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -46,6 +48,10 @@ export interface Services {
     /** Re-sends a dead letter's event to the events queue. */
     replay(payload: unknown): Promise<void>;
   };
+  /** Idempotency-Key claims and stored responses (D1 `idempotency_keys`). */
+  idempotency: IdempotencyStore;
+  /** Write counters per user / IP (RateLimiter DOs). */
+  rateLimiter: RateLimiterClient;
   /** Starts best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil. */
   afterCommit(work: () => Promise<unknown>): void;
   stock: StockPort;
@@ -104,5 +110,7 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
         await relay();
       }),
     ),
+    idempotency: new IdempotencyRepo(env.DB),
+    rateLimiter: rateLimiterClient(env.RATE_LIMITER),
   };
 }

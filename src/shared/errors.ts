@@ -35,6 +35,8 @@ export const ERROR_TABLE = {
   ORDER_NOT_PAYABLE: [409, "결제가 불가능한 주문 상태입니다."],
   INSUFFICIENT_BALANCE: [409, "포인트가 부족합니다."],
   ORDER_NOT_CANCELLABLE: [409, "취소할 수 없는 주문 상태입니다."],
+  IDEMPOTENCY_KEY_IN_PROGRESS: [409, "같은 Idempotency-Key 의 요청이 아직 처리 중입니다. 잠시 후 다시 시도해 주세요."],
+  IDEMPOTENCY_KEY_REUSED: [409, "이 Idempotency-Key 는 다른 요청에 이미 사용되었습니다."],
   PAYLOAD_TOO_LARGE: [413, "요청 본문이 너무 큽니다. (최대 64KiB)"],
   UNSUPPORTED_MEDIA_TYPE: [415, "Content-Type 은 application/json 이어야 합니다."],
   RATE_LIMITED: [429, "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요."],

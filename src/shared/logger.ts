@@ -12,9 +12,17 @@ export function setLogLevel(level: Level): void {
   minRank = RANK[level];
 }
 
+/** Bearer credentials and anything shaped like a JWT, in case one slips into an error message. */
+const SECRETS = [/(Bearer\s+)[^\s"\\]+/gi, /eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g];
+
+/** Masks credentials in a log line (defence in depth: callers must not pass them at all). */
+export function redact(line: string): string {
+  return line.replace(SECRETS[0]!, "$1[redacted]").replace(SECRETS[1]!, "[redacted-jwt]");
+}
+
 export function log(level: Level, msg: string, fields: Record<string, unknown> = {}): void {
   if (RANK[level] < minRank) return;
-  const line = JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields });
+  const line = redact(JSON.stringify({ level, msg, time: new Date().toISOString(), ...fields }));
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
   else console.log(line);

@@ -1,0 +1,56 @@
+import type { MiddlewareHandler } from "hono";
+import { verify } from "hono/jwt";
+import { AppError } from "./errors";
+import type { AppEnv } from "./http";
+import { isAdminPath, requestUserIds } from "./request-user";
+
+/** The only algorithm accepted: a token whose header says anything else (none, HS512, RS256) is refused. */
+export const JWT_ALG = "HS256";
+
+const CHALLENGE = { "WWW-Authenticate": 'Bearer realm="api"' };
+const INVALID_TOKEN = { "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"' };
+
+/** Catalogue reads are public: GET/HEAD on /products, /products/{id}, /products/top, /products/best. */
+function isPublicRead(method: string, path: string): boolean {
+  return (method === "GET" || method === "HEAD") && (path === "/api/v1/products" || path.startsWith("/api/v1/products/"));
+}
+
+/**
+ * User identity for `/api/v1` (DESIGN §4, §5). With `JWT_SECRET` unset the API
+ * is open (local default). With it set, every route except admin and public
+ * catalogue reads needs `Authorization: Bearer <HS256 JWT>` whose `sub` equals
+ * every `userId` the request names (query and JSON body):
+ * - no / malformed / badly signed / expired token, or no `sub`/`exp`: 401 UNAUTHORIZED;
+ * - a valid token for another user, or no `userId` at all: 403 FORBIDDEN (deny by default,
+ *   so a route added later without a `userId` is closed rather than open).
+ * The token is checked before the body is read; malformed JSON is still 400.
+ * Nothing here logs the header or the token (hono's JWT errors carry the token in
+ * their message, so they are swallowed into a fixed AppError).
+ */
+export const requireUserIdentity: MiddlewareHandler<AppEnv> = async (c, next) => {
+  const secret = c.var.config.jwtSecret;
+  const path = c.req.path;
+  if (!secret || isAdminPath(path) || isPublicRead(c.req.method, path)) return next();
+
+  const header = c.req.header("authorization");
+  const match = header ? /^Bearer +([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*) *$/.exec(header) : null;
+  if (!match) throw new AppError("UNAUTHORIZED", "Authorization: Bearer <JWT> 헤더가 필요합니다.", CHALLENGE);
+
+  let sub: unknown;
+  try {
+    const payload = await verify(match[1]!, secret, JWT_ALG);
+    if (typeof payload.exp !== "number") throw new Error("exp missing");
+    sub = payload.sub;
+  } catch {
+    throw new AppError("UNAUTHORIZED", "토큰이 유효하지 않거나 만료되었습니다.", INVALID_TOKEN);
+  }
+  if (typeof sub !== "string" || sub === "") {
+    throw new AppError("UNAUTHORIZED", "토큰에 사용자(sub)가 없습니다.", INVALID_TOKEN);
+  }
+
+  const ids = await requestUserIds(c);
+  if (ids.length === 0 || ids.some((id) => id !== sub)) {
+    throw new AppError("FORBIDDEN", "요청의 userId 가 토큰의 사용자와 일치하지 않습니다.");
+  }
+  await next();
+};
