@@ -154,6 +154,8 @@ export function createApp(options: AppOptions = {}) {
         "Every response is an envelope `{code, message, data}` or `{code, error, message, detail}`.",
     },
     servers: [{ url: "/" }],
+    // User routes need a user JWT when JWT_SECRET is set; catalogue reads opt out, admin routes override.
+    security: [{ userBearer: [] }],
   });
   app.get("/docs", swaggerUI({ url: "/openapi.json" }));
 

@@ -8,6 +8,7 @@ const listRoute = createRoute({
   method: "get",
   path: "/",
   tags: ["products"],
+  security: [],
   summary: "The catalogue, zero-based pages ordered by id",
   request: { query: ProductPageQuerySchema },
   responses: {
@@ -20,6 +21,7 @@ const detailRoute = createRoute({
   method: "get",
   path: "/{productId}",
   tags: ["products"],
+  security: [],
   summary: "One product",
   request: { params: ProductIdParamSchema },
   responses: {

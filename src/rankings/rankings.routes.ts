@@ -7,6 +7,7 @@ const topRoute = createRoute({
   method: "get",
   path: "/top",
   tags: ["products"],
+  security: [],
   summary: "Today's ranking by paid quantity (business day in BUSINESS_TIMEZONE)",
   request: { query: TopQuerySchema },
   responses: {
@@ -19,6 +20,7 @@ const bestRoute = createRoute({
   method: "get",
   path: "/best",
   tags: ["products"],
+  security: [],
   summary: "Top 5 products by paid quantity over the three business days before today",
   request: { query: BestQuerySchema },
   responses: {
