@@ -1,4 +1,4 @@
-import { createRoute } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../shared/errors";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, okResponse } from "../shared/http";
@@ -23,7 +23,7 @@ const detailRoute = createRoute({
   tags: ["products"],
   security: [],
   summary: "One product",
-  request: { params: ProductIdParamSchema },
+  request: { params: ProductIdParamSchema, query: z.strictObject({}) },
   responses: {
     ...okResponse(200, "The product", ProductDetailSchema),
     ...errorResponses(400, 404),

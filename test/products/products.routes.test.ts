@@ -46,6 +46,13 @@ describe("GET /api/v1/products/{productId}", () => {
     expect(res.body.data).toEqual({ productId: id, productName: "desk", description: "", price: 2500, stock: 3 });
   });
 
+  it("refuses unknown query parameters like every other route", async () => {
+    const id = await createProduct();
+    const res = await api.get(`/api/v1/products/${id}?debug=1`);
+    expect(res.status).toBe(400);
+    expect(errorCode(res)).toBe("VALIDATION_FAILED");
+  });
+
   it("answers 404 PRODUCT_NOT_FOUND and 400 INVALID_PRODUCT_ID", async () => {
     expect(errorCode(await api.get("/api/v1/products/999999"))).toBe("PRODUCT_NOT_FOUND");
     for (const bad of ["0", "-3", "abc", "1e3", "99999999999999999999"]) {
