@@ -1,6 +1,6 @@
 import { loadConfig } from "./config";
 import type { Env } from "./env";
-import { runOrderMaintenance } from "./orders/order-expiry.job";
+import { purgeFailedOrders, runOrderMaintenance } from "./orders/order-expiry.job";
 import { refreshBestSellersJob, repairRankingJob } from "./rankings/rankings.jobs";
 import { createServices, type Services } from "./services";
 import { errorFields, log } from "./shared/logger";
@@ -20,7 +20,10 @@ export const JOBS: Record<string, Job[]> = {
     { name: "outbox-relay", run: (s) => s.events.relay() },
     { name: "idempotency-purge", run: (s) => purgeIdempotencyKeysJob(s) },
   ],
-  "*/10 * * * *": [{ name: "ranking-repair", run: (s) => repairRankingJob(s) }],
+  "*/10 * * * *": [
+    { name: "ranking-repair", run: (s) => repairRankingJob(s) },
+    { name: "failed-orders-purge", run: (s, now) => purgeFailedOrders({ repo: s.ordersRepo }, now) },
+  ],
   "30 15 * * *": [{ name: "best-sellers-refresh", run: (s) => refreshBestSellersJob(s) }],
 };
 

@@ -92,6 +92,15 @@ async function settleOrder(deps: OrderJobDeps, orderId: number, status: string, 
 }
 
 /** The every-minute order maintenance: expire, clean up dead placements, settle leftovers. */
+/** How long FAILED placement attempts are kept (for diagnosis) before the purge deletes them. */
+export const FAILED_RETENTION_MS = 7 * 86_400_000;
+const PURGE_BATCH_SIZE = 500;
+
+/** Deletes FAILED attempts older than the retention, in one bounded batch per run. */
+export async function purgeFailedOrders(deps: Pick<OrderJobDeps, "repo">, now: number): Promise<number> {
+  return deps.repo.purgeFailed(now - FAILED_RETENTION_MS, PURGE_BATCH_SIZE);
+}
+
 export async function runOrderMaintenance(deps: OrderJobDeps, now: number): Promise<OrderJobReport> {
   const expired = await expireOrders(deps, now);
   const failed = await failStalePendingOrders(deps, now);

@@ -228,6 +228,20 @@ export class OrdersRepo {
     return rows.results.map((r) => r.id);
   }
 
+  /**
+   * Deletes up to `limit` FAILED placement attempts (and their items) last touched before
+   * `before` whose DO side is settled (`closed_at` set). They never were orders a user saw;
+   * keeping them forever only grows the table. One batch: items first (foreign key), then orders.
+   */
+  async purgeFailed(before: number, limit: number): Promise<number> {
+    const pick = `SELECT id FROM orders WHERE status = 'FAILED' AND closed_at IS NOT NULL AND updated_at < ?1 ORDER BY id LIMIT ?2`;
+    const [, deleted] = await this.d1.batch([
+      this.d1.prepare(`DELETE FROM order_items WHERE order_id IN (${pick})`).bind(before, limit),
+      this.d1.prepare(`DELETE FROM orders WHERE id IN (${pick})`).bind(before, limit),
+    ]);
+    return deleted?.meta.changes ?? 0;
+  }
+
   async listStalePending(createdBefore: number, limit: number): Promise<number[]> {
     const rows = await this.d1
       .prepare("SELECT id FROM orders WHERE status = 'PENDING' AND created_at < ? ORDER BY id LIMIT ?")

@@ -3,9 +3,10 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { loadConfig } from "../../src/config";
-import { expireOrders, STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
+import { expireOrders, FAILED_RETENTION_MS, STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
+import { JOBS } from "../../src/jobs";
 import { createServices } from "../../src/services";
-import { createCoupon, createProduct, createUser } from "../support/http";
+import { api, createCoupon, createProduct, createUser } from "../support/http";
 import { assertStockConservation } from "../support/invariants";
 import { available, backdateExpiry, createUserCoupon, orderRow, placedOrderId, stockStub, userCouponRow } from "../support/orders";
 
@@ -90,5 +91,31 @@ describe("order expiry cron", () => {
 
   it("ignores a cron it has no job for", async () => {
     await expect(runCron("0 0 * * *")).resolves.toBeUndefined();
+  });
+});
+
+describe("purge of failed placement attempts", () => {
+  it("deletes FAILED attempts older than the retention with their items, keeps recent ones and real orders", async () => {
+    const userId = await createUser(100_000);
+    const p = await createProduct(100, 1);
+    expect((await api.post("/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] })).status).toBe(201);
+    for (let i = 0; i < 3; i++) {
+      expect((await api.post("/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] })).status).toBe(409);
+    }
+    const failed = await env.DB.prepare("SELECT id FROM orders WHERE user_id = ? AND status = 'FAILED' ORDER BY id").bind(userId).all<{ id: number }>();
+    expect(failed.results).toHaveLength(3);
+    const [old1, old2, recent] = failed.results.map((r) => r.id);
+    const now = Date.now();
+    await env.DB.prepare("UPDATE orders SET updated_at = ? WHERE id IN (?, ?)").bind(now - FAILED_RETENTION_MS - 1, old1, old2).run();
+
+    const job = JOBS["*/10 * * * *"]!.find((j) => j.name === "failed-orders-purge")!;
+    await job.run(createServices(env, loadConfig(env)), now);
+
+    const left = await env.DB.prepare("SELECT id, status FROM orders WHERE user_id = ? ORDER BY id").bind(userId).all<{ id: number; status: string }>();
+    expect(left.results.map((r) => r.status)).toEqual(["NOT_PAID", "FAILED"]);
+    expect(left.results[1]!.id).toBe(recent);
+    const items = await env.DB.prepare("SELECT count(*) AS n FROM order_items WHERE order_id IN (?, ?)").bind(old1, old2).first("n");
+    expect(items).toBe(0);
+    await assertStockConservation([p], 1);
   });
 });
