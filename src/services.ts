@@ -52,8 +52,6 @@ export interface Services {
   idempotency: IdempotencyStore;
   /** Write counters per user / IP (RateLimiter DOs). */
   rateLimiter: RateLimiterClient;
-  /** Starts best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil. */
-  afterCommit(work: () => Promise<unknown>): void;
   stock: StockPort;
   ordersRepo: OrdersRepo;
   orders: OrdersService;
@@ -76,11 +74,13 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
   const transport = createEventTransport(env, config);
   const relay = () => relayOutbox(env.DB, transport, clock());
   const rankings = new RankingsService(new RankingsRepo(env.DB), productsRepo, rankingCache, config.businessTimeZone, clock);
+  // Best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil.
   const afterCommit = (work: () => Promise<unknown>) => {
     const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
     ctx?.waitUntil(p);
   };
   const stock = new DurableObjectStock(env.PRODUCT_STOCK);
+  const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(env.DB);
   return {
     events: {
@@ -91,15 +91,14 @@ export function createServices(env: Env, config: Config, ctx?: { waitUntil(promi
         await env.EVENTS_QUEUE.send(payload, { contentType: "json" });
       },
     },
-    afterCommit,
     rankings,
     clock,
     db,
     points: new PointsService(pointsRepo, clock),
     productsRepo,
-    couponsRepo: new CouponsRepo(db),
+    couponsRepo,
     userCouponCache,
-    coupons: new CouponsService(new CouponsRepo(db), couponIssuerClient(env.COUPON_ISSUER), clock, userCouponCache),
+    coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER), clock, userCouponCache),
     adminRepo: new AdminRepo(env.DB),
     stock,
     ordersRepo,
