@@ -24,6 +24,7 @@ import { errorFields, log } from "./shared/logger";
 import { requireUserIdentity } from "./shared/identity";
 import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, type IdempotencyOptions } from "./shared/idempotency";
 import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
+import { HopMeter } from "./shared/hops";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -44,6 +45,13 @@ export function toAppError(err: unknown): AppError {
   return new AppError("INTERNAL_ERROR");
 }
 
+/**
+ * Routes whose use case writes the Idempotency-Key in the same D1 batch as its
+ * effect (money moves or stock is committed); every other keyed route stores its
+ * answer after the fact, which is safe because those effects are idempotent anyway.
+ */
+const KEY_IN_EFFECT_BATCH: ReadonlySet<string> = new Set(["POST /api/v1/points/charge", "POST /api/v1/points/use", "POST /api/v1/orders"]);
+
 /** Test seams of the edge guards: the clock of rate-limit windows and idempotency expiry, the wait for an in-flight twin. */
 export interface AppOptions {
   now?: () => number;
@@ -62,13 +70,17 @@ export function createApp(options: AppOptions = {}) {
   app.use("*", requestId({ headerName: "X-Request-Id" }));
   app.use("*", async (c, next) => {
     const started = Date.now();
+    const meter = new HopMeter();
+    c.set("meter", meter);
     await next();
+    c.header("Server-Timing", meter.serverTiming());
     log(c.res.status >= 500 ? "error" : "info", "request", {
       requestId: c.var.requestId,
       method: c.req.method,
       path: c.req.path,
       status: c.res.status,
       ms: Date.now() - started,
+      ...meter.logFields(),
     });
   });
   app.use("*", secureHeaders({ crossOriginResourcePolicy: false }));
@@ -82,7 +94,7 @@ export function createApp(options: AppOptions = {}) {
     return cors({
       origin: origins,
       allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
-      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed"],
+      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed", "Server-Timing"],
     })(c, next);
   });
   app.use(
@@ -111,7 +123,7 @@ export function createApp(options: AppOptions = {}) {
     }),
   );
   app.use("/api/*", async (c, next) => {
-    c.set("services", createServices(c.env, c.var.config, c.executionCtx));
+    c.set("services", createServices(c.env, c.var.config, c.executionCtx, c.var.meter));
     await next();
   });
 
@@ -120,7 +132,7 @@ export function createApp(options: AppOptions = {}) {
   app.use("/api/v1/*", limitWritesByIp(now));
   app.use("/api/v1/*", requireUserIdentity);
   app.use("/api/v1/*", limitWritesByUser(now));
-  app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }));
+  app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }, KEY_IN_EFFECT_BATCH));
   app.use("/api/v1/admin/*", requireAdmin);
   app.route("/api/v1/points", pointsRoutes);
   app.route("/api/v1/products", rankingsRoutes);

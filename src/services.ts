@@ -24,6 +24,7 @@ import { PaymentService } from "./orders/payment.service";
 import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
 import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
+import { HopMeter, meterD1 } from "./shared/hops";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -31,6 +32,8 @@ import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
  */
 export interface Services {
   clock: () => number;
+  /** This request's round-trip accounting (DESIGN §8); every D1 and DO call below goes through it. */
+  meter: HopMeter;
   db: Db;
   points: PointsService;
   productsRepo: ProductsRepo;
@@ -63,53 +66,69 @@ export function createEventTransport(env: Env, config: Config): EventTransport {
   return config.kafka ? upstashKafkaTransport(config.kafka) : queueTransport(env.EVENTS_QUEUE);
 }
 
-export function createServices(env: Env, config: Config, ctx?: { waitUntil(promise: Promise<unknown>): void }): Services {
-  const db = createDb(env.DB);
+export function createServices(
+  env: Env,
+  config: Config,
+  ctx?: { waitUntil(promise: Promise<unknown>): void },
+  meter: HopMeter = new HopMeter(),
+): Services {
+  const d1 = meterD1(env.DB, meter);
+  const db = createDb(d1);
   const clock = now;
-  const pointsRepo = new PointsRepo(db, env.DB);
+  const pointsRepo = new PointsRepo(db, d1);
   const productsRepo = new ProductsRepo(db);
   const redis = createRedis(config);
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
   const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix) : noUserCouponCache;
   const transport = createEventTransport(env, config);
-  const relay = () => relayOutbox(env.DB, transport, clock());
-  const rankings = new RankingsService(new RankingsRepo(env.DB), productsRepo, rankingCache, config.businessTimeZone, clock);
-  // Best-effort work after a commit; the Worker stays alive for it through ctx.waitUntil.
+  const relay = () => relayOutbox(d1, transport, clock());
+  const rankings = new RankingsService(new RankingsRepo(d1), productsRepo, rankingCache, config.businessTimeZone, clock);
+  // Best-effort work after the answer; the Worker stays alive for it through ctx.waitUntil
+  // (without a request context, e.g. a direct service call in a test, it runs inline, unawaited).
   const afterCommit = (work: () => Promise<unknown>) => {
     const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
     ctx?.waitUntil(p);
   };
-  const stock = new DurableObjectStock(env.PRODUCT_STOCK);
+  const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
   const couponsRepo = new CouponsRepo(db);
-  const ordersRepo = new OrdersRepo(env.DB);
+  const ordersRepo = new OrdersRepo(d1);
   return {
     events: {
       transport,
       relay,
-      deadLetters: new DeadLettersRepo(env.DB),
+      deadLetters: new DeadLettersRepo(d1),
       replay: async (payload) => {
         await env.EVENTS_QUEUE.send(payload, { contentType: "json" });
       },
     },
     rankings,
     clock,
+    meter,
     db,
     points: new PointsService(pointsRepo, clock),
     productsRepo,
     couponsRepo,
     userCouponCache,
-    coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER), clock, userCouponCache),
-    adminRepo: new AdminRepo(env.DB),
+    coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER, meter), clock, userCouponCache),
+    adminRepo: new AdminRepo(d1),
     stock,
     ordersRepo,
-    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache),
-    payments: new PaymentService(ordersRepo, new PaymentRepo(env.DB), stock, clock, undefined, (paid) =>
-      afterCommit(async () => {
-        await rankings.recordPaidOrder(paid.paidAt, paid.items);
-        await relay();
-      }),
+    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, afterCommit),
+    payments: new PaymentService(
+      ordersRepo,
+      new PaymentRepo(d1),
+      stock,
+      clock,
+      undefined,
+      (paid) =>
+        afterCommit(async () => {
+          await rankings.recordPaidOrder(paid.paidAt, paid.items);
+          await relay();
+        }),
+      afterCommit,
+      async (userId) => (await pointsRepo.findBalance(userId)) ?? 0,
     ),
-    idempotency: new IdempotencyRepo(env.DB),
-    rateLimiter: rateLimiterClient(env.RATE_LIMITER),
+    idempotency: new IdempotencyRepo(d1),
+    rateLimiter: rateLimiterClient(env.RATE_LIMITER, meter),
   };
 }

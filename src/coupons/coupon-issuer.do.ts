@@ -7,17 +7,21 @@ import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache
 import { loadConfig } from "../config";
 
 /** Outcome of `issue`: business refusals are values, never thrown across RPC. */
-export type IssueOutcome =
+export type IssueOutcome = (
   | {
       ok: true;
       couponId: number;
       userId: number;
       issuedAt: number;
       expiresAt: number;
-      /** null only while D1 is unreachable; the alarm writes the row within about a second. */
-      userCouponId: number | null;
+      /** The D1 row's id: a success is only answered once D1 holds the row. */
+      userCouponId: number;
     }
-  | { ok: false; code: IssueRefusal | "COUPON_NOT_FOUND" | "INTERNAL_ERROR" };
+  | { ok: false; code: IssueRefusal | "COUPON_NOT_FOUND" | "USER_NOT_FOUND" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR" }
+) & {
+  /** D1 round trips the object made before answering (0 for a refusal it could decide alone). */
+  d1Calls: number;
+};
 
 export type SetQuantityOutcome =
   | { ok: true; couponId: number; quantity: number; issuedQuantity: number }
@@ -60,34 +64,21 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
   private loading: Promise<"done" | "failed"> | undefined;
+  /** Whether the tables exist (created when D1 first confirms the coupon). */
+  private schemaReady = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.store = new IssuanceRepo(env.DB);
     this.userCoupons = createUserCouponCache(loadConfig(env));
-    // Invariant: no request sees the object before its schema exists, and an
+    // Invariant: no request sees the object before its state is read, and an
     // issuance persisted by a previous incarnation but never confirmed in D1
     // gets an alarm again (covers a crash between the decision and the alarm).
+    // The schema is only created once D1 knows the coupon, so requests for
+    // unknown coupon ids leave no storage behind.
     ctx.blockConcurrencyWhile(async () => {
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS coupon (
-        id INTEGER PRIMARY KEY,
-        quantity INTEGER NOT NULL CHECK (quantity >= 1),
-        issued INTEGER NOT NULL DEFAULT 0,
-        starts_at INTEGER NOT NULL,
-        ends_at INTEGER NOT NULL,
-        valid_days INTEGER NOT NULL,
-        quantity_synced INTEGER NOT NULL DEFAULT 1,
-        CHECK (issued BETWEEN 0 AND quantity)
-      )`);
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS issuances (
-        user_id INTEGER PRIMARY KEY,
-        issued_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        user_coupon_id INTEGER,
-        synced INTEGER NOT NULL DEFAULT 0
-      )`);
-      this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
+      this.schemaReady = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'coupon'").toArray().length > 0;
       this.coupon = this.readCoupon();
       if (this.coupon && this.needsSync() && (await ctx.storage.getAlarm()) === null) {
         await ctx.storage.setAlarm(Date.now() + SYNC_DELAY_MS);
@@ -100,39 +91,42 @@ export class CouponIssuer extends DurableObject<Env> {
    * none yet and quantity remains. Invariant: issued count <= quantity and at
    * most one issuance per user, because check and write happen in one
    * `transactionSync` with no await in between; the decision is durable before
-   * the answer (and before any D1 write).
+   * any D1 write. A refusal is answered from the object alone (no D1 call).
+   *
+   * A success is answered only once D1 holds the `user_coupons` row, which the
+   * same batch inserts only for an existing user: an unknown user's provisional
+   * issuance is rolled back (USER_NOT_FOUND), so nothing is ever issued to one.
+   * When D1 cannot be reached the answer is SERVICE_UNAVAILABLE and the issuance
+   * stays provisional: the alarm (or the user's retry) settles it either way.
    */
   async issue(couponId: number, userId: number, now: number): Promise<IssueOutcome> {
-    const loaded = await this.ensureLoaded(couponId);
-    if (loaded !== "ok") return { ok: false, code: loaded };
+    const load = await this.ensureLoaded(couponId);
+    let d1Calls = load.d1Calls;
+    if (load.result !== "ok") return { ok: false, code: load.result, d1Calls };
 
     const decision = this.ctx.storage.transactionSync(() => {
       const coupon = this.readCoupon()!;
-      const already = this.sql.exec("SELECT 1 FROM issuances WHERE user_id = ?", userId).toArray().length > 0;
-      const d = decideIssue(toIssuerCoupon(coupon), already, now);
+      const mine = this.sql
+        .exec<{ issued_at: number; expires_at: number; synced: number }>("SELECT issued_at, expires_at, synced FROM issuances WHERE user_id = ?", userId)
+        .toArray()[0];
+      // Not yet confirmed by D1 (an earlier attempt met an outage): settle it now, whatever the window says.
+      if (mine && mine.synced === 0) return { ok: true as const, issuedAt: mine.issued_at, expiresAt: mine.expires_at };
+      const d = decideIssue(toIssuerCoupon(coupon), mine !== undefined, now);
       if (!d.ok) return d;
-      this.sql.exec(
-        "INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)",
-        userId,
-        d.issuedAt,
-        d.expiresAt,
-      );
+      this.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", userId, d.issuedAt, d.expiresAt);
       this.sql.exec("UPDATE coupon SET issued = issued + 1");
       return d;
     });
     this.coupon = this.readCoupon();
-    if (!decision.ok) return decision;
+    if (!decision.ok) return { ...decision, d1Calls };
 
     await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
+    d1Calls++;
     const ids = await this.syncToD1([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
-    return {
-      ok: true,
-      couponId,
-      userId,
-      issuedAt: decision.issuedAt,
-      expiresAt: decision.expiresAt,
-      userCouponId: ids?.get(userId) ?? null,
-    };
+    if (ids === undefined) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls };
+    const userCouponId = ids.get(userId);
+    if (userCouponId === undefined) return { ok: false, code: "USER_NOT_FOUND", d1Calls };
+    return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId, d1Calls };
   }
 
   /**
@@ -141,7 +135,7 @@ export class CouponIssuer extends DurableObject<Env> {
    * `coupons.quantity` follows (retried by the alarm if the write fails).
    */
   async setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome> {
-    const loaded = await this.ensureLoaded(couponId);
+    const loaded = (await this.ensureLoaded(couponId)).result;
     if (loaded !== "ok") return { ok: false, code: loaded };
     const changed = this.ctx.storage.transactionSync(() => {
       const coupon = this.readCoupon()!;
@@ -168,6 +162,7 @@ export class CouponIssuer extends DurableObject<Env> {
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();
+    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0 };
     const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
     return { couponId: coupon?.id ?? null, quantity: coupon?.quantity ?? 0, issued: coupon?.issued ?? 0, users, unsynced };
@@ -207,10 +202,13 @@ export class CouponIssuer extends DurableObject<Env> {
    * Invariant: state is initialised exactly once even when many first
    * requests arrive together (`blockConcurrencyWhile` holds every other event
    * until it is done, and the flag is re-checked inside). An unknown coupon is
-   * not remembered: it may be created later.
+   * not remembered: it may be created later. `d1Calls` is 1 when this call
+   * waited for the load.
    */
-  private async ensureLoaded(couponId: number): Promise<"ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"> {
+  private async ensureLoaded(couponId: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
+    let d1Calls = 0;
     if (!this.coupon) {
+      d1Calls = 1;
       this.loading ??= this.ctx
         .blockConcurrencyWhile(() => this.loadFromD1(couponId))
         .finally(() => {
@@ -218,9 +216,9 @@ export class CouponIssuer extends DurableObject<Env> {
         });
       const loaded = await this.loading;
       this.coupon = this.readCoupon();
-      if (loaded === "failed" && !this.coupon) return "INTERNAL_ERROR";
+      if (loaded === "failed" && !this.coupon) return { result: "INTERNAL_ERROR", d1Calls };
     }
-    return this.coupon && this.coupon.id === couponId ? "ok" : "COUPON_NOT_FOUND";
+    return { result: this.coupon && this.coupon.id === couponId ? "ok" : "COUPON_NOT_FOUND", d1Calls };
   }
 
   /** Runs under blockConcurrencyWhile; never throws (that would reset the object). */
@@ -230,6 +228,7 @@ export class CouponIssuer extends DurableObject<Env> {
       const snap = await this.store.load(couponId);
       if (!snap) return "done";
       this.ctx.storage.transactionSync(() => {
+        this.createSchema();
         this.sql.exec(
           "INSERT INTO coupon (id, quantity, issued, starts_at, ends_at, valid_days) VALUES (?, ?, ?, ?, ?, ?)",
           couponId,
@@ -256,20 +255,33 @@ export class CouponIssuer extends DurableObject<Env> {
     }
   }
 
-  /** Projects records into D1 and marks them synced; undefined when D1 failed (the alarm retries). */
+  /**
+   * Projects records into D1 and marks them synced; undefined when D1 failed
+   * (the alarm retries). A record D1 refused for want of a user is rolled back:
+   * its unit goes back to the quantity. Returns userId -> user coupon id of the
+   * records D1 now holds.
+   */
   private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
-    // The current count (not the one at decision time): issued_quantity only ever moves up to it.
     const coupon = this.readCoupon()!;
     try {
-      const ids = await this.store.project(coupon.id, records, coupon.issued, Date.now());
+      const ids = await this.store.project(coupon.id, records, Date.now());
+      const unknown = records.filter((r) => !ids.has(r.userId)).map((r) => r.userId);
       this.ctx.storage.transactionSync(() => {
         for (const [userId, id] of ids) {
           this.sql.exec("UPDATE issuances SET synced = 1, user_coupon_id = ? WHERE user_id = ?", id, userId);
         }
+        for (const userId of unknown) {
+          const gone = this.sql.exec("DELETE FROM issuances WHERE user_id = ? AND synced = 0", userId).rowsWritten;
+          if (gone > 0) this.sql.exec("UPDATE coupon SET issued = issued - 1");
+        }
       });
+      if (unknown.length > 0) {
+        this.coupon = this.readCoupon();
+        log("warn", "coupon issuance rolled back: unknown user", { couponId: coupon.id, users: unknown });
+      }
       await this.clearAlarmIfSynced();
       // The owners' cached lists are stale once their row exists in D1 (also on the write-behind path).
-      this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
+      if (ids.size > 0) this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
       return ids;
     } catch (err) {
       log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });
@@ -294,7 +306,30 @@ export class CouponIssuer extends DurableObject<Env> {
     return unsynced > 0 || coupon?.quantity_synced === 0;
   }
 
+  private createSchema(): void {
+    this.schemaReady = true;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS coupon (
+      id INTEGER PRIMARY KEY,
+      quantity INTEGER NOT NULL CHECK (quantity >= 1),
+      issued INTEGER NOT NULL DEFAULT 0,
+      starts_at INTEGER NOT NULL,
+      ends_at INTEGER NOT NULL,
+      valid_days INTEGER NOT NULL,
+      quantity_synced INTEGER NOT NULL DEFAULT 1,
+      CHECK (issued BETWEEN 0 AND quantity)
+    )`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS issuances (
+      user_id INTEGER PRIMARY KEY,
+      issued_at INTEGER NOT NULL,
+      expires_at INTEGER NOT NULL,
+      user_coupon_id INTEGER,
+      synced INTEGER NOT NULL DEFAULT 0
+    )`);
+    this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
+  }
+
   private readCoupon(): CouponRow | undefined {
+    if (!this.schemaReady) return undefined;
     return this.sql.exec<CouponRow>("SELECT id, quantity, issued, starts_at, ends_at, valid_days, quantity_synced FROM coupon").toArray()[0];
   }
 }

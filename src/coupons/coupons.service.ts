@@ -1,4 +1,5 @@
 import type { Env } from "../env";
+import { HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import type { IssueOutcome, SetQuantityOutcome } from "./coupon-issuer.do";
@@ -12,17 +13,64 @@ export interface CouponIssuerPort {
   setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome>;
 }
 
-/** Adapter: one CouponIssuer DO per coupon, addressed by the coupon id. */
-export function couponIssuerClient(ns: Env["COUPON_ISSUER"]): CouponIssuerPort {
+/** Adapter: one CouponIssuer DO per coupon, addressed by the coupon id; the object's own D1 calls count as nested hops. */
+export function couponIssuerClient(ns: Env["COUPON_ISSUER"], meter: HopMeter = new HopMeter()): CouponIssuerPort {
   const stub = (couponId: number) => ns.get(ns.idFromName(String(couponId)));
   return {
-    issue: (couponId, userId, now) => stub(couponId).issue(couponId, userId, now) as Promise<IssueOutcome>,
-    setQuantity: (couponId, quantity) => stub(couponId).setQuantity(couponId, quantity) as Promise<SetQuantityOutcome>,
+    issue: (couponId, userId, now) =>
+      meter.time(
+        "do",
+        async () => {
+          const out = (await stub(couponId).issue(couponId, userId, now)) as IssueOutcome;
+          meter.noteNested("d1", out.d1Calls);
+          return out;
+        },
+        (out) => out.d1Calls,
+      ),
+    setQuantity: (couponId, quantity) => meter.time("do", async () => (await stub(couponId).setQuantity(couponId, quantity)) as SetQuantityOutcome),
   };
 }
 
+/**
+ * How long a Worker isolate believes a CouponIssuer that said COUPON_SOLD_OUT:
+ * for that long it refuses the coupon itself, with no round trip (DESIGN §8).
+ * It can only refuse, never grant; an admin quantity change handled by the same
+ * isolate forgets it at once, other isolates within this bound.
+ */
+export const SOLD_OUT_TTL_MS = 1_000;
+/** Entries kept at most; expired ones are dropped first. */
+const SOLD_OUT_MAX_ENTRIES = 1_000;
+
+/** Per-isolate memory of sold-out coupons (module scope: shared by the requests of one isolate). */
+export class SoldOutMemo {
+  private readonly until = new Map<number, number>();
+
+  isSoldOut(couponId: number, now: number): boolean {
+    const t = this.until.get(couponId);
+    if (t === undefined) return false;
+    if (t > now) return true;
+    this.until.delete(couponId);
+    return false;
+  }
+
+  remember(couponId: number, now: number): void {
+    if (this.until.size >= SOLD_OUT_MAX_ENTRIES) {
+      for (const [id, t] of this.until) if (t <= now) this.until.delete(id);
+      if (this.until.size >= SOLD_OUT_MAX_ENTRIES) this.until.delete(this.until.keys().next().value!);
+    }
+    this.until.set(couponId, now + SOLD_OUT_TTL_MS);
+  }
+
+  forget(couponId: number): void {
+    this.until.delete(couponId);
+  }
+}
+
+/** The isolate's memo; every CouponsService of this isolate shares it. */
+export const isolateSoldOut = new SoldOutMemo();
+
 export interface IssuedCoupon {
-  userCouponId: number | null;
+  userCouponId: number;
   couponId: number;
   userId: number;
   expiresAt: string;
@@ -47,18 +95,25 @@ export class CouponsService {
     private readonly issuer: CouponIssuerPort,
     private readonly clock: () => number,
     private readonly cache: UserCouponCache,
+    private readonly soldOut: SoldOutMemo = isolateSoldOut,
   ) {}
 
   /**
-   * Existence is checked in D1 first (so unknown ids never create a DO); the
-   * DO then decides and persists, and writes the D1 row itself.
+   * One round trip for a refusal, two for a win (the DO decides, then writes the
+   * D1 row, which also proves the user exists), none while this isolate knows
+   * the coupon is sold out. Because the DO decides before D1 is asked, a sold-out,
+   * closed or already-owned coupon is refused before the user is looked up
+   * (README: error precedence).
    */
   async issue(userId: number, couponId: number): Promise<IssuedCoupon> {
-    const found = await this.repo.findUserAndCoupon(userId, couponId);
-    if (!found.user) throw new AppError("USER_NOT_FOUND");
-    if (!found.coupon) throw new AppError("COUPON_NOT_FOUND");
-    const out = await this.issuer.issue(couponId, userId, this.clock());
-    if (!out.ok) throw new AppError(out.code);
+    const now = this.clock();
+    if (this.soldOut.isSoldOut(couponId, now)) throw new AppError("COUPON_SOLD_OUT");
+    const out = await this.issuer.issue(couponId, userId, now);
+    if (!out.ok) {
+      if (out.code === "COUPON_SOLD_OUT") this.soldOut.remember(couponId, now);
+      if (out.code === "SERVICE_UNAVAILABLE") throw new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+      throw new AppError(out.code);
+    }
     // The DO evicts too once the D1 row exists (covering its write-behind path); this one keeps the
     // common path read-your-writes for the caller even before the DO's eviction lands.
     await this.cache.evict([userId]);
@@ -95,6 +150,7 @@ export class CouponsService {
     if (!(await this.repo.findById(couponId))) throw new AppError("COUPON_NOT_FOUND");
     const out = await this.issuer.setQuantity(couponId, quantity);
     if (!out.ok) throw new AppError(out.code);
+    this.soldOut.forget(couponId);
     return { couponId, quantity: out.quantity, issuedQuantity: out.issuedQuantity };
   }
 }

@@ -28,7 +28,7 @@ const ROWS_PER_BATCH = 25;
 /** Port the DO writes through; tests swap it to simulate a D1 outage. */
 export interface IssuanceStore {
   load(couponId: number): Promise<IssuerSnapshot | undefined>;
-  project(couponId: number, records: IssuanceRecord[], issuedCount: number, at: number): Promise<Map<number, number>>;
+  project(couponId: number, records: IssuanceRecord[], at: number): Promise<Map<number, number>>;
   updateQuantity(couponId: number, quantity: number): Promise<void>;
 }
 
@@ -59,12 +59,13 @@ export class IssuanceRepo implements IssuanceStore {
   }
 
   /**
-   * Makes sure each record is exactly one `user_coupons` row with one
-   * `coupon.issued` outbox row, and lifts `issued_quantity` to the DO's count
-   * (max, so a late batch carrying an older count never lowers it). Returns
-   * userId -> user coupon id for every record.
+   * Makes sure each record of an existing user is exactly one `user_coupons`
+   * row with one `coupon.issued` outbox row, and counts every row it inserts
+   * into `issued_quantity` (so that column is exactly the number of rows, and
+   * a retry, which inserts nothing, adds nothing). A record whose user does not
+   * exist gets no row. Returns userId -> user coupon id for the records D1 holds.
    */
-  async project(couponId: number, records: IssuanceRecord[], issuedCount: number, at: number): Promise<Map<number, number>> {
+  async project(couponId: number, records: IssuanceRecord[], at: number): Promise<Map<number, number>> {
     const ids = new Map<number, number>();
     for (let i = 0; i < records.length; i += ROWS_PER_BATCH) {
       const chunk = records.slice(i, i + ROWS_PER_BATCH);
@@ -73,10 +74,13 @@ export class IssuanceRepo implements IssuanceStore {
         statements.push(
           this.d1
             .prepare(
-              `INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+              `INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at)
+               SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
                ON CONFLICT (user_id, coupon_id) DO NOTHING`,
             )
             .bind(r.userId, couponId, r.issuedAt, r.expiresAt),
+          // changes() is the insert's: 1 for a new row, 0 for a retry or an unknown user.
+          this.d1.prepare("UPDATE coupons SET issued_quantity = issued_quantity + changes() WHERE id = ?1").bind(couponId),
           this.d1
             .prepare(
               `INSERT OR IGNORE INTO outbox (event_id, type, aggregate_id, payload, status, next_attempt_at, created_at)
@@ -94,7 +98,6 @@ export class IssuanceRepo implements IssuanceStore {
         );
       }
       statements.push(
-        this.d1.prepare("UPDATE coupons SET issued_quantity = max(issued_quantity, ?1) WHERE id = ?2").bind(issuedCount, couponId),
         this.d1
           .prepare(`SELECT user_id, id FROM user_coupons WHERE coupon_id = ?1 AND user_id IN (${chunk.map((_, k) => `?${k + 2}`).join(", ")})`)
           .bind(couponId, ...chunk.map((r) => r.userId)),

@@ -1,5 +1,7 @@
 import { constraintFailed } from "../db/client";
+import { isKeyTaken, keyStatements, type KeyClaim } from "../shared/idempotency";
 import type { DiscountType, OrderStatus } from "../db/schema";
+import type { Amounts } from "./order.rules";
 
 export interface OrderRow {
   id: number;
@@ -59,70 +61,123 @@ export const SETTLE_STATUSES = ["PAID", "EXPIRED", "CANCELLED", "FAILED"] as con
 export class OrdersRepo {
   constructor(private readonly d1: D1Database) {}
 
-  async userExists(userId: number): Promise<boolean> {
-    return (await this.d1.prepare("SELECT 1 AS x FROM users WHERE id = ?").bind(userId).first()) !== null;
-  }
-
-  async findProducts(ids: number[]): Promise<{ id: number; price: number }[]> {
-    const marks = ids.map(() => "?").join(",");
-    const rows = await this.d1.prepare(`SELECT id, price FROM products WHERE id IN (${marks})`).bind(...ids).all<{ id: number; price: number }>();
-    return rows.results;
-  }
-
-  async findUserCoupon(id: number): Promise<UserCouponRow | undefined> {
-    const row = await this.d1
-      .prepare(
-        `SELECT uc.id, uc.user_id AS userId, uc.issued_at AS issuedAt, uc.expires_at AS expiresAt, uc.used_at AS usedAt,
-                uc.order_id AS orderId, c.starts_at AS startsAt, c.discount_type AS discountType, c.discount_value AS discountValue
-         FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = ?`,
-      )
-      .bind(id)
-      .first<UserCouponRow>();
-    return row ?? undefined;
+  /**
+   * Placement's first round trip: one batch that validates the user, every
+   * product and the user coupon (owned, unused, inside its window) and records
+   * the attempt as a PENDING order with its priced lines, so the reservations
+   * that follow are keyed by an order that exists. Amounts stay 0 until the
+   * commit sets them (the discount rule lives in order.rules.ts). When anything
+   * is invalid (or the request's Idempotency-Key is already used) the batch
+   * aborts on `batch_guards` and nothing is written: `{ ok: false }`.
+   */
+  async recordAttempt(
+    input: { userId: number; userCouponId: number | null; lines: { productId: number; quantity: number }[] },
+    now: number,
+    provisionalExpiresAt: number,
+    claim?: KeyClaim,
+  ): Promise<{ ok: true; orderId: number; items: OrderItemRow[]; coupon: { discountType: DiscountType; discountValue: number } | undefined } | { ok: false }> {
+    const d1 = this.d1;
+    const lines = JSON.stringify(input.lines.map((l) => ({ p: l.productId, q: l.quantity })));
+    const stmts: D1PreparedStatement[] = [];
+    if (claim) {
+      stmts.push(
+        d1
+          .prepare(
+            `INSERT INTO batch_guards (ok, reason) SELECT 0, 'idempotency-key' WHERE EXISTS (
+               SELECT 1 FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3
+                 AND NOT (status_code IS NULL AND created_at <= ?4))`,
+          )
+          .bind(claim.userId, claim.key, claim.now, claim.staleBefore),
+      );
+    }
+    stmts.push(
+      d1
+        .prepare(
+          `INSERT INTO orders (user_id, user_coupon_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
+           SELECT ?1, ?2, 'PENDING', 0, 0, 0, ?3, ?4, ?3
+           WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
+             AND (SELECT count(*) FROM products WHERE id IN (SELECT json_extract(value, '$.p') FROM json_each(?5))) = json_array_length(?5)
+             AND (?2 IS NULL OR EXISTS (
+               SELECT 1 FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
+               WHERE uc.id = ?2 AND uc.user_id = ?1 AND uc.used_at IS NULL
+                 AND ?3 < uc.expires_at AND ?3 >= uc.issued_at AND ?3 >= c.starts_at))`,
+        )
+        .bind(input.userId, input.userCouponId, now, provisionalExpiresAt, lines),
+      d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'placement' WHERE changes() = 0"),
+      // The order just inserted is this user's newest: inside the batch transaction nobody else inserts.
+      d1
+        .prepare(
+          `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount)
+           SELECT (SELECT max(id) FROM orders WHERE user_id = ?1), p.id, json_extract(l.value, '$.q'), p.price, p.price * json_extract(l.value, '$.q')
+           FROM json_each(?2) l JOIN products p ON p.id = json_extract(l.value, '$.p')
+           RETURNING order_id AS orderId, product_id AS productId, quantity, unit_price AS unitPrice, amount`,
+        )
+        .bind(input.userId, lines),
+      d1
+        .prepare(
+          `SELECT c.discount_type AS discountType, c.discount_value AS discountValue
+           FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = ?1`,
+        )
+        .bind(input.userCouponId),
+    );
+    try {
+      const results = await d1.batch(stmts);
+      const rows = (results[results.length - 2]?.results ?? []) as (OrderItemRow & { orderId: number })[];
+      const orderId = rows[0]?.orderId;
+      if (orderId === undefined) throw new Error("recordAttempt: no order lines returned");
+      const coupon = results[results.length - 1]?.results[0] as { discountType: DiscountType; discountValue: number } | undefined;
+      const items = rows
+        .map((i) => ({ productId: i.productId, quantity: i.quantity, unitPrice: i.unitPrice, amount: i.amount }))
+        .sort((a, b) => a.productId - b.productId);
+      return { ok: true, orderId, items, coupon: input.userCouponId === null ? undefined : coupon };
+    } catch (err) {
+      if (constraintFailed(err, "batch_guards_ok")) return { ok: false };
+      throw err;
+    }
   }
 
   /**
-   * Inserts the order as PENDING with its items in one batch (so it never
-   * exists without its lines) and returns the id the reservations are keyed by.
-   * Items find their order as the user's newest order: inside the batch
-   * transaction nobody else can insert in between.
+   * Why `recordAttempt` refused, read in one round trip (only on that path):
+   * whether the user exists, which products exist, the user coupon, the key.
    */
-  async insertPending(order: NewOrder, now: number, provisionalExpiresAt: number): Promise<number> {
-    const stmts = [
-      this.d1
+  async explainRefusedAttempt(userId: number, productIds: number[], userCouponId: number | null, claim?: KeyClaim) {
+    const d1 = this.d1;
+    const [user, products, coupon, key] = await d1.batch([
+      d1.prepare("SELECT 1 AS x FROM users WHERE id = ?").bind(userId),
+      d1.prepare("SELECT id FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(productIds)),
+      d1
         .prepare(
-          `INSERT INTO orders (user_id, user_coupon_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
-           VALUES (?1, ?2, 'PENDING', ?3, ?4, ?5, ?6, ?7, ?6) RETURNING id`,
+          `SELECT uc.id, uc.user_id AS userId, uc.issued_at AS issuedAt, uc.expires_at AS expiresAt, uc.used_at AS usedAt,
+                  uc.order_id AS orderId, c.starts_at AS startsAt, c.discount_type AS discountType, c.discount_value AS discountValue
+           FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = ?`,
         )
-        .bind(order.userId, order.userCouponId, order.itemsAmount, order.discountAmount, order.totalAmount, now, provisionalExpiresAt),
-      ...order.items.map((i) =>
-        this.d1
-          .prepare(
-            `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount)
-             SELECT max(id), ?2, ?3, ?4, ?5 FROM orders WHERE user_id = ?1`,
-          )
-          .bind(order.userId, i.productId, i.quantity, i.unitPrice, i.amount),
-      ),
-    ];
-    const [inserted] = await this.d1.batch<{ id: number }>(stmts);
-    const id = inserted?.results[0]?.id;
-    if (id === undefined) throw new Error("insertPending: no id returned");
-    return id;
+        .bind(userCouponId),
+      d1
+        .prepare("SELECT 1 AS x FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3 AND NOT (status_code IS NULL AND created_at <= ?4)")
+        .bind(claim?.userId ?? 0, claim?.key ?? "", claim?.now ?? 0, claim?.staleBefore ?? 0),
+    ]);
+    return {
+      userExists: (user?.results.length ?? 0) > 0,
+      productIds: new Set((products?.results ?? []).map((r) => (r as { id: number }).id)),
+      coupon: coupon?.results[0] as UserCouponRow | undefined,
+      keyTaken: claim !== undefined && (key?.results.length ?? 0) > 0,
+    };
   }
 
   /**
    * The commit point of placement, one batch: use the coupon (owned, unused,
-   * unexpired) and move the order PENDING -> NOT_PAID. A failed precondition
-   * inserts a row that violates `batch_guards`' CHECK, aborting everything.
+   * unexpired), set the amounts and move the order PENDING -> NOT_PAID, and
+   * store the Idempotency-Key with the answer when the request has one. A failed
+   * precondition inserts a row that violates `batch_guards`' CHECK, aborting
+   * everything; a key already taken aborts on its primary key.
    */
   async commitPlacement(
-    orderId: number,
-    userId: number,
-    userCouponId: number | null,
-    now: number,
-    expiresAt: number,
-  ): Promise<{ ok: true } | { ok: false }> {
-    const stmts: D1PreparedStatement[] = [];
+    c: { orderId: number; userId: number; userCouponId: number | null; amounts: Amounts; now: number; expiresAt: number },
+    key?: { claim: KeyClaim; status: number; body: string },
+  ): Promise<{ ok: true } | { ok: false; reason: "GUARD" | "KEY_TAKEN" }> {
+    const { orderId, userId, userCouponId, amounts, now, expiresAt } = c;
+    const marker = key ? keyStatements(this.d1, key.claim, key.status, "?", key.body) : undefined;
+    const stmts: D1PreparedStatement[] = [...(marker?.open ?? [])];
     if (userCouponId !== null) {
       stmts.push(
         this.d1
@@ -136,15 +191,20 @@ export class OrdersRepo {
     }
     stmts.push(
       this.d1
-        .prepare("UPDATE orders SET status = 'NOT_PAID', expires_at = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'PENDING'")
-        .bind(expiresAt, now, orderId),
+        .prepare(
+          `UPDATE orders SET status = 'NOT_PAID', items_amount = ?1, discount_amount = ?2, total_amount = ?3, expires_at = ?4, updated_at = ?5
+           WHERE id = ?6 AND status = 'PENDING'`,
+        )
+        .bind(amounts.itemsAmount, amounts.discountAmount, amounts.totalAmount, expiresAt, now, orderId),
       this.d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'order' WHERE changes() = 0"),
+      ...(marker?.close ?? []),
     );
     try {
       await this.d1.batch(stmts);
       return { ok: true };
     } catch (err) {
-      if (constraintFailed(err, "batch_guards_ok")) return { ok: false };
+      if (constraintFailed(err, "batch_guards_ok")) return { ok: false, reason: "GUARD" };
+      if (isKeyTaken(err)) return { ok: false, reason: "KEY_TAKEN" };
       throw err;
     }
   }
@@ -159,6 +219,11 @@ export class OrdersRepo {
       .bind(now, orderId)
       .run();
     return res.meta.changes > 0;
+  }
+
+  /** Whether the order is FAILED now (after a `markFailed` that changed nothing). */
+  async isFailed(orderId: number): Promise<boolean> {
+    return (await this.findOrder(orderId))?.status === "FAILED";
   }
 
   async findOrder(orderId: number): Promise<OrderRow | undefined> {

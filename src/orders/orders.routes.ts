@@ -49,7 +49,7 @@ const cancelRoute = createRoute({
 /** `/api/v1/orders` */
 export const ordersRoutes = createRouter()
   .openapi(placeRoute, async (c) => {
-    return ok(c, await c.var.services.orders.placeOrder(c.req.valid("json")), 201);
+    return ok(c, await c.var.services.orders.placeOrder(c.req.valid("json"), c.var.idempotency), 201);
   })
   .openapi(getRoute, async (c) => {
     const { orderId } = c.req.valid("param");

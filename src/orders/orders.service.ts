@@ -5,6 +5,8 @@ import { noUserCouponCache, type UserCouponCache } from "../coupons/user-coupon.
 import { errorFields, log } from "../shared/logger";
 import { couponUsability, effectiveStatus, isPublicStatus, orderAmounts, type PublicOrderStatus } from "./order.rules";
 import type { OrderItemRow, OrderRow, OrdersRepo } from "./orders.repo";
+import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
+import { envelopeJson } from "../shared/envelope";
 
 export interface PlaceOrderInput {
   userId: number;
@@ -38,13 +40,13 @@ export interface OrderView {
 /**
  * Order placement (a saga over D1 and the ProductStock DOs), reading and cancel.
  *
- * Placement: (a) insert the order PENDING with its items to get the id;
- * (b) reserve each product in ascending id order, keyed by the order id, and
- * confirm the holds; (c) one D1 batch uses the coupon and moves the order to
- * NOT_PAID (the commit point). Any failure before (c) commits releases what
- * was reserved and marks the order FAILED. If the Worker dies half-way, the
- * holds time out in the DOs and the stale-PENDING job fails the order and
- * releases confirmed reservations, so nothing is stranded.
+ * Placement: (a) one batch validates and records the order PENDING with its
+ * items (this allocates the id); (b) every line is reserved and confirmed in
+ * its DO in parallel, keyed by the order id; (c) one D1 batch uses the coupon
+ * and moves the order to NOT_PAID (the commit point). Any failure before (c)
+ * commits releases what was reserved and marks the order FAILED. If the Worker
+ * dies half-way, the stale-PENDING job fails the order and releases its
+ * reservations, so nothing is stranded.
  */
 export class OrdersService {
   constructor(
@@ -54,90 +56,142 @@ export class OrdersService {
     private readonly paymentTtlMs: number,
     /** Owned-coupon lists to evict when an order uses or gives back a coupon. */
     private readonly couponCache: UserCouponCache = noUserCouponCache,
+    /** Runs bookkeeping after the answer (ctx.waitUntil); awaited inline when there is no request context. */
+    private readonly afterResponse: (work: () => Promise<unknown>) => void = (work) => void work(),
   ) {}
 
-  async placeOrder(input: PlaceOrderInput): Promise<PlacedOrder> {
+  /**
+   * Three round trips, however many lines (DESIGN §8): (1) one D1 batch
+   * validates user, products and coupon and records the attempt as a PENDING
+   * order with its priced lines; (2) one parallel fan-out reserves and confirms
+   * every line in its ProductStock object, keyed by the order id; (3) one D1
+   * batch uses the coupon, sets the amounts, moves the order to NOT_PAID (the
+   * commit point) and stores the Idempotency-Key with the answer. A refusal in
+   * (2) releases what was taken and fails the attempt in one more parallel step.
+   */
+  async placeOrder(input: PlaceOrderInput, claim?: KeyClaim): Promise<PlacedOrder> {
     const now = this.clock();
-    if (!(await this.repo.userExists(input.userId))) throw new AppError("USER_NOT_FOUND");
-    const ids = input.orderProducts.map((p) => p.productId);
-    const products = new Map((await this.repo.findProducts(ids)).map((p) => [p.id, p.price]));
-    const items: OrderItemRow[] = [];
-    for (const line of [...input.orderProducts].sort((a, b) => a.productId - b.productId)) {
-      const price = products.get(line.productId);
-      if (price === undefined) throw new AppError("PRODUCT_NOT_FOUND");
-      items.push({ productId: line.productId, quantity: line.quantity, unitPrice: price, amount: price * line.quantity });
-    }
-    let coupon: { discountType: "RATE" | "AMOUNT"; discountValue: number } | undefined;
-    if (input.userCouponId !== undefined) {
-      const uc = await this.repo.findUserCoupon(input.userCouponId);
-      if (!uc || uc.userId !== input.userId) throw new AppError("COUPON_NOT_OWNED");
-      const usable = couponUsability(uc, now);
-      if (usable !== "OK") throw new AppError(usable);
-      coupon = uc;
-    }
-    const amounts = orderAmounts(items, coupon);
     const userCouponId = input.userCouponId ?? null;
-    const orderId = await this.repo.insertPending({ userId: input.userId, userCouponId, ...amounts, items }, now, now + this.paymentTtlMs);
+    const attempt = await this.repo.recordAttempt(
+      { userId: input.userId, userCouponId, lines: input.orderProducts },
+      now,
+      now + this.paymentTtlMs,
+      claim,
+    );
+    if (!attempt.ok) throw await this.refusal(input, claim);
+    const { orderId, items } = attempt;
+    const amounts = orderAmounts(items, attempt.coupon);
 
-    const reserved: number[] = [];
+    const reserves = await Promise.allSettled(items.map((item) => this.stock.reserve(item.productId, orderId, item.quantity, now, true)));
+    const refused = reserves.some((r) => r.status === "rejected" || !r.value.ok);
+    if (refused) {
+      // Release everything but a definite refusal (it took nothing); a thrown call may have applied.
+      const touched = items.filter((_, k) => {
+        const r = reserves[k]!;
+        return r.status === "rejected" || r.value.ok;
+      });
+      await this.abandonUncommitted(orderId, touched);
+      const outOfStock = reserves.some((r) => r.status === "fulfilled" && !r.value.ok && r.value.reason === "INSUFFICIENT_STOCK");
+      // Anything but a business refusal (an unreachable or overloaded object) is transient: 503, retry.
+      throw outOfStock ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+    }
+
+    const expiresAt = this.clock() + this.paymentTtlMs;
+    const placed: PlacedOrder = { orderId, status: "NOT_PAID", ...amounts, expiresAt: toIso(expiresAt) };
+    const key = claim ? { claim, status: 201, body: envelopeJson(placed, 201) } : undefined;
+    let committed: Awaited<ReturnType<OrdersRepo["commitPlacement"]>>;
     try {
-      for (const item of items) {
-        reserved.push(item.productId);
-        const r = await this.stock.reserve(item.productId, orderId, item.quantity, now);
-        if (!r.ok) {
-          reserved.pop(); // a definite refusal took nothing: no release (and no tombstone) needed there
-          // Anything but a business refusal (an unreachable or overloaded DO) is transient: 503, retry.
-          throw r.reason === "INSUFFICIENT_STOCK" ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
-        }
-      }
-      // Order does not matter for confirms. A hold that timed out is refused (and released by its DO).
-      const confirms = await Promise.all(items.map((item) => this.stock.confirm(item.productId, orderId)));
-      // The saga stalled longer than a hold lives (overload): nothing is kept, the client may retry.
-      if (!confirms.every((c) => c.ok)) throw new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
-      const expiresAt = this.clock() + this.paymentTtlMs;
-      const committed = await this.commit(orderId, input.userId, userCouponId, expiresAt);
-      if (!committed.ok) throw await this.placementConflict(input.userId, userCouponId);
-      if (userCouponId !== null) await this.couponCache.evict([input.userId]);
-      return { orderId, status: "NOT_PAID", ...amounts, expiresAt: toIso(expiresAt) };
+      committed = await this.commit({ orderId, userId: input.userId, userCouponId, amounts, now: this.clock(), expiresAt }, key);
     } catch (err) {
-      await this.compensate(orderId, reserved);
+      await this.compensate(orderId, items);
       throw err;
     }
+    if (!committed.ok) {
+      await this.compensate(orderId, items);
+      if (committed.reason === "KEY_TAKEN") throw new KeyTakenError();
+      throw await this.placementConflict(input.userId, userCouponId);
+    }
+    if (claim) claim.stored = true;
+    if (userCouponId !== null) await this.couponCache.evict([input.userId]);
+    return placed;
   }
 
-  /** Step (c); an ambiguous D1 error is resolved by reading the order back. */
-  private async commit(orderId: number, userId: number, userCouponId: number | null, expiresAt: number) {
+  /** The commit; an ambiguous D1 error is resolved by reading the order back. */
+  private async commit(c: Parameters<OrdersRepo["commitPlacement"]>[0], key: Parameters<OrdersRepo["commitPlacement"]>[1]) {
     try {
-      return await this.repo.commitPlacement(orderId, userId, userCouponId, this.clock(), expiresAt);
+      return await this.repo.commitPlacement(c, key);
     } catch (err) {
-      const order = await this.repo.findOrder(orderId).catch(() => undefined);
+      const order = await this.repo.findOrder(c.orderId).catch(() => undefined);
+      // The batch landed (and with it the key's answer, if any).
       if (order?.status === "NOT_PAID") return { ok: true as const };
       throw err;
     }
   }
 
+  /** Why the first batch refused, in the order a client expects: user, products, coupon. */
+  private async refusal(input: PlaceOrderInput, claim?: KeyClaim): Promise<Error> {
+    const userCouponId = input.userCouponId ?? null;
+    const why = await this.repo.explainRefusedAttempt(
+      input.userId,
+      input.orderProducts.map((p) => p.productId),
+      userCouponId,
+      claim,
+    );
+    if (why.keyTaken) return new KeyTakenError();
+    if (!why.userExists) return new AppError("USER_NOT_FOUND");
+    if (input.orderProducts.some((p) => !why.productIds.has(p.productId))) return new AppError("PRODUCT_NOT_FOUND");
+    if (userCouponId !== null) {
+      if (!why.coupon || why.coupon.userId !== input.userId) return new AppError("COUPON_NOT_OWNED");
+      const usable = couponUsability(why.coupon, this.clock());
+      if (usable !== "OK") return new AppError(usable);
+    }
+    // Valid now: a concurrent change (coupon restored, product created) raced the batch; the client may retry.
+    return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+  }
+
   /** Why the commit batch aborted: the coupon (used/expired meanwhile) or the order (failed by the cleanup job). */
   private async placementConflict(userId: number, userCouponId: number | null): Promise<AppError> {
     if (userCouponId !== null) {
-      const uc = await this.repo.findUserCoupon(userCouponId);
+      const uc = (await this.repo.explainRefusedAttempt(userId, [], userCouponId)).coupon;
       if (!uc || uc.userId !== userId) return new AppError("COUPON_NOT_OWNED");
       const usable = couponUsability(uc, this.clock());
       if (usable !== "OK") return new AppError(usable);
     }
-    return new AppError("INTERNAL_ERROR", "order placement was abandoned");
+    return new AppError("SERVICE_UNAVAILABLE", "order placement was abandoned; retry", { "Retry-After": "1" });
   }
 
   /**
-   * Undo of a placement that did not commit: PENDING -> FAILED first (so a
-   * commit that landed after all is never undone), then release every DO
+   * Undo of an attempt whose commit was never sent: no commit can land later, so
+   * the releases and PENDING -> FAILED go out together (one round trip), and the
+   * bookkeeping (`closed_at`) follows after the answer. The cron settles whatever
+   * a crash leaves (releases are idempotent).
+   */
+  private async abandonUncommitted(orderId: number, items: { productId: number }[]): Promise<void> {
+    const [releases, failed] = await Promise.all([
+      Promise.allSettled(items.map((i) => this.stock.release(i.productId, orderId))),
+      this.repo.markFailed(orderId, this.clock()).catch((err: unknown) => {
+        log("error", "failing an abandoned placement failed; cleanup job will retry", { orderId, ...errorFields(err) });
+        return false;
+      }),
+    ]);
+    if (failed && releases.every((r) => r.status === "fulfilled" && r.value.ok)) {
+      this.afterResponse(() => this.repo.markSettled(orderId, this.clock()));
+    } else if (!failed || releases.some((r) => r.status === "rejected")) {
+      log("error", "placement compensation incomplete; cron will retry", { orderId });
+    }
+  }
+
+  /**
+   * Undo of a placement whose commit was sent but did not (or may not) land:
+   * PENDING -> FAILED first (so a commit that landed after all is never undone), then release every DO
    * touched (also the one whose call failed: it may have applied) and mark
    * the order settled. If we die in between, the cron settles it (releases
    * are idempotent).
    */
-  private async compensate(orderId: number, productIds: number[]): Promise<void> {
+  private async compensate(orderId: number, items: { productId: number }[]): Promise<void> {
     try {
-      const failed = (await this.repo.markFailed(orderId, this.clock())) || (await this.repo.findOrder(orderId))?.status === "FAILED";
-      if (failed) await this.releaseAndSettle(orderId, productIds.map((productId) => ({ productId })));
+      const failed = (await this.repo.markFailed(orderId, this.clock())) || (await this.repo.isFailed(orderId));
+      if (failed) await this.releaseAndSettle(orderId, items);
     } catch (err) {
       log("error", "placement compensation failed; cleanup job will retry", { orderId, ...errorFields(err) });
     }

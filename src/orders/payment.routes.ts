@@ -18,5 +18,5 @@ const payRoute = createRoute({
 /** `POST /api/v1/points/use`, mounted beside the points routes. */
 export const paymentRoutes = createRouter().openapi(payRoute, async (c) => {
   const { userId, orderId } = c.req.valid("json");
-  return ok(c, await c.var.services.payments.payOrder(userId, orderId));
+  return ok(c, await c.var.services.payments.payOrder(userId, orderId, c.var.idempotency));
 });

@@ -2,10 +2,10 @@ import type { StockPort } from "../products/product-stock.client";
 import { toIso } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { log } from "../shared/logger";
-import { isPayable } from "./order.rules";
+import { isPublicStatus } from "./order.rules";
 import type { OrdersRepo } from "./orders.repo";
-import type { PaymentRepo } from "./payment.repo";
-import { orderCompletedEvent } from "../events/event.schemas";
+import type { PaymentBatchResult, PaymentCommand, PaymentRepo } from "./payment.repo";
+import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
 
 /** What post-commit work learns about a payment. */
 export interface PaidOrder {
@@ -26,6 +26,8 @@ export interface PaymentReceipt {
  * Pays an order from the point balance (DESIGN §3 "Paying"). Everything that
  * must agree is one D1 batch; the DOs are told afterwards (sell), and a crash
  * before that is healed by the cron (the order stays unsettled until then).
+ * A committed payment is never answered as a failure: when D1's answer is lost
+ * the committed state is read back.
  */
 export class PaymentService {
   constructor(
@@ -35,46 +37,53 @@ export class PaymentService {
     private readonly clock: () => number,
     private readonly newId: () => string = () => crypto.randomUUID(),
     private readonly onPaid?: (paid: PaidOrder) => void,
+    /** Runs bookkeeping after the answer (ctx.waitUntil); inline when there is no request context. */
+    private readonly afterResponse: (work: () => Promise<unknown>) => void = (work) => void work(),
+    /** The user's balance, read back only when the batch's answer was lost (src/points). */
+    private readonly balanceOf: (userId: number) => Promise<number> = async () => 0,
   ) {}
 
-  async payOrder(userId: number, orderId: number): Promise<PaymentReceipt> {
-    const order = await this.orders.findOrder(orderId);
-    if (!order || order.userId !== userId || order.status === "PENDING" || order.status === "FAILED") {
-      throw new AppError("ORDER_NOT_FOUND");
-    }
+  /**
+   * Two round trips (DESIGN §8): the payment batch, then the sell fan-out to
+   * the stock objects. Recording that the objects were told (`closed_at`), the
+   * ranking increment and the outbox relay run after the answer; the crons heal
+   * any of them a crash loses.
+   */
+  async payOrder(userId: number, orderId: number, claim?: KeyClaim): Promise<PaymentReceipt> {
     const now = this.clock();
-    if (!isPayable(order.status, order.expiresAt, now)) throw new AppError("ORDER_NOT_PAYABLE");
-    const items = await this.orders.findItems(orderId);
-    const event = orderCompletedEvent(
-      {
-        orderId,
-        userId,
-        userCouponId: order.userCouponId,
-        items,
-        itemsAmount: order.itemsAmount,
-        discountAmount: order.discountAmount,
-        totalAmount: order.totalAmount,
-        paidAt: toIso(now),
-      },
-      this.newId(),
-    );
-    const result = await this.payments.pay({ orderId, userId, totalAmount: order.totalAmount, now, event });
-    if (!result.ok) throw await this.classify(userId, orderId, now, result.reason);
+    const result = await this.pay({ orderId, userId, now, paidAtIso: toIso(now), eventId: this.newId(), claim });
+    if (!result.ok) {
+      if (result.reason === "KEY_TAKEN") throw new KeyTakenError();
+      if (result.reason === "INSUFFICIENT_BALANCE") throw new AppError("INSUFFICIENT_BALANCE");
+      throw await this.classify(userId, orderId);
+    }
+    if (claim) claim.stored = true;
+    const { items } = result;
     // Best effort after the commit: ranking increment, outbox relay (both healed by crons).
     this.onPaid?.({ orderId, userId, paidAt: now, items });
 
     const sold = await Promise.allSettled(items.map((i) => this.stock.sell(i.productId, orderId)));
-    if (sold.every((r) => r.status === "fulfilled" && r.value.ok)) await this.orders.markSettled(orderId, this.clock());
+    if (sold.every((r) => r.status === "fulfilled" && r.value.ok)) this.afterResponse(() => this.orders.markSettled(orderId, this.clock()));
     else log("error", "stock sell incomplete after payment; cron will retry", { orderId });
-    return { orderId, status: "PAID", paidAmount: order.totalAmount, balance: result.balance };
+    return { orderId, status: "PAID", paidAmount: result.paidAmount, balance: result.balance };
+  }
+
+  /** The batch; an ambiguous D1 error is resolved by reading the order back, and a committed payment is answered as paid. */
+  private async pay(cmd: PaymentCommand): Promise<PaymentBatchResult> {
+    try {
+      return await this.payments.pay(cmd);
+    } catch (err) {
+      const order = await this.orders.findOrder(cmd.orderId).catch(() => undefined);
+      if (order?.status !== "PAID" || order.userId !== cmd.userId || order.paidAt !== cmd.now) throw err;
+      const [items, balance] = await Promise.all([this.orders.findItems(cmd.orderId), this.balanceOf(cmd.userId)]);
+      return { ok: true, paidAmount: order.totalAmount, balance, items };
+    }
   }
 
   /** Reads the state back to say why the batch aborted. */
-  private async classify(userId: number, orderId: number, now: number, reason: "GUARD" | "INSUFFICIENT_BALANCE"): Promise<AppError> {
+  private async classify(userId: number, orderId: number): Promise<AppError> {
     const order = await this.orders.findOrder(orderId);
-    if (!order || order.userId !== userId) return new AppError("ORDER_NOT_FOUND");
-    if (!isPayable(order.status, order.expiresAt, now)) return new AppError("ORDER_NOT_PAYABLE");
-    if (reason === "INSUFFICIENT_BALANCE") return new AppError("INSUFFICIENT_BALANCE");
+    if (!order || order.userId !== userId || !isPublicStatus(order.status)) return new AppError("ORDER_NOT_FOUND");
     return new AppError("ORDER_NOT_PAYABLE");
   }
 }

@@ -1,6 +1,8 @@
 import { and, asc, eq, gt } from "drizzle-orm";
 import { constraintFailed, type Db } from "../db/client";
 import { pointHistory, userBalances, users } from "../db/schema";
+import { STATUS_MESSAGES } from "../shared/errors";
+import { isKeyTaken, keyStatements, type KeyClaim } from "../shared/idempotency";
 
 export interface PointHistoryRow {
   id: number;
@@ -11,7 +13,7 @@ export interface PointHistoryRow {
   createdAt: number;
 }
 
-export type ChargeResult = { ok: true; balance: number } | { ok: false; reason: "USER_NOT_FOUND" | "BALANCE_LIMIT_EXCEEDED" };
+export type ChargeResult = { ok: true; balance: number } | { ok: false; reason: "USER_NOT_FOUND" | "BALANCE_LIMIT_EXCEEDED" | "KEY_TAKEN" };
 
 /** D1 access for balances and point history. */
 export class PointsRepo {
@@ -36,30 +38,47 @@ export class PointsRepo {
 
   /**
    * Adds `amount` and writes the CHARGE history row in one D1 batch (one
-   * transaction). The increment is done by SQLite (`balance = balance + ?`),
-   * so concurrent charges never lose an update; the CHECK on the balance
-   * aborts the whole batch when the cap would be crossed.
+   * transaction), with the Idempotency-Key and its answer when there is one.
+   * The increment is done by SQLite (`balance = balance + ?`), so concurrent
+   * charges never lose an update; the CHECK on the balance aborts the whole
+   * batch when the cap would be crossed, a guard row when the user is unknown.
    */
-  async charge(userId: number, amount: number, at: number): Promise<ChargeResult> {
+  async charge(userId: number, amount: number, at: number, claim?: KeyClaim): Promise<ChargeResult> {
+    const key = claim
+      ? keyStatements(
+          this.d1,
+          claim,
+          200,
+          "SELECT json_object('code', 200, 'message', ?, 'data', json_object('userId', user_id, 'balance', balance)) FROM user_balances WHERE user_id = ?",
+          STATUS_MESSAGES[200],
+          userId,
+        )
+      : undefined;
+    const offset = key?.open.length ?? 0;
     try {
-      const [updated] = await this.d1.batch<{ balance: number }>([
+      const results = await this.d1.batch<{ balance: number }>([
+        ...(key?.open ?? []),
         this.d1
           .prepare("UPDATE user_balances SET balance = balance + ?1, updated_at = ?2 WHERE user_id = ?3 RETURNING balance")
           .bind(amount, at, userId),
+        this.d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'user' WHERE changes() = 0"),
         this.d1
           .prepare(
             `INSERT INTO point_history (user_id, type, amount, balance_after, order_id, created_at)
              SELECT user_id, 'CHARGE', ?1, balance, NULL, ?2 FROM user_balances WHERE user_id = ?3`,
           )
           .bind(amount, at, userId),
+        ...(key?.close ?? []),
       ]);
-      const balance = updated?.results[0]?.balance;
-      if (balance === undefined) return { ok: false, reason: "USER_NOT_FOUND" };
+      const balance = results[offset]?.results[0]?.balance;
+      if (balance === undefined) throw new Error("charge: no balance returned");
       return { ok: true, balance };
     } catch (err) {
+      if (constraintFailed(err, "batch_guards_ok")) return { ok: false, reason: "USER_NOT_FOUND" };
       if (constraintFailed(err, "user_balances_balance_range") || constraintFailed(err, "point_history_balance_after_range")) {
         return { ok: false, reason: "BALANCE_LIMIT_EXCEEDED" };
       }
+      if (isKeyTaken(err)) return { ok: false, reason: "KEY_TAKEN" };
       throw err;
     }
   }

@@ -43,7 +43,7 @@ const historyRoute = createRoute({
 export const pointsRoutes = createRouter()
   .openapi(chargeRoute, async (c) => {
     const { userId, amount } = c.req.valid("json");
-    return ok(c, await c.var.services.points.charge(userId, amount));
+    return ok(c, await c.var.services.points.charge(userId, amount, c.var.idempotency));
   })
   .openapi(balanceRoute, async (c) => {
     const { userId } = c.req.valid("query");

@@ -2,6 +2,7 @@ import { AppError } from "../shared/errors";
 import { toIso } from "../shared/clock";
 import type { PointHistoryRow, PointsRepo } from "./points.repo";
 import { assertChargeAmount } from "./points.rules";
+import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
 
 export interface HistoryPage {
   userId: number;
@@ -34,10 +35,15 @@ export class PointsService {
     private readonly clock: () => number,
   ) {}
 
-  async charge(userId: number, amount: number): Promise<{ userId: number; balance: number }> {
+  /** One round trip: the charge, its history row and the Idempotency-Key (with the answer) in one batch. */
+  async charge(userId: number, amount: number, claim?: KeyClaim): Promise<{ userId: number; balance: number }> {
     assertChargeAmount(amount);
-    const result = await this.repo.charge(userId, amount, this.clock());
-    if (!result.ok) throw new AppError(result.reason);
+    const result = await this.repo.charge(userId, amount, this.clock(), claim);
+    if (!result.ok) {
+      if (result.reason === "KEY_TAKEN") throw new KeyTakenError();
+      throw new AppError(result.reason);
+    }
+    if (claim) claim.stored = true;
     return { userId, balance: result.balance };
   }
 

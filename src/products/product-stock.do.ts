@@ -22,6 +22,8 @@ export const FINISHED_RETENTION_MS = 30 * 86_400_000;
 const PRUNE_BATCH = 20;
 /** Retry delay of the write-behind projection when a D1 write failed. */
 const FLUSH_RETRY_MS = 500;
+/** The D1 projection (`products.stock`) trails the object by about this much under load. */
+export const PROJECTION_DELAY_MS = 50;
 
 interface StockRow extends Record<string, SqlStorageValue> {
   product_id: number;
@@ -85,12 +87,15 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   /**
-   * Takes `quantity` for `orderId` as a held reservation that times out after
-   * HOLD_TTL_MS. Invariant: available never goes below 0, and one order holds
-   * at most one reservation per product (a repeat returns the existing one; an
+   * Takes `quantity` for `orderId`: as a held reservation that times out after
+   * HOLD_TTL_MS, or, with `confirmed`, as a confirmed one in the same call (order
+   * placement does this: its PENDING order row exists before the call, and the
+   * stale-placement cron releases what a dead placement took). Invariant:
+   * available never goes below 0, and one order holds at most one reservation per
+   * product (a repeat returns the existing one, confirming a hold if asked; an
    * order already released cannot be resurrected by a late retry).
    */
-  async reserve(productId: number, orderId: number, quantity: number, now: number): Promise<ReserveResult> {
+  async reserve(productId: number, orderId: number, quantity: number, now: number, confirmed = false): Promise<ReserveResult> {
     if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
     if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
     const result = this.ctx.storage.transactionSync((): ReserveResult => {
@@ -98,19 +103,25 @@ export class ProductStock extends DurableObject<Env> {
       const existing = this.reservation(orderId);
       if (existing) {
         if (existing.status === "released") return { ok: false, reason: "ALREADY_RELEASED", available: stock.available };
+        if (confirmed && existing.status === "held") {
+          this.sql.exec("UPDATE reservations SET status = 'confirmed', updated_at = ? WHERE order_id = ?", now, orderId);
+          return { ok: true, reservation: { ...toReservation(existing), status: "confirmed" }, available: stock.available };
+        }
         return { ok: true, reservation: toReservation(existing), available: stock.available };
       }
       if (stock.available < quantity) return { ok: false, reason: "INSUFFICIENT_STOCK", available: stock.available };
       const expiresAt = now + HOLD_TTL_MS;
+      const status: ReservationStatus = confirmed ? "confirmed" : "held";
       this.sql.exec(
-        "INSERT INTO reservations (order_id, quantity, status, expires_at, updated_at) VALUES (?, ?, 'held', ?, ?)",
+        "INSERT INTO reservations (order_id, quantity, status, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)",
         orderId,
         quantity,
+        status,
         expiresAt,
         now,
       );
       const available = this.adjust(-quantity);
-      return { ok: true, reservation: { orderId, quantity, status: "held", expiresAt }, available };
+      return { ok: true, reservation: { orderId, quantity, status, expiresAt }, available };
     });
     if (result.ok) await this.afterChange();
     return result;
@@ -221,7 +232,7 @@ export class ProductStock extends DurableObject<Env> {
 
   /**
    * Releases holds that timed out (crash safety: a saga that died between
-   * reserve and confirm cannot strand stock) and retries a failed projection.
+   * reserve and confirm cannot strand stock) and writes the projection behind.
    */
   override async alarm(): Promise<void> {
     if (!this.stock()) return;
@@ -232,7 +243,9 @@ export class ProductStock extends DurableObject<Env> {
         .toArray();
       for (const r of expired) this.releaseRow(r, now);
     });
-    await this.afterChange();
+    // When D1 refused the projection, the next try waits FLUSH_RETRY_MS instead of the usual delay.
+    const projected = await this.flush();
+    await this.afterChange(projected ? PROJECTION_DELAY_MS : FLUSH_RETRY_MS);
   }
 
   private stock(): StockRow | undefined {
@@ -293,25 +306,40 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   /**
-   * Brings the projection up to date (coalesced: one D1 write in flight per
-   * object, later callers ride on the next one), then sets the alarm for the
-   * next hold timeout, or for a retry when D1 could not be written.
+   * Arms the alarm for whatever is due: the projection (write-behind, within
+   * PROJECTION_DELAY_MS) and the next hold timeout. Invariant: a change is never
+   * answered before the alarm that projects it is stored, so a crash or eviction
+   * right after the answer still brings D1 up to date. No D1 call is awaited here:
+   * a stock change costs its caller one round trip (DESIGN §8).
    */
-  private async afterChange(): Promise<void> {
+  private async afterChange(projectWithinMs = PROJECTION_DELAY_MS): Promise<void> {
     if (!this.stock()) return;
-    for (let round = 0; round < 3 && this.isDirty(); round++) {
-      this.flushing ??= this.writeProjection().finally(() => {
-        this.flushing = undefined;
-      });
-      if (!(await this.flushing)) break;
-    }
     const nextHold = this.sql
       .exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM reservations WHERE status = 'held'")
       .toArray()[0]?.t;
     let at = nextHold ?? null;
-    if (this.isDirty()) at = Math.min(at ?? Infinity, Date.now() + FLUSH_RETRY_MS);
-    if (at === null) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(at);
+    if (this.isDirty()) at = Math.min(at ?? Infinity, Date.now() + projectWithinMs);
+    const current = await this.ctx.storage.getAlarm();
+    if (at === null) {
+      if (current !== null) await this.ctx.storage.deleteAlarm();
+    } else if (current === null || current > at) {
+      await this.ctx.storage.setAlarm(at);
+    }
+  }
+
+  /**
+   * Writes the projection now (coalesced: one D1 write in flight per object, later
+   * callers ride on the next one); true when D1 holds the current value.
+   * Invariant protected: none beyond the projection's (stamp-guarded, idempotent).
+   */
+  async flush(): Promise<boolean> {
+    for (let round = 0; round < 3 && this.isDirty(); round++) {
+      this.flushing ??= this.writeProjection().finally(() => {
+        this.flushing = undefined;
+      });
+      if (!(await this.flushing)) return false;
+    }
+    return !this.isDirty();
   }
 
   private flushing: Promise<boolean> | undefined;

@@ -4,6 +4,13 @@ export interface SalesRow {
   sales: number;
 }
 
+/** A ranked product as the ranking routes show it. */
+export interface RankedRow extends SalesRow {
+  productName: string;
+  price: number;
+  stock: number;
+}
+
 export interface SnapshotRow extends SalesRow {
   rank: number;
   fromDate: string;
@@ -26,6 +33,35 @@ export class RankingsRepo {
   async salesBetween(fromMs: number, toMs: number, limit: number): Promise<SalesRow[]> {
     const res = await this.d1.prepare(RankingsRepo.SALES_SQL).bind(fromMs, toMs, limit).all<SalesRow>();
     return res.results;
+  }
+
+  /**
+   * `salesBetween` with each product's name, price and stock joined in, so a
+   * ranking read is one round trip (DESIGN §8).
+   */
+  async rankedBetween(fromMs: number, toMs: number, limit: number): Promise<RankedRow[]> {
+    const res = await this.d1
+      .prepare(
+        `SELECT s.productId AS productId, p.name AS productName, p.price AS price, p.stock AS stock, s.sales AS sales
+         FROM (${RankingsRepo.SALES_SQL}) s JOIN products p ON p.id = s.productId
+         ORDER BY s.sales DESC, s.productId ASC`,
+      )
+      .bind(fromMs, toMs, limit)
+      .all<RankedRow>();
+    return res.results;
+  }
+
+  /** Today's best-seller snapshot with the products joined in (one round trip); undefined when there is none. */
+  async readRankedSnapshot(businessDate: string): Promise<RankedRow[] | undefined> {
+    const res = await this.d1
+      .prepare(
+        `SELECT s.product_id AS productId, p.name AS productName, p.price AS price, p.stock AS stock, s.sales AS sales
+         FROM best_seller_snapshots s JOIN products p ON p.id = s.product_id
+         WHERE s.business_date = ?1 ORDER BY s.rank`,
+      )
+      .bind(businessDate)
+      .all<RankedRow>();
+    return res.results.length > 0 ? res.results : undefined;
   }
 
   async readSnapshot(businessDate: string): Promise<SnapshotRow[] | undefined> {

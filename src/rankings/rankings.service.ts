@@ -45,12 +45,10 @@ export class RankingsService {
   /** Today's top `size` products by paid quantity (ZSET; empty or unavailable -> D1 aggregate). */
   async topToday(size: number): Promise<{ date: string; products: RankedProduct[] }> {
     const date = businessDate(this.clock(), this.timeZone);
-    let rows = await this.cache.topSales(date, size);
-    if (!rows || rows.length === 0) {
-      const [from, to] = this.dayWindow(date);
-      rows = await this.repo.salesBetween(from, to, size);
-    }
-    return { date, products: await this.hydrate(rows) };
+    const rows = await this.cache.topSales(date, size);
+    if (rows && rows.length > 0) return { date, products: await this.hydrate(rows) };
+    const [from, to] = this.dayWindow(date);
+    return { date, products: await this.repo.rankedBetween(from, to, size) };
   }
 
   /** The window of best sellers for `today`: the three business days before it. */
@@ -65,15 +63,14 @@ export class RankingsService {
     const today = businessDate(this.clock(), this.timeZone);
     const w = this.bestSellerWindow(today);
     const cached = await this.cache.readBestSellers(today);
-    let rows: SalesRow[] | undefined = cached?.items;
-    if (!rows) rows = await this.repo.readSnapshot(today);
-    if (!rows) {
-      // No snapshot yet (before 00:30, or the refresh failed): the live query reads the whole
-      // three-day range (~120-220 ms on 1M items), so its result becomes today's snapshot and
-      // only the first reader of the day pays for it.
-      rows = await this.repo.salesBetween(w.fromMs, w.toMs, BEST_SELLER_COUNT);
-      if (rows.length > 0) await this.storeBestSellers(today, w, rows);
-    }
+    if (cached) return { bestSellers: await this.hydrate(cached.items), from: w.from, to: w.to };
+    const snapshot = await this.repo.readRankedSnapshot(today);
+    if (snapshot) return { bestSellers: snapshot, from: w.from, to: w.to };
+    // No snapshot yet (before 00:30, or the refresh failed): the live query reads the whole
+    // three-day range (~120-220 ms on 1M items), so its result becomes today's snapshot and
+    // only the first reader of the day pays for it (and its extra round trips).
+    const rows = await this.repo.salesBetween(w.fromMs, w.toMs, BEST_SELLER_COUNT);
+    if (rows.length > 0) await this.storeBestSellers(today, w, rows);
     return { bestSellers: await this.hydrate(rows), from: w.from, to: w.to };
   }
 

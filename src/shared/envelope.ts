@@ -9,6 +9,11 @@ export function ok<T, S extends 200 | 201 = 200>(c: Context, data: T, status?: S
   return c.json({ code, message, data }, code);
 }
 
+/** The success envelope as the JSON text `ok()` sends (stored with an Idempotency-Key in the effect's batch). */
+export function envelopeJson(data: unknown, status: 200 | 201 = 200): string {
+  return JSON.stringify({ code: status, message: STATUS_MESSAGES[status] ?? "", data });
+}
+
 /** Error envelope: `{code, error, message, detail}`; never carries a stack trace. */
 export function errorBody(err: AppError) {
   return {

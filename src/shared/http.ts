@@ -5,6 +5,9 @@ import type { Services } from "../services";
 import type { z } from "@hono/zod-openapi";
 import { envelopeOf, ErrorEnvelopeSchema } from "./envelope";
 import { validationError } from "./validation";
+import type { HopMeter } from "./hops";
+import type { KeyClaim } from "./idempotency";
+import type { RateLimitDecision } from "./rate-limiter.do";
 
 /** Hono generics for every router of the app. */
 export interface AppEnv {
@@ -13,6 +16,12 @@ export interface AppEnv {
     services: Services;
     config: Config;
     requestId: string;
+    /** Round trips of this request (Server-Timing, request log). */
+    meter: HopMeter;
+    /** The request's Idempotency-Key, when it sent one (src/shared/idempotency.ts). */
+    idempotency?: KeyClaim;
+    /** The per-IP write limit's decision, started before identity and awaited with the per-user one. */
+    ipLimit?: Promise<RateLimitDecision | undefined>;
   };
 }
 

@@ -1,4 +1,6 @@
-/** A stored key: `statusCode` is null while the first request is still running. */
+import type { KeyClaim } from "./idempotency";
+
+/** A stored key: `statusCode` is null only for a claim an earlier version left in flight. */
 export interface IdempotencyRecord {
   scope: string;
   requestHash: string;
@@ -10,17 +12,13 @@ export interface IdempotencyRecord {
 
 /** Port over the `idempotency_keys` table (PK(user_id, key)). */
 export interface IdempotencyStore {
-  /**
-   * Inserts an in-flight claim. True when this request now owns the key: the
-   * key was free, its row had expired, or an in-flight claim with the same hash
-   * was abandoned (older than `staleBefore`, e.g. the Worker died mid-request).
-   */
-  claim(userId: number, key: string, scope: string, requestHash: string, now: number, expiresAt: number, staleBefore: number): Promise<boolean>;
   find(userId: number, key: string): Promise<IdempotencyRecord | null>;
-  /** Stores the response of the claim this request owns. */
-  complete(userId: number, key: string, requestHash: string, createdAt: number, statusCode: number, responseBody: string): Promise<void>;
-  /** Frees the claim this request owns (5xx: a retry must run again). */
-  release(userId: number, key: string, requestHash: string, createdAt: number): Promise<void>;
+  /**
+   * Stores an answer for the claim's key unless the key already holds one
+   * (first answer wins); an expired row or an abandoned in-flight claim of the
+   * same request is overwritten.
+   */
+  storeIfAbsent(claim: KeyClaim, statusCode: number, responseBody: string): Promise<void>;
   /** Deletes up to `limit` expired keys; returns how many. */
   purgeExpired(now: number, limit?: number): Promise<number>;
 }
@@ -29,23 +27,6 @@ type Row = { scope: string; request_hash: string; status_code: number | null; re
 
 export class IdempotencyRepo implements IdempotencyStore {
   constructor(private readonly d1: D1Database) {}
-
-  async claim(userId: number, key: string, scope: string, requestHash: string, now: number, expiresAt: number, staleBefore: number): Promise<boolean> {
-    // One statement, so two racing requests cannot both win: the PK decides.
-    const res = await this.d1
-      .prepare(
-        `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, status_code, response_body, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5, ?6)
-         ON CONFLICT (user_id, key) DO UPDATE SET
-           scope = excluded.scope, request_hash = excluded.request_hash, status_code = NULL, response_body = NULL,
-           created_at = excluded.created_at, expires_at = excluded.expires_at
-         WHERE idempotency_keys.expires_at <= ?5
-            OR (idempotency_keys.status_code IS NULL AND idempotency_keys.request_hash = ?4 AND idempotency_keys.created_at <= ?7)`,
-      )
-      .bind(userId, key, scope, requestHash, now, expiresAt, staleBefore)
-      .run();
-    return res.meta.changes === 1;
-  }
 
   async find(userId: number, key: string): Promise<IdempotencyRecord | null> {
     const row = await this.d1
@@ -63,20 +44,18 @@ export class IdempotencyRepo implements IdempotencyStore {
     };
   }
 
-  async complete(userId: number, key: string, requestHash: string, createdAt: number, statusCode: number, responseBody: string): Promise<void> {
+  async storeIfAbsent(claim: KeyClaim, statusCode: number, responseBody: string): Promise<void> {
     await this.d1
       .prepare(
-        `UPDATE idempotency_keys SET status_code = ?, response_body = ?
-         WHERE user_id = ? AND key = ? AND request_hash = ? AND created_at = ? AND status_code IS NULL`,
+        `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, status_code, response_body, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (user_id, key) DO UPDATE SET
+           scope = excluded.scope, request_hash = excluded.request_hash, status_code = excluded.status_code,
+           response_body = excluded.response_body, created_at = excluded.created_at, expires_at = excluded.expires_at
+         WHERE idempotency_keys.expires_at <= ?7
+            OR (idempotency_keys.status_code IS NULL AND idempotency_keys.request_hash = ?4 AND idempotency_keys.created_at <= ?9)`,
       )
-      .bind(statusCode, responseBody, userId, key, requestHash, createdAt)
-      .run();
-  }
-
-  async release(userId: number, key: string, requestHash: string, createdAt: number): Promise<void> {
-    await this.d1
-      .prepare("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND request_hash = ? AND created_at = ? AND status_code IS NULL")
-      .bind(userId, key, requestHash, createdAt)
+      .bind(claim.userId, claim.key, claim.scope, claim.requestHash, statusCode, responseBody, claim.now, claim.expiresAt, claim.staleBefore)
       .run();
   }
 

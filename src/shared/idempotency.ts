@@ -1,4 +1,5 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { constraintFailed } from "../db/client";
 import { AppError } from "./errors";
 import type { AppEnv } from "./http";
 import { errorFields, log } from "./logger";
@@ -10,18 +11,15 @@ const KEY_PATTERN = /^[\x20-\x7E]{1,255}$/;
 
 export interface IdempotencyOptions {
   now: () => number;
-  /** How long a request waits for an in-flight twin before answering 409 IDEMPOTENCY_KEY_IN_PROGRESS. */
-  maxWaitMs: number;
-  pollMs: number;
-  /** An in-flight claim older than this is taken as abandoned (the Worker died) and may be taken over. */
+  /**
+   * An in-flight claim older than this is taken as abandoned and may be taken over.
+   * Only rows written by an earlier version of this middleware (claim first, complete
+   * later) can be in flight; today a key is written together with its effect or not at all.
+   */
   leaseMs: number;
-  /** Test hook: pauses between the claim and the handler, to hold a race open deterministically. */
-  afterClaim?: () => Promise<void>;
-  /** Test hook: a twin found the key in flight (`polls` = how often it has waited so far). */
-  onInFlight?: (polls: number) => void;
 }
 
-export const DEFAULT_IDEMPOTENCY_OPTIONS: IdempotencyOptions = { now: Date.now, maxWaitMs: 5_000, pollMs: 50, leaseMs: 120_000 };
+export const DEFAULT_IDEMPOTENCY_OPTIONS: IdempotencyOptions = { now: Date.now, leaseMs: 120_000 };
 
 /** SHA-256 (hex) of method, path and raw body: what "the same request" means for a key. */
 export async function requestHash(method: string, path: string, body: string): Promise<string> {
@@ -30,22 +28,85 @@ export async function requestHash(method: string, path: string, body: string): P
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/**
+ * The Idempotency-Key of one request, handed to the use case so that the key is
+ * written in the same D1 batch as the effect (a durable marker: a crash, or a D1
+ * error after commit, can never leave the effect applied and the key free).
+ * `stored` is set by whoever wrote the key's response.
+ */
+export interface KeyClaim {
+  userId: number;
+  key: string;
+  scope: string;
+  requestHash: string;
+  now: number;
+  expiresAt: number;
+  staleBefore: number;
+  stored: boolean;
+}
+
+/** Thrown by a use case whose batch found the key already taken: the middleware replays what it holds. */
+export class KeyTakenError extends Error {
+  constructor() {
+    super("idempotency key already used");
+    this.name = "KeyTakenError";
+  }
+}
+
+/**
+ * The statements that tie `claim` to an effect's batch; put `open` first and
+ * `close` last. `open` takes the key (free, expired, or an abandoned in-flight
+ * claim of the same request) and, when it cannot, re-inserts it so the batch
+ * aborts on the primary key (`isKeyTaken` recognises that error). `close`
+ * stores the response: `bodySql` is an SQL expression evaluated after the effect
+ * (so it can read the committed balance), with its own `?` parameters.
+ */
+export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, bodySql: string, ...bodyBinds: unknown[]) {
+  const take = d1
+    .prepare(
+      `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, status_code, response_body, created_at, expires_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7)
+       ON CONFLICT (user_id, key) DO UPDATE SET
+         scope = excluded.scope, request_hash = excluded.request_hash, status_code = excluded.status_code,
+         response_body = NULL, created_at = excluded.created_at, expires_at = excluded.expires_at
+       WHERE idempotency_keys.expires_at <= ?6
+          OR (idempotency_keys.status_code IS NULL AND idempotency_keys.request_hash = ?4 AND idempotency_keys.created_at <= ?8)`,
+    )
+    .bind(claim.userId, claim.key, claim.scope, claim.requestHash, status, claim.now, claim.expiresAt, claim.staleBefore);
+  const abortIfTaken = d1
+    .prepare(
+      `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, created_at, expires_at)
+       SELECT ?1, ?2, '', '', 0, 0 WHERE changes() = 0`,
+    )
+    .bind(claim.userId, claim.key);
+  const store = d1
+    .prepare(`UPDATE idempotency_keys SET response_body = (${bodySql}) WHERE user_id = ? AND key = ?`)
+    .bind(...bodyBinds, claim.userId, claim.key);
+  return { open: [take, abortIfTaken], close: [store] };
+}
+
+/** True when a batch aborted because its Idempotency-Key was already taken. */
+export function isKeyTaken(err: unknown): boolean {
+  return constraintFailed(err, "idempotency_keys.user_id");
+}
 
 /**
  * `Idempotency-Key` on POSTs under /api/v1 (admin excluded). Without the header
- * nothing changes. With it, the key is claimed for (userId, key) by one INSERT
- * before the handler runs, so of two racing twins exactly one does the work:
- * - the winner runs the handler and stores its 2xx/4xx response for 24 h; on a
- *   5xx it deletes the claim so a retry runs again;
- * - a twin with the same hash replays the stored response (`Idempotent-Replayed: true`),
- *   waiting up to `maxWaitMs` while the winner is still running, then
- *   409 IDEMPOTENCY_KEY_IN_PROGRESS;
+ * nothing changes. With it, for (userId, key):
+ * - the use case gets the claim (`c.var.idempotency`). Charge, payment and order
+ *   placement write it in the batch that applies their effect, with the response;
+ *   when the key is taken that batch aborts and this middleware replays the stored
+ *   response (`Idempotent-Replayed: true`). So of racing or retried twins exactly one
+ *   applies the effect, whatever crashes in between, and no extra round trip is paid;
+ * - any other 2xx/4xx answer is stored afterwards (first answer wins), and on routes
+ *   that do not write the key themselves a stored answer is looked up first;
+ * - a 5xx is not stored, so a retry runs again (nothing was applied, or the marker
+ *   committed with the effect and the retry replays it);
  * - the same key with another route or body is 409 IDEMPOTENCY_KEY_REUSED.
  * The user is the request's userId (equal to the JWT sub when identity is on);
  * a request without a valid one is left to the validator.
  */
-export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_OPTIONS): MiddlewareHandler<AppEnv> {
+export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_OPTIONS, atomicScopes: ReadonlySet<string> = new Set()): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const key = c.req.header("idempotency-key");
     if (key === undefined || c.req.method !== "POST" || isAdminPath(c.req.path)) return next();
@@ -56,50 +117,42 @@ export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_O
     const body = await readJsonBody(c);
     const scope = `${c.req.method} ${c.req.path}`;
     const hash = await requestHash(c.req.method, c.req.path, body.kind === "json" ? body.text : "");
-    const store = c.var.services.idempotency;
-    // Waiting is counted in polls, not clock reads, so an injected frozen clock cannot make it endless.
-    const maxPolls = Math.ceil(opts.maxWaitMs / opts.pollMs);
+    const now = opts.now();
+    const claim: KeyClaim = { userId, key, scope, requestHash: hash, now, expiresAt: now + IDEMPOTENCY_TTL_MS, staleBefore: now - opts.leaseMs, stored: false };
 
-    for (let polls = 0; ; ) {
-      const now = opts.now();
-      if (await store.claim(userId, key, scope, hash, now, now + IDEMPOTENCY_TTL_MS, now - opts.leaseMs)) {
-        await opts.afterClaim?.();
-        return runClaimed(c, next, { userId, key, hash, createdAt: now });
-      }
-      const record = await store.find(userId, key);
-      if (record === null && polls++ < maxPolls) continue; // released (5xx) or purged since: claim again
-      if (record === null) throw new AppError("IDEMPOTENCY_KEY_IN_PROGRESS");
-      if (record.scope !== scope || record.requestHash !== hash) throw new AppError("IDEMPOTENCY_KEY_REUSED");
-      if (record.statusCode !== null) {
-        return c.body(record.responseBody ?? "", record.statusCode as 200, {
-          "Content-Type": "application/json",
-          "Idempotent-Replayed": "true",
-        });
-      }
-      opts.onInFlight?.(polls);
-      if (polls++ >= maxPolls) throw new AppError("IDEMPOTENCY_KEY_IN_PROGRESS");
-      await sleep(opts.pollMs);
+    if (!atomicScopes.has(scope)) {
+      const replay = await replayStored(c, claim);
+      if (replay) return replay;
+    }
+    c.set("idempotency", claim);
+    await next();
+    if (c.error instanceof KeyTakenError) {
+      c.error = undefined;
+      const replay = await replayStored(c, claim);
+      // The key's row vanished between the abort and the read (purged): the client retries.
+      if (!replay) throw new AppError("IDEMPOTENCY_KEY_IN_PROGRESS");
+      c.res = replay;
+      return;
+    }
+    if (claim.stored || c.res.status >= 500) return;
+    try {
+      await c.var.services.idempotency.storeIfAbsent(claim, c.res.status, await c.res.clone().text());
+    } catch (err) {
+      // The answer stands; without a stored copy a retry runs again, which for these answers changes nothing.
+      log("error", "idempotency record not saved", { requestId: c.var.requestId, ...errorFields(err) });
     }
   };
 }
 
-type Claim = { userId: number; key: string; hash: string; createdAt: number };
-
-async function runClaimed(c: Parameters<MiddlewareHandler<AppEnv>>[0], next: () => Promise<void>, claim: Claim) {
-  const store = c.var.services.idempotency;
-  try {
-    await next();
-  } catch (err) {
-    await store.release(claim.userId, claim.key, claim.hash, claim.createdAt);
-    throw err;
+/** The stored answer for the claim's key, or undefined when there is none yet. */
+async function replayStored(c: Context<AppEnv>, claim: KeyClaim): Promise<Response | undefined> {
+  const record = await c.var.services.idempotency.find(claim.userId, claim.key);
+  if (!record || record.expiresAt <= claim.now) return undefined;
+  if (record.scope !== claim.scope || record.requestHash !== claim.requestHash) throw new AppError("IDEMPOTENCY_KEY_REUSED");
+  // Only a claim left by an earlier version can be in flight; it is taken over once its lease is over.
+  if (record.statusCode === null || record.responseBody === null) {
+    if (record.createdAt <= claim.staleBefore) return undefined;
+    throw new AppError("IDEMPOTENCY_KEY_IN_PROGRESS");
   }
-  const res = c.res;
-  try {
-    if (res.status >= 500) await store.release(claim.userId, claim.key, claim.hash, claim.createdAt);
-    else await store.complete(claim.userId, claim.key, claim.hash, claim.createdAt, res.status, await res.clone().text());
-  } catch (err) {
-    // The response stands; the claim is retried by its twins once the lease runs out.
-    log("error", "idempotency record not saved", { requestId: c.var.requestId, ...errorFields(err) });
-  }
-  return undefined;
+  return c.body(record.responseBody, record.statusCode as 200, { "Content-Type": "application/json", "Idempotent-Replayed": "true" });
 }

@@ -4,6 +4,8 @@ import type { AppEnv } from "./http";
 import { errorFields, log } from "./logger";
 import type { RateLimitDecision, RateLimiter } from "./rate-limiter.do";
 import { isAdminPath, isWrite, requestUserId } from "./request-user";
+import { HopMeter } from "./hops";
+import { errorResponse } from "./envelope";
 
 export const RATE_LIMIT_WINDOW_MS = 60_000;
 
@@ -12,9 +14,9 @@ export interface RateLimiterClient {
   hit(key: string, windowMs: number, limit: number, now: number): Promise<RateLimitDecision>;
 }
 
-export function rateLimiterClient(ns: DurableObjectNamespace<RateLimiter>): RateLimiterClient {
+export function rateLimiterClient(ns: DurableObjectNamespace<RateLimiter>, meter: HopMeter = new HopMeter()): RateLimiterClient {
   return {
-    hit: (key, windowMs, limit, now) => ns.get(ns.idFromName(key)).hit(windowMs, limit, now),
+    hit: (key, windowMs, limit, now) => meter.time("do", () => ns.get(ns.idFromName(key)).hit(windowMs, limit, now)),
   };
 }
 
@@ -23,41 +25,61 @@ export function clientIp(c: Context): string {
   return c.req.header("cf-connecting-ip")?.trim() || "unknown";
 }
 
-type KeyOf = (c: Context<AppEnv>) => Promise<string | undefined>;
-
-/**
- * Limits writes (POST/PUT/PATCH under /api/v1, admin excluded) to
- * `RATE_LIMIT_WRITES_PER_MINUTE` per key and fixed minute; 0 turns it off.
- * Over the limit: 429 RATE_LIMITED with `Retry-After` (seconds to the next window).
- * If the counter itself fails, the write goes through (logged): the limiter protects
- * capacity, it must not take the API down with it.
- */
-function limitWrites(keyOf: KeyOf, now: () => number): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
-    const limit = c.var.config.rateLimitWritesPerMinute;
-    if (limit === 0 || !isWrite(c.req.method) || isAdminPath(c.req.path)) return next();
-    const key = await keyOf(c);
-    if (key === undefined) return next();
-    let decision: RateLimitDecision;
-    try {
-      decision = await c.var.services.rateLimiter.hit(key, RATE_LIMIT_WINDOW_MS, limit, now());
-    } catch (err) {
-      log("warn", "rate limiter unavailable; letting the write through", { requestId: c.var.requestId, ...errorFields(err) });
-      return next();
-    }
-    if (!decision.allowed) {
-      throw new AppError("RATE_LIMITED", undefined, { "Retry-After": String(decision.retryAfterSeconds) });
-    }
-    await next();
-  };
+/** Writes (POST/PUT/PATCH under /api/v1, admin excluded) while the limit is on. */
+function isLimited(c: Context<AppEnv>): boolean {
+  return c.var.config.rateLimitWritesPerMinute > 0 && isWrite(c.req.method) && !isAdminPath(c.req.path);
 }
 
-/** Per client IP; runs before identity, so unauthenticated floods are limited too. */
-export const limitWritesByIp = (now: () => number) => limitWrites(async (c) => `ip:${clientIp(c)}`, now);
+/**
+ * Counts one write for `key`. If the counter itself fails, the write goes through
+ * (logged): the limiter protects capacity, it must not take the API down with it.
+ */
+async function hitOrPass(c: Context<AppEnv>, key: string, now: number): Promise<RateLimitDecision | undefined> {
+  try {
+    return await c.var.services.rateLimiter.hit(key, RATE_LIMIT_WINDOW_MS, c.var.config.rateLimitWritesPerMinute, now);
+  } catch (err) {
+    log("warn", "rate limiter unavailable; letting the write through", { requestId: c.var.requestId, ...errorFields(err) });
+    return undefined;
+  }
+}
 
-/** Per acting user (the body/query userId, equal to the JWT sub when identity is on); runs after identity. */
-export const limitWritesByUser = (now: () => number) =>
-  limitWrites(async (c) => {
-    const userId = await requestUserId(c);
-    return userId === undefined ? undefined : `user:${userId}`;
-  }, now);
+const rateLimited = (d: RateLimitDecision) => new AppError("RATE_LIMITED", undefined, { "Retry-After": String(d.retryAfterSeconds) });
+
+/**
+ * Limits writes to `RATE_LIMIT_WRITES_PER_MINUTE` per client IP and fixed minute
+ * (0 turns it off). Over the limit: 429 RATE_LIMITED with `Retry-After` (seconds
+ * to the next window). It runs before identity, so unauthenticated floods are
+ * counted too, but it does not wait: its counter call runs while identity is
+ * checked and is awaited together with the per-user one (one round trip for both,
+ * DESIGN §8). A request refused before that (401/403/400) is still answered 429
+ * when its IP is over the limit.
+ */
+export const limitWritesByIp = (now: () => number): MiddlewareHandler<AppEnv> => async (c, next) => {
+  if (!isLimited(c)) return next();
+  const pending = hitOrPass(c, `ip:${clientIp(c)}`, now());
+  c.set("ipLimit", pending);
+  await next();
+  if (c.var.ipLimit === undefined) return; // awaited by limitWritesByUser
+  const decision = await pending;
+  if (decision && !decision.allowed) {
+    const err = rateLimited(decision);
+    c.error = undefined;
+    c.res = errorResponse(c, err);
+  }
+};
+
+/**
+ * Per acting user (the body/query userId, equal to the JWT sub when identity is
+ * on); runs after identity, so nobody can spend another user's budget. Awaits the
+ * per-IP decision in the same step.
+ */
+export const limitWritesByUser = (now: () => number): MiddlewareHandler<AppEnv> => async (c, next) => {
+  if (!isLimited(c)) return next();
+  const userId = await requestUserId(c);
+  const ip = c.var.ipLimit;
+  c.set("ipLimit", undefined);
+  const [ipDecision, userDecision] = await Promise.all([ip, userId === undefined ? undefined : hitOrPass(c, `user:${userId}`, now())]);
+  if (ipDecision && !ipDecision.allowed) throw rateLimited(ipDecision);
+  if (userDecision && !userDecision.allowed) throw rateLimited(userDecision);
+  await next();
+};

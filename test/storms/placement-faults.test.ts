@@ -1,10 +1,8 @@
-import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config";
-import { OrdersRepo, type UserCouponRow } from "../../src/orders/orders.repo";
+import { OrdersRepo } from "../../src/orders/orders.repo";
 import { OrdersService } from "../../src/orders/orders.service";
-import type { ProductStock } from "../../src/products/product-stock.do";
 import { DurableObjectStock, type StockPort } from "../../src/products/product-stock.client";
 import { AppError } from "../../src/shared/errors";
 import { createCoupon, createProduct, createUser } from "../support/http";
@@ -13,7 +11,11 @@ import { createUserCoupon, stockStub, userCouponRow } from "../support/orders";
 
 const ttl = loadConfig(env).orderPaymentTtlMs;
 const realStock = () => new DurableObjectStock(env.PRODUCT_STOCK);
-const service = (repo: OrdersRepo, stock: StockPort = realStock()) => new OrdersService(repo, stock, () => Date.now(), ttl);
+/** Work the service defers past its answer (ctx.waitUntil in the app); awaited by `settled()`. */
+const deferred: Promise<unknown>[] = [];
+const settled = () => Promise.all(deferred.splice(0));
+const service = (repo: OrdersRepo, stock: StockPort = realStock()) =>
+  new OrdersService(repo, stock, () => Date.now(), ttl, undefined, (work) => deferred.push(work()));
 
 async function placeExpectingFailure(svc: OrdersService, input: Parameters<OrdersService["placeOrder"]>[0]) {
   const err = await svc.placeOrder(input).then(
@@ -35,12 +37,12 @@ describe("placement failures after reservation leave no reservation", () => {
     const a = await createProduct(100, 5);
     const b = await createProduct(100, 5);
     const uc = await createUserCoupon(userId, await createCoupon());
-    // The coupon gets used elsewhere after our check: the repo shows the stale, unused view.
+    // The coupon gets used elsewhere after the first batch checked it.
     class StaleCouponRepo extends OrdersRepo {
-      override async findUserCoupon(id: number): Promise<UserCouponRow | undefined> {
-        const row = await super.findUserCoupon(id);
-        await env.DB.prepare("UPDATE user_coupons SET used_at = ?, order_id = 424242 WHERE id = ?").bind(Date.now(), id).run();
-        return row;
+      override async recordAttempt(...args: Parameters<OrdersRepo["recordAttempt"]>) {
+        const attempt = await super.recordAttempt(...args);
+        await env.DB.prepare("UPDATE user_coupons SET used_at = ?, order_id = 424242 WHERE id = ?").bind(Date.now(), uc).run();
+        return attempt;
       }
     }
     const err = await placeExpectingFailure(service(new StaleCouponRepo(env.DB)), {
@@ -60,7 +62,7 @@ describe("placement failures after reservation leave no reservation", () => {
     const userId = await createUser();
     const p = await createProduct(100, 5);
     class BrokenCommitRepo extends OrdersRepo {
-      override async commitPlacement(): Promise<{ ok: true } | { ok: false }> {
+      override async commitPlacement(): Promise<{ ok: true }> {
         throw new Error("D1_ERROR: storage unavailable");
       }
     }
@@ -71,42 +73,56 @@ describe("placement failures after reservation leave no reservation", () => {
     await assertStockConservation([p], 5);
   });
 
-  it("a stock DO that throws on the second product", async () => {
+  it("a stock DO that throws on the second product: 503, and the first product's units come back", async () => {
     const userId = await createUser();
     const a = await createProduct(100, 5);
     const b = await createProduct(100, 5);
     const real = realStock();
     const flaky: StockPort = Object.assign(Object.create(real), {
-      reserve: (productId: number, orderId: number, quantity: number, now: number) =>
-        productId === b ? Promise.reject(new Error("DO unreachable")) : real.reserve(productId, orderId, quantity, now),
+      reserve: (...args: Parameters<StockPort["reserve"]>) => (args[0] === b ? Promise.reject(new Error("DO unreachable")) : real.reserve(...args)),
     });
     const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), flaky), {
       userId,
       orderProducts: [{ productId: b, quantity: 1 }, { productId: a, quantity: 2 }],
     });
-    expect(err.message).toContain("DO unreachable");
+    expect((err as AppError).code).toBe("SERVICE_UNAVAILABLE");
+    await settled();
     expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED", closed_at: expect.any(Number) });
     await assertStockConservation([a, b], 5);
   });
 
-  it("a hold that timed out before it was confirmed", async () => {
+  it("a reserve applied in the object whose call then throws is released by the compensation", async () => {
     const userId = await createUser();
     const p = await createProduct(100, 5);
     const real = realStock();
-    const slow: StockPort = Object.assign(Object.create(real), {
-      confirm: async (productId: number, orderId: number) => {
-        // The saga stalled longer than the hold lives.
-        await runInDurableObject(stockStub(productId), (_o: ProductStock, state) => {
-          state.storage.sql.exec("UPDATE reservations SET expires_at = ? WHERE order_id = ?", Date.now() - 1, orderId);
-        });
-        return real.confirm(productId, orderId);
+    const appliedThenLost: StockPort = Object.assign(Object.create(real), {
+      reserve: async (...args: Parameters<StockPort["reserve"]>) => {
+        const r = await real.reserve(...args);
+        expect(r.ok).toBe(true);
+        throw new Error("Network connection lost");
       },
     });
-    const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), slow), { userId, orderProducts: [{ productId: p, quantity: 5 }] });
-    expect((err as AppError).code).toBe("SERVICE_UNAVAILABLE");
+    const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), appliedThenLost), { userId, orderProducts: [{ productId: p, quantity: 3 }] });
     expect((err as AppError).status).toBe(503);
-    expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED" });
+    await settled();
+    expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED", closed_at: expect.any(Number) });
     expect(await stockStub(p).snapshot(p)).toMatchObject({ available: 5, held: 0, confirmed: 0 });
+    await assertStockConservation([p], 5);
+  });
+
+  it("a commit batch that lands but answers with an error: the order is placed, read back, with its stock", async () => {
+    const userId = await createUser();
+    const p = await createProduct(100, 5);
+    class LostAnswerRepo extends OrdersRepo {
+      override async commitPlacement(...args: Parameters<OrdersRepo["commitPlacement"]>): ReturnType<OrdersRepo["commitPlacement"]> {
+        await super.commitPlacement(...args);
+        throw new Error("D1_ERROR: Network connection lost");
+      }
+    }
+    const placed = await service(new LostAnswerRepo(env.DB)).placeOrder({ userId, orderProducts: [{ productId: p, quantity: 2 }] });
+    expect(placed).toMatchObject({ status: "NOT_PAID", totalAmount: 200 });
+    expect(await lastOrderOf(userId)).toMatchObject({ id: placed.orderId, status: "NOT_PAID" });
+    expect(await stockStub(p).snapshot(p)).toMatchObject({ available: 3, confirmed: 2 });
     await assertStockConservation([p], 5);
   });
 });

@@ -7,7 +7,7 @@ import { stockStub } from "./orders";
  * for each product, initial stock + restocks = available in the DO + quantity
  * reserved by NOT_PAID orders + quantity sold in PAID orders; the DO's own
  * books agree (held+confirmed = NOT_PAID lines, sold = PAID lines; no order in
- * any other state keeps units); the D1 projection equals the DO; and every
+ * any other state keeps units); the D1 projection, once flushed, equals the DO; and every
  * balance is within 0..5,000,000 and equals charges - uses + refunds.
  * `initialPlusRestocks` is one number for all products or one per product.
  */
@@ -30,6 +30,8 @@ export async function assertStockConservation(productIds: number[], initialPlusR
     expect(by.PENDING ?? 0, `${where}: no placement left half-way`).toBe(0);
     expect(snap!.held + snap!.confirmed, `${where}: DO reservations = NOT_PAID lines`).toBe(reserved);
     expect(snap!.sold, `${where}: DO sold = PAID lines`).toBe(sold);
+    // The projection is written behind (the object's alarm); flush is the deterministic way to wait for it.
+    expect(await stockStub(productId).flush(), `${where}: projection written`).toBe(true);
     const projected = await env.DB.prepare("SELECT stock FROM products WHERE id = ?").bind(productId).first<number>("stock");
     expect(projected, `${where}: products.stock follows the DO`).toBe(snap!.available);
   }
