@@ -22,7 +22,7 @@ import { AppError } from "./shared/errors";
 import type { AppEnv } from "./shared/http";
 import { errorFields, log } from "./shared/logger";
 import { requireUserIdentity } from "./shared/identity";
-import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, type IdempotencyOptions } from "./shared/idempotency";
+import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, KeyTakenError, type IdempotencyOptions } from "./shared/idempotency";
 import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 import { HopMeter } from "./shared/hops";
 
@@ -174,7 +174,11 @@ export function createApp(options: AppOptions = {}) {
   app.notFound((c) => errorResponse(c, new AppError("NOT_FOUND")));
   app.onError((err, c) => {
     const appErr = toAppError(err);
-    if (appErr.status >= 500) {
+    // A taken Idempotency-Key is answered by the idempotency middleware (a replay), not here.
+    if (err instanceof KeyTakenError) return errorResponse(c, appErr);
+    if (appErr.code === "SERVICE_UNAVAILABLE") {
+      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail });
+    } else if (appErr.status >= 500) {
       log("error", "unhandled error", { requestId: c.var.requestId, path: c.req.path, ...errorFields(err) });
     }
     return errorResponse(c, appErr);

@@ -64,6 +64,8 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
   private loading: Promise<"done" | "failed"> | undefined;
+  /** Users whose issuance this incarnation is writing to D1 right now (their twins hear ALREADY_ISSUED). */
+  private readonly projecting = new Set<number>();
   /** Whether the tables exist (created when D1 first confirms the coupon). */
   private schemaReady = false;
 
@@ -109,20 +111,30 @@ export class CouponIssuer extends DurableObject<Env> {
       const mine = this.sql
         .exec<{ issued_at: number; expires_at: number; synced: number }>("SELECT issued_at, expires_at, synced FROM issuances WHERE user_id = ?", userId)
         .toArray()[0];
-      // Not yet confirmed by D1 (an earlier attempt met an outage): settle it now, whatever the window says.
-      if (mine && mine.synced === 0) return { ok: true as const, issuedAt: mine.issued_at, expiresAt: mine.expires_at };
+      // Not yet confirmed by D1 because an earlier attempt met an outage (not one still in flight):
+      // settle it now, whatever the window says.
+      if (mine && mine.synced === 0 && !this.projecting.has(userId)) {
+        this.projecting.add(userId);
+        return { ok: true as const, issuedAt: mine.issued_at, expiresAt: mine.expires_at };
+      }
       const d = decideIssue(toIssuerCoupon(coupon), mine !== undefined, now);
       if (!d.ok) return d;
       this.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", userId, d.issuedAt, d.expiresAt);
       this.sql.exec("UPDATE coupon SET issued = issued + 1");
+      this.projecting.add(userId);
       return d;
     });
     this.coupon = this.readCoupon();
     if (!decision.ok) return { ...decision, d1Calls };
 
-    await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
-    d1Calls++;
-    const ids = await this.syncToD1([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
+    let ids: Map<number, number> | undefined;
+    try {
+      await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
+      d1Calls++;
+      ids = await this.syncToD1([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
+    } finally {
+      this.projecting.delete(userId);
+    }
     if (ids === undefined) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls };
     const userCouponId = ids.get(userId);
     if (userCouponId === undefined) return { ok: false, code: "USER_NOT_FOUND", d1Calls };

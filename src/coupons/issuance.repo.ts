@@ -38,7 +38,12 @@ export class IssuanceRepo implements IssuanceStore {
   constructor(private readonly d1: D1Database) {}
 
   async load(couponId: number): Promise<IssuerSnapshot | undefined> {
-    const [coupon, rows] = await this.d1.batch([
+    const [, coupon, rows] = await this.d1.batch([
+      // issued_quantity counts rows from here on (project adds what it inserts); rows that reached
+      // D1 some other way (an import, an older version) are counted once, when an object first loads.
+      this.d1
+        .prepare("UPDATE coupons SET issued_quantity = min(quantity, (SELECT count(*) FROM user_coupons WHERE coupon_id = ?1)) WHERE id = ?1")
+        .bind(couponId),
       this.d1
         .prepare("SELECT quantity, starts_at, ends_at, valid_days FROM coupons WHERE id = ?1")
         .bind(couponId),

@@ -212,7 +212,11 @@ export class ProductStock extends DurableObject<Env> {
       if (stock.available + delta < 0) return { ok: false, reason: "INSUFFICIENT_STOCK", available: stock.available };
       return { ok: true, available: this.adjust(delta) };
     });
-    if (result.ok) await this.afterChange();
+    if (result.ok) {
+      await this.afterChange();
+      // An admin change is rare: project it before answering, so the catalogue shows it right away.
+      await this.flush();
+    }
     return result;
   }
 

@@ -16,9 +16,9 @@ export interface IdempotencyStore {
   /**
    * Stores an answer for the claim's key unless the key already holds one
    * (first answer wins); an expired row or an abandoned in-flight claim of the
-   * same request is overwritten.
+   * same request is overwritten. True when this answer was stored.
    */
-  storeIfAbsent(claim: KeyClaim, statusCode: number, responseBody: string): Promise<void>;
+  storeIfAbsent(claim: KeyClaim, statusCode: number, responseBody: string): Promise<boolean>;
   /** Deletes up to `limit` expired keys; returns how many. */
   purgeExpired(now: number, limit?: number): Promise<number>;
 }
@@ -44,8 +44,8 @@ export class IdempotencyRepo implements IdempotencyStore {
     };
   }
 
-  async storeIfAbsent(claim: KeyClaim, statusCode: number, responseBody: string): Promise<void> {
-    await this.d1
+  async storeIfAbsent(claim: KeyClaim, statusCode: number, responseBody: string): Promise<boolean> {
+    const res = await this.d1
       .prepare(
         `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, status_code, response_body, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -57,6 +57,7 @@ export class IdempotencyRepo implements IdempotencyStore {
       )
       .bind(claim.userId, claim.key, claim.scope, claim.requestHash, statusCode, responseBody, claim.now, claim.expiresAt, claim.staleBefore)
       .run();
+    return res.meta.changes > 0;
   }
 
   async purgeExpired(now: number, limit = 1_000): Promise<number> {

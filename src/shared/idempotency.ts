@@ -98,8 +98,9 @@ export function isKeyTaken(err: unknown): boolean {
  *   when the key is taken that batch aborts and this middleware replays the stored
  *   response (`Idempotent-Replayed: true`). So of racing or retried twins exactly one
  *   applies the effect, whatever crashes in between, and no extra round trip is paid;
- * - any other 2xx/4xx answer is stored afterwards (first answer wins), and on routes
- *   that do not write the key themselves a stored answer is looked up first;
+ * - any other 2xx/4xx answer is stored afterwards; the first answer stored wins and
+ *   is what every later twin gets. Routes that do not write the key themselves look
+ *   a stored answer up first;
  * - a 5xx is not stored, so a retry runs again (nothing was applied, or the marker
  *   committed with the effect and the retry replays it);
  * - the same key with another route or body is 409 IDEMPOTENCY_KEY_REUSED.
@@ -135,11 +136,18 @@ export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_O
       return;
     }
     if (claim.stored || c.res.status >= 500) return;
+    let stored: boolean;
     try {
-      await c.var.services.idempotency.storeIfAbsent(claim, c.res.status, await c.res.clone().text());
+      stored = await c.var.services.idempotency.storeIfAbsent(claim, c.res.status, await c.res.clone().text());
     } catch (err) {
       // The answer stands; without a stored copy a retry runs again, which for these answers changes nothing.
       log("error", "idempotency record not saved", { requestId: c.var.requestId, ...errorFields(err) });
+      return;
+    }
+    // The key already holds an answer (a refusal decided before the effect's batch, or a twin's): that one stands.
+    if (!stored) {
+      const replay = await replayStored(c, claim);
+      if (replay) c.res = replay;
     }
   };
 }

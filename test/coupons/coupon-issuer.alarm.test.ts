@@ -23,7 +23,7 @@ async function breakD1Writes(couponId: number): Promise<IssuanceStore> {
 }
 
 describe("CouponIssuer write-behind alarm", () => {
-  it("answers 201 when the D1 write fails and the alarm converges D1 to exactly the DO's list", async () => {
+  it("answers 503 while the D1 write fails (a 201 always means D1 has the row), and the alarm converges D1 to exactly the DO's list", async () => {
     const users = await createUsers(4);
     const couponId = await createCoupon({ quantity: 10 });
     expect((await issue(couponId, users[0]!)).status).toBe(201);
@@ -31,10 +31,10 @@ describe("CouponIssuer write-behind alarm", () => {
     await breakD1Writes(couponId);
 
     const during = await Promise.all(users.slice(1).map((u) => issue(couponId, u)));
-    expect(during.map((r) => [r.status, r.body.data.userCouponId])).toEqual([
-      [201, null],
-      [201, null],
-      [201, null],
+    expect(during.map((r) => [r.status, r.body.error, r.headers.get("retry-after")])).toEqual([
+      [503, "SERVICE_UNAVAILABLE", "1"],
+      [503, "SERVICE_UNAVAILABLE", "1"],
+      [503, "SERVICE_UNAVAILABLE", "1"],
     ]);
     expect(await stub.state()).toMatchObject({ issued: 4, unsynced: 3 });
     expect(await d1State(couponId)).toMatchObject({ users: [users[0]], issuedQuantity: 1, events: 1 });
@@ -49,9 +49,27 @@ describe("CouponIssuer write-behind alarm", () => {
     expect(await d1State(couponId)).toEqual({ users: state.users, issuedQuantity: 4, quantity: 10, events: 4 });
     expect(await runInDurableObject(stub, (_i, s) => s.storage.getAlarm())).toBeNull();
 
-    // The owner's list now shows the coupon with its id.
+    // The owner's list now shows the coupon with its id, and the owner's retry is told it has it.
     const listed = await api.get(`/api/v1/coupons?userId=${users[1]}`);
     expect(listed.body.data.coupons.map((c: any) => c.couponId)).toEqual([couponId]);
+    expect((await issue(couponId, users[1]!)).body.error).toBe("COUPON_ALREADY_ISSUED");
+  });
+
+  it("settles a provisional issuance on the user's retry once D1 is back: 201 with the row's id, nothing twice", async () => {
+    const u = await createUser();
+    const couponId = await createCoupon({ quantity: 3 });
+    const stub = issuerOf(couponId);
+    expect((await issue(couponId, await createUser())).status).toBe(201);
+    const real = await breakD1Writes(couponId);
+    expect((await issue(couponId, u)).status).toBe(503);
+    await runInDurableObject(stub, (instance: CouponIssuer) => {
+      instance.store = real;
+    });
+    const retried = await issue(couponId, u);
+    expect(retried.status).toBe(201);
+    expect(retried.body.data.userCouponId).toEqual(expect.any(Number));
+    expect(await stub.state()).toMatchObject({ issued: 2, unsynced: 0 });
+    expect(await d1State(couponId)).toMatchObject({ issuedQuantity: 2, events: 2 });
   });
 
   it("re-arms itself while D1 keeps failing, then converges without duplicates", async () => {
@@ -60,7 +78,7 @@ describe("CouponIssuer write-behind alarm", () => {
     expect((await issue(couponId, a)).status).toBe(201);
     const stub = issuerOf(couponId);
     const real = await breakD1Writes(couponId);
-    expect((await issue(couponId, b)).status).toBe(201);
+    expect((await issue(couponId, b)).status).toBe(503);
 
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect((await stub.state()).unsynced).toBe(1);

@@ -1,6 +1,7 @@
 import { CouponIssuedV1 } from "../../src/events/event.schemas";
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
+import { runInDurableObject } from "cloudflare:test";
 import { adminHeaders, api, createCoupon, createUser, errorCode } from "../support/http";
 import { d1State, issue, issuerOf } from "./support";
 
@@ -102,17 +103,30 @@ describe("POST /api/v1/coupons/issue", () => {
     expect(res.body.data.expiresAt).toBe(endsAt.toISOString());
   });
 
-  it("answers 404 for an unknown user (before touching the DO) and for an unknown coupon", async () => {
-    const couponId = await createCoupon();
+  it("answers 404 for an unknown user without issuing (the unit goes back) and for an unknown coupon without storage", async () => {
+    const couponId = await createCoupon({ quantity: 1 });
     const unknownUser = await issue(couponId, 987_654);
     expect(unknownUser.status).toBe(404);
     expect(errorCode(unknownUser)).toBe("USER_NOT_FOUND");
-    expect((await issuerOf(couponId).state()).couponId).toBeNull();
+    expect(await issuerOf(couponId).state()).toMatchObject({ issued: 0, users: [], unsynced: 0 });
+    expect(await d1State(couponId)).toMatchObject({ users: [], issuedQuantity: 0, events: 0 });
+    // The one unit is still there for a real user.
     const userId = await createUser();
+    expect((await issue(couponId, userId)).status).toBe(201);
     const unknownCoupon = await issue(876_543, userId);
     expect(unknownCoupon.status).toBe(404);
     expect(errorCode(unknownCoupon)).toBe("COUPON_NOT_FOUND");
     expect(errorCode(await api.post("/api/v1/coupons/876543/issue", { userId }))).toBe("COUPON_NOT_FOUND");
+    expect(await issuerOf(876_543).state()).toMatchObject({ couponId: null });
+    expect(await runInDurableObject(issuerOf(876_543), (_i, state) => state.storage.sql.databaseSize)).toBeLessThan(16_384);
+  });
+
+  it("refuses a sold-out coupon before looking the user up: an unknown user hears COUPON_SOLD_OUT (README: error precedence)", async () => {
+    const couponId = await createCoupon({ quantity: 1 });
+    expect((await issue(couponId, await createUser())).status).toBe(201);
+    const res = await issue(couponId, 987_655);
+    expect(errorCode(res)).toBe("COUPON_SOLD_OUT");
+    expect(await d1State(couponId)).toMatchObject({ issuedQuantity: 1 });
   });
 
   it("answers 400 with the dedicated code for invalid ids and VALIDATION_FAILED for shape problems", async () => {

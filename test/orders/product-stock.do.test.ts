@@ -7,7 +7,11 @@ import { stockStub } from "../support/orders";
 
 let nextOrderId = 1_000_000;
 const orderId = () => nextOrderId++;
-const projected = (productId: number) => env.DB.prepare("SELECT stock FROM products WHERE id = ?").bind(productId).first<number>("stock");
+/** products.stock once the object has written its projection (it is written behind, by the alarm or `flush`). */
+const projected = async (productId: number) => {
+  await stockStub(productId).flush();
+  return env.DB.prepare("SELECT stock FROM products WHERE id = ?").bind(productId).first<number>("stock");
+};
 
 /** Moves a hold's deadline into the past, as if HOLD_TTL_MS had passed. */
 async function ageHold(productId: number, order: number) {

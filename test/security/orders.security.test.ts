@@ -7,7 +7,8 @@ const app = testApp({ JWT_SECRET });
 
 async function orderState(userId: number) {
   return env.DB.prepare(
-    `SELECT (SELECT count(*) FROM orders WHERE user_id = ?1) AS orders,
+    `SELECT (SELECT count(*) FROM orders WHERE user_id = ?1 AND status NOT IN ('PENDING', 'FAILED')) AS orders,
+            (SELECT count(*) FROM orders WHERE user_id = ?1 AND (status = 'PENDING' OR (status = 'FAILED' AND closed_at IS NULL))) AS pendingOrHeld,
             (SELECT count(*) FROM orders WHERE user_id = ?1 AND status = 'PAID') AS paid,
             (SELECT count(*) FROM orders WHERE user_id = ?1 AND status = 'CANCELLED') AS cancelled,
             (SELECT count(*) FROM outbox WHERE type = 'order.completed') AS events`,
@@ -86,6 +87,9 @@ describe("order and payment routes with JWT_SECRET set", () => {
     const c = await app.post("/api/v1/orders", body, headers);
     expect([a.status, b.status, c.status]).toEqual([201, 201, 201]);
     expect(new Set([a, b, c].map((r) => r.body.data.orderId)).size).toBe(1);
+    expect([a, b, c].filter((r) => r.headers.get("idempotent-replayed") === "true")).toHaveLength(2);
     expect((await orderState(userId))!.orders).toBe(before + 1);
+    // A twin that lost the race to the commit leaves at most an internal FAILED attempt, holding nothing.
+    expect((await orderState(userId))!.pendingOrHeld).toBe(0);
   });
 });
