@@ -89,6 +89,9 @@ export function createServices(
     const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
     ctx?.waitUntil(p);
   };
+  // Work after the answer goes through the raw binding: it is not part of the request's round trips.
+  const backgroundOrders = new OrdersRepo(env.DB);
+  const markSettledLater = (orderId: number) => afterCommit(() => backgroundOrders.markSettled(orderId, clock()));
   const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1);
@@ -113,7 +116,7 @@ export function createServices(
     adminRepo: new AdminRepo(d1),
     stock,
     ordersRepo,
-    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, afterCommit),
+    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, markSettledLater),
     payments: new PaymentService(
       ordersRepo,
       new PaymentRepo(d1),
@@ -123,9 +126,9 @@ export function createServices(
       (paid) =>
         afterCommit(async () => {
           await rankings.recordPaidOrder(paid.paidAt, paid.items);
-          await relay();
+          await relayOutbox(env.DB, transport, clock());
         }),
-      afterCommit,
+      markSettledLater,
       async (userId) => (await pointsRepo.findBalance(userId)) ?? 0,
     ),
     idempotency: new IdempotencyRepo(d1),

@@ -14,6 +14,7 @@ import {
 import { CouponIdParamSchema } from "../coupons/coupons.schemas";
 import { ProductIdParamSchema } from "../products/products.schemas";
 import { AppError } from "../shared/errors";
+import { errorFields, log } from "../shared/logger";
 import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
 
 const security = [{ adminBearer: [] }];
@@ -96,6 +97,8 @@ export const adminRoutes = createRouter()
       { name: body.name, description: body.description ?? "", price: body.price, stock: body.stock },
       c.var.services.clock(),
     );
+    // The stock object loads its initial stock now, so no order waits for that D1 read (best effort).
+    await c.var.services.stock.snapshot(productId).catch((err: unknown) => log("warn", "stock object not primed", { productId, ...errorFields(err) }));
     return ok(c, { productId }, 201);
   })
   .openapi(createCouponRoute, async (c) => {
@@ -112,6 +115,7 @@ export const adminRoutes = createRouter()
       },
       c.var.services.clock(),
     );
+    await c.var.services.coupons.prime(couponId);
     return ok(c, { couponId }, 201);
   })
   .openapi(setCouponQuantityRoute, async (c) => {

@@ -171,6 +171,15 @@ export class CouponIssuer extends DurableObject<Env> {
     return { ok: true, couponId, quantity, issuedQuantity: this.coupon!.issued };
   }
 
+  /**
+   * Loads the coupon from D1 now (the admin API calls this right after creating
+   * it), so no issuance request ever waits for that one D1 read. Invariant: the
+   * same as `ensureLoaded` (state initialised exactly once).
+   */
+  async prime(couponId: number): Promise<"ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"> {
+    return (await this.ensureLoaded(couponId)).result;
+  }
+
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();

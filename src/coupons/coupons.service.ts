@@ -2,6 +2,7 @@ import type { Env } from "../env";
 import { HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
+import { errorFields, log } from "../shared/logger";
 import type { IssueOutcome, SetQuantityOutcome } from "./coupon-issuer.do";
 import { userCouponStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
@@ -11,6 +12,8 @@ import type { UserCouponCache } from "./user-coupon.cache";
 export interface CouponIssuerPort {
   issue(couponId: number, userId: number, now: number): Promise<IssueOutcome>;
   setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome>;
+  /** Loads a new coupon into its object ahead of the first issuance. */
+  prime(couponId: number): Promise<string>;
 }
 
 /** Adapter: one CouponIssuer DO per coupon, addressed by the coupon id; the object's own D1 calls count as nested hops. */
@@ -28,6 +31,7 @@ export function couponIssuerClient(ns: Env["COUPON_ISSUER"], meter: HopMeter = n
         (out) => out.d1Calls,
       ),
     setQuantity: (couponId, quantity) => meter.time("do", async () => (await stub(couponId).setQuantity(couponId, quantity)) as SetQuantityOutcome),
+    prime: (couponId) => meter.time("do", async () => String(await stub(couponId).prime(couponId))),
   };
 }
 
@@ -143,6 +147,19 @@ export class CouponsService {
         status: userCouponStatus(r.usedAt, r.expiresAt, now),
       })),
     };
+  }
+
+  /**
+   * Primes a just-created coupon's object (its one D1 load happens now, not on the
+   * first issuance). Best effort: if the object is unreachable, the first issuance loads it.
+   */
+  async prime(couponId: number): Promise<void> {
+    try {
+      const out = await this.issuer.prime(couponId);
+      if (out !== "ok") log("warn", "coupon issuer not primed", { couponId, out });
+    } catch (err) {
+      log("warn", "coupon issuer not primed", { couponId, ...errorFields(err) });
+    }
   }
 
   /** Quantity changes go through the DO, which refuses to go below the issued count. */

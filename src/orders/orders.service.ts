@@ -56,8 +56,11 @@ export class OrdersService {
     private readonly paymentTtlMs: number,
     /** Owned-coupon lists to evict when an order uses or gives back a coupon. */
     private readonly couponCache: UserCouponCache = noUserCouponCache,
-    /** Runs bookkeeping after the answer (ctx.waitUntil); awaited inline when there is no request context. */
-    private readonly afterResponse: (work: () => Promise<unknown>) => void = (work) => void work(),
+    /**
+     * Records `closed_at` after the answer (ctx.waitUntil, outside the request's round trips);
+     * the default writes it at once. The settle cron covers a write that is lost.
+     */
+    private readonly markSettledLater: (orderId: number) => void = (orderId) => void this.repo.markSettled(orderId, this.clock()),
   ) {}
 
   /**
@@ -175,7 +178,7 @@ export class OrdersService {
       }),
     ]);
     if (failed && releases.every((r) => r.status === "fulfilled" && r.value.ok)) {
-      this.afterResponse(() => this.repo.markSettled(orderId, this.clock()));
+      this.markSettledLater(orderId);
     } else if (!failed || releases.some((r) => r.status === "rejected")) {
       log("error", "placement compensation incomplete; cron will retry", { orderId });
     }

@@ -37,8 +37,11 @@ export class PaymentService {
     private readonly clock: () => number,
     private readonly newId: () => string = () => crypto.randomUUID(),
     private readonly onPaid?: (paid: PaidOrder) => void,
-    /** Runs bookkeeping after the answer (ctx.waitUntil); inline when there is no request context. */
-    private readonly afterResponse: (work: () => Promise<unknown>) => void = (work) => void work(),
+    /**
+     * Records `closed_at` after the answer (ctx.waitUntil, outside the request's round trips);
+     * the default writes it at once. The settle cron covers a write that is lost.
+     */
+    private readonly markSettledLater: (orderId: number) => void = (orderId) => void this.orders.markSettled(orderId, this.clock()),
     /** The user's balance, read back only when the batch's answer was lost (src/points). */
     private readonly balanceOf: (userId: number) => Promise<number> = async () => 0,
   ) {}
@@ -63,7 +66,7 @@ export class PaymentService {
     this.onPaid?.({ orderId, userId, paidAt: now, items });
 
     const sold = await Promise.allSettled(items.map((i) => this.stock.sell(i.productId, orderId)));
-    if (sold.every((r) => r.status === "fulfilled" && r.value.ok)) this.afterResponse(() => this.orders.markSettled(orderId, this.clock()));
+    if (sold.every((r) => r.status === "fulfilled" && r.value.ok)) this.markSettledLater(orderId);
     else log("error", "stock sell incomplete after payment; cron will retry", { orderId });
     return { orderId, status: "PAID", paidAmount: result.paidAmount, balance: result.balance };
   }

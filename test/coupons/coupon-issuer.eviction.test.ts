@@ -81,7 +81,14 @@ describe("CouponIssuer across eviction, abort and first load", () => {
 
   it("loads issuances already in D1 on first use and counts them against the quantity", async () => {
     const users = await createUsers(4);
-    const couponId = await createCoupon({ quantity: 3 });
+    // A coupon that reached D1 without the admin API (a seed or an import): its object loads on first use.
+    const t = Date.now();
+    const couponId = (await env.DB.prepare(
+      `INSERT INTO coupons (name, discount_type, discount_value, quantity, issued_quantity, starts_at, ends_at, valid_days, created_at)
+       VALUES ('imported', 'AMOUNT', 1000, 3, 0, ?1, ?2, 7, ?1) RETURNING id`,
+    )
+      .bind(t - 3_600_000, t + 86_400_000)
+      .first<number>("id"))!;
     const now = Date.now();
     for (const u of users.slice(0, 2)) {
       await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)")
