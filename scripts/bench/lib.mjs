@@ -90,6 +90,150 @@ function percentile(sorted, p) {
   return sorted[idx];
 }
 
+// ---------------------------------------------------------------- Server-Timing
+
+/** The metrics the app reports (DESIGN: `Server-Timing` on every /api response). */
+export const TIMING_METRICS = ["d1", "do", "redis"];
+
+/**
+ * Parses one `Server-Timing` value, e.g.
+ * `d1;desc="2 calls";dur=3.1, do;desc="1 call";dur=0.8, hops;desc="3 sequential"`,
+ * into `{ d1: {count: 2, dur: 3.1}, do: {...}, hops: {count: 3, dur: undefined} }`:
+ * `count` is the leading integer of `desc`, `dur` the metric's `dur` (ms, total over
+ * its calls). Commas and semicolons inside quoted `desc` are respected.
+ */
+export function parseServerTiming(value) {
+  const out = {};
+  for (const entry of splitOutsideQuotes(value, ",")) {
+    const [name, ...params] = splitOutsideQuotes(entry, ";").map((p) => p.trim());
+    if (!name) continue;
+    const m = { count: undefined, dur: undefined };
+    for (const p of params) {
+      const eq = p.indexOf("=");
+      if (eq < 0) continue;
+      const key = p.slice(0, eq).trim().toLowerCase();
+      let v = p.slice(eq + 1).trim();
+      if (v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1).replace(/\\(.)/g, "$1");
+      if (key === "dur") m.dur = Number(v);
+      else if (key === "desc") {
+        const n = /^\s*(\d+(?:\.\d+)?)/.exec(v);
+        if (n) m.count = Number(n[1]);
+      }
+    }
+    out[name.toLowerCase()] = m;
+  }
+  return out;
+}
+
+function splitOutsideQuotes(s, sep) {
+  const parts = [];
+  let cur = "";
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i];
+    if (quoted && ch === "\\") {
+      cur += ch + (s[i + 1] ?? "");
+      i++;
+      continue;
+    }
+    if (ch === '"') quoted = !quoted;
+    if (ch === sep && !quoted) {
+      parts.push(cur);
+      cur = "";
+    } else cur += ch;
+  }
+  parts.push(cur);
+  return parts;
+}
+
+/** The header from autocannon's raw-name header object (any case; repeated headers joined). */
+function headerValue(headers, name) {
+  if (!headers) return undefined;
+  for (const k of Object.keys(headers)) {
+    if (k.toLowerCase() !== name) continue;
+    const v = headers[k];
+    return Array.isArray(v) ? v.join(", ") : String(v);
+  }
+  return undefined;
+}
+
+/**
+ * Per-run aggregate of the responses' `Server-Timing`: a histogram of `hops` (overall and
+ * per status), and per metric the calls and the time they took. A metric absent from a
+ * header that is present counts as zero (the app omits zero metrics).
+ */
+class TimingCollector {
+  constructor() {
+    this.responses = 0;
+    this.withHeader = 0;
+    this.unparsable = 0;
+    this.hops = new Map(); // hops -> count
+    this.hopsByStatus = new Map(); // status -> Map(hops -> count)
+    this.metrics = Object.fromEntries(TIMING_METRICS.map((k) => [k, { calls: 0, dur: 0, durSamples: 0 }]));
+  }
+  add(status, headers) {
+    this.responses++;
+    const value = headerValue(headers, "server-timing");
+    if (value === undefined) return;
+    let t;
+    try {
+      t = parseServerTiming(value);
+    } catch {
+      this.unparsable++;
+      return;
+    }
+    this.withHeader++;
+    const hops = t.hops?.count ?? 0;
+    this.hops.set(hops, (this.hops.get(hops) ?? 0) + 1);
+    let byStatus = this.hopsByStatus.get(status);
+    if (!byStatus) this.hopsByStatus.set(status, (byStatus = new Map()));
+    byStatus.set(hops, (byStatus.get(hops) ?? 0) + 1);
+    for (const k of TIMING_METRICS) {
+      const m = t[k];
+      if (!m) continue;
+      const agg = this.metrics[k];
+      // A metric listed without a count in `desc` is one call.
+      agg.calls += m.count ?? 1;
+      if (Number.isFinite(m.dur)) {
+        agg.dur += m.dur;
+        agg.durSamples += m.count ?? 1;
+      }
+    }
+  }
+  /** `{hops, timing}` for the run result; `hops` is null when no response had the header. */
+  result() {
+    const n = this.withHeader;
+    const hist = (map) => Object.fromEntries([...map].sort(([a], [b]) => a - b));
+    let hops = null;
+    if (n > 0) {
+      let sum = 0;
+      let max = 0;
+      for (const [h, c] of this.hops) {
+        sum += h * c;
+        max = Math.max(max, h);
+      }
+      hops = {
+        histogram: hist(this.hops),
+        byStatus: Object.fromEntries([...this.hopsByStatus].sort(([a], [b]) => a - b).map(([s, m]) => [s, hist(m)])),
+        mean: sum / n,
+        max,
+        responses: n,
+      };
+    }
+    const metrics = {};
+    for (const k of TIMING_METRICS) {
+      const a = this.metrics[k];
+      metrics[k] = {
+        totalCalls: a.calls,
+        totalDurMs: a.dur,
+        callsPerResponse: n > 0 ? a.calls / n : NaN,
+        msPerCall: a.durSamples > 0 ? a.dur / a.durSamples : NaN,
+      };
+    }
+    return { hops, timing: { responses: this.responses, withHeader: n, unparsable: this.unparsable, metrics } };
+  }
+}
+
 /**
  * One bounded autocannon run.
  *
@@ -102,14 +246,19 @@ function percentile(sorted, p) {
  * @param {(i:number, context:object) => ({path?:string, body?:object|string, method?:string}|undefined)} [o.build]
  *        per-request builder, called exactly once per request with a global index 0..amount-1;
  *        whatever it stores in `context` comes back to `onResponse` for that request
- * @param {(status:number, json:object|undefined, context:object) => void} [o.onResponse]
+ * @param {(status:number, json:object|undefined, context:object, headers:object) => void} [o.onResponse]
  *        called for every response with the parsed JSON body (when `parseBodies` or status >= 400)
+ *        and the response headers (autocannon >= 7.x: raw header names as keys)
  * @param {boolean} [o.parseBodies] parse 2xx bodies too (needed to collect ids)
  * @param {number} [o.connections] default 100
  * @param {number} [o.amount]   total requests (takes precedence over duration)
  * @param {number} [o.duration] seconds, when no amount
  * @param {number} [o.maxSeconds] hard stop, default 90
  * @param {number} [o.timeout]  per-request timeout in seconds, default 10
+ * @returns the run: label, counts, latency percentiles, and from every response's
+ *   `Server-Timing` header: `hops` ({histogram, byStatus, mean, max, responses}, or null
+ *   when no response carried the header) and `timing` ({responses, withHeader, unparsable,
+ *   metrics: {d1|do|redis: {totalCalls, totalDurMs, callsPerResponse, msPerCall}}})
  */
 export async function load(o) {
   const url = new URL(o.path ?? "/", o.url).toString();
@@ -126,6 +275,7 @@ export async function load(o) {
   const latencies = [];
   let built = 0;
   let parseFailures = 0;
+  const timing = new TimingCollector();
 
   const request = { method: o.method ?? "GET", path: new URL(url).pathname + new URL(url).search, headers };
   if (o.body !== undefined) request.body = encode(o.body);
@@ -140,7 +290,8 @@ export async function load(o) {
       };
     };
   }
-  request.onResponse = (status, body, context) => {
+  request.onResponse = (status, body, context, resHeaders) => {
+    timing.add(status, resHeaders);
     let json;
     if (status >= 400 || o.parseBodies) {
       try {
@@ -154,7 +305,7 @@ export async function load(o) {
       const key = `${status} ${code}`;
       errorCodes[key] = (errorCodes[key] ?? 0) + 1;
     }
-    o.onResponse?.(status, json, context);
+    o.onResponse?.(status, json, context, resHeaders);
   };
 
   const opts = { url, connections, timeout: o.timeout ?? 10, requests: [request] };
@@ -178,6 +329,7 @@ export async function load(o) {
 
   latencies.sort((a, b) => a - b);
   const responses = latencies.length;
+  const { hops, timing: timingSummary } = timing.result();
   return {
     label: o.label ?? `${request.method} ${request.path}`,
     connections,
@@ -194,6 +346,8 @@ export async function load(o) {
     timeouts: result.timeouts,
     parseFailures,
     built,
+    hops,
+    timing: timingSummary,
   };
 }
 
@@ -230,6 +384,45 @@ export function printTable(title, rows) {
         .join(", ");
       console.log(`- ${r.label}: ${list}`);
     }
+  }
+  printHops(rows);
+}
+
+const fmtHist = (h) =>
+  Object.entries(h)
+    .map(([hops, c]) => `${hops} x ${fmtInt(c)}`)
+    .join(", ");
+
+/**
+ * The runs' `Server-Timing` aggregate as a markdown table (printTable calls it under every
+ * table): how many responses carried the header, the `hops` histogram (per status when the
+ * run had several), mean hops, and per metric the mean calls per response and mean ms per
+ * call. "n/a" when a run's responses had no header (today's main; `/health` never has one).
+ */
+export function printHops(rows) {
+  const withTiming = rows.filter((r) => r.timing);
+  if (withTiming.length === 0) return;
+  if (withTiming.every((r) => !r.hops)) {
+    console.log("\nServer-Timing: n/a (no response in these runs carried the header)");
+    return;
+  }
+  console.log("\nServer-Timing (every response; hops = sequential D1+DO round trips, a parallel fan-out counts once):\n");
+  console.log(`| run | with header | hops: responses | mean hops | ${TIMING_METRICS.map((k) => `${k} calls/resp | ${k} ms/call`).join(" | ")} |`);
+  console.log(`|---|---:|---|---:|${TIMING_METRICS.map(() => "---:|---:").join("|")}|`);
+  for (const r of withTiming) {
+    const t = r.timing;
+    const seen = `${fmtInt(t.withHeader)}/${fmtInt(t.responses)}${t.unparsable ? ` (${t.unparsable} unparsable)` : ""}`;
+    if (!r.hops) {
+      console.log(`| ${r.label} | ${seen} | n/a | n/a | ${TIMING_METRICS.map(() => "n/a | n/a").join(" | ")} |`);
+      continue;
+    }
+    const statuses = Object.entries(r.hops.byStatus);
+    const perStatus = statuses.length > 1 ? ` (${statuses.map(([s, h]) => `${s}: ${fmtHist(h)}`).join("; ")})` : "";
+    const cells = TIMING_METRICS.map((k) => {
+      const m = t.metrics[k];
+      return `${fmt(m.callsPerResponse, 2)} | ${m.totalCalls > 0 ? fmt(m.msPerCall, 2) : "-"}`;
+    });
+    console.log(`| ${r.label} | ${seen} | ${fmtHist(r.hops.histogram)}${perStatus} | ${fmt(r.hops.mean, 2)} | ${cells.join(" | ")} |`);
   }
 }
 
