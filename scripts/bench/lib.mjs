@@ -436,9 +436,31 @@ export function printLoad(when = "end") {
   console.log(`\nload average at ${when} (1/5/15 min): ${loadavg()}`);
 }
 
-export function printRatio(ours, health) {
+const slug = (s) =>
+  String(s)
+    .toLowerCase()
+    .replace(/[^a-z0-9.]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+
+/**
+ * Prints `ours` as a share of the same-run ceiling. With `{ target }` (a fraction, e.g. 0.5
+ * = half the ceiling) it also prints the target and MET/MISSED. Always ends with one
+ * machine-readable line, `ratio <name>=<r> target=<t> MET|MISSED` (`target` and the verdict
+ * only when a target is given; `name` defaults to a slug of the run's label), for
+ * `grep '^ratio '`. A missed target is reported, not a failed check. Returns the ratio.
+ */
+export function printRatio(ours, health, { target, name } = {}) {
   const ratio = ours.rps / health.rps;
   console.log(`\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of same-run "${health.label}" (${fmtInt(health.rps)} req/s)`);
+  const id = name ?? slug(ours.label);
+  const r = Number.isFinite(ratio) ? ratio.toFixed(3) : "nan";
+  if (target === undefined) {
+    console.log(`ratio ${id}=${r}`);
+    return ratio;
+  }
+  const met = Number.isFinite(ratio) && ratio >= target;
+  console.log(`target: ${fmt(target * 100)}% of the ceiling (ratio >= ${target}): ${met ? "MET" : "MISSED"}`);
+  console.log(`ratio ${id}=${r} target=${target} ${met ? "MET" : "MISSED"}`);
   return ratio;
 }
 
@@ -556,6 +578,23 @@ export class Checks {
   ok() {
     return this.failed === 0;
   }
+}
+
+/**
+ * The storm latency targets as named checks on `checks` (a `Checks`): the tail stays
+ * within `p99Factor` x p50 (default 5) and no answer takes `maxMs` or more (default 5,000
+ * ms). They print PASS/FAIL with the other checks and fail the script the same way.
+ * A run without responses fails both. Returns whether both passed.
+ */
+export function latencyChecks(checks, run, { p99Factor = 5, maxMs = 5000 } = {}) {
+  const { p50, p99, max } = run;
+  const tail = checks.check(
+    `${run.label}: p99 <= ${p99Factor} x p50`,
+    Number.isFinite(p50) && Number.isFinite(p99) && p99 <= p99Factor * p50,
+    `p99 ${fmt(p99, 0)} ms, p50 ${fmt(p50, 0)} ms (p99 = ${fmt(p99 / p50, 1)} x p50; limit ${fmt(p99Factor * p50, 0)} ms)`,
+  );
+  const worst = checks.check(`${run.label}: max < ${fmtInt(maxMs)} ms`, Number.isFinite(max) && max < maxMs, `max ${fmt(max, 0)} ms`);
+  return tail && worst;
 }
 
 /** Polls `read()` until two reads `interval` ms apart are equal (bounded by `tries`). */
