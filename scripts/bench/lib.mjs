@@ -243,8 +243,9 @@ class TimingCollector {
  * @param {string} [o.method]   default GET
  * @param {object} [o.headers]
  * @param {string|object} [o.body]  fixed body (objects are JSON-encoded)
- * @param {(i:number, context:object) => ({path?:string, body?:object|string, method?:string}|undefined)} [o.build]
- *        per-request builder, called exactly once per request with a global index 0..amount-1;
+ * @param {(i:number, context:object) => ({path?:string, body?:object|string, method?:string, headers?:object}|undefined)} [o.build]
+ *        per-request builder, called exactly once per request with a global index 0..amount-1
+ *        (`headers` are added to the run's headers for that request only);
  *        whatever it stores in `context` comes back to `onResponse` for that request
  * @param {(status:number, json:object|undefined, context:object, headers:object) => void} [o.onResponse]
  *        called for every response with the parsed JSON body (when `parseBodies` or status >= 400)
@@ -286,6 +287,7 @@ export async function load(o) {
         ...req,
         method: spec.method ?? req.method,
         path: spec.path ?? req.path,
+        headers: spec.headers ? { ...req.headers, ...spec.headers } : req.headers,
         body: spec.body !== undefined ? encode(spec.body) : req.body,
       };
     };
