@@ -146,11 +146,15 @@ function splitOutsideQuotes(s, sep) {
   return parts;
 }
 
-/** The header from autocannon's raw-name header object (any case; repeated headers joined). */
-function headerValue(headers, name) {
+/**
+ * A header from autocannon's `onResponse` headers (raw names as keys: matched in any case;
+ * repeated headers joined with ", "), or undefined.
+ */
+export function headerValue(headers, name) {
   if (!headers) return undefined;
+  const want = name.toLowerCase();
   for (const k of Object.keys(headers)) {
-    if (k.toLowerCase() !== name) continue;
+    if (k.toLowerCase() !== want) continue;
     const v = headers[k];
     return Array.isArray(v) ? v.join(", ") : String(v);
   }
