@@ -318,12 +318,14 @@ export async function load(o) {
   if (amount) opts.amount = amount;
   else opts.duration = duration;
   const started = process.hrtime.bigint();
+  let lastResponse = started;
   let instance;
   const result = await new Promise((resolve, reject) => {
     instance = autocannon(opts, (err, res) => (err ? reject(err) : resolve(res)));
     instance.on("response", (_client, statusCode, _bytes, responseTime) => {
       statusCounts[statusCode] = (statusCounts[statusCode] ?? 0) + 1;
       latencies.push(responseTime);
+      lastResponse = process.hrtime.bigint();
     });
     const hardStop = setTimeout(() => {
       console.error(`[bench] ${o.label ?? url}: hard stop after ${maxSeconds} s`);
@@ -331,7 +333,11 @@ export async function load(o) {
     }, maxSeconds * 1000);
     instance.on("done", () => clearTimeout(hardStop));
   });
-  const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
+  // autocannon ends an `amount` run only on its next 1 s sample tick, so its wall time is
+  // rounded up to a whole second (a 4.1 s /health ceiling took 5.1 s). The run's time is
+  // start to last response; `wallS` keeps the wall time.
+  const wallS = Number(process.hrtime.bigint() - started) / 1e9;
+  const elapsedS = latencies.length > 0 ? Number(lastResponse - started) / 1e9 : wallS;
 
   latencies.sort((a, b) => a - b);
   const responses = latencies.length;
@@ -341,6 +347,7 @@ export async function load(o) {
     connections,
     responses,
     elapsedS,
+    wallS,
     rps: responses / elapsedS,
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
