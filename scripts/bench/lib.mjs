@@ -98,16 +98,17 @@ export const TIMING_METRICS = ["d1", "do", "redis"];
 /**
  * Parses one `Server-Timing` value, e.g.
  * `d1;desc="2 calls";dur=3.1, do;desc="1 call";dur=0.8, hops;desc="3 sequential"`,
- * into `{ d1: {count: 2, dur: 3.1}, do: {...}, hops: {count: 3, dur: undefined} }`:
- * `count` is the leading integer of `desc`, `dur` the metric's `dur` (ms, total over
- * its calls). Commas and semicolons inside quoted `desc` are respected.
+ * into `{ d1: {count: 2, nested: 0, dur: 3.1}, do: {...}, hops: {count: 3, nested: 0, dur: undefined} }`:
+ * `count` is the leading integer of `desc`, `nested` the N of a `(+N nested)` in it (round
+ * trips a callee made before answering, e.g. a Durable Object writing D1), `dur` the
+ * metric's `dur` (ms, total over its calls). Commas and semicolons inside quotes are respected.
  */
 export function parseServerTiming(value) {
   const out = {};
   for (const entry of splitOutsideQuotes(value, ",")) {
     const [name, ...params] = splitOutsideQuotes(entry, ";").map((p) => p.trim());
     if (!name) continue;
-    const m = { count: undefined, dur: undefined };
+    const m = { count: undefined, nested: 0, dur: undefined };
     for (const p of params) {
       const eq = p.indexOf("=");
       if (eq < 0) continue;
@@ -118,6 +119,8 @@ export function parseServerTiming(value) {
       else if (key === "desc") {
         const n = /^\s*(\d+(?:\.\d+)?)/.exec(v);
         if (n) m.count = Number(n[1]);
+        const nested = /\(\+(\d+) nested\)/.exec(v);
+        if (nested) m.nested = Number(nested[1]);
       }
     }
     out[name.toLowerCase()] = m;
@@ -173,7 +176,7 @@ class TimingCollector {
     this.unparsable = 0;
     this.hops = new Map(); // hops -> count
     this.hopsByStatus = new Map(); // status -> Map(hops -> count)
-    this.metrics = Object.fromEntries(TIMING_METRICS.map((k) => [k, { calls: 0, dur: 0, durSamples: 0 }]));
+    this.metrics = Object.fromEntries(TIMING_METRICS.map((k) => [k, { calls: 0, nested: 0, dur: 0, durSamples: 0 }]));
   }
   add(status, headers) {
     this.responses++;
@@ -198,6 +201,7 @@ class TimingCollector {
       const agg = this.metrics[k];
       // A metric listed without a count in `desc` is one call.
       agg.calls += m.count ?? 1;
+      agg.nested += m.nested;
       if (Number.isFinite(m.dur)) {
         agg.dur += m.dur;
         agg.durSamples += m.count ?? 1;
@@ -229,8 +233,10 @@ class TimingCollector {
       const a = this.metrics[k];
       metrics[k] = {
         totalCalls: a.calls,
+        totalNested: a.nested,
         totalDurMs: a.dur,
         callsPerResponse: n > 0 ? a.calls / n : NaN,
+        nestedPerResponse: n > 0 ? a.nested / n : NaN,
         msPerCall: a.durSamples > 0 ? a.dur / a.durSamples : NaN,
       };
     }
@@ -263,7 +269,8 @@ class TimingCollector {
  * @returns the run: label, counts, latency percentiles, and from every response's
  *   `Server-Timing` header: `hops` ({histogram, byStatus, mean, max, responses}, or null
  *   when no response carried the header) and `timing` ({responses, withHeader, unparsable,
- *   metrics: {d1|do|redis: {totalCalls, totalDurMs, callsPerResponse, msPerCall}}})
+ *   metrics: {d1|do|redis: {totalCalls, totalNested, totalDurMs, callsPerResponse,
+ *   nestedPerResponse, msPerCall}}})
  */
 export async function load(o) {
   const url = new URL(o.path ?? "/", o.url).toString();
@@ -409,8 +416,9 @@ const fmtHist = (h) =>
 /**
  * The runs' `Server-Timing` aggregate as a markdown table (printTable calls it under every
  * table): how many responses carried the header, the `hops` histogram (per status when the
- * run had several), mean hops, and per metric the mean calls per response and mean ms per
- * call. "n/a" when a run's responses had no header (today's main; `/health` never has one).
+ * run had several), mean hops, and per metric the mean calls per response (with the mean
+ * nested round trips callees reported, when any) and mean ms per call. "n/a" when a run's
+ * responses had no header (a build from before the header).
  */
 export function printHops(rows) {
   const withTiming = rows.filter((r) => r.timing);
@@ -433,7 +441,8 @@ export function printHops(rows) {
     const perStatus = statuses.length > 1 ? ` (${statuses.map(([s, h]) => `${s}: ${fmtHist(h)}`).join("; ")})` : "";
     const cells = TIMING_METRICS.map((k) => {
       const m = t.metrics[k];
-      return `${fmt(m.callsPerResponse, 2)} | ${m.totalCalls > 0 ? fmt(m.msPerCall, 2) : "-"}`;
+      const nested = m.totalNested > 0 ? ` (+${fmt(m.nestedPerResponse, 2)} nested)` : "";
+      return `${fmt(m.callsPerResponse, 2)}${nested} | ${m.totalCalls > 0 ? fmt(m.msPerCall, 2) : "-"}`;
     });
     console.log(`| ${r.label} | ${seen} | ${fmtHist(r.hops.histogram)}${perStatus} | ${fmt(r.hops.mean, 2)} | ${cells.join(" | ")} |`);
   }
