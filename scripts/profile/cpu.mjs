@@ -33,7 +33,8 @@
  */
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { SourceMap } from "node:module";
-import { basename, join } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { api, arg, assertLoopback, isoWithOffset, load, printLoad, printMachine, printTable, rng, seedUsersD1 } from "../bench/lib.mjs";
 import { APP_ROOT, BENCH_DIR, ROOT, startServer } from "../bench/server.mjs";
 
@@ -117,8 +118,11 @@ function sourceMapper(bundlePath) {
   return (line0, col0) => {
     const e = map.findEntry(line0, col0);
     if (!e || e.originalSource === undefined) return undefined;
-    // Sources are relative to .bench/dist: "../../src/x.ts", "../../node_modules/hono/...".
-    return `${e.originalSource.replace(/^(\.\.\/)+/, "").replace(/^file:\/\/.*?\/(src|node_modules)\//, "$1/")}:${e.originalLine + 1}`;
+    // Sources are relative to the bundle's dir ("../../src/x.ts"): show them relative to the app.
+    const src = e.originalSource;
+    const abs = src.startsWith("file:") ? fileURLToPath(src) : resolve(dirname(bundlePath), src);
+    const rel = relative(APP_ROOT, abs);
+    return `${rel.startsWith("..") ? src.replace(/^(\.\.\/)+/, "") : rel}:${e.originalLine + 1}`;
   };
 }
 
