@@ -90,6 +90,160 @@ function percentile(sorted, p) {
   return sorted[idx];
 }
 
+// ---------------------------------------------------------------- Server-Timing
+
+/** The metrics the app reports (DESIGN: `Server-Timing` on every /api response). */
+export const TIMING_METRICS = ["d1", "do", "redis"];
+
+/**
+ * Parses one `Server-Timing` value, e.g.
+ * `d1;desc="2 calls";dur=3.1, do;desc="1 call";dur=0.8, hops;desc="3 sequential"`,
+ * into `{ d1: {count: 2, nested: 0, dur: 3.1}, do: {...}, hops: {count: 3, nested: 0, dur: undefined} }`:
+ * `count` is the leading integer of `desc`, `nested` the N of a `(+N nested)` in it (round
+ * trips a callee made before answering, e.g. a Durable Object writing D1), `dur` the
+ * metric's `dur` (ms, total over its calls). Commas and semicolons inside quotes are respected.
+ */
+export function parseServerTiming(value) {
+  const out = {};
+  for (const entry of splitOutsideQuotes(value, ",")) {
+    const [name, ...params] = splitOutsideQuotes(entry, ";").map((p) => p.trim());
+    if (!name) continue;
+    const m = { count: undefined, nested: 0, dur: undefined };
+    for (const p of params) {
+      const eq = p.indexOf("=");
+      if (eq < 0) continue;
+      const key = p.slice(0, eq).trim().toLowerCase();
+      let v = p.slice(eq + 1).trim();
+      if (v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1).replace(/\\(.)/g, "$1");
+      if (key === "dur") m.dur = Number(v);
+      else if (key === "desc") {
+        const n = /^\s*(\d+(?:\.\d+)?)/.exec(v);
+        if (n) m.count = Number(n[1]);
+        const nested = /\(\+(\d+) nested\)/.exec(v);
+        if (nested) m.nested = Number(nested[1]);
+      }
+    }
+    out[name.toLowerCase()] = m;
+  }
+  return out;
+}
+
+function splitOutsideQuotes(s, sep) {
+  const parts = [];
+  let cur = "";
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i];
+    if (quoted && ch === "\\") {
+      cur += ch + (s[i + 1] ?? "");
+      i++;
+      continue;
+    }
+    if (ch === '"') quoted = !quoted;
+    if (ch === sep && !quoted) {
+      parts.push(cur);
+      cur = "";
+    } else cur += ch;
+  }
+  parts.push(cur);
+  return parts;
+}
+
+/**
+ * A header from autocannon's `onResponse` headers (raw names as keys: matched in any case;
+ * repeated headers joined with ", "), or undefined.
+ */
+export function headerValue(headers, name) {
+  if (!headers) return undefined;
+  const want = name.toLowerCase();
+  for (const k of Object.keys(headers)) {
+    if (k.toLowerCase() !== want) continue;
+    const v = headers[k];
+    return Array.isArray(v) ? v.join(", ") : String(v);
+  }
+  return undefined;
+}
+
+/**
+ * Per-run aggregate of the responses' `Server-Timing`: a histogram of `hops` (overall and
+ * per status), and per metric the calls and the time they took. A metric absent from a
+ * header that is present counts as zero (the app omits zero metrics).
+ */
+class TimingCollector {
+  constructor() {
+    this.responses = 0;
+    this.withHeader = 0;
+    this.unparsable = 0;
+    this.hops = new Map(); // hops -> count
+    this.hopsByStatus = new Map(); // status -> Map(hops -> count)
+    this.metrics = Object.fromEntries(TIMING_METRICS.map((k) => [k, { calls: 0, nested: 0, dur: 0, durSamples: 0 }]));
+  }
+  add(status, headers) {
+    this.responses++;
+    const value = headerValue(headers, "server-timing");
+    if (value === undefined) return;
+    let t;
+    try {
+      t = parseServerTiming(value);
+    } catch {
+      this.unparsable++;
+      return;
+    }
+    this.withHeader++;
+    const hops = t.hops?.count ?? 0;
+    this.hops.set(hops, (this.hops.get(hops) ?? 0) + 1);
+    let byStatus = this.hopsByStatus.get(status);
+    if (!byStatus) this.hopsByStatus.set(status, (byStatus = new Map()));
+    byStatus.set(hops, (byStatus.get(hops) ?? 0) + 1);
+    for (const k of TIMING_METRICS) {
+      const m = t[k];
+      if (!m) continue;
+      const agg = this.metrics[k];
+      // A metric listed without a count in `desc` is one call.
+      agg.calls += m.count ?? 1;
+      agg.nested += m.nested;
+      if (Number.isFinite(m.dur)) {
+        agg.dur += m.dur;
+        agg.durSamples += m.count ?? 1;
+      }
+    }
+  }
+  /** `{hops, timing}` for the run result; `hops` is null when no response had the header. */
+  result() {
+    const n = this.withHeader;
+    const hist = (map) => Object.fromEntries([...map].sort(([a], [b]) => a - b));
+    let hops = null;
+    if (n > 0) {
+      let sum = 0;
+      let max = 0;
+      for (const [h, c] of this.hops) {
+        sum += h * c;
+        max = Math.max(max, h);
+      }
+      hops = {
+        histogram: hist(this.hops),
+        byStatus: Object.fromEntries([...this.hopsByStatus].sort(([a], [b]) => a - b).map(([s, m]) => [s, hist(m)])),
+        mean: sum / n,
+        max,
+        responses: n,
+      };
+    }
+    const metrics = {};
+    for (const k of TIMING_METRICS) {
+      const a = this.metrics[k];
+      metrics[k] = {
+        totalCalls: a.calls,
+        totalNested: a.nested,
+        totalDurMs: a.dur,
+        callsPerResponse: n > 0 ? a.calls / n : NaN,
+        nestedPerResponse: n > 0 ? a.nested / n : NaN,
+        msPerCall: a.durSamples > 0 ? a.dur / a.durSamples : NaN,
+      };
+    }
+    return { hops, timing: { responses: this.responses, withHeader: n, unparsable: this.unparsable, metrics } };
+  }
+}
+
 /**
  * One bounded autocannon run.
  *
@@ -99,17 +253,24 @@ function percentile(sorted, p) {
  * @param {string} [o.method]   default GET
  * @param {object} [o.headers]
  * @param {string|object} [o.body]  fixed body (objects are JSON-encoded)
- * @param {(i:number, context:object) => ({path?:string, body?:object|string, method?:string}|undefined)} [o.build]
- *        per-request builder, called exactly once per request with a global index 0..amount-1;
+ * @param {(i:number, context:object) => ({path?:string, body?:object|string, method?:string, headers?:object}|undefined)} [o.build]
+ *        per-request builder, called exactly once per request with a global index 0..amount-1
+ *        (`headers` are added to the run's headers for that request only);
  *        whatever it stores in `context` comes back to `onResponse` for that request
- * @param {(status:number, json:object|undefined, context:object) => void} [o.onResponse]
+ * @param {(status:number, json:object|undefined, context:object, headers:object) => void} [o.onResponse]
  *        called for every response with the parsed JSON body (when `parseBodies` or status >= 400)
+ *        and the response headers (autocannon >= 7.x: raw header names as keys)
  * @param {boolean} [o.parseBodies] parse 2xx bodies too (needed to collect ids)
  * @param {number} [o.connections] default 100
  * @param {number} [o.amount]   total requests (takes precedence over duration)
  * @param {number} [o.duration] seconds, when no amount
  * @param {number} [o.maxSeconds] hard stop, default 90
  * @param {number} [o.timeout]  per-request timeout in seconds, default 10
+ * @returns the run: label, counts, latency percentiles, and from every response's
+ *   `Server-Timing` header: `hops` ({histogram, byStatus, mean, max, responses}, or null
+ *   when no response carried the header) and `timing` ({responses, withHeader, unparsable,
+ *   metrics: {d1|do|redis: {totalCalls, totalNested, totalDurMs, callsPerResponse,
+ *   nestedPerResponse, msPerCall}}})
  */
 export async function load(o) {
   const url = new URL(o.path ?? "/", o.url).toString();
@@ -126,6 +287,7 @@ export async function load(o) {
   const latencies = [];
   let built = 0;
   let parseFailures = 0;
+  const timing = new TimingCollector();
 
   const request = { method: o.method ?? "GET", path: new URL(url).pathname + new URL(url).search, headers };
   if (o.body !== undefined) request.body = encode(o.body);
@@ -136,11 +298,13 @@ export async function load(o) {
         ...req,
         method: spec.method ?? req.method,
         path: spec.path ?? req.path,
+        headers: spec.headers ? { ...req.headers, ...spec.headers } : req.headers,
         body: spec.body !== undefined ? encode(spec.body) : req.body,
       };
     };
   }
-  request.onResponse = (status, body, context) => {
+  request.onResponse = (status, body, context, resHeaders) => {
+    timing.add(status, resHeaders);
     let json;
     if (status >= 400 || o.parseBodies) {
       try {
@@ -154,19 +318,21 @@ export async function load(o) {
       const key = `${status} ${code}`;
       errorCodes[key] = (errorCodes[key] ?? 0) + 1;
     }
-    o.onResponse?.(status, json, context);
+    o.onResponse?.(status, json, context, resHeaders);
   };
 
   const opts = { url, connections, timeout: o.timeout ?? 10, requests: [request] };
   if (amount) opts.amount = amount;
   else opts.duration = duration;
   const started = process.hrtime.bigint();
+  let lastResponse = started;
   let instance;
   const result = await new Promise((resolve, reject) => {
     instance = autocannon(opts, (err, res) => (err ? reject(err) : resolve(res)));
     instance.on("response", (_client, statusCode, _bytes, responseTime) => {
       statusCounts[statusCode] = (statusCounts[statusCode] ?? 0) + 1;
       latencies.push(responseTime);
+      lastResponse = process.hrtime.bigint();
     });
     const hardStop = setTimeout(() => {
       console.error(`[bench] ${o.label ?? url}: hard stop after ${maxSeconds} s`);
@@ -174,15 +340,21 @@ export async function load(o) {
     }, maxSeconds * 1000);
     instance.on("done", () => clearTimeout(hardStop));
   });
-  const elapsedS = Number(process.hrtime.bigint() - started) / 1e9;
+  // autocannon ends an `amount` run only on its next 1 s sample tick, so its wall time is
+  // rounded up to a whole second (a 4.1 s /health ceiling took 5.1 s). The run's time is
+  // start to last response; `wallS` keeps the wall time.
+  const wallS = Number(process.hrtime.bigint() - started) / 1e9;
+  const elapsedS = latencies.length > 0 ? Number(lastResponse - started) / 1e9 : wallS;
 
   latencies.sort((a, b) => a - b);
   const responses = latencies.length;
+  const { hops, timing: timingSummary } = timing.result();
   return {
     label: o.label ?? `${request.method} ${request.path}`,
     connections,
     responses,
     elapsedS,
+    wallS,
     rps: responses / elapsedS,
     p50: percentile(latencies, 50),
     p95: percentile(latencies, 95),
@@ -194,6 +366,8 @@ export async function load(o) {
     timeouts: result.timeouts,
     parseFailures,
     built,
+    hops,
+    timing: timingSummary,
   };
 }
 
@@ -231,6 +405,47 @@ export function printTable(title, rows) {
       console.log(`- ${r.label}: ${list}`);
     }
   }
+  printHops(rows);
+}
+
+const fmtHist = (h) =>
+  Object.entries(h)
+    .map(([hops, c]) => `${hops} x ${fmtInt(c)}`)
+    .join(", ");
+
+/**
+ * The runs' `Server-Timing` aggregate as a markdown table (printTable calls it under every
+ * table): how many responses carried the header, the `hops` histogram (per status when the
+ * run had several), mean hops, and per metric the mean calls per response (with the mean
+ * nested round trips callees reported, when any) and mean ms per call. "n/a" when a run's
+ * responses had no header (a build from before the header).
+ */
+export function printHops(rows) {
+  const withTiming = rows.filter((r) => r.timing);
+  if (withTiming.length === 0) return;
+  if (withTiming.every((r) => !r.hops)) {
+    console.log("\nServer-Timing: n/a (no response in these runs carried the header)");
+    return;
+  }
+  console.log("\nServer-Timing (every response; hops = sequential D1+DO round trips, a parallel fan-out counts once):\n");
+  console.log(`| run | with header | hops: responses | mean hops | ${TIMING_METRICS.map((k) => `${k} calls/resp | ${k} ms/call`).join(" | ")} |`);
+  console.log(`|---|---:|---|---:|${TIMING_METRICS.map(() => "---:|---:").join("|")}|`);
+  for (const r of withTiming) {
+    const t = r.timing;
+    const seen = `${fmtInt(t.withHeader)}/${fmtInt(t.responses)}${t.unparsable ? ` (${t.unparsable} unparsable)` : ""}`;
+    if (!r.hops) {
+      console.log(`| ${r.label} | ${seen} | n/a | n/a | ${TIMING_METRICS.map(() => "n/a | n/a").join(" | ")} |`);
+      continue;
+    }
+    const statuses = Object.entries(r.hops.byStatus);
+    const perStatus = statuses.length > 1 ? ` (${statuses.map(([s, h]) => `${s}: ${fmtHist(h)}`).join("; ")})` : "";
+    const cells = TIMING_METRICS.map((k) => {
+      const m = t.metrics[k];
+      const nested = m.totalNested > 0 ? ` (+${fmt(m.nestedPerResponse, 2)} nested)` : "";
+      return `${fmt(m.callsPerResponse, 2)}${nested} | ${m.totalCalls > 0 ? fmt(m.msPerCall, 2) : "-"}`;
+    });
+    console.log(`| ${r.label} | ${seen} | ${fmtHist(r.hops.histogram)}${perStatus} | ${fmt(r.hops.mean, 2)} | ${cells.join(" | ")} |`);
+  }
 }
 
 /** The same load shape against `/health`: the ceiling of this server on this machine, this run. */
@@ -243,9 +458,31 @@ export function printLoad(when = "end") {
   console.log(`\nload average at ${when} (1/5/15 min): ${loadavg()}`);
 }
 
-export function printRatio(ours, health) {
+const slug = (s) =>
+  String(s)
+    .toLowerCase()
+    .replace(/[^a-z0-9.]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+
+/**
+ * Prints `ours` as a share of the same-run ceiling. With `{ target }` (a fraction, e.g. 0.5
+ * = half the ceiling) it also prints the target and MET/MISSED. Always ends with one
+ * machine-readable line, `ratio <name>=<r> target=<t> MET|MISSED` (`target` and the verdict
+ * only when a target is given; `name` defaults to a slug of the run's label), for
+ * `grep '^ratio '`. A missed target is reported, not a failed check. Returns the ratio.
+ */
+export function printRatio(ours, health, { target, name } = {}) {
   const ratio = ours.rps / health.rps;
   console.log(`\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of same-run "${health.label}" (${fmtInt(health.rps)} req/s)`);
+  const id = name ?? slug(ours.label);
+  const r = Number.isFinite(ratio) ? ratio.toFixed(3) : "nan";
+  if (target === undefined) {
+    console.log(`ratio ${id}=${r}`);
+    return ratio;
+  }
+  const met = Number.isFinite(ratio) && ratio >= target;
+  console.log(`target: ${fmt(target * 100)}% of the ceiling (ratio >= ${target}): ${met ? "MET" : "MISSED"}`);
+  console.log(`ratio ${id}=${r} target=${target} ${met ? "MET" : "MISSED"}`);
   return ratio;
 }
 
@@ -363,6 +600,23 @@ export class Checks {
   ok() {
     return this.failed === 0;
   }
+}
+
+/**
+ * The storm latency targets as named checks on `checks` (a `Checks`): the tail stays
+ * within `p99Factor` x p50 (default 5) and no answer takes `maxMs` or more (default 5,000
+ * ms). They print PASS/FAIL with the other checks and fail the script the same way.
+ * A run without responses fails both. Returns whether both passed.
+ */
+export function latencyChecks(checks, run, { p99Factor = 5, maxMs = 5000 } = {}) {
+  const { p50, p99, max } = run;
+  const tail = checks.check(
+    `${run.label}: p99 <= ${p99Factor} x p50`,
+    Number.isFinite(p50) && Number.isFinite(p99) && p99 <= p99Factor * p50,
+    `p99 ${fmt(p99, 0)} ms, p50 ${fmt(p50, 0)} ms (p99 = ${fmt(p99 / p50, 1)} x p50; limit ${fmt(p99Factor * p50, 0)} ms)`,
+  );
+  const worst = checks.check(`${run.label}: max < ${fmtInt(maxMs)} ms`, Number.isFinite(max) && max < maxMs, `max ${fmt(max, 0)} ms`);
+  return tail && worst;
 }
 
 /** Polls `read()` until two reads `interval` ms apart are equal (bounded by `tries`). */

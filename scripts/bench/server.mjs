@@ -153,11 +153,22 @@ function installExitHooks() {
  * Starts the production-like server: bundle -> Miniflare/workerd with wrangler.toml's
  * bindings, fresh D1/DO state in .bench/state/<run>, migrations applied, bench vars set.
  *
- * @returns {{ url: string, mode: string, stateDir: string, logFile: string,
+ * `inspectorPort` (off by default) opens workerd's V8 inspector (DevTools protocol) on
+ * 127.0.0.1: 0 picks a free port. The result then has `inspectorUrl` (ws://127.0.0.1:<port>);
+ * `GET http://127.0.0.1:<port>/json` lists its targets. Used by scripts/profile/cpu.mjs.
+ *
+ * @returns {{ url: string, mode: string, stateDir: string, logFile: string, inspectorUrl?: string,
  *   d1: { all(sql, ...params): Promise<object[]>, first(sql, ...params): Promise<object|null> },
  *   stop(): Promise<void> }}
  */
-export async function startServer({ vars = {}, build = true, keepState = false, quiet = false, direct = process.env.BENCH_DIRECT !== "0" } = {}) {
+export async function startServer({
+  vars = {},
+  build = true,
+  keepState = false,
+  quiet = false,
+  direct = process.env.BENCH_DIRECT !== "0",
+  inspectorPort = undefined,
+} = {}) {
   const { Miniflare, Log, LogLevel, convertV4MiniflareOptions } = await import("miniflare");
   const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
 
@@ -184,6 +195,7 @@ export async function startServer({ vars = {}, build = true, keepState = false, 
         resourcePersistencePath: stateDir,
         log: new Log(LogLevel.WARN),
         logRequests: false,
+        ...(inspectorPort !== undefined ? { inspectorPort, inspectorHost: LOOPBACK } : {}),
         // The Worker logs one JSON line per request; keep them off the terminal (and out of
         // the benchmark process's stdout) but on disk for inspection.
         handleStructuredLogs: ({ level, message }) => logStream.write(`${level} ${message}\n`),
@@ -246,8 +258,9 @@ export async function startServer({ vars = {}, build = true, keepState = false, 
       },
       raw: db,
     };
-    const mode = `Miniflare/workerd, wrangler deploy --dry-run bundle, ${direct ? "direct socket to the Worker" : "through Miniflare's entry worker"}`;
-    return { url, mode, stateDir, logFile, d1, stop };
+    const mode = `Miniflare/workerd, wrangler deploy --dry-run bundle, ${direct ? "direct socket to the Worker" : "through Miniflare's entry worker"}${inspectorPort !== undefined ? ", V8 inspector on" : ""}`;
+    const inspectorUrl = inspectorPort !== undefined ? (await mf.getInspectorURL()).toString() : undefined;
+    return { url, mode, stateDir, logFile, d1, stop, ...(inspectorUrl ? { inspectorUrl } : {}) };
   } catch (err) {
     await stop();
     throw err;
