@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
-import { IssuanceRepo, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
+import { IssuanceRepo, ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
 
@@ -38,6 +38,8 @@ export interface IssuerState {
 
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
 export const SYNC_DELAY_MS = 500;
+/** Most wins written to D1 in one group-commit batch (the projection chunk size). */
+const GROUP_ROWS = ROWS_PER_BATCH;
 /** Retry interval while D1 keeps failing. */
 const RETRY_DELAY_MS = 1_000;
 
@@ -64,6 +66,9 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
   private loading: Promise<"done" | "failed"> | undefined;
+  /** Wins waiting for the next group-commit batch, and whether one is being written. */
+  private readonly groupQueue: { record: IssuanceRecord; resolve: (ids: Map<number, number> | undefined) => void }[] = [];
+  private groupDraining = false;
   /** Users whose issuance this incarnation is writing to D1 right now (their twins hear ALREADY_ISSUED). */
   private readonly projecting = new Set<number>();
   /** Whether the tables exist (created when D1 first confirms the coupon). */
@@ -131,7 +136,7 @@ export class CouponIssuer extends DurableObject<Env> {
     try {
       await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
       d1Calls++;
-      ids = await this.syncToD1([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
+      ids = await this.projectGrouped({ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt });
     } finally {
       this.projecting.delete(userId);
     }
@@ -307,6 +312,33 @@ export class CouponIssuer extends DurableObject<Env> {
     } catch (err) {
       log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });
       return undefined;
+    }
+  }
+
+  /**
+   * Group commit of wins: one D1 batch is in flight at a time, and every win that
+   * arrives meanwhile joins the next one (up to GROUP_ROWS), so a storm of wins
+   * costs D1 a few dozen batches instead of one per win. Each win still waits for
+   * exactly one batch that carries its own row: one round trip (the time spent
+   * queued behind the batch in flight is queueing, like waiting for the input gate).
+   */
+  private projectGrouped(record: IssuanceRecord): Promise<Map<number, number> | undefined> {
+    return new Promise((resolve) => {
+      this.groupQueue.push({ record, resolve });
+      if (!this.groupDraining) void this.drainGroups();
+    });
+  }
+
+  private async drainGroups(): Promise<void> {
+    this.groupDraining = true;
+    try {
+      while (this.groupQueue.length > 0) {
+        const group = this.groupQueue.splice(0, GROUP_ROWS);
+        const ids = await this.syncToD1(group.map((g) => g.record));
+        for (const g of group) g.resolve(ids);
+      }
+    } finally {
+      this.groupDraining = false;
     }
   }
 

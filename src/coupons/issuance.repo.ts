@@ -23,7 +23,7 @@ export interface IssuerSnapshot {
 }
 
 /** Rows per D1 batch: 3 statements each, well under D1's limits; the id read-back binds 1 + rows params (< 100). */
-const ROWS_PER_BATCH = 25;
+export const ROWS_PER_BATCH = 32;
 
 /** Port the DO writes through; tests swap it to simulate a D1 outage. */
 export interface IssuanceStore {
