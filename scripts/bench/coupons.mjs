@@ -22,7 +22,7 @@
  * Users are seeded straight into D1 (10,000 admin calls would take longer than the
  * storm; `--http-users` uses the admin API instead). The coupon goes through the admin API.
  *
- * Options: --users 10000 --quantity 1000 --connections 300 --http-users
+ * Options: --users 10000 --quantity 1000 --connections 300 --warmup 500 --http-users
  *          --all-winners (defaults become --users 5000 --quantity <users>) --retry <winners>
  */
 import { startServer } from "./server.mjs";
@@ -43,12 +43,15 @@ import {
   readStable,
   routeExists,
   seedUsersD1,
+  statusSummary,
 } from "./lib.mjs";
 
 const ALL_WINNERS = process.argv.includes("--all-winners");
 const USERS = arg("users", ALL_WINNERS ? 5000 : 10_000);
 const QUANTITY = arg("quantity", ALL_WINNERS ? USERS : 1000);
 const CONNECTIONS = arg("connections", 300);
+/** Issue requests on a separate coupon before the storm (quantity WARMUP, 2 x WARMUP requests); 0 skips it. */
+const WARMUP = arg("warmup", 500);
 const HTTP_USERS = process.argv.includes("--http-users");
 // The retry replays winners: all of them by default, a sample of 1,000 in the all-winners storm.
 const RETRY = arg("retry", ALL_WINNERS ? 1000 : Infinity);
@@ -102,6 +105,30 @@ try {
     console.log(`\nSKIPPED: POST ${ISSUE_PATH} is not in this build (404 NOT_FOUND). Setup worked: ${users.length} users, coupon ${couponId}.`);
     exitCode = 2;
   } else {
+    // Warm-up (not measured): the same request shape on a separate coupon, so the storm meets a warm
+    // isolate, JIT and D1 statement cache, as production traffic does; /health below is measured warm too.
+    const warmCoupon = await api(
+      server.url,
+      "POST",
+      "/api/v1/admin/coupons",
+      { name: "bench warm-up", discountType: "AMOUNT", discountValue: 10, quantity: Math.min(WARMUP, USERS), startsAt: isoWithOffset(now - 60_000), endsAt: isoWithOffset(now + 86_400_000) },
+      { admin: true },
+    );
+    if (WARMUP > 0 && warmCoupon.status === 201) {
+      const warm = await load({
+        url: server.url,
+        path: ISSUE_PATH,
+        method: "POST",
+        connections: CONNECTIONS,
+        amount: Math.min(WARMUP * 2, USERS),
+        maxSeconds: 60,
+        build: (i) => ({ body: { userId: users[i], couponId: warmCoupon.json.data.couponId } }),
+        label: "warm-up (separate coupon, not measured)",
+      });
+      await healthCeiling(server.url, { connections: CONNECTIONS, amount: 2_000, label: "warm-up /health" });
+      console.log(`\nwarm-up: ${warm.responses} issue requests on coupon ${warmCoupon.json.data.couponId} (${statusSummary(warm)}), 2,000 x /health`);
+    }
+
     // Phase 1: every request a distinct user.
     const winners = new Set();
     let badBodies = 0;

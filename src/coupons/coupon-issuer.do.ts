@@ -71,6 +71,11 @@ export class CouponIssuer extends DurableObject<Env> {
   private groupDraining = false;
   /** Users whose issuance this incarnation is writing to D1 right now (their twins hear ALREADY_ISSUED). */
   private readonly projecting = new Set<number>();
+  /**
+   * The stored alarm time as this object last set it (undefined: not read yet). Only this
+   * object sets or deletes its alarm, so the copy saves a storage read per issuance.
+   */
+  private alarmAt: number | null | undefined;
   /** Whether the tables exist (created when D1 first confirms the coupon). */
   private schemaReady = false;
 
@@ -87,9 +92,8 @@ export class CouponIssuer extends DurableObject<Env> {
     ctx.blockConcurrencyWhile(async () => {
       this.schemaReady = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'coupon'").toArray().length > 0;
       this.coupon = this.readCoupon();
-      if (this.coupon && this.needsSync() && (await ctx.storage.getAlarm()) === null) {
-        await ctx.storage.setAlarm(Date.now() + SYNC_DELAY_MS);
-      }
+      this.alarmAt = await ctx.storage.getAlarm();
+      if (this.coupon && this.needsSync() && this.alarmAt === null) await this.setAlarm(Date.now() + SYNC_DELAY_MS);
     });
   }
 
@@ -111,8 +115,10 @@ export class CouponIssuer extends DurableObject<Env> {
     let d1Calls = load.d1Calls;
     if (load.result !== "ok") return { ok: false, code: load.result, d1Calls };
 
+    // The cached row is the persisted one: this object is its only writer and updates the copy after each write.
+    const coupon = this.coupon!;
+    let fresh = false;
     const decision = this.ctx.storage.transactionSync(() => {
-      const coupon = this.readCoupon()!;
       const mine = this.sql
         .exec<{ issued_at: number; expires_at: number; synced: number }>("SELECT issued_at, expires_at, synced FROM issuances WHERE user_id = ?", userId)
         .toArray()[0];
@@ -126,10 +132,11 @@ export class CouponIssuer extends DurableObject<Env> {
       if (!d.ok) return d;
       this.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", userId, d.issuedAt, d.expiresAt);
       this.sql.exec("UPDATE coupon SET issued = issued + 1");
+      fresh = true;
       this.projecting.add(userId);
       return d;
     });
-    this.coupon = this.readCoupon();
+    if (fresh) this.coupon = { ...coupon, issued: coupon.issued + 1 };
     if (!decision.ok) return { ...decision, d1Calls };
 
     let ids: Map<number, number> | undefined;
@@ -200,6 +207,7 @@ export class CouponIssuer extends DurableObject<Env> {
    * idempotently, until D1 confirms; while D1 fails the alarm re-arms itself.
    */
   override async alarm(): Promise<void> {
+    this.alarmAt = null; // the alarm that fired is spent
     const coupon = this.readCoupon();
     if (!coupon) return;
     const pending = this.sql
@@ -207,6 +215,8 @@ export class CouponIssuer extends DurableObject<Env> {
         "SELECT user_id, issued_at, expires_at FROM issuances WHERE synced = 0 ORDER BY user_id",
       )
       .toArray()
+      // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
+      .filter((r) => !this.projecting.has(r.user_id))
       .map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
     let failed = false;
     if (coupon.quantity_synced === 0) {
@@ -220,7 +230,7 @@ export class CouponIssuer extends DurableObject<Env> {
     }
     if (pending.length > 0 && (await this.syncToD1(pending)) === undefined) failed = true;
     this.coupon = this.readCoupon();
-    if (failed || this.needsSync()) await this.ctx.storage.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
+    if (failed || this.needsSync()) await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
   }
 
   /**
@@ -288,7 +298,7 @@ export class CouponIssuer extends DurableObject<Env> {
    * records D1 now holds.
    */
   private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
-    const coupon = this.readCoupon()!;
+    const coupon = this.coupon!;
     try {
       const ids = await this.store.project(coupon.id, records, Date.now());
       const unknown = records.filter((r) => !ids.has(r.userId)).map((r) => r.userId);
@@ -311,6 +321,7 @@ export class CouponIssuer extends DurableObject<Env> {
       return ids;
     } catch (err) {
       log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });
+      await this.scheduleSync(Date.now() + RETRY_DELAY_MS);
       return undefined;
     }
   }
@@ -344,19 +355,28 @@ export class CouponIssuer extends DurableObject<Env> {
 
   /** Arms the alarm no later than `at` (an earlier pending alarm is kept, so a storm cannot postpone it). */
   private async scheduleSync(at: number): Promise<void> {
-    const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    this.alarmAt ??= await this.ctx.storage.getAlarm();
+    if (this.alarmAt === null || this.alarmAt > at) await this.setAlarm(at);
   }
 
   /** Leaves no alarm behind once everything is in D1. */
   private async clearAlarmIfSynced(): Promise<void> {
-    if (!this.needsSync()) await this.ctx.storage.deleteAlarm();
+    if (this.needsSync()) return;
+    this.alarmAt ??= await this.ctx.storage.getAlarm();
+    if (this.alarmAt !== null) {
+      await this.ctx.storage.deleteAlarm();
+      this.alarmAt = null;
+    }
+  }
+
+  private async setAlarm(at: number): Promise<void> {
+    await this.ctx.storage.setAlarm(at);
+    this.alarmAt = at;
   }
 
   private needsSync(): boolean {
-    const coupon = this.readCoupon();
-    const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
-    return unsynced > 0 || coupon?.quantity_synced === 0;
+    if (this.coupon?.quantity_synced === 0) return true;
+    return this.sql.exec("SELECT 1 FROM issuances WHERE synced = 0 LIMIT 1").toArray().length > 0;
   }
 
   private createSchema(): void {

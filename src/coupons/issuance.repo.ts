@@ -22,8 +22,8 @@ export interface IssuerSnapshot {
   issued: (IssuanceRecord & { userCouponId: number })[];
 }
 
-/** Rows per D1 batch: 3 statements each, well under D1's limits; the id read-back binds 1 + rows params (< 100). */
-export const ROWS_PER_BATCH = 32;
+/** Rows per D1 batch (four statements, one JSON parameter): one group-commit batch of the CouponIssuer. */
+export const ROWS_PER_BATCH = 100;
 
 /** Port the DO writes through; tests swap it to simulate a D1 outage. */
 export interface IssuanceStore {
@@ -73,42 +73,39 @@ export class IssuanceRepo implements IssuanceStore {
   async project(couponId: number, records: IssuanceRecord[], at: number): Promise<Map<number, number>> {
     const ids = new Map<number, number>();
     for (let i = 0; i < records.length; i += ROWS_PER_BATCH) {
-      const chunk = records.slice(i, i + ROWS_PER_BATCH);
-      const statements: D1PreparedStatement[] = [];
-      for (const r of chunk) {
-        statements.push(
-          this.d1
-            .prepare(
-              `INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at)
-               SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
-               ON CONFLICT (user_id, coupon_id) DO NOTHING`,
-            )
-            .bind(r.userId, couponId, r.issuedAt, r.expiresAt),
-          // changes() is the insert's: 1 for a new row, 0 for a retry or an unknown user.
-          this.d1.prepare("UPDATE coupons SET issued_quantity = issued_quantity + changes() WHERE id = ?1").bind(couponId),
-          this.d1
-            .prepare(
-              `INSERT OR IGNORE INTO outbox (event_id, type, aggregate_id, payload, status, next_attempt_at, created_at)
-               SELECT ?1, 'coupon.issued', ?2,
-                      -- the CouponIssuedV1 envelope of src/events/event.schemas.ts, built from the row itself
-                      json_object('eventId', ?1, 'type', 'coupon.issued', 'version', 1,
-                        'occurredAt', strftime('%Y-%m-%dT%H:%M:%fZ', issued_at / 1000.0, 'unixepoch'),
-                        'issuance', json_object('couponId', coupon_id, 'userId', user_id, 'userCouponId', id,
-                          'issuedAt', strftime('%Y-%m-%dT%H:%M:%fZ', issued_at / 1000.0, 'unixepoch'),
-                          'expiresAt', strftime('%Y-%m-%dT%H:%M:%fZ', expires_at / 1000.0, 'unixepoch'))),
-                      'PENDING', ?3, ?3
-               FROM user_coupons WHERE user_id = ?4 AND coupon_id = ?5`,
-            )
-            .bind(couponIssuedEventId(couponId, r.userId), String(couponId), at, r.userId, couponId),
-        );
-      }
-      statements.push(
+      // One JSON parameter carries the chunk, so the batch is four statements whatever its size.
+      const rows = JSON.stringify(records.slice(i, i + ROWS_PER_BATCH).map((r) => ({ u: r.userId, i: r.issuedAt, e: r.expiresAt })));
+      // This chunk's rows, looked up by UNIQUE(user_id, coupon_id) one by one (CROSS JOIN keeps json_each
+      // the outer loop): never a scan of the coupon's other rows, which would make a storm quadratic.
+      const mine = "json_each(?2) j CROSS JOIN user_coupons uc ON uc.user_id = json_extract(j.value, '$.u') AND uc.coupon_id = ?1";
+      const [, , , owned] = await this.d1.batch<{ user_id: number; id: number }>([
         this.d1
-          .prepare(`SELECT user_id, id FROM user_coupons WHERE coupon_id = ?1 AND user_id IN (${chunk.map((_, k) => `?${k + 2}`).join(", ")})`)
-          .bind(couponId, ...chunk.map((r) => r.userId)),
-      );
-      const results = await this.d1.batch<{ user_id: number; id: number }>(statements);
-      for (const row of results[results.length - 1]?.results ?? []) ids.set(row.user_id, row.id);
+          .prepare(
+            `INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at)
+             SELECT json_extract(r.value, '$.u'), ?1, json_extract(r.value, '$.i'), json_extract(r.value, '$.e') FROM json_each(?2) r
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = json_extract(r.value, '$.u'))
+             ON CONFLICT (user_id, coupon_id) DO NOTHING`,
+          )
+          .bind(couponId, rows),
+        // changes() is the insert's: the rows it added (a retried or unknown user's row adds none).
+        this.d1.prepare("UPDATE coupons SET issued_quantity = issued_quantity + changes() WHERE id = ?1").bind(couponId),
+        this.d1
+          .prepare(
+            `INSERT OR IGNORE INTO outbox (event_id, type, aggregate_id, payload, status, next_attempt_at, created_at)
+             SELECT 'coupon.issued:' || uc.coupon_id || ':' || uc.user_id, 'coupon.issued', CAST(uc.coupon_id AS TEXT),
+                    -- the CouponIssuedV1 envelope of src/events/event.schemas.ts, built from the row itself
+                    json_object('eventId', 'coupon.issued:' || uc.coupon_id || ':' || uc.user_id, 'type', 'coupon.issued', 'version', 1,
+                      'occurredAt', strftime('%Y-%m-%dT%H:%M:%fZ', uc.issued_at / 1000.0, 'unixepoch'),
+                      'issuance', json_object('couponId', uc.coupon_id, 'userId', uc.user_id, 'userCouponId', uc.id,
+                        'issuedAt', strftime('%Y-%m-%dT%H:%M:%fZ', uc.issued_at / 1000.0, 'unixepoch'),
+                        'expiresAt', strftime('%Y-%m-%dT%H:%M:%fZ', uc.expires_at / 1000.0, 'unixepoch'))),
+                    'PENDING', ?3, ?3
+             FROM ${mine}`,
+          )
+          .bind(couponId, rows, at),
+        this.d1.prepare(`SELECT uc.user_id AS user_id, uc.id AS id FROM ${mine}`).bind(couponId, rows),
+      ]);
+      for (const row of owned?.results ?? []) ids.set(row.user_id, row.id);
     }
     return ids;
   }

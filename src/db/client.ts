@@ -1,11 +1,14 @@
 import { drizzle, type DrizzleD1Database } from "drizzle-orm/d1";
-import * as schema from "./schema";
 
-export type Db = DrizzleD1Database<typeof schema>;
+/**
+ * The query builder over D1. Built per request (over the request's metered binding),
+ * so it is built without the relational schema: nothing uses `db.query`, and
+ * extracting the relations cost about 1% of a coupon storm's CPU (profile, docs/PERFORMANCE.md).
+ */
+export type Db = DrizzleD1Database;
 
-/** One drizzle client over the D1 binding. Cheap; built per request. */
 export function createDb(d1: D1Database): Db {
-  return drizzle(d1, { schema });
+  return drizzle(d1);
 }
 
 /**
