@@ -159,6 +159,8 @@ export const orders = sqliteTable(
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.id),
     index("orders_status_expires_idx").on(t.status, t.expiresAt),
+    // The foreign key from orders to user_coupons: without it every user_coupons insert scans orders.
+    index("orders_user_coupon_id_idx").on(t.userCouponId),
     check(
       "orders_status",
       sql`status IN ('PENDING','NOT_PAID','PAID','EXPIRED','CANCELLED','FAILED')`,

@@ -1,0 +1,1 @@
+CREATE INDEX `orders_user_coupon_id_idx` ON `orders` (`user_coupon_id`);
