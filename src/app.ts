@@ -24,7 +24,7 @@ import { errorFields, log } from "./shared/logger";
 import { requireUserIdentity } from "./shared/identity";
 import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, KeyTakenError, type IdempotencyOptions } from "./shared/idempotency";
 import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
-import { HopMeter } from "./shared/hops";
+import { HopMeter, ObjectUnavailableError } from "./shared/hops";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -34,6 +34,7 @@ const JSON_CONTENT_TYPE = /^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i;
 /** Maps anything thrown during a request to one AppError (the only thing clients see). */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
+  if (err instanceof ObjectUnavailableError) return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
   if (err instanceof HTTPException) {
     if (err.status === 400) return new AppError("VALIDATION_FAILED", "body: malformed JSON");
     if (err.status === 401) return new AppError("UNAUTHORIZED");
@@ -177,7 +178,7 @@ export function createApp(options: AppOptions = {}) {
     // A taken Idempotency-Key is answered by the idempotency middleware (a replay), not here.
     if (err instanceof KeyTakenError) return errorResponse(c, appErr);
     if (appErr.code === "SERVICE_UNAVAILABLE") {
-      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail });
+      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(err instanceof ObjectUnavailableError ? errorFields(err.cause) : {}) });
     } else if (appErr.status >= 500) {
       log("error", "unhandled error", { requestId: c.var.requestId, path: c.req.path, ...errorFields(err) });
     }

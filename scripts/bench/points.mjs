@@ -17,7 +17,7 @@
  * requests spread over the storm, same key and body, answers each one's stored status with
  * `Idempotent-Replayed: true` and changes no balance or history row.
  *
- * Options: --users 1000 --requests 5000 --connections 200 --seed 42 --idempotency-keys --replays 500
+ * Options: --users 1000 --requests 5000 --connections 300 --seed 42 --idempotency-keys --replays 500
  *
  * A request that got no answer (socket error, timeout, hard stop) has an unknown outcome;
  * the checks then allow exactly that slack and say so (they are exact when every request
@@ -42,7 +42,7 @@ import {
 
 const USERS = arg("users", 1000);
 const REQUESTS = arg("requests", 5000);
-const CONNECTIONS = arg("connections", 200);
+const CONNECTIONS = arg("connections", 300);
 const SEED = arg("seed", 42);
 const HOT_INITIAL = 4_950_000; // 50 charges of 1,000 fit, the rest crosses 5,000,000
 const HOT_EVERY = 10; // every 10th request goes to the hot user

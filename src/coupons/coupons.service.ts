@@ -1,5 +1,5 @@
 import type { Env } from "../env";
-import { HopMeter } from "../shared/hops";
+import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
@@ -21,8 +21,8 @@ export function couponIssuerClient(ns: Env["COUPON_ISSUER"], meter: HopMeter = n
   const stub = (couponId: number) => ns.get(ns.idFromName(String(couponId)));
   return {
     issue: (couponId, userId, now) =>
-      meter.time(
-        "do",
+      callObject<IssueOutcome>(
+        meter,
         async () => {
           const out = (await stub(couponId).issue(couponId, userId, now)) as IssueOutcome;
           meter.noteNested("d1", out.d1Calls);
@@ -30,8 +30,8 @@ export function couponIssuerClient(ns: Env["COUPON_ISSUER"], meter: HopMeter = n
         },
         (out) => out.d1Calls,
       ),
-    setQuantity: (couponId, quantity) => meter.time("do", async () => (await stub(couponId).setQuantity(couponId, quantity)) as SetQuantityOutcome),
-    prime: (couponId) => meter.time("do", async () => String(await stub(couponId).prime(couponId))),
+    setQuantity: (couponId, quantity) => callObject<SetQuantityOutcome>(meter, () => stub(couponId).setQuantity(couponId, quantity)),
+    prime: (couponId) => callObject<string>(meter, () => stub(couponId).prime(couponId)),
   };
 }
 

@@ -1,5 +1,5 @@
 import type { Env } from "../env";
-import { HopMeter } from "../shared/hops";
+import { callObject, HopMeter } from "../shared/hops";
 import type {
   ConfirmResult,
   ProductStock,
@@ -35,7 +35,7 @@ export class DurableObjectStock implements StockPort {
 
   /** One counted RPC; the result is the DO's plain return value (RPC wraps it in a stub type). */
   private rpc<T>(call: () => PromiseLike<unknown>): Promise<T> {
-    return this.meter.time("do", async () => (await call()) as T);
+    return callObject<T>(this.meter, call);
   }
 
   private stub(productId: number): DurableObjectStub<ProductStock> {

@@ -86,6 +86,34 @@ export class HopMeter {
   }
 }
 
+/**
+ * A Durable Object call that threw: the object is unreachable, overloaded
+ * ("Durable Object is overloaded"), was reset, or the connection was lost. The
+ * request is answered 503 with Retry-After (src/app.ts), never 500; whether the
+ * call was applied is unknown, so callers that may have changed state compensate.
+ */
+export class ObjectUnavailableError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`durable object unavailable: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = "ObjectUnavailableError";
+  }
+}
+
+/** One counted Durable Object RPC whose failure becomes an ObjectUnavailableError. */
+export function callObject<T>(meter: HopMeter, call: () => PromiseLike<unknown>, nestedOf?: (result: T) => number): Promise<T> {
+  return meter.time(
+    "do",
+    async () => {
+      try {
+        return (await call()) as T;
+      } catch (err) {
+        throw err instanceof ObjectUnavailableError ? err : new ObjectUnavailableError(err);
+      }
+    },
+    nestedOf,
+  );
+}
+
 /** A meter that nobody reads (crons, queue consumers, objects): counting stays cheap and harmless. */
 export const detachedMeter = () => new HopMeter();
 

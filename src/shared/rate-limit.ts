@@ -4,7 +4,7 @@ import type { AppEnv } from "./http";
 import { errorFields, log } from "./logger";
 import type { RateLimitDecision, RateLimiter } from "./rate-limiter.do";
 import { isAdminPath, isWrite, requestUserId } from "./request-user";
-import { HopMeter } from "./hops";
+import { callObject, HopMeter } from "./hops";
 import { errorResponse } from "./envelope";
 
 export const RATE_LIMIT_WINDOW_MS = 60_000;
@@ -16,7 +16,7 @@ export interface RateLimiterClient {
 
 export function rateLimiterClient(ns: DurableObjectNamespace<RateLimiter>, meter: HopMeter = new HopMeter()): RateLimiterClient {
   return {
-    hit: (key, windowMs, limit, now) => meter.time("do", () => ns.get(ns.idFromName(key)).hit(windowMs, limit, now)),
+    hit: (key, windowMs, limit, now) => callObject(meter, () => ns.get(ns.idFromName(key)).hit(windowMs, limit, now)),
   };
 }
 
