@@ -247,7 +247,7 @@ try {
     const nWinners = Math.min(20, winnerList.length);
     const nLosers = Math.min(20, losers.length);
     c.check(`GET /coupons?userId= agrees for ${nWinners} winners and ${nLosers} losers`, wrong.length === 0, wrong.length ? `${wrong.length} wrong, e.g. ${wrong[0]}` : `${views.length} users`);
-    latencyChecks(c, storm);
+    latencyChecks(c, storm, { ceiling: health });
     c.print();
     exitCode = c.ok() ? 0 : 1;
   }

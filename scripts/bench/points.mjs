@@ -224,7 +224,7 @@ try {
       );
     }
   }
-  latencyChecks(c, storm);
+  latencyChecks(c, storm, { ceiling: health });
   c.print();
   exitCode = c.ok() ? 0 : 1;
 } catch (err) {
