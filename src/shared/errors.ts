@@ -74,7 +74,15 @@ export class AppError extends Error {
 
   constructor(code: ErrorCode, detail?: string, headers?: Record<string, string>) {
     const text = detail ?? ERROR_TABLE[code][1];
-    super(`${code}: ${text}`);
+    // A business refusal needs no stack: capturing one was 3.6 % of a coupon storm's CPU (docs/PERFORMANCE.md).
+    // 5xx codes keep theirs for the error log.
+    const limit = Error.stackTraceLimit;
+    if (ERROR_TABLE[code][0] < 500) Error.stackTraceLimit = 0;
+    try {
+      super(`${code}: ${text}`);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.name = "AppError";
     this.code = code;
     this.detail = text;
