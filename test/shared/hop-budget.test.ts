@@ -6,6 +6,7 @@ import { api, type ApiResponse, createCoupon, createProduct, createUser, errorCo
 import { createUserCoupon, placeOrder } from "../support/orders";
 import { insertPaidOrder } from "../support/sales";
 import { assertStockConservation } from "../support/invariants";
+import { testApp } from "../support/secure-app";
 
 /**
  * The round-trip budgets of DESIGN §8, pinned per route on its success and
@@ -140,6 +141,17 @@ describe("payment 2 hops, charge 1", () => {
     const nobody = await api.post("/api/v1/points/charge", { userId: 987_004, amount: 100 });
     expect(errorCode(nobody)).toBe("USER_NOT_FOUND");
     expect(hops(nobody)).toBe(1);
+  });
+});
+
+describe("write limits on (RATE_LIMIT_WRITES_PER_MINUTE > 0)", () => {
+  it("cost every write one more hop: the per-IP and per-user counters are asked in parallel", async () => {
+    const userId = await createUser(0);
+    const limited = testApp({ RATE_LIMIT_WRITES_PER_MINUTE: "100" });
+    const res = await limited.post("/api/v1/points/charge", { userId, amount: 10 });
+    expect(res.status).toBe(200);
+    expect(hopsOf(res.headers.get("server-timing"))).toBe(2);
+    expect(res.headers.get("server-timing")).toContain('do;desc="2 calls"');
   });
 });
 
