@@ -83,8 +83,17 @@ export class ProductStock extends DurableObject<Env> {
     this.sql = ctx.storage.sql;
     void ctx.blockConcurrencyWhile(async () => {
       this.sql.exec(SCHEMA);
+      this.alarmAt = await ctx.storage.getAlarm();
     });
   }
+
+  /**
+   * Memory copies of persisted state (this object is the only writer of both): the
+   * stock row (`null` = read it again) and the alarm time. They save the storage reads
+   * that were a sixth of an order storm's Worker CPU (docs/PERFORMANCE.md).
+   */
+  private row: StockRow | undefined | null = null;
+  private alarmAt: number | null | undefined;
 
   /**
    * Takes `quantity` for `orderId`: as a held reservation that times out after
@@ -98,7 +107,7 @@ export class ProductStock extends DurableObject<Env> {
   async reserve(productId: number, orderId: number, quantity: number, now: number, confirmed = false): Promise<ReserveResult> {
     if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
     if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
-    const result = this.ctx.storage.transactionSync((): ReserveResult => {
+    const result = this.tx((): ReserveResult => {
       const stock = this.stock()!;
       const existing = this.reservation(orderId);
       if (existing) {
@@ -134,7 +143,7 @@ export class ProductStock extends DurableObject<Env> {
    */
   async confirm(orderId: number): Promise<ConfirmResult> {
     const now = Date.now();
-    const result = this.ctx.storage.transactionSync((): ConfirmResult => {
+    const result = this.tx((): ConfirmResult => {
       const r = this.reservation(orderId);
       if (!r || r.status === "released") return { ok: false, reason: "NOT_RESERVED" };
       if (r.status === "confirmed" || r.status === "sold") return { ok: true, reservation: toReservation(r) };
@@ -156,7 +165,7 @@ export class ProductStock extends DurableObject<Env> {
    */
   async sell(orderId: number): Promise<SellResult> {
     const now = Date.now();
-    const result = this.ctx.storage.transactionSync((): SellResult => {
+    const result = this.tx((): SellResult => {
       const r = this.reservation(orderId);
       if (!r) return { ok: false, reason: "NOT_RESERVED" };
       if (r.status === "released") return { ok: false, reason: "ALREADY_RELEASED" };
@@ -178,7 +187,7 @@ export class ProductStock extends DurableObject<Env> {
    */
   async release(orderId: number): Promise<ReleaseResult> {
     const now = Date.now();
-    const result = this.ctx.storage.transactionSync((): ReleaseResult => {
+    const result = this.tx((): ReleaseResult => {
       const r = this.reservation(orderId);
       if (!r) {
         this.sql.exec(
@@ -207,7 +216,7 @@ export class ProductStock extends DurableObject<Env> {
   async restock(productId: number, delta: number): Promise<RestockResult> {
     if (!Number.isSafeInteger(delta) || delta === 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
     if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
-    const result = this.ctx.storage.transactionSync((): RestockResult => {
+    const result = this.tx((): RestockResult => {
       const stock = this.stock()!;
       if (stock.available + delta < 0) return { ok: false, reason: "INSUFFICIENT_STOCK", available: stock.available };
       return { ok: true, available: this.adjust(delta) };
@@ -239,9 +248,10 @@ export class ProductStock extends DurableObject<Env> {
    * reserve and confirm cannot strand stock) and writes the projection behind.
    */
   override async alarm(): Promise<void> {
+    this.alarmAt = null; // the alarm that fired is spent
     if (!this.stock()) return;
     const now = Date.now();
-    this.ctx.storage.transactionSync(() => {
+    this.tx(() => {
       const expired = this.sql
         .exec<ReservationRow>("SELECT * FROM reservations WHERE status = 'held' AND expires_at <= ?", now)
         .toArray();
@@ -253,7 +263,20 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   private stock(): StockRow | undefined {
-    return this.sql.exec<StockRow>("SELECT product_id, available, stamp, projected_stamp FROM stock WHERE id = 1").toArray()[0];
+    if (this.row === null) {
+      this.row = this.sql.exec<StockRow>("SELECT product_id, available, stamp, projected_stamp FROM stock WHERE id = 1").toArray()[0];
+    }
+    return this.row;
+  }
+
+  /** One synchronous transaction; if it throws (rolled back), the memory copy is read again. */
+  private tx<T>(body: () => T): T {
+    try {
+      return this.ctx.storage.transactionSync(body);
+    } catch (err) {
+      this.row = null;
+      throw err;
+    }
   }
 
   private reservation(orderId: number): ReservationRow | undefined {
@@ -268,6 +291,7 @@ export class ProductStock extends DurableObject<Env> {
     const stamp = Math.max(Date.now(), stock.stamp + 1);
     const available = stock.available + delta;
     this.sql.exec("UPDATE stock SET available = ?, stamp = ? WHERE id = 1", available, stamp);
+    this.row = { ...stock, available, stamp };
     return available;
   }
 
@@ -305,6 +329,7 @@ export class ProductStock extends DurableObject<Env> {
         row.updated_at,
         row.updated_at,
       );
+      this.row = null;
     });
     return this.stock() !== undefined;
   }
@@ -323,11 +348,13 @@ export class ProductStock extends DurableObject<Env> {
       .toArray()[0]?.t;
     let at = nextHold ?? null;
     if (this.isDirty()) at = Math.min(at ?? Infinity, Date.now() + projectWithinMs);
-    const current = await this.ctx.storage.getAlarm();
+    this.alarmAt ??= await this.ctx.storage.getAlarm();
     if (at === null) {
-      if (current !== null) await this.ctx.storage.deleteAlarm();
-    } else if (current === null || current > at) {
+      if (this.alarmAt !== null) await this.ctx.storage.deleteAlarm();
+      this.alarmAt = null;
+    } else if (this.alarmAt === null || this.alarmAt > at) {
       await this.ctx.storage.setAlarm(at);
+      this.alarmAt = at;
     }
   }
 
@@ -369,10 +396,12 @@ export class ProductStock extends DurableObject<Env> {
           .first<{ updated_at: number }>();
         if (row && row.updated_at >= stock.stamp) {
           this.sql.exec("UPDATE stock SET stamp = max(stamp, ?) WHERE id = 1", row.updated_at + 1);
+          this.row = null;
           return true;
         }
       }
       this.sql.exec("UPDATE stock SET projected_stamp = max(projected_stamp, ?) WHERE id = 1", stock.stamp);
+      this.row = null;
       return true;
     } catch (err) {
       log("warn", "stock projection write failed; alarm retries", { productId: stock.product_id, ...errorFields(err) });
