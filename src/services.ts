@@ -16,6 +16,7 @@ import { RankingsRepo } from "./rankings/rankings.repo";
 import { RankingsService } from "./rankings/rankings.service";
 import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
+import { RelaySoon } from "./events/relay-soon";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
 import { OrdersRepo } from "./orders/orders.repo";
 import { OrdersService } from "./orders/orders.service";
@@ -59,6 +60,14 @@ export interface Services {
   ordersRepo: OrdersRepo;
   orders: OrdersService;
   payments: PaymentService;
+}
+
+/** One coalescing relay per D1 binding, i.e. per isolate (src/events/relay-soon.ts). */
+const relaysSoon = new WeakMap<D1Database, RelaySoon>();
+function relaySoonFor(d1: D1Database): RelaySoon {
+  let r = relaysSoon.get(d1);
+  if (!r) relaysSoon.set(d1, (r = new RelaySoon()));
+  return r;
 }
 
 /** Kafka when its settings are present, else the Cloudflare Queue (default). */
@@ -126,7 +135,7 @@ export function createServices(
       (paid) =>
         afterCommit(async () => {
           await rankings.recordPaidOrder(paid.paidAt, paid.items);
-          await relayOutbox(env.DB, transport, clock());
+          await relaySoonFor(env.DB).request(() => relayOutbox(env.DB, transport, clock()));
         }),
       markSettledLater,
       async (userId) => (await pointsRepo.findBalance(userId)) ?? 0,
