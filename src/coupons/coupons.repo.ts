@@ -1,4 +1,4 @@
-import { asc, eq, sql } from "drizzle-orm";
+import { asc, eq } from "drizzle-orm";
 import type { Db } from "../db/client";
 import { coupons, userCoupons, users, type DiscountType } from "../db/schema";
 
@@ -65,14 +65,6 @@ export class CouponsRepo {
       .from(coupons)
       .where(eq(coupons.id, id))
       .get();
-  }
-
-  /** Whether the user and the coupon exist, in one D1 round trip (checked before asking the DO). */
-  async findUserAndCoupon(userId: number, couponId: number): Promise<{ user: boolean; coupon: boolean }> {
-    const row = await this.db.get<{ user: number | null; coupon: number | null }>(
-      sql`SELECT (SELECT 1 FROM users WHERE id = ${userId}) AS user, (SELECT 1 FROM coupons WHERE id = ${couponId}) AS coupon`,
-    );
-    return { user: row?.user === 1, coupon: row?.coupon === 1 };
   }
 
   async userExists(userId: number): Promise<boolean> {

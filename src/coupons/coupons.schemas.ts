@@ -22,11 +22,7 @@ export const OwnerQuerySchema = z.strictObject({
 
 export const IssuedCouponSchema = z
   .object({
-    userCouponId: z
-      .number()
-      .int()
-      .nullable()
-      .openapi({ description: "null only if D1 was unreachable; the row appears within about a second (list it with GET /coupons)" }),
+    userCouponId: z.number().int().openapi({ description: "The user coupon to order with; a 201 is only sent once D1 holds it" }),
     couponId: z.number().int(),
     userId: z.number().int(),
     expiresAt: z.string().openapi({ format: "date-time" }),

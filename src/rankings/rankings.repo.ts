@@ -11,12 +11,6 @@ export interface RankedRow extends SalesRow {
   stock: number;
 }
 
-export interface SnapshotRow extends SalesRow {
-  rank: number;
-  fromDate: string;
-  toDate: string;
-}
-
 /**
  * D1 queries behind rankings and best sellers. The aggregate is one range scan
  * of `order_items_paid_at_product_idx (paid_at, product_id, quantity)`, a
@@ -61,17 +55,6 @@ export class RankingsRepo {
       )
       .bind(businessDate)
       .all<RankedRow>();
-    return res.results.length > 0 ? res.results : undefined;
-  }
-
-  async readSnapshot(businessDate: string): Promise<SnapshotRow[] | undefined> {
-    const res = await this.d1
-      .prepare(
-        `SELECT rank, product_id AS productId, sales, from_date AS fromDate, to_date AS toDate
-         FROM best_seller_snapshots WHERE business_date = ?1 ORDER BY rank`,
-      )
-      .bind(businessDate)
-      .all<SnapshotRow>();
     return res.results.length > 0 ? res.results : undefined;
   }
 
