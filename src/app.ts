@@ -19,7 +19,7 @@ import { rankingsRoutes } from "./rankings/rankings.routes";
 import { createServices } from "./services";
 import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
-import type { AppEnv } from "./shared/http";
+import type { AppEnv } from "./app-env";
 import { errorFields, log } from "./shared/logger";
 import { requireUserIdentity } from "./shared/identity";
 import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, KeyTakenError, type IdempotencyOptions } from "./shared/idempotency";

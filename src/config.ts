@@ -1,5 +1,4 @@
 import { z } from "zod";
-import type { Env } from "./env";
 import { setLogLevel, type Level } from "./shared/logger";
 
 const optionalString = z

@@ -1,6 +1,5 @@
 import { createApp } from "./app";
 import { loadConfig } from "./config";
-import type { Env } from "./env";
 import { consumeDeadLetters, consumeEvents } from "./events/consumer";
 import { runScheduled } from "./jobs";
 

@@ -1,5 +1,4 @@
 import { loadConfig } from "./config";
-import type { Env } from "./env";
 import { purgeFailedOrders, runOrderMaintenance } from "./orders/order-expiry.job";
 import { refreshBestSellersJob, repairRankingJob } from "./rankings/rankings.jobs";
 import { createServices, type Services } from "./services";

@@ -1,6 +1,5 @@
 import type { Config } from "./config";
 import { createDb, type Db } from "./db/client";
-import type { Env } from "./env";
 import { AdminRepo } from "./admin/admin.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
 import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { AppError } from "../shared/errors";
-import type { AppEnv } from "../shared/http";
+import type { AppEnv } from "../app-env";
 
 /**
  * Admin routes need `Authorization: Bearer <ADMIN_TOKEN>`. No header: 401.

@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import {
   AdjustStockBodySchema,
   CouponQuantitySchema,
@@ -85,7 +86,7 @@ const adjustStockRoute = createRoute({
 });
 
 /** `/api/v1/admin`: every route behind the admin bearer token (guarded in app.ts). */
-export const adminRoutes = createRouter()
+export const adminRoutes = createRouter<AppEnv>()
   .openapi(createUserRoute, async (c) => {
     const body = c.req.valid("json");
     const userId = await c.var.services.adminRepo.createUser(body.name, body.initialBalance ?? 0, c.var.services.clock());

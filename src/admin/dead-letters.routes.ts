@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../shared/errors";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import { idParamSchema, intQuery } from "../shared/validation";
 import { toIso, toIsoOrNull } from "../shared/clock";
 
@@ -46,7 +47,7 @@ const replayRoute = createRoute({
 });
 
 /** `/api/v1/admin/dead-letters` */
-export const deadLetterRoutes = createRouter()
+export const deadLetterRoutes = createRouter<AppEnv>()
   .openapi(listRoute, async (c) => {
     const { afterId, limit } = c.req.valid("query");
     const rows = await c.var.services.events.deadLetters.list(afterId, limit);

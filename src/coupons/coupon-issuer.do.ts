@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "../env";
 import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
 import { IssuanceRepo, ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";

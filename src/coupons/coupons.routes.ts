@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import {
   CouponIdParamSchema,
   IssueBodySchema,
@@ -47,7 +48,7 @@ const listRoute = createRoute({
 });
 
 /** `/api/v1/coupons` */
-export const couponsRoutes = createRouter()
+export const couponsRoutes = createRouter<AppEnv>()
   .openapi(issueRoute, async (c) => {
     const { userId, couponId } = c.req.valid("json");
     return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);

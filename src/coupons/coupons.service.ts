@@ -1,4 +1,3 @@
-import type { Env } from "../env";
 import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";

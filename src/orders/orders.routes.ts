@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import {
   CancelOrderBodySchema,
   OrderIdParamSchema,
@@ -47,7 +48,7 @@ const cancelRoute = createRoute({
 });
 
 /** `/api/v1/orders` */
-export const ordersRoutes = createRouter()
+export const ordersRoutes = createRouter<AppEnv>()
   .openapi(placeRoute, async (c) => {
     return ok(c, await c.var.services.orders.placeOrder(c.req.valid("json"), c.var.idempotency), 201);
   })

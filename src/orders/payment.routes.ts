@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import { PaymentReceiptSchema, PayOrderBodySchema } from "./orders.schemas";
 
 const payRoute = createRoute({
@@ -16,7 +17,7 @@ const payRoute = createRoute({
 });
 
 /** `POST /api/v1/points/use`, mounted beside the points routes. */
-export const paymentRoutes = createRouter().openapi(payRoute, async (c) => {
+export const paymentRoutes = createRouter<AppEnv>().openapi(payRoute, async (c) => {
   const { userId, orderId } = c.req.valid("json");
   return ok(c, await c.var.services.payments.payOrder(userId, orderId, c.var.idempotency));
 });

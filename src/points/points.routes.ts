@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import { BalanceSchema, ChargeBodySchema, HistoryQuerySchema, HistorySchema, UserIdQuerySchema } from "./points.schemas";
 
 const chargeRoute = createRoute({
@@ -40,7 +41,7 @@ const historyRoute = createRoute({
 });
 
 /** `/api/v1/points` */
-export const pointsRoutes = createRouter()
+export const pointsRoutes = createRouter<AppEnv>()
   .openapi(chargeRoute, async (c) => {
     const { userId, amount } = c.req.valid("json");
     return ok(c, await c.var.services.points.charge(userId, amount, c.var.idempotency));

@@ -1,4 +1,3 @@
-import type { Env } from "../env";
 import { callObject, HopMeter } from "../shared/hops";
 import type {
   ConfirmResult,

@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "../env";
 import { errorFields, log } from "../shared/logger";
 import type {
   ConfirmResult,

@@ -2,6 +2,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { AppError } from "../shared/errors";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import { ProductDetailSchema, ProductIdParamSchema, ProductPageQuerySchema, ProductPageSchema } from "./products.schemas";
 
 const listRoute = createRoute({
@@ -31,7 +32,7 @@ const detailRoute = createRoute({
 });
 
 /** `/api/v1/products` (ranking routes are mounted before these so `/top` and `/best` win over `/{productId}`). */
-export const productsRoutes = createRouter()
+export const productsRoutes = createRouter<AppEnv>()
   .openapi(listRoute, async (c) => {
     const { page, size } = c.req.valid("query");
     const { rows, total } = await c.var.services.productsRepo.page(page, size);

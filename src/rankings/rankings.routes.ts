@@ -1,6 +1,7 @@
 import { createRoute } from "@hono/zod-openapi";
 import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, okResponse } from "../shared/http";
+import type { AppEnv } from "../app-env";
 import { BestQuerySchema, BestSchema, TopQuerySchema, TopSchema } from "./rankings.schemas";
 
 const topRoute = createRoute({
@@ -30,6 +31,6 @@ const bestRoute = createRoute({
 });
 
 /** Mounted on `/api/v1/products` before the product routes, so `/top` and `/best` are not product ids. */
-export const rankingsRoutes = createRouter()
+export const rankingsRoutes = createRouter<AppEnv>()
   .openapi(topRoute, async (c) => ok(c, await c.var.services.rankings.topToday(c.req.valid("query").size)))
   .openapi(bestRoute, async (c) => ok(c, await c.var.services.rankings.bestSellers()));

@@ -1,36 +1,16 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { Config } from "../config";
-import type { Env } from "../env";
-import type { Services } from "../services";
+import type { Env as HonoEnv } from "hono";
 import type { z } from "@hono/zod-openapi";
 import { envelopeOf, ErrorEnvelopeSchema } from "./envelope";
 import { validationError } from "./validation";
-import type { HopMeter } from "./hops";
-import type { KeyClaim } from "./idempotency";
-import type { RateLimitDecision } from "./rate-limiter.do";
-
-/** Hono generics for every router of the app. */
-export interface AppEnv {
-  Bindings: Env;
-  Variables: {
-    services: Services;
-    config: Config;
-    requestId: string;
-    /** Round trips of this request (Server-Timing, request log). */
-    meter: HopMeter;
-    /** The request's Idempotency-Key, when it sent one (src/shared/idempotency.ts). */
-    idempotency?: KeyClaim;
-    /** The per-IP write limit's decision, started before identity and awaited with the per-user one. */
-    ipLimit?: Promise<RateLimitDecision | undefined>;
-  };
-}
 
 /**
  * A sub-app whose validation failures become the error envelope (thrown as
- * AppError, so the one `onError` renders them).
+ * AppError, so the one `onError` renders them). `E` is the app's context type
+ * (`AppEnv`), passed by each router so this module needs not know it.
  */
-export function createRouter() {
-  return new OpenAPIHono<AppEnv>({
+export function createRouter<E extends HonoEnv>() {
+  return new OpenAPIHono<E>({
     defaultHook: (result, c) => {
       if (!result.success) {
         throw validationError(result.error, result.target);

@@ -1,5 +1,4 @@
 import { IdempotencyRepo, type IdempotencyStore } from "./idempotency.repo";
-import type { Services } from "../services";
 import { log } from "./logger";
 
 /** Deletes expired keys in bounded rounds of 1,000 rows; returns how many went. */
@@ -22,7 +21,7 @@ export function purgeExpiredIdempotencyKeys(d1: D1Database, now: number): Promis
 }
 
 /** Cron job (`* * * * *`, see jobs.ts). */
-export async function purgeIdempotencyKeysJob(services: Services): Promise<void> {
+export async function purgeIdempotencyKeysJob(services: { idempotency: IdempotencyStore; clock: () => number }): Promise<void> {
   const count = await purgeInRounds(services.idempotency, services.clock());
   if (count > 0) log("info", "idempotency keys purged", { count });
 }

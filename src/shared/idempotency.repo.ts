@@ -1,4 +1,20 @@
-import type { KeyClaim } from "./idempotency";
+/**
+ * The Idempotency-Key of one request, handed to the use case so that the key is
+ * written in the same D1 batch as the effect (a durable marker: a crash, or a D1
+ * error after commit, can never leave the effect applied and the key free).
+ * `stored` is set by whoever wrote the key's response.
+ */
+export interface KeyClaim {
+  userId: number;
+  key: string;
+  scope: string;
+  requestHash: string;
+  now: number;
+  expiresAt: number;
+  staleBefore: number;
+  stored: boolean;
+}
+
 
 /** A stored key: `statusCode` is null only for a claim an earlier version left in flight. */
 export interface IdempotencyRecord {

@@ -1,9 +1,16 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { constraintFailed } from "../db/client";
 import { AppError } from "./errors";
-import type { AppEnv } from "./http";
+import type { IdempotencyStore, KeyClaim } from "./idempotency.repo";
 import { errorFields, log } from "./logger";
 import { isAdminPath, readJsonBody, requestUserId } from "./request-user";
+
+export type { KeyClaim };
+
+/** What the idempotency middleware reads from the Hono context (the app's `AppEnv` has it all). */
+export interface IdempotencyEnv {
+  Variables: { services: { idempotency: IdempotencyStore }; requestId: string; idempotency?: KeyClaim };
+}
 
 export const IDEMPOTENCY_TTL_MS = 24 * 60 * 60 * 1000;
 /** 1..255 printable ASCII characters. */
@@ -28,22 +35,6 @@ export async function requestHash(method: string, path: string, body: string): P
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/**
- * The Idempotency-Key of one request, handed to the use case so that the key is
- * written in the same D1 batch as the effect (a durable marker: a crash, or a D1
- * error after commit, can never leave the effect applied and the key free).
- * `stored` is set by whoever wrote the key's response.
- */
-export interface KeyClaim {
-  userId: number;
-  key: string;
-  scope: string;
-  requestHash: string;
-  now: number;
-  expiresAt: number;
-  staleBefore: number;
-  stored: boolean;
-}
 
 /** Thrown by a use case whose batch found the key already taken: the middleware replays what it holds. */
 export class KeyTakenError extends Error {
@@ -107,7 +98,7 @@ export function isKeyTaken(err: unknown): boolean {
  * The user is the request's userId (equal to the JWT sub when identity is on);
  * a request without a valid one is left to the validator.
  */
-export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_OPTIONS, atomicScopes: ReadonlySet<string> = new Set()): MiddlewareHandler<AppEnv> {
+export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_OPTIONS, atomicScopes: ReadonlySet<string> = new Set()): MiddlewareHandler<IdempotencyEnv> {
   return async (c, next) => {
     const key = c.req.header("idempotency-key");
     if (key === undefined || c.req.method !== "POST" || isAdminPath(c.req.path)) return next();
@@ -153,7 +144,7 @@ export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_O
 }
 
 /** The stored answer for the claim's key, or undefined when there is none yet. */
-async function replayStored(c: Context<AppEnv>, claim: KeyClaim): Promise<Response | undefined> {
+async function replayStored(c: Context<IdempotencyEnv>, claim: KeyClaim): Promise<Response | undefined> {
   const record = await c.var.services.idempotency.find(claim.userId, claim.key);
   if (!record || record.expiresAt <= claim.now) return undefined;
   if (record.scope !== claim.scope || record.requestHash !== claim.requestHash) throw new AppError("IDEMPOTENCY_KEY_REUSED");

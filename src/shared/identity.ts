@@ -1,7 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { verify } from "hono/jwt";
 import { AppError } from "./errors";
-import type { AppEnv } from "./http";
 import { isAdminPath, requestUserIds } from "./request-user";
 
 /** The only algorithm accepted: a token whose header says anything else (none, HS512, RS256) is refused. */
@@ -27,7 +26,12 @@ function isPublicRead(method: string, path: string): boolean {
  * Nothing here logs the header or the token (hono's JWT errors carry the token in
  * their message, so they are swallowed into a fixed AppError).
  */
-export const requireUserIdentity: MiddlewareHandler<AppEnv> = async (c, next) => {
+/** What the identity middleware reads from the Hono context. */
+export interface IdentityEnv {
+  Variables: { config: { jwtSecret: string | undefined } };
+}
+
+export const requireUserIdentity: MiddlewareHandler<IdentityEnv> = async (c, next) => {
   const secret = c.var.config.jwtSecret;
   const path = c.req.path;
   if (!secret || isAdminPath(path) || isPublicRead(c.req.method, path)) return next();

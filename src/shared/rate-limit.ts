@@ -1,6 +1,5 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { AppError } from "./errors";
-import type { AppEnv } from "./http";
 import { errorFields, log } from "./logger";
 import type { RateLimitDecision, RateLimiter } from "./rate-limiter.do";
 import { isAdminPath, isWrite, requestUserId } from "./request-user";
@@ -8,6 +7,17 @@ import { callObject, HopMeter } from "./hops";
 import { errorResponse } from "./envelope";
 
 export const RATE_LIMIT_WINDOW_MS = 60_000;
+
+/** What the rate-limit middleware reads from the Hono context (the app's `AppEnv` has it all). */
+export interface RateLimitEnv {
+  Variables: {
+    services: { rateLimiter: RateLimiterClient };
+    config: { rateLimitWritesPerMinute: number };
+    requestId: string;
+    /** The per-IP write limit's decision, started before identity and awaited with the per-user one. */
+    ipLimit?: Promise<RateLimitDecision | undefined>;
+  };
+}
 
 /** Port for counting writes per key; the adapter is one RateLimiter DO per key. */
 export interface RateLimiterClient {
@@ -26,7 +36,7 @@ export function clientIp(c: Context): string {
 }
 
 /** Writes (POST/PUT/PATCH under /api/v1, admin excluded) while the limit is on. */
-function isLimited(c: Context<AppEnv>): boolean {
+function isLimited(c: Context<RateLimitEnv>): boolean {
   return c.var.config.rateLimitWritesPerMinute > 0 && isWrite(c.req.method) && !isAdminPath(c.req.path);
 }
 
@@ -34,7 +44,7 @@ function isLimited(c: Context<AppEnv>): boolean {
  * Counts one write for `key`. If the counter itself fails, the write goes through
  * (logged): the limiter protects capacity, it must not take the API down with it.
  */
-async function hitOrPass(c: Context<AppEnv>, key: string, now: number): Promise<RateLimitDecision | undefined> {
+async function hitOrPass(c: Context<RateLimitEnv>, key: string, now: number): Promise<RateLimitDecision | undefined> {
   try {
     return await c.var.services.rateLimiter.hit(key, RATE_LIMIT_WINDOW_MS, c.var.config.rateLimitWritesPerMinute, now);
   } catch (err) {
@@ -54,7 +64,7 @@ const rateLimited = (d: RateLimitDecision) => new AppError("RATE_LIMITED", undef
  * DESIGN §8). A request refused before that (401/403/400) is still answered 429
  * when its IP is over the limit.
  */
-export const limitWritesByIp = (now: () => number): MiddlewareHandler<AppEnv> => async (c, next) => {
+export const limitWritesByIp = (now: () => number): MiddlewareHandler<RateLimitEnv> => async (c, next) => {
   if (!isLimited(c)) return next();
   const pending = hitOrPass(c, `ip:${clientIp(c)}`, now());
   c.set("ipLimit", pending);
@@ -73,7 +83,7 @@ export const limitWritesByIp = (now: () => number): MiddlewareHandler<AppEnv> =>
  * on); runs after identity, so nobody can spend another user's budget. Awaits the
  * per-IP decision in the same step.
  */
-export const limitWritesByUser = (now: () => number): MiddlewareHandler<AppEnv> => async (c, next) => {
+export const limitWritesByUser = (now: () => number): MiddlewareHandler<RateLimitEnv> => async (c, next) => {
   if (!isLimited(c)) return next();
   const userId = await requestUserId(c);
   const ip = c.var.ipLimit;

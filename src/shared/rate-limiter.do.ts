@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "../env";
 
 /** Outcome of one hit: refusals are values, never thrown across RPC. */
 export interface RateLimitDecision {
