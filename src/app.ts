@@ -25,6 +25,7 @@ import { requireUserIdentity } from "./shared/identity";
 import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, KeyTakenError, type IdempotencyOptions } from "./shared/idempotency";
 import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 import { HopMeter, ObjectUnavailableError } from "./shared/hops";
+import { BOOKMARK_HEADER, sessionStartFor } from "./shared/d1-session";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -94,8 +95,8 @@ export function createApp(options: AppOptions = {}) {
     if (origins.length === 0) return next();
     return cors({
       origin: origins,
-      allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key"],
-      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed", "Server-Timing"],
+      allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key", BOOKMARK_HEADER, "If-None-Match"],
+      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed", "Server-Timing", BOOKMARK_HEADER, "ETag"],
     })(c, next);
   });
   app.use(
@@ -124,8 +125,12 @@ export function createApp(options: AppOptions = {}) {
     }),
   );
   app.use("/api/*", async (c, next) => {
-    c.set("services", createServices(c.env, c.var.config, c.executionCtx, c.var.meter));
+    const services = createServices(c.env, c.var.config, c.executionCtx, c.var.meter, sessionStartFor(c));
+    c.set("services", services);
     await next();
+    // Also on errors: a refused write may still have read or written something.
+    const bookmark = services.session.bookmark();
+    if (bookmark) c.header(BOOKMARK_HEADER, bookmark);
   });
 
   // Order matters: the IP limit also sees unauthenticated floods; identity runs before the

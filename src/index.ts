@@ -2,6 +2,7 @@ import { createApp } from "./app";
 import { loadConfig } from "./config";
 import { consumeDeadLetters, consumeEvents } from "./events/consumer";
 import { runScheduled } from "./jobs";
+import { primaryD1 } from "./db/client";
 
 export { CouponIssuer } from "./coupons/coupon-issuer.do";
 export { ProductStock } from "./products/product-stock.do";
@@ -17,7 +18,8 @@ export default {
   },
   async queue(batch, env) {
     const config = loadConfig(env);
-    const deps = { d1: env.DB, dataPlatformUrl: config.dataPlatformUrl, retryBaseSeconds: config.eventRetryBaseSeconds, now: Date.now };
+    // The consumer records deliveries and must see every earlier one (idempotency on the event id): primary.
+    const deps = { d1: primaryD1(env.DB), dataPlatformUrl: config.dataPlatformUrl, retryBaseSeconds: config.eventRetryBaseSeconds, now: Date.now };
     if (batch.queue.endsWith("-dlq")) await consumeDeadLetters(batch, deps);
     else await consumeEvents(batch, deps);
   },

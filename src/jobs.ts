@@ -38,6 +38,8 @@ export async function runScheduled(
     log("warn", "no job for cron", { cron });
     return;
   }
+  // A primary session (createServices' default): every job writes, and expiry, repair and the
+  // best-seller refresh act on what they read, so a lagging replica could skip due work.
   const services = createServices(env, loadConfig(env), ctx);
   for (const job of jobs) {
     try {

@@ -1,5 +1,5 @@
 import type { Config } from "./config";
-import { createDb, type Db } from "./db/client";
+import { createDb, primaryD1, sessionAsDatabase, type Db } from "./db/client";
 import { AdminRepo } from "./admin/admin.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
 import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
@@ -25,6 +25,7 @@ import { DurableObjectStock, type StockPort } from "./products/product-stock.cli
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
 import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
 import { HopMeter, meterD1 } from "./shared/hops";
+import { withSessionArg, type SessionStart } from "./shared/d1-session";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -34,6 +35,8 @@ export interface Services {
   clock: () => number;
   /** This request's round-trip accounting (DESIGN §8); every D1 and DO call below goes through it. */
   meter: HopMeter;
+  /** This request's D1 session: where it started, and the bookmark to answer (`x-d1-bookmark`). */
+  session: { start: SessionStart; bookmark(): string | null };
   db: Db;
   points: PointsService;
   productsRepo: ProductsRepo;
@@ -79,8 +82,12 @@ export function createServices(
   config: Config,
   ctx?: { waitUntil(promise: Promise<unknown>): void },
   meter: HopMeter = new HopMeter(),
+  // Crons and direct calls start at the primary: they write, and act on what they read.
+  start: SessionStart = { kind: "first-primary" },
 ): Services {
-  const d1 = meterD1(env.DB, meter);
+  // All of this request's D1 work runs in one session (read replicas, DESIGN §1), metered as before.
+  const session = env.DB.withSession(withSessionArg(start));
+  const d1 = meterD1(sessionAsDatabase(session), meter);
   const db = createDb(d1);
   const clock = now;
   const pointsRepo = new PointsRepo(db, d1);
@@ -97,9 +104,8 @@ export function createServices(
     const p = work().catch((err) => log("error", "after-commit work failed", errorFields(err)));
     ctx?.waitUntil(p);
   };
-  // Work after the answer goes through the raw binding: it is not part of the request's round trips.
-  const backgroundOrders = new OrdersRepo(env.DB);
-  const markSettledLater = (orderId: number) => afterCommit(() => backgroundOrders.markSettled(orderId, clock()));
+  // Work after the answer is not part of the request's round trips: its own primary session, opened when it runs.
+  const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB)).markSettled(orderId, clock()));
   const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1);
@@ -115,6 +121,7 @@ export function createServices(
     rankings,
     clock,
     meter,
+    session: { start, bookmark: () => session.getBookmark() },
     db,
     points: new PointsService(pointsRepo, clock),
     productsRepo,
@@ -134,7 +141,8 @@ export function createServices(
       (paid) =>
         afterCommit(async () => {
           await rankings.recordPaidOrder(paid.paidAt, paid.items);
-          await relaySoonFor(env.DB).request(() => relayOutbox(env.DB, transport, clock()));
+          // The relay is keyed by the binding (one per isolate) and runs in its own primary session.
+          await relaySoonFor(env.DB).request(() => relayOutbox(primaryD1(env.DB), transport, clock()));
         }),
       markSettledLater,
       async (userId) => (await pointsRepo.findBalance(userId)) ?? 0,

@@ -4,6 +4,7 @@ import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } fro
 import { IssuanceRepo, ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
+import { primaryD1 } from "../db/client";
 
 /** Outcome of `issue`: business refusals are values, never thrown across RPC. */
 export type IssueOutcome = (
@@ -81,7 +82,9 @@ export class CouponIssuer extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.store = new IssuanceRepo(env.DB);
+    // Its D1 writes and the reads that check them need the latest state: a primary session,
+    // which keeps this object's queries in order for its lifetime.
+    this.store = new IssuanceRepo(primaryD1(env.DB));
     this.userCoupons = createUserCouponCache(loadConfig(env));
     // Invariant: no request sees the object before its state is read, and an
     // issuance persisted by a previous incarnation but never confirmed in D1

@@ -12,6 +12,34 @@ export function createDb(d1: D1Database): Db {
 }
 
 /**
+ * A D1 session seen as the binding type, so repos and drizzle take it unchanged
+ * (they only call `prepare` and `batch`; a session has no `exec`).
+ */
+export function sessionAsDatabase(session: D1DatabaseSession): D1Database {
+  const outside = (what: string) => () => {
+    throw new Error(`D1 ${what} is not available inside a session`);
+  };
+  return {
+    prepare: (query: string) => session.prepare(query),
+    batch: <T = unknown>(statements: D1PreparedStatement[]) => session.batch<T>(statements),
+    exec: outside("exec"),
+    dump: outside("dump"),
+    withSession: outside("withSession"),
+  } as unknown as D1Database;
+}
+
+/**
+ * A session that starts at the primary, for writers outside a request: the Durable
+ * Objects' projections, the crons, the queue consumer. They write, and the reads they
+ * act on (a projection stamp, an event id already delivered, NOT_PAID orders to expire)
+ * must see the latest committed state, never a replica that may lag. Within one session
+ * D1 keeps its queries sequentially consistent, so a later read sees an earlier write.
+ */
+export function primaryD1(db: D1Database): D1Database {
+  return sessionAsDatabase(db.withSession("first-primary"));
+}
+
+/**
  * D1 reports a failed CHECK as an Error whose message (or cause's message)
  * names the constraint; this finds it so a batch abort maps to a business error.
  */

@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
+import { primaryD1 } from "../db/client";
 import type {
   ConfirmResult,
   Reservation,
@@ -75,6 +76,12 @@ const toReservation = (r: ReservationRow): Reservation => ({
  * Business outcomes are returned as discriminated unions, never thrown.
  */
 export class ProductStock extends DurableObject<Env> {
+  /**
+   * D1 through a primary session: the first load must read the latest stock (a replica could
+   * hand back an old value and re-create sold units), and the projection writes check their
+   * own stamps. One session for the object's lifetime keeps those queries in order.
+   */
+  private readonly d1 = primaryD1(this.env.DB);
   private readonly sql: SqlStorage;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -317,7 +324,7 @@ export class ProductStock extends DurableObject<Env> {
     if (this.stock()) return true;
     await this.ctx.blockConcurrencyWhile(async () => {
       if (this.stock()) return;
-      const row = await this.env.DB.prepare("SELECT stock, updated_at FROM products WHERE id = ?")
+      const row = await this.d1.prepare("SELECT stock, updated_at FROM products WHERE id = ?")
         .bind(productId)
         .first<{ stock: number; updated_at: number }>();
       if (!row) return;
@@ -384,13 +391,13 @@ export class ProductStock extends DurableObject<Env> {
     const stock = this.stock()!;
     try {
       // Absolute value + stamp guard: retries are idempotent and an older write landing late changes nothing.
-      const res = await this.env.DB.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
+      const res = await this.d1.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
         .bind(stock.available, stock.stamp, stock.product_id)
         .run();
       if (res.meta.changes === 0) {
         // updated_at is ahead of our stamp (a newer write of ours, or someone edited the product).
         // Our current value is the newest there is: move the stamp past it so the next round writes it.
-        const row = await this.env.DB.prepare("SELECT updated_at FROM products WHERE id = ?")
+        const row = await this.d1.prepare("SELECT updated_at FROM products WHERE id = ?")
           .bind(stock.product_id)
           .first<{ updated_at: number }>();
         if (row && row.updated_at >= stock.stamp) {

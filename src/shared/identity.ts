@@ -1,18 +1,13 @@
 import type { MiddlewareHandler } from "hono";
 import { verify } from "hono/jwt";
 import { AppError } from "./errors";
-import { isAdminPath, requestUserIds } from "./request-user";
+import { isAdminPath, isPublicRead, requestUserIds } from "./request-user";
 
 /** The only algorithm accepted: a token whose header says anything else (none, HS512, RS256) is refused. */
 export const JWT_ALG = "HS256";
 
 const CHALLENGE = { "WWW-Authenticate": 'Bearer realm="api"' };
 const INVALID_TOKEN = { "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"' };
-
-/** Catalogue reads are public: GET/HEAD on /products, /products/{id}, /products/top, /products/best. */
-function isPublicRead(method: string, path: string): boolean {
-  return (method === "GET" || method === "HEAD") && (path === "/api/v1/products" || path.startsWith("/api/v1/products/"));
-}
 
 /**
  * User identity for `/api/v1` (DESIGN §4, §5). With `JWT_SECRET` unset the API

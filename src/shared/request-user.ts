@@ -17,6 +17,14 @@ export function isAdminPath(path: string): boolean {
 }
 
 /**
+ * Catalogue reads are public: GET/HEAD on /products, /products/{id}, /products/top,
+ * /products/best. They need no identity, may read a D1 replica and are edge-cached.
+ */
+export function isPublicRead(method: string, path: string): boolean {
+  return (method === "GET" || method === "HEAD") && (path === "/api/v1/products" || path.startsWith("/api/v1/products/"));
+}
+
+/**
  * Reads a write's body as text and parses it. Malformed JSON is the same
  * 400 VALIDATION_FAILED the route validator would give, so a guard that looks
  * at the body never turns a bad request into 401/403/500.

@@ -21,6 +21,9 @@ describe("CORS by ALLOWED_ORIGINS", () => {
     expect(res.headers.get("access-control-allow-origin")).toBe(SHOP);
     expect(res.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("idempotency-key");
     expect(res.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("authorization");
+    // A client sends its D1 bookmark back, and revalidates cached catalogue reads.
+    expect(res.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("x-d1-bookmark");
+    expect(res.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("if-none-match");
     expect(res.headers.get("vary")).toContain("Origin");
   });
 
@@ -31,11 +34,11 @@ describe("CORS by ALLOWED_ORIGINS", () => {
     }
   });
 
-  it("exposes the request id, Retry-After and Idempotent-Replayed to an allowed origin", async () => {
+  it("exposes the request id, Retry-After, Idempotent-Replayed, Server-Timing, x-d1-bookmark and ETag to an allowed origin", async () => {
     const res = await app.get("/api/v1/products", { origin: SHOP });
     expect(res.headers.get("access-control-allow-origin")).toBe(SHOP);
     const exposed = res.headers.get("access-control-expose-headers")?.toLowerCase() ?? "";
-    for (const h of ["x-request-id", "retry-after", "idempotent-replayed"]) expect(exposed).toContain(h);
+    for (const h of ["x-request-id", "retry-after", "idempotent-replayed", "server-timing", "x-d1-bookmark", "etag"]) expect(exposed).toContain(h);
   });
 });
 
