@@ -26,6 +26,7 @@ import { DEFAULT_IDEMPOTENCY_OPTIONS, idempotentPosts, KeyTakenError, type Idemp
 import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 import { HopMeter, ObjectUnavailableError } from "./shared/hops";
 import { BOOKMARK_HEADER, sessionStartFor } from "./shared/d1-session";
+import { edgeCache } from "./shared/edge-cache";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -124,6 +125,8 @@ export function createApp(options: AppOptions = {}) {
       },
     }),
   );
+  // Before the services: a cached catalogue read answers without building them or touching D1.
+  app.use("/api/*", edgeCache(now));
   app.use("/api/*", async (c, next) => {
     const services = createServices(c.env, c.var.config, c.executionCtx, c.var.meter, sessionStartFor(c));
     c.set("services", services);

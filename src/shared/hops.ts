@@ -20,6 +20,8 @@ export class HopMeter {
   readonly ms: Record<CallKind, number> = { d1: 0, do: 0, redis: 0 };
   /** Round trips made by callees before they answered (part of the depth, not of `calls`). */
   readonly nestedCalls: Record<CallKind, number> = { d1: 0, do: 0, redis: 0 };
+  /** Whether the edge cache answered (public catalogue reads only; src/shared/edge-cache.ts). */
+  cache: "hit" | "miss" | "bypass" | undefined = undefined;
   private steps = 0;
   private inflight = 0;
   private stepNested = 0;
@@ -70,6 +72,7 @@ export class HopMeter {
     for (const kind of KINDS) {
       if (this.calls[kind] === 0 && this.nestedCalls[kind] > 0) parts.push(`${kind};desc="0 calls (+${this.nestedCalls[kind]} nested)"`);
     }
+    if (this.cache) parts.push(`cache;desc="${this.cache}"`);
     parts.push(`hops;desc="${this.steps} sequential"`);
     return parts.join(", ");
   }

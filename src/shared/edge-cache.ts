@@ -1,0 +1,101 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { cacheKeyOf, cachePolicyFor, changesCatalogue, PRIVATE_NO_STORE, type CachePolicy } from "./cache-policy";
+import { BOOKMARK_HEADER } from "./d1-session";
+import type { HopMeter } from "./hops";
+import { errorFields, log } from "./logger";
+import { isPublicRead } from "./request-user";
+
+/** What the edge-cache middleware reads from the Hono context (the app's `AppEnv` has it all). */
+export interface EdgeCacheEnv {
+  Variables: { meter: HopMeter; config: { businessTimeZone: string }; requestId: string };
+}
+
+/** This data centre's catalogue generation lives in the cache itself (the Cache API is per data centre). */
+const GENERATION_KEY = "https://edge-cache.internal/__catalogue-generation";
+
+/** The Workers Cache API; absent outside workerd. */
+const defaultCache = (): Cache | undefined => (typeof caches === "undefined" ? undefined : caches.default);
+
+/** A strong ETag of the body bytes (the same bytes always get the same tag). */
+async function etagOf(body: ArrayBuffer): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+  return `"${[...digest.slice(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("")}"`;
+}
+
+/** RFC 9110 If-None-Match: `*` or a list of (weak-compared) tags. */
+function matches(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  const bare = (t: string) => t.trim().replace(/^W\//, "");
+  return ifNoneMatch.split(",").some((t) => t.trim() === "*" || bare(t) === bare(etag));
+}
+
+/** Cache failures only cost speed: log and answer from the origin. */
+async function quietly<T>(c: Context<EdgeCacheEnv>, what: string, work: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await work();
+  } catch (err) {
+    log("warn", `edge cache ${what} failed`, { requestId: c.var.requestId, ...errorFields(err) });
+    return undefined;
+  }
+}
+
+function answer(c: Context<EdgeCacheEnv>, body: ArrayBuffer, etag: string, policy: CachePolicy, contentType: string) {
+  const headers = { ETag: etag, "Cache-Control": policy.cacheControl, Vary: "Origin" };
+  if (matches(c.req.header("if-none-match"), etag)) return c.body(null, 304, headers);
+  return c.body(body, 200, { ...headers, "Content-Type": contentType });
+}
+
+/**
+ * HTTP caching of the public catalogue reads (DESIGN §1), served from `caches.default`
+ * under versioned keys (src/shared/cache-policy.ts says how stale each may be):
+ * - a hit answers without services or D1 (0 hops; `Server-Timing: cache;desc="hit"`);
+ * - a request with `x-d1-bookmark` skips the lookup: it asked for at least that state;
+ * - 200s get an ETag and `Cache-Control`; `If-None-Match` gets a 304; errors get `no-store`;
+ * - every other `/api` answer is user-specific or a write: `private, no-store`, and a
+ *   successful catalogue-changing write bumps this data centre's generation.
+ */
+export function edgeCache(now: () => number = Date.now, openCache: () => Cache | undefined = defaultCache): MiddlewareHandler<EdgeCacheEnv> {
+  return async (c, next) => {
+    const { method, path } = c.req;
+    const store = openCache();
+    if (!isPublicRead(method, path)) {
+      await next();
+      if (!c.res.headers.has("cache-control")) c.header("Cache-Control", PRIVATE_NO_STORE);
+      if (store && c.res.status < 300 && changesCatalogue(method, path)) {
+        await quietly(c, "generation bump", () => store.put(GENERATION_KEY, new Response(String(now()), { headers: { "Cache-Control": "public, max-age=86400" } })));
+      }
+      return;
+    }
+    const generation = store ? ((await quietly(c, "generation read", async () => (await store.match(GENERATION_KEY))?.text())) ?? "0") : "0";
+    const policy = cachePolicyFor(path, now(), c.var.config.businessTimeZone, generation);
+    const key = cacheKeyOf(new URL(c.req.url), policy.version);
+    const lookup = store !== undefined && method === "GET" && !c.req.header(BOOKMARK_HEADER)?.trim();
+    if (lookup) {
+      const hit = await quietly(c, "lookup", () => store.match(key));
+      if (hit) {
+        c.var.meter.cache = "hit";
+        return answer(c, await hit.arrayBuffer(), hit.headers.get("etag") ?? "", policy, hit.headers.get("content-type") ?? "application/json");
+      }
+    }
+    c.var.meter.cache = lookup ? "miss" : "bypass";
+    await next();
+    if (c.res.status !== 200) {
+      c.header("Cache-Control", "no-store");
+      return;
+    }
+    const body = await c.res.arrayBuffer();
+    const etag = await etagOf(body);
+    const contentType = c.res.headers.get("content-type") ?? "application/json";
+    if (store && method === "GET") {
+      const copy = new Response(body, { headers: { "Content-Type": contentType, ETag: etag, "Cache-Control": `public, max-age=${policy.ttlS}` } });
+      const put = quietly(c, "store", () => store.put(key, copy));
+      try {
+        c.executionCtx.waitUntil(put);
+      } catch {
+        await put; // no execution context (a direct app.request in a test)
+      }
+    }
+    // The origin answer's body is consumed; `answer` rebuilds it with its headers plus ETag and Cache-Control.
+    c.res = answer(c, body, etag, policy, contentType);
+  };
+}

@@ -1,0 +1,143 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { bestSellerPeriod, cacheKeyOf, cachePolicyFor, changesCatalogue } from "../../src/shared/cache-policy";
+import { hopsOf } from "../../src/shared/hops";
+import { adminHeaders, api, createProduct, createUser, errorCode, type ApiResponse } from "../support/http";
+import { testApp } from "../support/secure-app";
+
+const hops = (res: ApiResponse) => hopsOf(res.headers.get("server-timing"));
+const cacheOf = (res: ApiResponse) => /cache;desc="(\w+)"/.exec(res.headers.get("server-timing") ?? "")?.[1];
+
+describe("public catalogue reads at the edge", () => {
+  it("carry Cache-Control and an ETag; a repeat comes from caches.default in 0 hops; If-None-Match gets 304", async () => {
+    const p = await createProduct(1_200, 4, "cached");
+    const first = await api.get(`/api/v1/products/${p}`);
+    expect(first.status).toBe(200);
+    expect(cacheOf(first)).toBe("miss");
+    expect(hops(first)).toBe(1);
+    expect(first.headers.get("cache-control")).toBe("public, max-age=0, s-maxage=5, stale-while-revalidate=25");
+    const etag = first.headers.get("etag")!;
+    expect(etag).toMatch(/^"[0-9a-f]{32}"$/);
+
+    const again = await api.get(`/api/v1/products/${p}`);
+    expect(cacheOf(again)).toBe("hit");
+    expect(hops(again)).toBe(0);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers.get("etag")).toBe(etag);
+    expect(again.headers.get("cache-control")).toBe(first.headers.get("cache-control"));
+    expect(again.headers.get("x-request-id")).not.toBe(first.headers.get("x-request-id"));
+
+    for (const inm of [etag, `W/${etag}`, `"other", ${etag}`, "*"]) {
+      const revalidated = await api.get(`/api/v1/products/${p}`, { "if-none-match": inm });
+      expect(revalidated.status, inm).toBe(304);
+      expect(revalidated.body, inm).toBeNull();
+      expect(revalidated.headers.get("etag")).toBe(etag);
+    }
+    expect((await api.get(`/api/v1/products/${p}`, { "if-none-match": '"stale"' })).status).toBe(200);
+    // A miss revalidates too: a list never read before, with the tag a client kept.
+    const list = await api.get("/api/v1/products?page=0&size=3");
+    const coldInm = await testApp({}, { now: () => Date.now() + 60_000 }).get("/api/v1/products?page=0&size=3", { "if-none-match": list.headers.get("etag")! });
+    expect(coldInm.status).toBe(304);
+  });
+
+  it("shows an admin stock change on the next read here (the write bumps this data centre's generation)", async () => {
+    const p = await createProduct(900, 5);
+    expect((await api.get(`/api/v1/products/${p}`)).body.data.stock).toBe(5);
+    expect(cacheOf(await api.get(`/api/v1/products/${p}`))).toBe("hit");
+    const patched = await api.patch(`/api/v1/admin/products/${p}/stock`, { delta: 7 }, adminHeaders);
+    expect(patched.status).toBe(200);
+    const after = await api.get(`/api/v1/products/${p}`);
+    expect(cacheOf(after)).toBe("miss");
+    expect(after.body.data.stock).toBe(12);
+  });
+
+  it("shows a change made behind the API once the 5 s bucket turns, and not before", async () => {
+    let clock = Math.ceil(Date.now() / 5_000) * 5_000 + 10_000; // the start of a bucket nobody used yet
+    const app = testApp({}, { now: () => clock });
+    const p = await createProduct(800, 3, "old name");
+    expect((await app.get(`/api/v1/products/${p}`)).body.data.productName).toBe("old name");
+    await env.DB.prepare("UPDATE products SET name = 'new name' WHERE id = ?").bind(p).run();
+    clock += 4_999;
+    const stale = await app.get(`/api/v1/products/${p}`);
+    expect(cacheOf(stale)).toBe("hit");
+    expect(stale.body.data.productName).toBe("old name");
+    clock += 1;
+    expect((await app.get(`/api/v1/products/${p}`)).body.data.productName).toBe("new name");
+  });
+
+  it("skips the lookup for a request with x-d1-bookmark (it asked for at least that state)", async () => {
+    const userId = await createUser(0);
+    const p = await createProduct(700, 2);
+    await api.get(`/api/v1/products/${p}`);
+    const bookmark = (await api.get(`/api/v1/points?userId=${userId}`)).headers.get("x-d1-bookmark")!;
+    const fresh = await api.get(`/api/v1/products/${p}`, { "x-d1-bookmark": bookmark });
+    expect(cacheOf(fresh)).toBe("bypass");
+    expect(hops(fresh)).toBe(1);
+    expect(fresh.headers.get("etag")).toBeTruthy();
+  });
+
+  it("never caches errors", async () => {
+    const missing = await api.get("/api/v1/products/987650");
+    expect(errorCode(missing)).toBe("PRODUCT_NOT_FOUND");
+    expect(missing.headers.get("cache-control")).toBe("no-store");
+    expect(cacheOf(await api.get("/api/v1/products/987650"))).toBe("miss");
+    const bad = await api.get("/api/v1/products?size=1000");
+    expect(bad.status).toBe(400);
+    expect(bad.headers.get("cache-control")).toBe("no-store");
+  });
+});
+
+describe("user-specific answers", () => {
+  it("are private, no-store: balances, history, coupons, orders, writes, admin", async () => {
+    const userId = await createUser(1_000);
+    const p = await createProduct(100, 5);
+    const answers = [
+      await api.get(`/api/v1/points?userId=${userId}`),
+      await api.get(`/api/v1/points/history?userId=${userId}`),
+      await api.get(`/api/v1/coupons?userId=${userId}`),
+      await api.post("/api/v1/points/charge", { userId, amount: 5 }),
+      await api.post("/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] }),
+      await api.get("/api/v1/points?userId=987651"),
+      await api.post("/api/v1/admin/users", { name: "x" }, adminHeaders),
+    ];
+    for (const res of answers) {
+      expect(res.headers.get("cache-control")).toBe("private, no-store");
+      expect(res.headers.get("etag")).toBeNull();
+    }
+  });
+});
+
+describe("cache policy", () => {
+  const TZ = "Asia/Seoul";
+  const kst = (iso: string) => Date.parse(`${iso}+09:00`);
+
+  it("caches best sellers until the next change of period: 00:30 refresh, then business midnight", () => {
+    const early = cachePolicyFor("/api/v1/products/best", kst("2026-12-01T00:10:00"), TZ, "0");
+    expect(early.ttlS).toBe(20 * 60);
+    expect(early.cacheControl).toBe(`public, max-age=0, s-maxage=${20 * 60}`);
+    const late = cachePolicyFor("/api/v1/products/best", kst("2026-12-01T00:30:00"), TZ, "0");
+    expect(late.version).not.toBe(early.version);
+    expect(late.ttlS).toBe(23.5 * 3600);
+    expect(cachePolicyFor("/api/v1/products/best", kst("2026-12-01T23:59:59"), TZ, "7").version).toBe(late.version);
+    expect(bestSellerPeriod(kst("2026-12-02T00:00:00"), TZ).id).toBe("2026-12-02.early");
+  });
+
+  it("versions the other reads by a 5 s bucket and the generation, over a normalised query", () => {
+    const a = cachePolicyFor("/api/v1/products", 10_000, TZ, "1");
+    expect(cachePolicyFor("/api/v1/products", 14_999, TZ, "1").version).toBe(a.version);
+    expect(cachePolicyFor("/api/v1/products", 15_000, TZ, "1").version).not.toBe(a.version);
+    expect(cachePolicyFor("/api/v1/products", 10_000, TZ, "2").version).not.toBe(a.version);
+    expect(cacheKeyOf(new URL("http://x/api/v1/products?size=5&page=0"), "v")).toBe(cacheKeyOf(new URL("http://y/api/v1/products?page=0&size=5"), "v"));
+  });
+
+  it("counts admin product changes, orders, cancels and payments as catalogue changes; charges and coupons not", () => {
+    expect(changesCatalogue("PATCH", "/api/v1/admin/products/1/stock")).toBe(true);
+    expect(changesCatalogue("POST", "/api/v1/admin/products")).toBe(true);
+    expect(changesCatalogue("POST", "/api/v1/orders")).toBe(true);
+    expect(changesCatalogue("POST", "/api/v1/orders/5/cancel")).toBe(true);
+    expect(changesCatalogue("POST", "/api/v1/points/use")).toBe(true);
+    expect(changesCatalogue("POST", "/api/v1/points/charge")).toBe(false);
+    expect(changesCatalogue("POST", "/api/v1/coupons/issue")).toBe(false);
+    expect(changesCatalogue("GET", "/api/v1/orders/5")).toBe(false);
+  });
+});
