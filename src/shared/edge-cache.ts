@@ -13,6 +13,27 @@ export interface EdgeCacheEnv {
 /** This data centre's catalogue generation lives in the cache itself (the Cache API is per data centre). */
 const GENERATION_KEY = "https://edge-cache.internal/__catalogue-generation";
 
+/**
+ * This isolate's view of the generation, re-read from the cache at most once a second
+ * (a lookup per read would double the cached path's cost); a bump made here updates it at once.
+ */
+const GENERATION_MEMO_MS = 1_000;
+let generationMemo: { value: string; readAt: number } | undefined;
+
+/**
+ * Misses in flight in this isolate, by cache key: when a bucket turns under load, the
+ * requests that arrive before the first answer is stored share that answer instead of each
+ * reading D1 (one read per key per isolate, not one per waiting request).
+ */
+const inflight = new Map<string, Promise<{ body: ArrayBuffer; etag: string; contentType: string } | undefined>>();
+
+async function generationOf(c: Context<EdgeCacheEnv>, store: Cache, at: number): Promise<string> {
+  if (generationMemo && at - generationMemo.readAt < GENERATION_MEMO_MS) return generationMemo.value;
+  const value = (await quietly(c, "generation read", async () => (await store.match(GENERATION_KEY))?.text())) ?? "0";
+  generationMemo = { value, readAt: at };
+  return value;
+}
+
 /** The Workers Cache API; absent outside workerd. */
 const defaultCache = (): Cache | undefined => (typeof caches === "undefined" ? undefined : caches.default);
 
@@ -62,12 +83,15 @@ export function edgeCache(now: () => number = Date.now, openCache: () => Cache |
       await next();
       if (!c.res.headers.has("cache-control")) c.header("Cache-Control", PRIVATE_NO_STORE);
       if (store && c.res.status < 300 && changesCatalogue(method, path)) {
-        await quietly(c, "generation bump", () => store.put(GENERATION_KEY, new Response(String(now()), { headers: { "Cache-Control": "public, max-age=86400" } })));
+        const value = String(now());
+        generationMemo = { value, readAt: now() };
+        await quietly(c, "generation bump", () => store.put(GENERATION_KEY, new Response(value, { headers: { "Cache-Control": "public, max-age=86400" } })));
       }
       return;
     }
-    const generation = store ? ((await quietly(c, "generation read", async () => (await store.match(GENERATION_KEY))?.text())) ?? "0") : "0";
-    const policy = cachePolicyFor(path, now(), c.var.config.businessTimeZone, generation);
+    const at = now();
+    const generation = store ? await generationOf(c, store, at) : "0";
+    const policy = cachePolicyFor(path, at, c.var.config.businessTimeZone, generation);
     const key = cacheKeyOf(new URL(c.req.url), policy.version);
     const lookup = store !== undefined && method === "GET" && !c.req.header(BOOKMARK_HEADER)?.trim();
     if (lookup) {
@@ -77,15 +101,32 @@ export function edgeCache(now: () => number = Date.now, openCache: () => Cache |
         return answer(c, await hit.arrayBuffer(), hit.headers.get("etag") ?? "", policy, hit.headers.get("content-type") ?? "application/json");
       }
     }
+    const pending = lookup ? inflight.get(key) : undefined;
+    const shared = pending ? await pending : undefined;
+    if (shared) {
+      c.var.meter.cache = "hit";
+      return answer(c, shared.body, shared.etag, policy, shared.contentType);
+    }
     c.var.meter.cache = lookup ? "miss" : "bypass";
-    await next();
+    let settle: (v: { body: ArrayBuffer; etag: string; contentType: string } | undefined) => void = () => {};
+    if (lookup) {
+      inflight.set(key, new Promise((resolve) => (settle = resolve)));
+    }
+    try {
+      await next();
+    } finally {
+      if (c.res.status !== 200) settle(undefined);
+    }
     if (c.res.status !== 200) {
+      if (lookup) inflight.delete(key);
       c.header("Cache-Control", "no-store");
       return;
     }
     const body = await c.res.arrayBuffer();
     const etag = await etagOf(body);
     const contentType = c.res.headers.get("content-type") ?? "application/json";
+    settle({ body, etag, contentType });
+    if (lookup) inflight.delete(key);
     if (store && method === "GET") {
       const copy = new Response(body, { headers: { "Content-Type": contentType, ETag: etag, "Cache-Control": `public, max-age=${policy.ttlS}` } });
       const put = quietly(c, "store", () => store.put(key, copy));

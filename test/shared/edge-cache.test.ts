@@ -65,6 +65,15 @@ describe("public catalogue reads at the edge", () => {
     expect((await app.get(`/api/v1/products/${p}`)).body.data.productName).toBe("new name");
   });
 
+  it("lets concurrent misses of one key share a single D1 read", async () => {
+    const p = await createProduct(600, 9);
+    const burst = await Promise.all(Array.from({ length: 20 }, () => api.get(`/api/v1/products/${p}`)));
+    expect(burst.every((r) => r.status === 200 && r.body.data.stock === 9)).toBe(true);
+    expect(burst.map(hops).filter((h) => h === 1)).toHaveLength(1);
+    expect(burst.filter((r) => cacheOf(r) === "hit")).toHaveLength(19);
+    expect(new Set(burst.map((r) => r.headers.get("etag"))).size).toBe(1);
+  });
+
   it("skips the lookup for a request with x-d1-bookmark (it asked for at least that state)", async () => {
     const userId = await createUser(0);
     const p = await createProduct(700, 2);
