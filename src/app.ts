@@ -1,5 +1,4 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { swaggerUI } from "@hono/swagger-ui";
 import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
@@ -10,6 +9,7 @@ import { adminRoutes } from "./admin/admin.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
+import { addEdgeConventions } from "./openapi";
 import { couponsRoutes } from "./coupons/coupons.routes";
 import { ordersRoutes } from "./orders/orders.routes";
 import { paymentRoutes } from "./orders/payment.routes";
@@ -165,20 +165,31 @@ export function createApp(options: AppOptions = {}) {
     bearerFormat: "JWT",
     description: "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced only when JWT_SECRET is set.",
   });
-  app.doc31("/openapi.json", {
-    openapi: "3.1.0",
-    info: {
-      title: "Edge Commerce API",
-      version: "1.0.0",
-      description:
-        "Points, products, first-come coupons, orders and rankings on Cloudflare Workers. " +
-        "Every response is an envelope `{code, message, data}` or `{code, error, message, detail}`.",
-    },
-    servers: [{ url: "/" }],
-    // User routes need a user JWT when JWT_SECRET is set; catalogue reads opt out, admin routes override.
-    security: [{ userBearer: [] }],
+  // Built on the first request for it, not at startup, then kept for the isolate's life.
+  let document: Record<string, unknown> | undefined;
+  app.get("/openapi.json", (c) => {
+    document ??= addEdgeConventions(
+      app.getOpenAPI31Document({
+        openapi: "3.1.0",
+        info: {
+          title: "Edge Commerce API",
+          version: "1.0.0",
+          description:
+            "Points, products, first-come coupons, orders and rankings on Cloudflare Workers. " +
+            "Every response is an envelope `{code, message, data}` or `{code, error, message, detail}`.",
+        },
+        servers: [{ url: "/" }],
+        // User routes need a user JWT when JWT_SECRET is set; catalogue reads opt out, admin routes override.
+        security: [{ userBearer: [] }],
+      }) as unknown as Record<string, unknown>,
+    );
+    return c.json(document);
   });
-  app.get("/docs", swaggerUI({ url: "/openapi.json" }));
+  // The docs UI is only loaded when someone opens /docs: off the Worker's startup path.
+  app.get("/docs", async (c, next) => {
+    const { swaggerUI } = await import("@hono/swagger-ui");
+    return swaggerUI<AppEnv>({ url: "/openapi.json" })(c, next);
+  });
 
   app.notFound((c) => errorResponse(c, new AppError("NOT_FOUND")));
   app.onError((err, c) => {
