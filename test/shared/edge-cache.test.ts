@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { bestSellerPeriod, cacheKeyOf, cachePolicyFor, changesCatalogue } from "../../src/shared/cache-policy";
 import { hopsOf } from "../../src/shared/hops";
-import { adminHeaders, api, createProduct, createUser, errorCode, type ApiResponse } from "../support/http";
+import { adminHeaders, api, call, createProduct, createUser, errorCode, type ApiResponse } from "../support/http";
 import { testApp } from "../support/secure-app";
 
 const hops = (res: ApiResponse) => hopsOf(res.headers.get("server-timing"));
@@ -26,6 +26,13 @@ describe("public catalogue reads at the edge", () => {
     expect(again.headers.get("etag")).toBe(etag);
     expect(again.headers.get("cache-control")).toBe(first.headers.get("cache-control"));
     expect(again.headers.get("x-request-id")).not.toBe(first.headers.get("x-request-id"));
+    // A hit opened no D1 session, so it hands out no (old) bookmark.
+    expect(first.headers.get("x-d1-bookmark")).toBeTruthy();
+    expect(again.headers.get("x-d1-bookmark")).toBeNull();
+    const head = await call("HEAD", `/api/v1/products/${p}`);
+    expect(head.status).toBe(200);
+    expect(head.body).toBeNull();
+    expect(head.headers.get("etag")).toBe(etag);
 
     for (const inm of [etag, `W/${etag}`, `"other", ${etag}`, "*"]) {
       const revalidated = await api.get(`/api/v1/products/${p}`, { "if-none-match": inm });
