@@ -17,6 +17,7 @@ import { RankingsService } from "./rankings/rankings.service";
 import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
+import { OrderSweepRepo } from "./orders/order-sweep.repo";
 import { OrdersRepo } from "./orders/orders.repo";
 import { OrdersService } from "./orders/orders.service";
 import { PaymentRepo } from "./orders/payment.repo";
@@ -57,6 +58,8 @@ export interface Services {
   rateLimiter: RateLimiterClient;
   stock: StockPort;
   ordersRepo: OrdersRepo;
+  /** Set-based D1 side of the order crons. */
+  orderSweep: OrderSweepRepo;
   orders: OrdersService;
   payments: PaymentService;
 }
@@ -116,6 +119,7 @@ export function createServices(
     adminRepo: new AdminRepo(d1),
     stock,
     ordersRepo,
+    orderSweep: new OrderSweepRepo(d1),
     orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, markSettledLater),
     payments: new PaymentService(
       ordersRepo,

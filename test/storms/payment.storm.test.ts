@@ -37,7 +37,7 @@ describe("payment storms", () => {
     const later = Date.now() + loadConfig(env).orderPaymentTtlMs + 1_000;
     const [pays] = await Promise.all([
       Promise.all(orders.map((o) => payOrder(userId, o.orderId))),
-      expireOrders({ repo: s.ordersRepo, stock: s.stock }, later),
+      expireOrders({ sweep: s.orderSweep, stock: s.stock }, later),
     ]);
     let paid = 0;
     for (const [i, o] of orders.entries()) {
