@@ -129,7 +129,7 @@ export function createServices(
       undefined,
       (paid) =>
         afterCommit(async () => {
-          await rankings.recordPaidOrder(paid.paidAt, paid.items);
+          await rankings.recordPaidOrder({ orderId: paid.orderId, paidAt: paid.paidAt, items: paid.items });
           await relayOutbox(env.DB, transport, clock());
         }),
       markSettledLater,
