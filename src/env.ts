@@ -27,6 +27,7 @@ export interface Env {
   REDIS_KEY_PREFIX?: string;
   EVENT_RETRY_BASE_SECONDS?: string;
   LOG_LEVEL?: string;
+  EVENT_RETENTION_DAYS?: string;
 }
 
 type AppBindings = Env;

@@ -1,4 +1,5 @@
 import type { Config } from "./config";
+import { purgeEventTables, type RetentionReport } from "./events/retention.job";
 import { createDb, type Db } from "./db/client";
 import type { Env } from "./env";
 import { AdminRepo } from "./admin/admin.repo";
@@ -33,6 +34,8 @@ import { HopMeter, meterD1 } from "./shared/hops";
  */
 export interface Services {
   clock: () => number;
+  /** Deletes event rows older than EVENT_RETENTION_DAYS, one bounded batch (the retention cron). */
+  purgeEvents: (now: number) => Promise<RetentionReport>;
   /** This request's round-trip accounting (DESIGN §8); every D1 and DO call below goes through it. */
   meter: HopMeter;
   db: Db;
@@ -119,6 +122,7 @@ export function createServices(
     adminRepo: new AdminRepo(d1),
     stock,
     ordersRepo,
+    purgeEvents: (now) => purgeEventTables(env.DB, now, config.eventRetentionMs),
     orderSweep: new OrderSweepRepo(d1),
     orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, markSettledLater),
     payments: new PaymentService(
