@@ -21,7 +21,8 @@ export const SETTLE_GRACE_MS = 30_000;
 /**
  * Subrequests the every-minute order maintenance may spend of the invocation's 1,000
  * (SUBREQUESTS_PER_INVOCATION; paid plan, D1 and DO calls count). The rest is left to the
- * jobs that run after it in the same invocation (outbox relay, purges). CPU: a 500-order
+ * jobs that run after it in the same invocation: the outbox relay makes at most 30 (10 batches x
+ * claim, send, mark), the idempotency purge at most 10. CPU: a 500-order
  * round is a few milliseconds of JSON in the Worker, far inside the 30 s default.
  */
 export const ORDER_MAINTENANCE_SUBREQUESTS = 800;
