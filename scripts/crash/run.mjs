@@ -8,7 +8,8 @@
  *    KILL_AFTER answers have come back, SIGKILLs the whole process group (node and workerd).
  * 3. Restarts on the same persisted D1/DO state; runs the every-minute cron with a scheduled time
  *    CRON_AHEAD_MS in the future, so stale placements (2 min), unpaid orders (15 min) and the settle
- *    grace (30 s) have aged out without waiting: the jobs take their "now" from the trigger.
+ *    grace (30 s) have aged out without waiting (the jobs take their "now" from the trigger), until no
+ *    order is left half-way (at most MAX_CRON_RUNS runs).
  * 4. Retries every charge with its Idempotency-Key, then checks (scripts/crash/checks.mjs) and
  *    lets a fresh user order and pay. Prints a summary; exits 1 on any violation.
  * Only 127.0.0.1 is contacted; the request count is bounded (about 9 per user) and so is the time.
@@ -23,7 +24,22 @@ import { call, runStorm, seed } from "./storm.mjs";
 /** The kill lands after this many answers: random in 150..300 (the storm gets about 330 before it ends) unless set. */
 const KILL_AFTER = Number(process.env.CRASH_KILL_AFTER ?? 150 + Math.floor(Math.random() * 151));
 const CRON_AHEAD_MS = 20 * 60_000;
-const CRON_RUNS = 3;
+const MAX_CRON_RUNS = 10;
+let cronRuns = 0;
+
+/**
+ * CRASH_INJECT=double-charge applies one acknowledged charge a second time behind the API's back,
+ * to show the checks catch it (the run must then fail).
+ */
+async function injectDoubleCharge(server, ledger) {
+  const c = ledger.charges.find((x) => x.acked);
+  await server.d1.raw.batch([
+    server.d1.raw.prepare("UPDATE user_balances SET balance = balance + ?1 WHERE user_id = ?2").bind(c.amount, c.userId),
+    server.d1.raw
+      .prepare("INSERT INTO point_history (user_id, type, amount, balance_after, created_at) SELECT ?2, 'CHARGE', ?1, balance, ?3 FROM user_balances WHERE user_id = ?2")
+      .bind(c.amount, c.userId, Date.now()),
+  ]);
+}
 const stateDir = join(BENCH_DIR, "crash", `${Date.now()}-${process.pid}`);
 mkdirSync(stateDir, { recursive: true });
 
@@ -68,7 +84,13 @@ const server = await startServer({ build: false, keepState: true, stateDir, quie
 let violations;
 let retries;
 try {
-  for (let i = 0; i < CRON_RUNS; i++) await server.scheduled("* * * * *", Date.now() + CRON_AHEAD_MS);
+  // Until nothing is left half-way: no PENDING placement, no unpaid order, no terminal order its objects were not told.
+  for (cronRuns = 1; cronRuns <= MAX_CRON_RUNS; cronRuns++) {
+    await server.scheduled("* * * * *", Date.now() + CRON_AHEAD_MS);
+    const left = await server.d1.first("SELECT count(*) AS n FROM orders WHERE status IN ('PENDING','NOT_PAID') OR (status != 'NOT_PAID' AND closed_at IS NULL)");
+    if (left.n === 0) break;
+  }
+  if (process.env.CRASH_INJECT === "double-charge") await injectDoubleCharge(server, ledger);
   retries = [];
   for (const charge of ledger.charges) {
     retries.push({ charge, res: await call(server.url, "POST", "/points/charge", { userId: charge.userId, amount: charge.amount }, { "idempotency-key": charge.key }) });
@@ -90,6 +112,7 @@ const summary = {
   orders: ledger.orders.length,
   payments: ledger.payments.length,
   cancels: ledger.cancels.length,
+  cronRuns,
   seconds: Math.round((Date.now() - t0) / 1000),
   violations: violations.length,
 };
