@@ -3,6 +3,7 @@ import { HTTPException } from "hono/http-exception";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
+import { matchedRoutes } from "hono/route";
 import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
@@ -110,7 +111,10 @@ export function createApp(options: AppOptions = {}) {
   );
   app.use("/api/*", async (c, next) => {
     const method = c.req.method;
-    if (method === "POST" || method === "PUT" || method === "PATCH") {
+    // A method no route of this path takes is 405 (methodNotAllowed, after next()), whatever the
+    // body's type: only a request some handler would serve is held to the JSON content type.
+    const served = matchedRoutes(c).some((r) => r.method === method);
+    if (served && (method === "POST" || method === "PUT" || method === "PATCH")) {
       const type = c.req.header("content-type");
       if (!type || !JSON_CONTENT_TYPE.test(type)) throw new AppError("UNSUPPORTED_MEDIA_TYPE");
     }

@@ -32,6 +32,7 @@ const ConfigSchema = z.object({
   REDIS_KEY_PREFIX: z.string().default(""),
   EVENT_RETRY_BASE_SECONDS: z.coerce.number().int().min(0).max(60).default(2),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).max(3_650).default(7),
 });
 
 /** Typed configuration; also says which optional adapters are switched on. */
@@ -49,6 +50,8 @@ export interface Config {
   redisKeyPrefix: string;
   eventRetryBaseSeconds: number;
   logLevel: Level;
+  /** How long published outbox rows, delivery records and replayed dead letters are kept. */
+  eventRetentionMs: number;
 }
 
 const cache = new WeakMap<object, Config>();
@@ -87,6 +90,7 @@ export function loadConfig(env: Env): Config {
     redisKeyPrefix: raw.REDIS_KEY_PREFIX,
     eventRetryBaseSeconds: raw.EVENT_RETRY_BASE_SECONDS,
     logLevel: raw.LOG_LEVEL,
+    eventRetentionMs: raw.EVENT_RETENTION_DAYS * 86_400_000,
   };
   setLogLevel(config.logLevel);
   cache.set(env, config);

@@ -15,13 +15,14 @@ export type Job = { name: string; run: (services: Services, now: number) => Prom
  */
 export const JOBS: Record<string, Job[]> = {
   "* * * * *": [
-    { name: "order-maintenance", run: (s, now) => runOrderMaintenance({ repo: s.ordersRepo, stock: s.stock, couponCache: s.userCouponCache }, now) },
+    { name: "order-maintenance", run: (s, now) => runOrderMaintenance({ sweep: s.orderSweep, stock: s.stock, couponCache: s.userCouponCache }, now) },
     { name: "outbox-relay", run: (s) => s.events.relay() },
     { name: "idempotency-purge", run: (s) => purgeIdempotencyKeysJob(s) },
   ],
   "*/10 * * * *": [
     { name: "ranking-repair", run: (s) => repairRankingJob(s) },
     { name: "failed-orders-purge", run: (s, now) => purgeFailedOrders({ repo: s.ordersRepo }, now) },
+    { name: "event-retention", run: (s, now) => s.purgeEvents(now) },
   ],
   "30 15 * * *": [{ name: "best-sellers-refresh", run: (s) => refreshBestSellersJob(s) }],
 };

@@ -1,4 +1,5 @@
 import type { Config } from "./config";
+import { purgeEventTables, type RetentionReport } from "./events/retention.job";
 import { createDb, primaryD1, sessionAsDatabase, type Db } from "./db/client";
 import { AdminRepo } from "./admin/admin.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
@@ -17,6 +18,7 @@ import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { RelaySoon } from "./events/relay-soon";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "./events/transport";
+import { OrderSweepRepo } from "./orders/order-sweep.repo";
 import { OrdersRepo } from "./orders/orders.repo";
 import { OrdersService } from "./orders/orders.service";
 import { PaymentRepo } from "./orders/payment.repo";
@@ -33,6 +35,8 @@ import { withSessionArg, type SessionStart } from "./shared/d1-session";
  */
 export interface Services {
   clock: () => number;
+  /** Deletes event rows older than EVENT_RETENTION_DAYS, one bounded batch (the retention cron). */
+  purgeEvents: (now: number) => Promise<RetentionReport>;
   /** This request's round-trip accounting (DESIGN §8); every D1 and DO call below goes through it. */
   meter: HopMeter;
   /** This request's D1 session: where it started, and the bookmark to answer (`x-d1-bookmark`). */
@@ -60,6 +64,8 @@ export interface Services {
   rateLimiter: RateLimiterClient;
   stock: StockPort;
   ordersRepo: OrdersRepo;
+  /** Set-based D1 side of the order crons. */
+  orderSweep: OrderSweepRepo;
   orders: OrdersService;
   payments: PaymentService;
 }
@@ -131,6 +137,8 @@ export function createServices(
     adminRepo: new AdminRepo(d1),
     stock,
     ordersRepo,
+    purgeEvents: (now) => purgeEventTables(env.DB, now, config.eventRetentionMs),
+    orderSweep: new OrderSweepRepo(d1),
     orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, markSettledLater),
     payments: new PaymentService(
       ordersRepo,
@@ -140,7 +148,7 @@ export function createServices(
       undefined,
       (paid) =>
         afterCommit(async () => {
-          await rankings.recordPaidOrder(paid.paidAt, paid.items);
+          await rankings.recordPaidOrder({ orderId: paid.orderId, paidAt: paid.paidAt, items: paid.items });
           // The relay is keyed by the binding (one per isolate) and runs in its own primary session.
           await relaySoonFor(env.DB).request(() => relayOutbox(primaryD1(env.DB), transport, clock()));
         }),

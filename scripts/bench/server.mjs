@@ -19,7 +19,7 @@
  * listening on a free loopback port. Requests go straight to workerd (Miniflare's
  * entry worker -> our worker); Node is not on the request path.
  *
- * CLI: `npx node scripts/bench/server.mjs [--bare] [--keep-state] [--seconds N]` starts it,
+ * CLI: `npx node scripts/bench/server.mjs [--bare] [--keep-state] [--state-dir DIR] [--seconds N]` starts it,
  * prints the URL and serves until Ctrl-C or N seconds (default 3600).
  */
 import { spawn } from "node:child_process";
@@ -107,14 +107,20 @@ export function readMigrations(dir = join(APP_ROOT, "migrations")) {
     }));
 }
 
-/** Applies every migration in one D1 batch per file (a batch is a transaction). */
+/**
+ * Applies every migration not applied yet, one D1 batch per file (a batch is a transaction),
+ * recording each in `_bench_migrations` so a restart on kept state (the crash test) skips it.
+ */
 export async function applyMigrations(db) {
+  await db.prepare("CREATE TABLE IF NOT EXISTS _bench_migrations (file TEXT PRIMARY KEY)").run();
+  const done = new Set((await db.prepare("SELECT file FROM _bench_migrations").all()).results.map((r) => r.file));
   const applied = [];
   for (const { file, statements } of readMigrations()) {
-    await db.batch(statements.map((s) => db.prepare(s)));
+    if (done.has(file)) continue;
+    await db.batch([...statements.map((s) => db.prepare(s)), db.prepare("INSERT INTO _bench_migrations (file) VALUES (?)").bind(file)]);
     applied.push(`${file} (${statements.length} statements)`);
   }
-  return applied;
+  return applied.length > 0 ? applied : ["none pending"];
 }
 
 async function waitForHealth(url, { timeoutMs = 30_000 } = {}) {
@@ -157,8 +163,12 @@ function installExitHooks() {
  * 127.0.0.1: 0 picks a free port. The result then has `inspectorUrl` (ws://127.0.0.1:<port>);
  * `GET http://127.0.0.1:<port>/json` lists its targets. Used by scripts/profile/cpu.mjs.
  *
+ * `stateDir` reuses the D1/DO state of an earlier run (with `keepState`, it survives the stop):
+ * the crash test restarts on the state a killed server left.
+ *
  * @returns {{ url: string, mode: string, stateDir: string, logFile: string, inspectorUrl?: string,
  *   d1: { all(sql, ...params): Promise<object[]>, first(sql, ...params): Promise<object|null> },
+ *   scheduled(cron: string, scheduledTime?: number): Promise<void>,
  *   stop(): Promise<void> }}
  */
 export async function startServer({
@@ -168,6 +178,7 @@ export async function startServer({
   quiet = false,
   direct = process.env.BENCH_DIRECT !== "0",
   inspectorPort = undefined,
+  stateDir: reuseStateDir = undefined,
 } = {}) {
   const { Miniflare, Log, LogLevel, convertV4MiniflareOptions } = await import("miniflare");
   const { unstable_getMiniflareWorkerOptions } = await import("wrangler");
@@ -175,7 +186,7 @@ export async function startServer({
   const scriptPath = build ? await buildBundle() : join(defaultDistDir(), "index.js");
   const runId = `${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}`;
   // BENCH_STATE_ROOT (e.g. /dev/shm/bench) takes the disk's fsync cost out of the numbers.
-  const stateDir = join(process.env.BENCH_STATE_ROOT ?? join(BENCH_DIR, "state"), runId);
+  const stateDir = reuseStateDir ?? join(process.env.BENCH_STATE_ROOT ?? join(BENCH_DIR, "state"), runId);
   mkdirSync(stateDir, { recursive: true });
   const logFile = join(BENCH_DIR, "logs", `${runId}.log`);
   mkdirSync(dirname(logFile), { recursive: true });
@@ -260,7 +271,12 @@ export async function startServer({
     };
     const mode = `Miniflare/workerd, wrangler deploy --dry-run bundle, ${direct ? "direct socket to the Worker" : "through Miniflare's entry worker"}${inspectorPort !== undefined ? ", V8 inspector on" : ""}`;
     const inspectorUrl = inspectorPort !== undefined ? (await mf.getInspectorURL()).toString() : undefined;
-    return { url, mode, stateDir, logFile, d1, stop, ...(inspectorUrl ? { inspectorUrl } : {}) };
+    // The Worker's scheduled handler, as Cron Triggers call it (crons never fire by themselves locally).
+    const scheduled = async (cron, scheduledTime = Date.now()) => {
+      const worker = await mf.getWorker("edge-commerce-api");
+      await worker.scheduled({ cron, scheduledTime: new Date(scheduledTime) });
+    };
+    return { url, mode, stateDir, logFile, d1, scheduled, stop, ...(inspectorUrl ? { inspectorUrl } : {}) };
   } catch (err) {
     await stop();
     throw err;
@@ -330,7 +346,9 @@ export async function startBareWorkerd({ vars = {}, quiet = false } = {}) {
 // CLI
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const bare = process.argv.includes("--bare");
-  const server = bare ? await startBareWorkerd() : await startServer({ keepState: process.argv.includes("--keep-state") });
+  const d = process.argv.indexOf("--state-dir");
+  const stateDir = d > 0 ? resolve(process.argv[d + 1]) : undefined;
+  const server = bare ? await startBareWorkerd() : await startServer({ keepState: process.argv.includes("--keep-state"), stateDir });
   console.log(JSON.stringify({ url: server.url, mode: server.mode, stateDir: server.stateDir, logFile: server.logFile }));
   const i = process.argv.indexOf("--seconds");
   const seconds = i > 0 ? Number(process.argv[i + 1]) : 3600;

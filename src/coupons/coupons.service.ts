@@ -126,11 +126,13 @@ export class CouponsService {
   async listOwned(userId: number): Promise<{ userId: number; coupons: OwnedCoupon[] }> {
     const now = this.clock();
     // Read-through: a cached list implies the user exists; a miss reads D1 and fills the cache.
-    let rows = await this.cache.get(userId);
+    // The generation read here guards the refill: an eviction in between makes `set` a no-op.
+    const cached = await this.cache.get(userId);
+    let rows = cached.rows;
     if (!rows) {
       if (!(await this.repo.userExists(userId))) throw new AppError("USER_NOT_FOUND");
       rows = await this.repo.listUserCoupons(userId);
-      await this.cache.set(userId, rows);
+      await this.cache.set(userId, rows, cached.generation);
     }
     return {
       userId,

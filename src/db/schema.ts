@@ -155,12 +155,21 @@ export const orders = sqliteTable(
     paidAt: integer("paid_at"),
     closedAt: integer("closed_at"),
     updatedAt: integer("updated_at").notNull(),
+    /** The settle sweep retries this order no earlier than this (backoff after a failed settlement). */
+    settleAfter: integer("settle_after").notNull().default(0),
+    /** Failed settlement attempts so far (the backoff grows with it). */
+    settleAttempts: integer("settle_attempts").notNull().default(0),
   },
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.id),
     index("orders_status_expires_idx").on(t.status, t.expiresAt),
     // The foreign key from orders to user_coupons: without it every user_coupons insert scans orders.
     index("orders_user_coupon_id_idx").on(t.userCouponId),
+    // Only terminal orders whose stock objects were not told yet (normally a few, for seconds): the settle
+    // sweep reads them by next-attempt time without scanning closed history. Its WHERE must match the sweep's.
+    index("orders_unsettled_idx")
+      .on(t.settleAfter, t.id)
+      .where(sql`status IN ('PAID','EXPIRED','CANCELLED','FAILED') AND closed_at IS NULL`),
     check(
       "orders_status",
       sql`status IN ('PENDING','NOT_PAID','PAID','EXPIRED','CANCELLED','FAILED')`,

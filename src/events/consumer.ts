@@ -1,6 +1,6 @@
 import { DomainEvent } from "./event.schemas";
 import { deliverOrderCompleted } from "./data-platform.client";
-import { log } from "../shared/logger";
+import { errorFields, log } from "../shared/logger";
 
 export interface ConsumerDeps {
   d1: D1Database;
@@ -56,17 +56,39 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
   }
 }
 
-/** The dead-letter queue's consumer: keeps each dead message in D1 for inspection and replay. */
+/** Delay before a dead letter whose D1 insert failed is offered again: 30 s doubling, at most 12 h (the Queues maximum). */
+export function deadLetterRetrySeconds(attempts: number): number {
+  return Math.min(30 * 2 ** Math.max(attempts - 1, 0), 43_200);
+}
+
+/**
+ * The dead-letter queue's consumer: keeps each dead message in D1 for inspection
+ * and replay. Each message is acked only once its row is written; when D1 refuses,
+ * the message is retried with a growing delay (wrangler.toml gives this queue
+ * max_retries = 100, so a D1 outage of days still keeps the event). The insert is
+ * idempotent on the event id (a row not yet replayed), so a retry after a lost ack
+ * adds no second row.
+ */
 export async function consumeDeadLetters(batch: MessageBatch<unknown>, deps: ConsumerDeps): Promise<void> {
-  const stmts = batch.messages.map((msg) => {
+  const kept: string[] = [];
+  for (const msg of batch.messages) {
     const body = msg.body as { eventId?: unknown; type?: unknown } | null;
     const eventId = typeof body?.eventId === "string" ? body.eventId : `unknown:${msg.id}`;
     const type = typeof body?.type === "string" ? body.type : "unknown";
-    return deps.d1
-      .prepare("INSERT INTO dead_letters (event_id, type, payload, attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-      .bind(eventId, type, JSON.stringify(msg.body), msg.attempts, deps.now());
-  });
-  if (stmts.length > 0) await deps.d1.batch(stmts);
-  log("error", "events dead-lettered", { count: stmts.length, eventIds: batch.messages.map((m) => (m.body as { eventId?: string })?.eventId) });
-  batch.ackAll();
+    try {
+      await deps.d1
+        .prepare(
+          `INSERT INTO dead_letters (event_id, type, payload, attempts, created_at)
+           SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE event_id = ?1 AND replayed_at IS NULL)`,
+        )
+        .bind(eventId, type, JSON.stringify(msg.body), msg.attempts, deps.now())
+        .run();
+      kept.push(eventId);
+      msg.ack();
+    } catch (err) {
+      log("error", "dead letter not stored; retrying the message", { eventId, attempts: msg.attempts, ...errorFields(err) });
+      msg.retry({ delaySeconds: deadLetterRetrySeconds(msg.attempts) });
+    }
+  }
+  if (kept.length > 0) log("error", "events dead-lettered", { count: kept.length, eventIds: kept });
 }

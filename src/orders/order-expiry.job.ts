@@ -1,109 +1,133 @@
 import type { StockPort } from "../products/product-stock.client";
 import type { UserCouponCache } from "../coupons/user-coupon.cache";
+import { SubrequestBudget } from "../shared/budget";
 import { errorFields, log } from "../shared/logger";
 import type { OrdersRepo } from "./orders.repo";
+import type { OrderSweepRepo, SweptOrder } from "./order-sweep.repo";
+import { settleSwept } from "./order-settlement";
 
-/** Orders handled per job run; the next minute picks up the rest. */
-export const EXPIRY_BATCH_SIZE = 100;
+/**
+ * Orders one expiry batch flips (one D1 batch, ids as one JSON parameter). With
+ * EXPIRY_MAX_ROUNDS that is 5,000 orders a run: a flash sale's 5,000 orders expiring
+ * in the same minute are all EXPIRED, with stock and coupons back, within two runs.
+ */
+export const EXPIRY_BATCH_SIZE = 500;
+/** Batches per sweep per run; each round costs 2 D1 calls + 1 call per product + 1 D1 batch + 1 Redis call. */
+export const EXPIRY_MAX_ROUNDS = 10;
 /** A PENDING order older than this was abandoned by its placement (holds time out after 60 s). */
 export const STALE_PENDING_MS = 120_000;
 /** A terminal order left unsettled this long is settled by the cron (in-flight requests settle their own). */
 export const SETTLE_GRACE_MS = 30_000;
-/** How far back the settle sweep looks (by payment deadline); older leftovers need an operator. */
-export const SETTLE_HORIZON_MS = 86_400_000;
+/**
+ * Subrequests the every-minute order maintenance may spend of the invocation's 1,000
+ * (SUBREQUESTS_PER_INVOCATION; paid plan, D1 and DO calls count). The rest is left to the
+ * jobs that run after it in the same invocation: the outbox relay makes at most 30 (10 batches x
+ * claim, send, mark), the idempotency purge at most 10. CPU: a 500-order
+ * round is a few milliseconds of JSON in the Worker, far inside the 30 s default.
+ */
+export const ORDER_MAINTENANCE_SUBREQUESTS = 800;
+/** A round is only started when at least this much budget is left (2 D1 calls + a few objects + the record). */
+const MIN_ROUND_SUBREQUESTS = 8;
 
 export interface OrderJobDeps {
-  repo: OrdersRepo;
+  sweep: OrderSweepRepo;
   stock: StockPort;
   /** Evicted when an expired order gives its coupon back. */
   couponCache?: UserCouponCache;
+  /** Shared by the sweeps of one run; a fresh ORDER_MAINTENANCE_SUBREQUESTS budget when absent. */
+  budget?: SubrequestBudget;
 }
 
 export interface OrderJobReport {
   expired: number;
   failed: number;
   settled: number;
+  /** Subrequests this run spent (D1 + DO + Redis), never above ORDER_MAINTENANCE_SUBREQUESTS. */
+  subrequests: number;
 }
 
+type Round = (budget: SubrequestBudget) => Promise<SweptOrder[]>;
+
 /**
- * Expires NOT_PAID orders past `expires_at`: the conditional flip to EXPIRED
- * (with the coupon given back, same batch) makes exactly one of expiry,
- * payment and cancel win; then the stock is released in the DOs. Idempotent:
- * a second run finds nothing, and releases are keyed by order id.
+ * Runs `round` until it finds fewer than `batchSize` orders, `maxRounds` is reached
+ * or the budget is low; each round's orders are settled at once. A failing round is
+ * logged and ends this sweep (the next run starts over; every step is idempotent).
  */
-export async function expireOrders(deps: OrderJobDeps, now: number, limit = EXPIRY_BATCH_SIZE): Promise<number> {
-  let expired = 0;
-  for (const orderId of await deps.repo.listExpirable(now, limit)) {
+async function sweep(deps: OrderJobDeps & { budget: SubrequestBudget }, what: string, now: number, batchSize: number, maxRounds: number, round: Round) {
+  let moved = 0;
+  let settled = 0;
+  for (let i = 0; i < maxRounds && deps.budget.left >= MIN_ROUND_SUBREQUESTS; i++) {
     try {
-      if (await deps.repo.closeUnpaid(orderId, "EXPIRED", now, { expiredBy: now })) {
-        expired++;
-        const order = deps.couponCache ? await deps.repo.findOrder(orderId) : undefined;
-        if (order && order.userCouponId !== null) await deps.couponCache!.evict([order.userId]);
-        await settleOrder(deps, orderId, "EXPIRED", now);
-      }
+      const orders = await round(deps.budget);
+      moved += orders.length;
+      settled += (await settleSwept(deps, orders, now)).settled;
+      if (orders.length < batchSize) break;
     } catch (err) {
-      log("error", "order expiry failed", { orderId, ...errorFields(err) });
+      log("error", `${what} failed; the next run retries`, errorFields(err));
+      break;
     }
   }
-  return expired;
+  return { moved, settled };
+}
+
+const withBudget = (deps: OrderJobDeps) => ({ ...deps, budget: deps.budget ?? new SubrequestBudget(ORDER_MAINTENANCE_SUBREQUESTS) });
+
+/**
+ * Expires NOT_PAID orders past `expires_at` in batches: one D1 batch flips up to
+ * `batchSize` of them to EXPIRED with their coupons restored (the conditional flip
+ * makes exactly one of expiry, payment and cancel win), then one call per product
+ * releases their stock. Idempotent: a rerun finds nothing, releases are keyed by order.
+ */
+export async function expireOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {
+  const d = withBudget(deps);
+  const r = await sweep(d, "order expiry", now, batchSize, maxRounds, async (budget) => {
+    budget.take(2);
+    const orders = await d.sweep.expireDue(now, batchSize);
+    const owners = [...new Set(orders.filter((o) => o.userCouponId !== null).map((o) => o.userId))];
+    if (d.couponCache && owners.length > 0 && budget.take(1)) await d.couponCache.evict(owners);
+    return orders;
+  });
+  return r.moved;
 }
 
 /** Fails placements that died before their commit point, and releases what they held. */
-export async function failStalePendingOrders(deps: OrderJobDeps, now: number, limit = EXPIRY_BATCH_SIZE): Promise<number> {
-  let failed = 0;
-  for (const orderId of await deps.repo.listStalePending(now - STALE_PENDING_MS, limit)) {
-    try {
-      if (await deps.repo.markFailed(orderId, now)) {
-        failed++;
-        await settleOrder(deps, orderId, "FAILED", now);
-      }
-    } catch (err) {
-      log("error", "stale placement cleanup failed", { orderId, ...errorFields(err) });
-    }
-  }
-  return failed;
+export async function failStalePendingOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {
+  const d = withBudget(deps);
+  const r = await sweep(d, "stale placement cleanup", now, batchSize, maxRounds, async (budget) => {
+    budget.take(2);
+    return d.sweep.failStalePending(now - STALE_PENDING_MS, now, batchSize);
+  });
+  return r.moved;
 }
 
-/** Finishes the DO side of terminal orders whose request died before telling the DOs. */
-export async function settleUnsettledOrders(deps: OrderJobDeps, now: number, limit = EXPIRY_BATCH_SIZE): Promise<number> {
-  let settled = 0;
-  for (const o of await deps.repo.listUnsettled(now - SETTLE_GRACE_MS, now - SETTLE_HORIZON_MS, limit)) {
-    try {
-      if (await settleOrder(deps, o.id, o.status, now)) settled++;
-    } catch (err) {
-      log("error", "order settlement failed", { orderId: o.id, ...errorFields(err) });
-    }
-  }
-  return settled;
+/**
+ * Finishes the DO side of terminal orders whose request died before telling the
+ * objects (or whose objects were down): no age cut-off, and an order that keeps
+ * failing backs off (orders.settle_after) so it never blocks the others.
+ */
+export async function settleUnsettledOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {
+  const d = withBudget(deps);
+  const r = await sweep(d, "order settlement", now, batchSize, maxRounds, async (budget) => {
+    budget.take(1);
+    return d.sweep.listUnsettled(now, now - SETTLE_GRACE_MS, batchSize);
+  });
+  return r.settled;
 }
 
-/** Sells (PAID) or releases (otherwise) every line in its DO, then marks the order settled. */
-async function settleOrder(deps: OrderJobDeps, orderId: number, status: string, now: number): Promise<boolean> {
-  const items = await deps.repo.findItems(orderId);
-  const results = await Promise.all(
-    items.map((i) => (status === "PAID" ? deps.stock.sell(i.productId, orderId) : deps.stock.release(i.productId, orderId))),
-  );
-  if (!results.every((r) => r.ok)) {
-    log("error", "order settlement refused by a stock DO", { orderId, status, results });
-    return false;
-  }
-  await deps.repo.markSettled(orderId, now);
-  return true;
-}
-
-/** The every-minute order maintenance: expire, clean up dead placements, settle leftovers. */
 /** How long FAILED placement attempts are kept (for diagnosis) before the purge deletes them. */
 export const FAILED_RETENTION_MS = 7 * 86_400_000;
 const PURGE_BATCH_SIZE = 500;
 
 /** Deletes FAILED attempts older than the retention, in one bounded batch per run. */
-export async function purgeFailedOrders(deps: Pick<OrderJobDeps, "repo">, now: number): Promise<number> {
+export async function purgeFailedOrders(deps: { repo: OrdersRepo }, now: number): Promise<number> {
   return deps.repo.purgeFailed(now - FAILED_RETENTION_MS, PURGE_BATCH_SIZE);
 }
 
+/** The every-minute order maintenance: expire, clean up dead placements, settle leftovers, on one budget. */
 export async function runOrderMaintenance(deps: OrderJobDeps, now: number): Promise<OrderJobReport> {
-  const expired = await expireOrders(deps, now);
-  const failed = await failStalePendingOrders(deps, now);
-  const settled = await settleUnsettledOrders(deps, now);
-  return { expired, failed, settled };
+  const d = withBudget(deps);
+  const expired = await expireOrders(d, now);
+  const failed = await failStalePendingOrders(d, now);
+  const settled = await settleUnsettledOrders(d, now);
+  return { expired, failed, settled, subrequests: d.budget.spent };
 }

@@ -49,9 +49,6 @@ const ORDER_COLUMNS = `id, user_id AS userId, user_coupon_id AS userCouponId, st
   discount_amount AS discountAmount, total_amount AS totalAmount, created_at AS createdAt, expires_at AS expiresAt,
   paid_at AS paidAt, closed_at AS closedAt`;
 
-/** Terminal statuses whose DO side (sell/release) may still be pending while `closed_at` is NULL. */
-export const SETTLE_STATUSES = ["PAID", "EXPIRED", "CANCELLED", "FAILED"] as const;
-
 /**
  * D1 access for orders. Every state change is a conditional UPDATE on the
  * expected status, so racing writers (payment, expiry, cancel, cleanup)
@@ -285,14 +282,6 @@ export class OrdersRepo {
     await this.d1.prepare("UPDATE orders SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL").bind(now, orderId).run();
   }
 
-  async listExpirable(now: number, limit: number): Promise<number[]> {
-    const rows = await this.d1
-      .prepare("SELECT id FROM orders WHERE status = 'NOT_PAID' AND expires_at <= ? ORDER BY expires_at LIMIT ?")
-      .bind(now, limit)
-      .all<{ id: number }>();
-    return rows.results.map((r) => r.id);
-  }
-
   /**
    * Deletes up to `limit` FAILED placement attempts (and their items) last touched before
    * `before` whose DO side is settled (`closed_at` set). They never were orders a user saw;
@@ -305,31 +294,5 @@ export class OrdersRepo {
       this.d1.prepare(`DELETE FROM orders WHERE id IN (${pick})`).bind(before, limit),
     ]);
     return deleted?.meta.changes ?? 0;
-  }
-
-  async listStalePending(createdBefore: number, limit: number): Promise<number[]> {
-    const rows = await this.d1
-      .prepare("SELECT id FROM orders WHERE status = 'PENDING' AND created_at < ? ORDER BY id LIMIT ?")
-      .bind(createdBefore, limit)
-      .all<{ id: number }>();
-    return rows.results.map((r) => r.id);
-  }
-
-  /**
-   * Terminal orders whose DO side is still open and that nobody touched since
-   * `before`. Only orders whose payment window ended after `horizon` are
-   * looked at, so the scan is an index range on (status, expires_at) instead
-   * of every order ever closed.
-   */
-  async listUnsettled(before: number, horizon: number, limit: number): Promise<{ id: number; status: OrderStatus }[]> {
-    const rows = await this.d1
-      .prepare(
-        `SELECT id, status FROM orders
-         WHERE status IN ('PAID','EXPIRED','CANCELLED','FAILED') AND expires_at > ?1 AND closed_at IS NULL AND updated_at < ?2
-         ORDER BY id LIMIT ?3`,
-      )
-      .bind(horizon, before, limit)
-      .all<{ id: number; status: OrderStatus }>();
-    return rows.results;
   }
 }

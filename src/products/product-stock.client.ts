@@ -6,6 +6,7 @@ import type {
   ReserveResult,
   RestockResult,
   SellResult,
+  SettleManyResult,
   StockSnapshot,
 } from "./product-stock.do";
 
@@ -19,6 +20,8 @@ export interface StockPort {
   confirm(productId: number, orderId: number): Promise<ConfirmResult>;
   sell(productId: number, orderId: number): Promise<SellResult>;
   release(productId: number, orderId: number): Promise<ReleaseResult>;
+  /** Sells and releases many orders of one product in one call (the crons' batched settlement). */
+  settleMany(productId: number, sellIds: number[], releaseIds: number[]): Promise<SettleManyResult>;
   restock(productId: number, delta: number): Promise<RestockResult>;
   snapshot(productId: number): Promise<StockSnapshot | undefined>;
   /** Writes the object's D1 projection now; true when D1 is up to date. */
@@ -52,6 +55,9 @@ export class DurableObjectStock implements StockPort {
   }
   release(productId: number, orderId: number): Promise<ReleaseResult> {
     return this.rpc(() => this.stub(productId).release(orderId));
+  }
+  settleMany(productId: number, sellIds: number[], releaseIds: number[]): Promise<SettleManyResult> {
+    return this.rpc(() => this.stub(productId).settleMany(sellIds, releaseIds));
   }
   restock(productId: number, delta: number): Promise<RestockResult> {
     return this.rpc(() => this.stub(productId).restock(productId, delta));

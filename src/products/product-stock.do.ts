@@ -9,6 +9,7 @@ import type {
   ReserveResult,
   RestockResult,
   SellResult,
+  SettleManyResult,
   StockSnapshot,
 } from "./product-stock.types";
 
@@ -172,14 +173,9 @@ export class ProductStock extends DurableObject<Env> {
   async sell(orderId: number): Promise<SellResult> {
     const now = Date.now();
     const result = this.tx((): SellResult => {
-      const r = this.reservation(orderId);
-      if (!r) return { ok: false, reason: "NOT_RESERVED" };
-      if (r.status === "released") return { ok: false, reason: "ALREADY_RELEASED" };
-      if (r.status !== "sold") {
-        this.sql.exec("UPDATE reservations SET status = 'sold', updated_at = ? WHERE order_id = ?", now, orderId);
-      }
+      const r = this.sellRow(orderId, now);
       this.pruneFinished(now);
-      return { ok: true, reservation: { ...toReservation(r), status: "sold" } };
+      return r;
     });
     await this.afterChange();
     return result;
@@ -194,25 +190,68 @@ export class ProductStock extends DurableObject<Env> {
   async release(orderId: number): Promise<ReleaseResult> {
     const now = Date.now();
     const result = this.tx((): ReleaseResult => {
-      const r = this.reservation(orderId);
-      if (!r) {
-        this.sql.exec(
-          "INSERT INTO reservations (order_id, quantity, status, expires_at, updated_at) VALUES (?, 0, 'released', ?, ?)",
-          orderId,
-          now,
-          now,
-        );
-        this.pruneFinished(now);
-        return { ok: true, released: 0 };
-      }
-      if (r.status === "sold") return { ok: false, reason: "ALREADY_SOLD" };
-      if (r.status === "released") return { ok: true, released: 0 };
-      this.releaseRow(r, now);
+      const r = this.releaseOne(orderId, now);
       this.pruneFinished(now);
-      return { ok: true, released: r.quantity };
+      return r;
     });
     await this.afterChange();
     return result;
+  }
+
+  /**
+   * The crons' batched settlement: every id in `sellIds` is sold and every id in
+   * `releaseIds` released, with exactly the rules of `sell` and `release`, in one
+   * transaction and one round trip (so a sweep costs one call per product, not
+   * per order line). Invariant: the same as theirs; an order that cannot take its
+   * transition (a PAID order whose units were released, a release of sold units)
+   * is reported in `refused` and left as it is, never forced.
+   */
+  async settleMany(sellIds: number[], releaseIds: number[]): Promise<SettleManyResult> {
+    const now = Date.now();
+    const result = this.tx((): SettleManyResult => {
+      const refused: SettleManyResult["refused"] = [];
+      for (const orderId of sellIds) {
+        const r = this.sellRow(orderId, now);
+        if (!r.ok) refused.push({ orderId, reason: r.reason });
+      }
+      for (const orderId of releaseIds) {
+        const r = this.releaseOne(orderId, now);
+        if (!r.ok) refused.push({ orderId, reason: r.reason });
+      }
+      this.pruneFinished(now);
+      return { refused };
+    });
+    await this.afterChange();
+    return result;
+  }
+
+  /** confirmed|held -> sold for one order (inside the caller's transaction). */
+  private sellRow(orderId: number, now: number): SellResult {
+    const r = this.reservation(orderId);
+    if (!r) return { ok: false, reason: "NOT_RESERVED" };
+    if (r.status === "released") return { ok: false, reason: "ALREADY_RELEASED" };
+    if (r.status !== "sold") {
+      this.sql.exec("UPDATE reservations SET status = 'sold', updated_at = ? WHERE order_id = ?", now, orderId);
+    }
+    return { ok: true, reservation: { ...toReservation(r), status: "sold" } };
+  }
+
+  /** held|confirmed -> released for one order, or a tombstone for an unknown one (inside the caller's transaction). */
+  private releaseOne(orderId: number, now: number): ReleaseResult {
+    const r = this.reservation(orderId);
+    if (!r) {
+      this.sql.exec(
+        "INSERT INTO reservations (order_id, quantity, status, expires_at, updated_at) VALUES (?, 0, 'released', ?, ?)",
+        orderId,
+        now,
+        now,
+      );
+      return { ok: true, released: 0 };
+    }
+    if (r.status === "sold") return { ok: false, reason: "ALREADY_SOLD" };
+    if (r.status === "released") return { ok: true, released: 0 };
+    this.releaseRow(r, now);
+    return { ok: true, released: r.quantity };
   }
 
   /**

@@ -14,6 +14,10 @@ export type ReserveResult =
 export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; reason: "HOLD_EXPIRED" | "NOT_RESERVED" };
 export type SellResult = { ok: true; reservation: Reservation } | { ok: false; reason: "NOT_RESERVED" | "ALREADY_RELEASED" };
 export type ReleaseResult = { ok: true; released: number } | { ok: false; reason: "ALREADY_SOLD" };
+/** Orders of a batched settlement that kept their state, with why. */
+export interface SettleManyResult {
+  refused: { orderId: number; reason: "NOT_RESERVED" | "ALREADY_RELEASED" | "ALREADY_SOLD" }[];
+}
 export type RestockResult =
   | { ok: true; available: number }
   | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };

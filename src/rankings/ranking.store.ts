@@ -1,6 +1,7 @@
 import type { Redis } from "@upstash/redis/cloudflare";
 import { tryRedis } from "../infra/redis";
 import type { SalesRow } from "./rankings.repo";
+import { INCREMENT_ONCE, REPLACE_DAY } from "./ranking.scripts";
 
 /** Daily ranking ZSETs live four days; best-seller snapshots 25 hours. */
 export const RANKING_TTL_SECONDS = 4 * 86_400;
@@ -18,11 +19,20 @@ export interface BestSellersCacheEntry {
  * dropped with a warning (the repair cron heals the ranking).
  */
 export interface RankingCache {
-  incrementSales(date: string, items: { productId: number; quantity: number }[]): Promise<void>;
+  /** Counts one paid order in its day's ranking, at most once, and never again after a repair that included it. */
+  incrementSales(date: string, sale: PaidSale): Promise<void>;
   topSales(date: string, size: number): Promise<SalesRow[] | undefined>;
-  replaceDay(date: string, rows: SalesRow[]): Promise<boolean>;
+  /** Replaces the day with D1's sales paid at or before `watermark`, keeping increments paid after it. */
+  replaceDay(date: string, rows: SalesRow[], watermark: number): Promise<boolean>;
   readBestSellers(date: string): Promise<BestSellersCacheEntry | undefined>;
   writeBestSellers(date: string, entry: BestSellersCacheEntry): Promise<void>;
+}
+
+/** A paid order as the ranking counts it. */
+export interface PaidSale {
+  orderId: number;
+  paidAt: number;
+  items: { productId: number; quantity: number }[];
 }
 
 /** Used when Redis is not configured. */
@@ -37,15 +47,14 @@ export const noRankingCache: RankingCache = {
 export function redisRankingCache(redis: Redis, prefix: string): RankingCache {
   const rankingKey = (date: string) => `${prefix}ranking:daily:${date}`;
   const bestKey = (date: string) => `${prefix}bestSellers:${date}`;
+  const dayKeys = (date: string) => [rankingKey(date), `${rankingKey(date)}:asof`, `${rankingKey(date)}:recent`];
   return {
-    async incrementSales(date, items) {
-      if (items.length === 0) return;
-      await tryRedis("ranking.increment", async () => {
-        const p = redis.pipeline();
-        for (const item of items) p.zincrby(rankingKey(date), item.quantity, String(item.productId));
-        p.expire(rankingKey(date), RANKING_TTL_SECONDS);
-        await p.exec();
-      });
+    async incrementSales(date, sale) {
+      if (sale.items.length === 0) return;
+      const items = JSON.stringify(sale.items.map((i) => [i.productId, i.quantity]));
+      await tryRedis("ranking.increment", () =>
+        redis.eval(INCREMENT_ONCE, dayKeys(date), [String(sale.paidAt), String(sale.orderId), items, String(RANKING_TTL_SECONDS)]),
+      );
     },
     async topSales(date, size) {
       const rows = await tryRedis("ranking.top", () =>
@@ -60,13 +69,10 @@ export function redisRankingCache(redis: Redis, prefix: string): RankingCache {
       // Ties: ZREVRANGE orders equal scores by member descending; we promise id ascending.
       return out.sort((a, b) => b.sales - a.sales || a.productId - b.productId);
     },
-    async replaceDay(date, rows) {
+    async replaceDay(date, rows, watermark) {
+      const pairs = rows.flatMap((r) => [String(r.sales), String(r.productId)]);
       const done = await tryRedis("ranking.replace", async () => {
-        const m = redis.multi();
-        m.del(rankingKey(date));
-        for (const r of rows) m.zadd(rankingKey(date), { score: r.sales, member: String(r.productId) });
-        m.expire(rankingKey(date), RANKING_TTL_SECONDS);
-        await m.exec();
+        await redis.eval(REPLACE_DAY, dayKeys(date), [String(watermark), String(RANKING_TTL_SECONDS), ...pairs]);
         return true;
       });
       return done === true;

@@ -1,6 +1,6 @@
 import { addDays, businessDate, startOfBusinessDay } from "../shared/clock";
 import type { ProductsRepo } from "../products/products.repo";
-import type { RankingCache } from "./ranking.store";
+import type { PaidSale, RankingCache } from "./ranking.store";
 import type { RankingsRepo, SalesRow } from "./rankings.repo";
 
 /** How many best sellers are kept, and how many business days they cover. */
@@ -8,6 +8,8 @@ export const BEST_SELLER_COUNT = 5;
 export const BEST_SELLER_DAYS = 3;
 /** The repair job rebuilds at most this many products of a day's ranking. */
 const REPAIR_LIMIT = 10_000;
+/** The repair counts sales paid at least this long ago: a payment's batch commits well within it. */
+export const REPAIR_LAG_MS = 5_000;
 
 export interface RankedProduct {
   productId: number;
@@ -89,17 +91,24 @@ export class RankingsService {
     await this.cache.writeBestSellers(today, { from: w.from, to: w.to, items: rows });
   }
 
-  /** Repair job: rebuilds today's ZSET from D1 so a lost increment heals. */
+  /**
+   * Repair job: rebuilds today's ZSET from D1 so a lost increment heals. It counts the
+   * sales paid up to a watermark REPAIR_LAG_MS before now (a payment's batch has committed
+   * by then) and stores that watermark with the ZSET in one atomic step, so a late
+   * increment of a sale already counted is dropped and one paid after it is kept.
+   */
   async repairToday(): Promise<{ date: string; products: number; written: boolean }> {
-    const date = businessDate(this.clock(), this.timeZone);
+    const now = this.clock();
+    const date = businessDate(now, this.timeZone);
     const [from, to] = this.dayWindow(date);
-    const rows = await this.repo.salesBetween(from, to, REPAIR_LIMIT);
-    const written = await this.cache.replaceDay(date, rows);
+    const watermark = Math.min(now - REPAIR_LAG_MS, to - 1);
+    const rows = watermark < from ? [] : await this.repo.salesBetween(from, watermark + 1, REPAIR_LIMIT);
+    const written = await this.cache.replaceDay(date, rows, watermark);
     return { date, products: rows.length, written };
   }
 
-  /** After a payment commits: bump today's ZSET (best effort; the repair job heals misses). */
-  async recordPaidOrder(paidAt: number, items: { productId: number; quantity: number }[]): Promise<void> {
-    await this.cache.incrementSales(businessDate(paidAt, this.timeZone), items);
+  /** After a payment commits: bump today's ZSET once for this order (best effort; the repair job heals misses). */
+  async recordPaidOrder(sale: PaidSale): Promise<void> {
+    await this.cache.incrementSales(businessDate(sale.paidAt, this.timeZone), sale);
   }
 }

@@ -99,13 +99,13 @@ describe("CouponIssuer across eviction, abort and first load", () => {
         .run();
     }
     const responses = await Promise.all(users.map((u) => issue(couponId, u)));
-    expect(responses.map((r) => (r.status === 201 ? 201 : r.body.error))).toEqual([
-      "COUPON_ALREADY_ISSUED",
-      "COUPON_ALREADY_ISSUED",
-      201,
-      "COUPON_SOLD_OUT",
-    ]);
-    expect(await issuerOf(couponId).state()).toMatchObject({ issued: 3, quantity: 3, unsynced: 0, users: users.slice(0, 3) });
-    expect(await d1State(couponId)).toMatchObject({ users: users.slice(0, 3), issuedQuantity: 3 });
+    const outcome = responses.map((r) => (r.status === 201 ? 201 : r.body.error));
+    expect(outcome.slice(0, 2)).toEqual(["COUPON_ALREADY_ISSUED", "COUPON_ALREADY_ISSUED"]);
+    // The last unit goes to whichever of the two newcomers the object serves first: arrival order is not pinned.
+    expect([...outcome.slice(2)].sort()).toEqual([201, "COUPON_SOLD_OUT"].sort());
+    const winner = users[2 + outcome.slice(2).indexOf(201)]!;
+    const holders = [users[0]!, users[1]!, winner].sort((a, b) => a - b);
+    expect(await issuerOf(couponId).state()).toMatchObject({ issued: 3, quantity: 3, unsynced: 0, users: holders });
+    expect(await d1State(couponId)).toMatchObject({ users: holders, issuedQuantity: 3 });
   });
 });

@@ -79,3 +79,33 @@ describe.skipIf(!redisAvailable)("owned-coupon cache follows use and restore", (
     expect((await app.get(`/api/v1/coupons?userId=${userId}`)).body.data.coupons[0].status).toBe("AVAILABLE");
   });
 });
+
+describe.skipIf(!redisAvailable)("owned-coupon cache against a concurrent eviction", () => {
+  it("never refills the cache with a list read from D1 before an eviction that landed meanwhile", async () => {
+    const { CouponsRepo } = await import("../../src/coupons/coupons.repo");
+    const { CouponsService } = await import("../../src/coupons/coupons.service");
+    const { redisUserCouponCache } = await import("../../src/coupons/user-coupon.cache");
+    const { Redis } = await import("@upstash/redis/cloudflare");
+    const { createDb } = await import("../../src/db/client");
+    const p = prefix();
+    const cache = redisUserCouponCache(new Redis({ url: env.TEST_REDIS_URL, token: env.TEST_REDIS_TOKEN, retry: false }), p);
+    const userId = await createUser();
+    const [c1, c2] = [await createCoupon({ name: "first" }), await createCoupon({ name: "second" })];
+    await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(userId, c1, Date.now(), Date.now() + 86_400_000).run();
+    // The hook: right after the reader's D1 read, a second coupon is issued and its eviction lands.
+    class RacedRepo extends CouponsRepo {
+      override async listUserCoupons(id: number) {
+        const rows = await super.listUserCoupons(id);
+        await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(userId, c2, Date.now(), Date.now() + 86_400_000).run();
+        await cache.evict([userId]);
+        return rows;
+      }
+    }
+    const svc = (repo: InstanceType<typeof CouponsRepo>) => new CouponsService(repo, {} as never, () => Date.now(), cache);
+    const raced = await svc(new RacedRepo(createDb(env.DB))).listOwned(userId);
+    expect(raced.coupons.map((c) => c.couponId)).toEqual([c1]); // what it read is what it answers
+    expect(await rawRedis().exists(`${p}userCoupons:${userId}`), "the stale list was not cached").toBe(0);
+    const next = await svc(new CouponsRepo(createDb(env.DB))).listOwned(userId);
+    expect(next.coupons.map((c) => c.couponId)).toEqual([c1, c2]);
+  });
+});

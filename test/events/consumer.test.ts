@@ -68,10 +68,46 @@ describe("events consumer -> data platform", () => {
     const ctx = createExecutionContext();
     await consumeDeadLetters(batch, deps());
     const result = await getQueueResult(batch, ctx);
-    expect(result.ackAll).toBe(true);
+    expect(result.explicitAcks).toEqual(["d1"]);
     const row = await env.DB.prepare("SELECT event_id, type, attempts, payload FROM dead_letters WHERE event_id = ?").bind(e.eventId).first<any>();
     expect(row).toMatchObject({ event_id: e.eventId, type: "order.completed", attempts: 6 });
     expect(JSON.parse(row.payload)).toEqual(e.event);
+  });
+
+  it("never drops a dead letter whose D1 insert fails: the message is retried, stored once when D1 is back", async () => {
+    const e = sampleOrderEvent(`dead-retry-${crypto.randomUUID()}`);
+    const other = sampleOrderEvent(`dead-ok-${crypto.randomUUID()}`);
+    const msgs = [
+      { id: "x1", timestamp: new Date(), attempts: 6, body: e.event },
+      { id: "x2", timestamp: new Date(), attempts: 6, body: other.event },
+    ];
+    // D1 refuses the first message's insert only.
+    const flaky = new Proxy(env.DB, {
+      get(target, prop) {
+        if (prop !== "prepare") return (target as any)[prop].bind(target);
+        return (sql: string) => {
+          const stmt = target.prepare(sql);
+          return { bind: (...a: unknown[]) => (a[0] === e.eventId ? { run: () => Promise.reject(new Error("D1_ERROR: overloaded")) } : stmt.bind(...a)) };
+        };
+      },
+    });
+    const batch = createMessageBatch("edge-commerce-events-dlq", msgs);
+    const ctx = createExecutionContext();
+    await consumeDeadLetters(batch, { ...deps(), d1: flaky as D1Database });
+    const result = await getQueueResult(batch, ctx);
+    expect(result.ackAll).toBe(false);
+    expect(result.explicitAcks).toEqual(["x2"]);
+    expect(result.retryMessages.map((m) => m.msgId)).toEqual(["x1"]);
+    const rows = (id: string) => env.DB.prepare("SELECT count(*) AS n FROM dead_letters WHERE event_id = ?").bind(id).first("n");
+    expect(await rows(e.eventId)).toBe(0);
+    // Redelivered (twice: a lost ack) once D1 is back: one row.
+    for (let i = 0; i < 2; i++) {
+      const again = createMessageBatch("edge-commerce-events-dlq", [{ ...msgs[0]!, attempts: 7 + i }]);
+      await consumeDeadLetters(again, deps());
+      expect((await getQueueResult(again, createExecutionContext())).explicitAcks).toEqual(["x1"]);
+    }
+    expect(await rows(e.eventId)).toBe(1);
+    expect(await rows(other.eventId)).toBe(1);
   });
 
   it("backs off exponentially up to a minute", () => {

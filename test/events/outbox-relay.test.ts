@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import worker from "../../src/index";
-import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import { consumeDeadLetters, consumeEvents } from "../../src/events/consumer";
+import { testApp } from "../support/secure-app";
 import { insertOutboxStatement, type OutboxEvent } from "../../src/events/event.schemas";
 import { relayOutbox } from "../../src/events/outbox.relay";
 import { queueTransport, upstashKafkaTransport, type EventTransport } from "../../src/events/transport";
@@ -90,33 +92,49 @@ describe("outbox relay", () => {
 });
 
 describe("dead letters", () => {
+  /** One delivery attempt of `body` by the events consumer, as the queue would make it (attempt number given). */
+  async function attempt(body: unknown, attempts: number) {
+    const batch = createMessageBatch("edge-commerce-events", [{ id: `m${attempts}`, timestamp: new Date(), attempts, body }]);
+    await consumeEvents(batch, { d1: env.DB, dataPlatformUrl: `${env.TEST_SINK_URL}/platform`, retryBaseSeconds: 0, now: Date.now });
+    return getQueueResult(batch, createExecutionContext());
+  }
+
   it("an event the platform always refuses is dead-lettered after the configured retries, then replayed by an admin", async () => {
+    // Deterministic: each step the queue runtime would take is driven here (no polling of real deliveries);
+    // the real queue path is covered by "one outbox row -> one queue message -> one delivery" above.
     const id = crypto.randomUUID();
     const e = sampleOrderEvent(`always500-${id}`);
+    const relayed: unknown[] = [];
     await addToOutbox(e);
-    await relayOutbox(env.DB, queueTransport(env.EVENTS_QUEUE), Date.now());
-    // max_retries = 5 in wrangler.toml: 6 attempts, then the queue moves it to the DLQ whose consumer writes D1.
-    const row = await eventually(
-      async () => (await env.DB.prepare("SELECT id, attempts FROM dead_letters WHERE event_id = ?").bind(e.eventId).first<any>()) ?? undefined,
-      20_000,
-    );
+    await relayOutbox(env.DB, { name: "recording", publish: async (events) => void relayed.push(...events.map((x) => x.event)) }, Date.now());
+    const message = relayed.find((m) => (m as { eventId: string }).eventId === e.eventId)!;
+    // max_retries = 5 in wrangler.toml: 6 attempts, each retried by the consumer ...
+    for (let n = 1; n <= 6; n++) expect((await attempt(message, n)).retryMessages).toHaveLength(1);
     expect((await sinkRecords(e.eventId)).map((r) => r.status)).toEqual(Array(6).fill(500));
+    // ... then the queue hands it to the dead-letter queue, whose consumer keeps it in D1.
+    const dead = createMessageBatch("edge-commerce-events-dlq", [{ id: "dead", timestamp: new Date(), attempts: 6, body: message }]);
+    await consumeDeadLetters(dead, { d1: env.DB, dataPlatformUrl: undefined, retryBaseSeconds: 0, now: Date.now });
+    expect((await getQueueResult(dead, createExecutionContext())).explicitAcks).toEqual(["dead"]);
+    const row = (await env.DB.prepare("SELECT id, attempts FROM dead_letters WHERE event_id = ?").bind(e.eventId).first<any>())!;
+    expect(row.attempts).toBe(6);
     const list = await api.get("/api/v1/admin/dead-letters?limit=100", adminHeaders);
     expect(list.status).toBe(200);
     expect(list.body.data.deadLetters.find((d: any) => d.eventId === e.eventId)).toMatchObject({ type: "order.completed", payload: e.event });
     expect((await api.get("/api/v1/admin/dead-letters")).status).toBe(401);
 
-    // The platform is fixed (here: the same order under a key it accepts) and the admin replays.
+    // The platform is fixed (here: the same order under a key it accepts) and the admin replays: the replay
+    // sends the payload to the events queue (captured here, then consumed as the queue would).
     const fixed = { ...e.event, eventId: `replayed-${id}` };
     await env.DB.prepare("UPDATE dead_letters SET payload = ? WHERE id = ?").bind(JSON.stringify(fixed), row.id).run();
-    const replay = await api.post(`/api/v1/admin/dead-letters/${row.id}/replay`, {}, adminHeaders);
+    const sent: unknown[] = [];
+    const queue = { send: async (body: unknown) => void sent.push(body), sendBatch: async () => {} };
+    const admin = testApp({ EVENTS_QUEUE: queue } as unknown as Record<string, string>);
+    const replay = await admin.post(`/api/v1/admin/dead-letters/${row.id}/replay`, {}, adminHeaders);
     expect(replay.status).toBe(200);
     expect(replay.body.data.replayedAt).not.toBeNull();
-    const delivered = await eventually(async () => {
-      const r = await sinkRecords(`replayed-${id}`);
-      return r.length > 0 && r;
-    });
-    expect(delivered.map((r) => r.status)).toEqual([200]);
+    expect(sent).toEqual([fixed]);
+    expect((await attempt(sent[0], 1)).explicitAcks).toHaveLength(1);
+    expect((await sinkRecords(`replayed-${id}`)).map((r) => r.status)).toEqual([200]);
     expect((await api.post("/api/v1/admin/dead-letters/999999/replay", {}, adminHeaders)).status).toBe(404);
   });
 });

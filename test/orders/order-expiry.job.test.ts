@@ -19,7 +19,7 @@ async function runCron(cron = "* * * * *") {
 
 const deps = () => {
   const s = createServices(env, loadConfig(env));
-  return { repo: s.ordersRepo, stock: s.stock };
+  return { sweep: s.orderSweep, stock: s.stock };
 };
 
 describe("order expiry cron", () => {
@@ -48,9 +48,9 @@ describe("order expiry cron", () => {
     const p = await createProduct(100, 10);
     const ids = [await placedOrderId(userId, [[p, 1]]), await placedOrderId(userId, [[p, 1]]), await placedOrderId(userId, [[p, 1]])];
     for (const id of ids) await backdateExpiry(id);
-    expect(await expireOrders(deps(), Date.now(), 2)).toBe(2);
-    expect(await expireOrders(deps(), Date.now(), 2)).toBe(1);
-    expect(await expireOrders(deps(), Date.now(), 2)).toBe(0);
+    expect(await expireOrders(deps(), Date.now(), 2, 1)).toBe(2);
+    expect(await expireOrders(deps(), Date.now(), 2, 1)).toBe(1);
+    expect(await expireOrders(deps(), Date.now(), 2, 1)).toBe(0);
     await assertStockConservation([p], 10);
   });
 

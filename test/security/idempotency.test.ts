@@ -81,6 +81,30 @@ describe("Idempotency-Key on POST /api/v1/points/charge", () => {
     expect((await api.post(CHARGE, { userId: b, amount: 20 }, withKey("shared"))).body.data.balance).toBe(20);
   });
 
+  it("an Idempotency-Key another user already used on /orders and /points/use never replays that user's answer: each gets their own effect", async () => {
+    const { createProduct } = await import("../support/http");
+    const p = await createProduct(1_000, 10);
+    const [a, b] = [await createUser(10_000), await createUser(10_000)];
+    const key = withKey("shared-key");
+    const orderOf = async (userId: number) => api.post("/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] }, key);
+    const oa = await orderOf(a);
+    const ob = await orderOf(b);
+    expect([oa.status, ob.status]).toEqual([201, 201]);
+    expect(ob.headers.get("idempotent-replayed")).toBeNull();
+    expect(ob.body.data.orderId).not.toBe(oa.body.data.orderId);
+    const payKey = withKey("shared-pay-key");
+    const pa = await api.post("/api/v1/points/use", { userId: a, orderId: oa.body.data.orderId }, payKey);
+    const pb = await api.post("/api/v1/points/use", { userId: b, orderId: ob.body.data.orderId }, payKey);
+    expect([pa.status, pb.status]).toEqual([200, 200]);
+    expect(pb.headers.get("idempotent-replayed")).toBeNull();
+    expect(pb.body.data).toMatchObject({ orderId: ob.body.data.orderId, balance: 9_000 });
+    // And b cannot use the key to pay a's order: that order is someone else's (404), whatever the key holds.
+    const steal = await api.post("/api/v1/points/use", { userId: b, orderId: oa.body.data.orderId }, withKey("shared-key-2"));
+    expect(errorCode(steal)).toBe("ORDER_NOT_FOUND");
+    expect((await pointsState(a))!.balance).toBe(9_000);
+    expect((await pointsState(b))!.balance).toBe(9_000);
+  });
+
   it("does not store a 5xx: the claim is freed and a retry with the same key does the work once", async () => {
     const userId = await createUser(0);
     vi.spyOn(PointsService.prototype, "charge").mockRejectedValueOnce(new Error("D1 went away"));

@@ -16,6 +16,17 @@ describe("HTTP skeleton", () => {
     expect(res.headers.get("allow")).toContain("POST");
   });
 
+  it("answers PUT on a POST route with 405 whatever its content type (never 415 first)", async () => {
+    for (const headers of [{}, { "content-type": "text/plain" }, { "content-type": "application/json" }] as Record<string, string>[]) {
+      const res = await call("PUT", "/api/v1/points/charge", { body: "{}", headers });
+      expect(res.status, JSON.stringify(headers)).toBe(405);
+      expect(res.headers.get("allow")).toContain("POST");
+    }
+    expect((await call("PUT", "/api/v1/points/charge")).status, "no body, no content type").toBe(405);
+    // The route it does serve still refuses a wrong content type.
+    expect((await call("POST", "/api/v1/points/charge", { body: "{}", headers: { "content-type": "text/plain" } })).status).toBe(415);
+  });
+
   it("keeps a caller's X-Request-Id", async () => {
     const res = await api.get("/health", { "x-request-id": "abc-123" });
     expect(res.headers.get("x-request-id")).toBe("abc-123");

@@ -3,6 +3,10 @@ import { describe, expect, it } from "vitest";
 import { adminHeaders, createCoupon, createProduct, createUser, errorCode } from "../support/http";
 import { testApp } from "../support/secure-app";
 import { assertStockConservation } from "../support/invariants";
+import { available, backdateExpiry, orderRow, placedOrderId } from "../support/orders";
+import { runOrderMaintenance, SETTLE_GRACE_MS } from "../../src/orders/order-expiry.job";
+import { OrderSweepRepo } from "../../src/orders/order-sweep.repo";
+import { DurableObjectStock } from "../../src/products/product-stock.client";
 
 /** A namespace whose objects always throw, the way a reset, overloaded or unreachable object does. */
 function throwingNamespace(message: string) {
@@ -43,4 +47,34 @@ describe("an unreachable or overloaded Durable Object is 503 with Retry-After, n
       await assertStockConservation([productId], 5);
     });
   }
+});
+
+describe("cancel and the crons with an unreachable stock object: never 500, never a lost release", () => {
+  it("cancel answers 200 CANCELLED; the cron's release fails, backs off, and succeeds once the object answers", async () => {
+    const userId = await createUser(10_000);
+    const p = await createProduct(100, 5);
+    const cancelled = await placedOrderId(userId, [[p, 2]]);
+    const expiring = await placedOrderId(userId, [[p, 1]]);
+    const down = throwingNamespace("Durable Object is overloaded. Requests queued for too long.");
+    const res = await testApp({ PRODUCT_STOCK: down } as unknown as Record<string, string>).post(`/api/v1/orders/${cancelled}/cancel`, { userId });
+    expect(res.status).toBe(200);
+    expect(res.body.data.status).toBe("CANCELLED");
+    expect(await orderRow(cancelled)).toMatchObject({ status: "CANCELLED", closed_at: null });
+    await backdateExpiry(expiring);
+
+    // The every-minute maintenance with the object down: it expires, cannot release, and keeps both for later.
+    const sweep = new OrderSweepRepo(env.DB);
+    const later = Date.now() + SETTLE_GRACE_MS + 1_000;
+    const report = await runOrderMaintenance({ sweep, stock: new DurableObjectStock(down as never) }, later);
+    expect(report).toMatchObject({ expired: 1, settled: 0 });
+    expect(await orderRow(expiring)).toMatchObject({ status: "EXPIRED", closed_at: null, settle_attempts: 1 });
+    expect(await available(p)).toBe(2);
+
+    // The object is back: after the backoff the cron releases both.
+    const back = await runOrderMaintenance({ sweep, stock: new DurableObjectStock(env.PRODUCT_STOCK) }, later + 3_600_000);
+    expect(back.settled).toBeGreaterThanOrEqual(2); // (with the placements the tests above left unsettled)
+    for (const id of [cancelled, expiring]) expect((await orderRow(id))!.closed_at).not.toBeNull();
+    expect(await available(p)).toBe(5);
+    await assertStockConservation([p], 5);
+  });
 });

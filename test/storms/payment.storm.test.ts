@@ -34,11 +34,22 @@ describe("payment storms", () => {
       orders.push({ orderId: await placedOrderId(userId, [[p, 2]], uc), uc });
     }
     // The job runs as if the deadline had passed, while payments run at the real time: both preconditions hold.
+    // Deterministic ends, free middle: the sweep starts once the first three payments have answered (those are
+    // PAID), the last three pay only after it finished (those are EXPIRED), the nine in between race it.
     const later = Date.now() + loadConfig(env).orderPaymentTtlMs + 1_000;
-    const [pays] = await Promise.all([
-      Promise.all(orders.map((o) => payOrder(userId, o.orderId))),
-      expireOrders({ repo: s.ordersRepo, stock: s.stock }, later),
-    ]);
+    let answered = 0;
+    let firstThree!: () => void;
+    const reached = new Promise<void>((r) => (firstThree = r));
+    const racing = Promise.all(
+      orders.slice(0, 12).map(async (o) => {
+        const r = await payOrder(userId, o.orderId);
+        if (++answered === 3) firstThree();
+        return r;
+      }),
+    );
+    await reached;
+    await expireOrders({ sweep: s.orderSweep, stock: s.stock }, later);
+    const pays = [...(await racing), ...(await Promise.all(orders.slice(12).map((o) => payOrder(userId, o.orderId))))];
     let paid = 0;
     for (const [i, o] of orders.entries()) {
       const status = (await orderRow(o.orderId))!.status;
@@ -50,6 +61,8 @@ describe("payment storms", () => {
       );
       if (status === "PAID") paid++;
     }
+    expect(paid, "both outcomes occurred").toBeGreaterThanOrEqual(3);
+    expect(paid, "both outcomes occurred").toBeLessThanOrEqual(12);
     expect(await balanceOf(userId)).toBe(1_000_000 - paid * 1_900);
     expect(await count("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'USE'", userId)).toBe(paid);
     await assertStockConservation([p], 100);

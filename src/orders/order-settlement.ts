@@ -1,0 +1,93 @@
+import type { StockPort } from "../products/product-stock.client";
+import type { SubrequestBudget } from "../shared/budget";
+import { errorFields, log } from "../shared/logger";
+import type { OrderSweepRepo, SweptOrder } from "./order-sweep.repo";
+
+/**
+ * At most this many stock-object calls in flight at once during a sweep. Placement
+ * already fans out up to 50 (one per order line); a sweep needs no more.
+ */
+export const FANOUT_CONCURRENCY = 50;
+
+export interface SettlementDeps {
+  sweep: OrderSweepRepo;
+  stock: StockPort;
+  budget: SubrequestBudget;
+}
+
+export interface SettlementReport {
+  settled: number;
+  retried: number;
+  /** Left for a later run because this invocation's subrequest budget ran out. */
+  deferred: number;
+}
+
+/**
+ * Tells the stock objects about a set of terminal orders, grouped per product:
+ * one `settleMany` call per product (PAID orders sold, every other status
+ * released; the status decides, so a PAID order is never released), in parallel,
+ * then one D1 batch that records `closed_at` for the orders every object took
+ * and a backoff for the others. A throwing or refusing object only delays the
+ * orders it holds; the rest are settled. Products beyond the budget are left for
+ * the next run (their orders stay unsettled, nothing is lost).
+ */
+export async function settleSwept(deps: SettlementDeps, orders: SweptOrder[], now: number): Promise<SettlementReport> {
+  if (orders.length === 0) return { settled: 0, retried: 0, deferred: 0 };
+  const byProduct = new Map<number, { sell: number[]; release: number[] }>();
+  for (const o of orders) {
+    for (const p of o.productIds) {
+      const g = byProduct.get(p) ?? { sell: [], release: [] };
+      (o.status === "PAID" ? g.sell : g.release).push(o.id);
+      byProduct.set(p, g);
+    }
+  }
+  const products = [...byProduct.keys()].sort((a, b) => a - b);
+  // One subrequest per product called, and one for the D1 batch that records the outcome.
+  const affordable = Math.max(0, Math.min(products.length, deps.budget.left - 1));
+  deps.budget.take(affordable);
+  const failed = new Set<number>();
+  const skipped = new Set<number>();
+  for (const p of products.slice(affordable)) for (const id of idsOf(byProduct.get(p)!)) skipped.add(id);
+
+  const called = products.slice(0, affordable);
+  const results = await pooled(called, FANOUT_CONCURRENCY, (p) => {
+    const g = byProduct.get(p)!;
+    return deps.stock.settleMany(p, g.sell, g.release);
+  });
+  results.forEach((r, k) => {
+    const p = called[k]!;
+    if (r.status === "rejected") {
+      log("error", "stock object unreachable during settlement; backing off", { productId: p, ...errorFields(r.reason) });
+      for (const id of idsOf(byProduct.get(p)!)) failed.add(id);
+    } else if (r.value.refused.length > 0) {
+      log("error", "settlement refused by a stock object; backing off", { productId: p, refused: r.value.refused.slice(0, 20) });
+      for (const x of r.value.refused) failed.add(x.orderId);
+    }
+  });
+  const settled = orders.filter((o) => !failed.has(o.id) && !skipped.has(o.id)).map((o) => o.id);
+  const retry = orders.filter((o) => failed.has(o.id) && !skipped.has(o.id)).map((o) => o.id);
+  if (deps.budget.take(1)) await deps.sweep.recordSettlement(settled, retry, now);
+  return { settled: settled.length, retried: retry.length, deferred: skipped.size };
+}
+
+function idsOf(g: { sell: number[]; release: number[] }): number[] {
+  return [...g.sell, ...g.release];
+}
+
+/** Promise.allSettled over `items` with at most `limit` calls in flight. */
+async function pooled<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+  const out: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const k = next++;
+      try {
+        out[k] = { status: "fulfilled", value: await fn(items[k]!) };
+      } catch (reason) {
+        out[k] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
