@@ -26,12 +26,12 @@ export function appWithRedis(opts: { prefix: string; redisUrl?: string; extraEnv
     REDIS_KEY_PREFIX: opts.prefix,
     ...opts.extraEnv,
   };
-  async function call<T = any>(method: string, path: string, json?: unknown): Promise<ApiResponse<T>> {
+  async function call<T = any>(method: string, path: string, json?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse<T>> {
     const ctx = createExecutionContext();
-    const init: RequestInit = { method };
+    const init: RequestInit = { method, headers: { ...headers } };
     if (json !== undefined) {
       init.body = JSON.stringify(json);
-      init.headers = { "content-type": "application/json" };
+      init.headers = { ...headers, "content-type": "application/json" };
     }
     const res = await app.request(`http://example.com${path}`, init, appEnv, ctx);
     await waitOnExecutionContext(ctx);
@@ -40,7 +40,7 @@ export function appWithRedis(opts: { prefix: string; redisUrl?: string; extraEnv
   }
   return {
     env: appEnv,
-    get: <T = any>(path: string) => call<T>("GET", path),
+    get: <T = any>(path: string, headers?: Record<string, string>) => call<T>("GET", path, undefined, headers),
     post: <T = any>(path: string, json: unknown) => call<T>("POST", path, json),
   };
 }
