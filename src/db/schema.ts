@@ -66,14 +66,38 @@ export const products = sqliteTable(
     name: text("name").notNull(),
     description: text("description").notNull().default(""),
     price: integer("price").notNull(),
-    /** Projection of the ProductStock DO's available stock. */
+    /** Projection of the ProductStock DOs' available stock: the sum over `product_stock_shards`. */
     stock: integer("stock").notNull(),
+    /** Stock shard objects (DESIGN §9); 1 is one ProductStock object, as before sharding. */
+    stockShards: integer("stock_shards").notNull().default(1),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
   (t) => [
     check("products_price_positive", sql`price > 0`),
     check("products_stock_non_negative", sql`stock >= 0`),
+  ],
+);
+
+/**
+ * One row per ProductStock shard: its available units as the object last projected them.
+ * `products.stock` is their sum, recomputed in the same batch as each write.
+ */
+export const productStockShards = sqliteTable(
+  "product_stock_shards",
+  {
+    productId: integer("product_id")
+      .notNull()
+      .references(() => products.id),
+    shard: integer("shard").notNull(),
+    available: integer("available").notNull(),
+    /** The shard's monotonic change stamp: a late or retried write never rolls the row back. */
+    stamp: integer("stamp").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.productId, t.shard] }),
+    check("product_stock_shards_available", sql`available >= 0`),
+    check("product_stock_shards_shard", sql`shard >= 0`),
   ],
 );
 
@@ -93,6 +117,8 @@ export const coupons = sqliteTable(
     startsAt: integer("starts_at").notNull(),
     endsAt: integer("ends_at").notNull(),
     validDays: integer("valid_days").notNull().default(7),
+    /** CouponIssuer shard objects (DESIGN §9); 1 is one object, as before sharding. Fixed once the window opens. */
+    shards: integer("shards").notNull().default(1),
     createdAt: integer("created_at").notNull(),
   },
   (t) => [
@@ -198,6 +224,8 @@ export const orderItems = sqliteTable(
     amount: integer("amount").notNull(),
     /** Copied from the order on payment so "paid quantity per product over a window" is one index range scan. */
     paidAt: integer("paid_at"),
+    /** The product's stock shard that holds this line's reservation (sold or released there). */
+    stockShard: integer("stock_shard").notNull().default(0),
   },
   (t) => [
     uniqueIndex("order_items_order_product_uq").on(t.orderId, t.productId),
