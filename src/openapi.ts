@@ -56,6 +56,9 @@ const OBJECT_BACKED = new Set([
   "post /api/v1/points/use",
   "patch /api/v1/admin/products/{productId}/stock",
   "patch /api/v1/admin/coupons/{couponId}",
+  "post /api/v1/admin/coupons",
+  "put /api/v1/admin/coupons/{couponId}/shards",
+  "get /api/v1/admin/coupons/{couponId}/shards",
 ]);
 
 const isWrite = (method: string) => method === "post" || method === "patch" || method === "put";

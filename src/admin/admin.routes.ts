@@ -5,6 +5,9 @@ import type { AppEnv } from "../app-env";
 import {
   AdjustStockBodySchema,
   CouponQuantitySchema,
+  CouponShardsSchema,
+  CouponShardsViewSchema,
+  SetCouponShardsBodySchema,
   CreateCouponBodySchema,
   CreatedIdSchema,
   CreateProductBodySchema,
@@ -72,6 +75,32 @@ const setCouponQuantityRoute = createRoute({
   },
 });
 
+const setCouponShardsRoute = createRoute({
+  method: "put",
+  path: "/coupons/{couponId}/shards",
+  tags: ["admin"],
+  security,
+  summary: "Raise a coupon's shard count (before its window opens, while nothing is issued); README: sharding",
+  request: { params: CouponIdParamSchema, body: jsonBody(SetCouponShardsBodySchema) },
+  responses: {
+    ...okResponse(200, "Shard count in force", CouponShardsSchema),
+    ...errorResponses(400, 401, 403, 404, 409, 413, 415),
+  },
+});
+
+const couponShardsRoute = createRoute({
+  method: "get",
+  path: "/coupons/{couponId}/shards",
+  tags: ["admin"],
+  security,
+  summary: "Per-shard units, issuances and open transfers of a coupon",
+  request: { params: CouponIdParamSchema },
+  responses: {
+    ...okResponse(200, "Every shard's state and the sums", CouponShardsViewSchema),
+    ...errorResponses(400, 401, 403, 404),
+  },
+});
+
 const adjustStockRoute = createRoute({
   method: "patch",
   path: "/products/{productId}/stock",
@@ -113,6 +142,7 @@ export const adminRoutes = createRouter<AppEnv>()
         startsAt: Date.parse(body.startsAt),
         endsAt: Date.parse(body.endsAt),
         validDays: body.validDays ?? DEFAULT_VALID_DAYS,
+        shards: body.shards ?? 1,
       },
       c.var.services.clock(),
     );
@@ -123,6 +153,28 @@ export const adminRoutes = createRouter<AppEnv>()
     const { couponId } = c.req.valid("param");
     const { quantity } = c.req.valid("json");
     return ok(c, await c.var.services.coupons.setQuantity(couponId, quantity));
+  })
+  .openapi(setCouponShardsRoute, async (c) => {
+    const { couponId } = c.req.valid("param");
+    const { shards } = c.req.valid("json");
+    return ok(c, await c.var.services.coupons.setShards(couponId, shards));
+  })
+  .openapi(couponShardsRoute, async (c) => {
+    const { couponId } = c.req.valid("param");
+    const view = await c.var.services.coupons.shardStates(couponId);
+    return ok(c, {
+      ...view,
+      perShard: view.perShard.map((s) => ({
+        shard: s.shard,
+        shards: s.shards,
+        held: s.held,
+        issued: s.issued,
+        free: s.held - s.issued,
+        unsynced: s.unsynced,
+        openTransfers: s.openTransfers,
+        requests: s.requests,
+      })),
+    });
   })
   .openapi(adjustStockRoute, async (c) => {
     const { productId } = c.req.valid("param");

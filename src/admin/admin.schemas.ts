@@ -1,6 +1,15 @@
 import { z } from "@hono/zod-openapi";
 import { MAX_BALANCE } from "../points/points.rules";
 import { isValidDiscount } from "../coupons/coupon.rules";
+import { MAX_SHARDS } from "../shared/sharded-quantity";
+
+const shardCount = (what: string) =>
+  z
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_SHARDS)
+    .openapi({ example: 8, description: `${what} (DESIGN §9); 1 = one object. At most ${MAX_SHARDS}.` });
 
 const isoWithOffset = z.iso
   .datetime({ offset: true })
@@ -31,6 +40,7 @@ export const CreateCouponBodySchema = z
     startsAt: isoWithOffset,
     endsAt: isoWithOffset,
     validDays: z.number().int().min(1).max(3650).optional(),
+    shards: shardCount("CouponIssuer shard objects the quantity is split over").optional(),
   })
   .refine((b) => isValidDiscount(b.discountType, b.discountValue), {
     message: "RATE discountValue must be 1..100 (percent); AMOUNT must be positive",
@@ -49,6 +59,36 @@ export const SetCouponQuantityBodySchema = z
 export const CouponQuantitySchema = z
   .object({ couponId: z.number().int(), quantity: z.number().int(), issuedQuantity: z.number().int() })
   .openapi("CouponQuantity");
+
+export const SetCouponShardsBodySchema = z
+  .strictObject({ shards: shardCount("New shard count: only raised, only before the window opens and while nothing is issued") })
+  .openapi("SetCouponShardsRequest");
+
+export const CouponShardsSchema = z.object({ couponId: z.number().int(), shards: z.number().int() }).openapi("CouponShards");
+
+export const CouponShardStateSchema = z
+  .object({
+    shard: z.number().int(),
+    shards: z.number().int(),
+    held: z.number().int().openapi({ description: "Units the shard holds (its share, plus borrowed, minus lent)" }),
+    issued: z.number().int(),
+    free: z.number().int(),
+    unsynced: z.number().int().openapi({ description: "Issuances D1 has not confirmed yet" }),
+    openTransfers: z.number().int(),
+    requests: z.number().int().openapi({ description: "Issuance requests the shard's current incarnation answered" }),
+  })
+  .openapi("CouponShardState");
+
+export const CouponShardsViewSchema = z
+  .object({
+    couponId: z.number().int(),
+    shards: z.number().int(),
+    quantity: z.number().int(),
+    issued: z.number().int(),
+    free: z.number().int(),
+    perShard: z.array(CouponShardStateSchema),
+  })
+  .openapi("CouponShardsView");
 
 export const CreatedIdSchema = (name: string) => z.object({ [name]: z.number().int() });
 

@@ -5,6 +5,25 @@ import { IssuanceRepo, ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore }
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
 import { primaryD1 } from "../db/client";
+import {
+  fairShare,
+  homeShard,
+  shardObjectName,
+  ShardBalancer,
+  ShardLedger,
+  type GiveAnswer,
+  type GiveRequest,
+  type SiblingPort,
+} from "../shared/sharded-quantity";
+import { SOLD_OUT_TTL_MS } from "./sold-out";
+
+/** Which shard a call is meant for and the shard count the caller routed by (DESIGN §9). */
+export interface ShardRoute {
+  shard: number;
+  shards: number;
+}
+/** An unsharded coupon: its one object, as before sharding. */
+export const UNSHARDED: ShardRoute = { shard: 0, shards: 1 };
 
 /** Outcome of `issue`: business refusals are values, never thrown across RPC. */
 export type IssueOutcome = (
@@ -18,10 +37,25 @@ export type IssueOutcome = (
       userCouponId: number;
     }
   | { ok: false; code: IssueRefusal | "COUPON_NOT_FOUND" | "USER_NOT_FOUND" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR" }
+  /**
+   * The caller routed by another shard count than the coupon has, or to a shard that is not
+   * the user's home. Shard 0 is the authority and says the count (`shards`) and when the
+   * window opens (after which the count never changes); another shard leaves `shards` out,
+   * and the caller asks shard 0.
+   */
+  | { ok: false; code: "WRONG_SHARD"; shards?: number; startsAt: number }
 ) & {
   /** D1 round trips the object made before answering (0 for a refusal it could decide alone). */
   d1Calls: number;
+  /** Sequential rounds of calls to sibling shards it made before answering (borrowing). */
+  doCalls: number;
 };
+
+export type SetShardsOutcome =
+  | { ok: true; shards: number }
+  | { ok: false; code: "COUPON_NOT_FOUND" | "COUPON_SHARDS_LOCKED" | "INTERNAL_ERROR" };
+
+export type PrimeOutcome = { result: "ok"; shards: number; startsAt: number } | { result: "COUPON_NOT_FOUND" | "INTERNAL_ERROR" };
 
 export type SetQuantityOutcome =
   | { ok: true; couponId: number; quantity: number; issuedQuantity: number }
@@ -30,10 +64,20 @@ export type SetQuantityOutcome =
 /** What the DO reports about itself (tests and diagnostics). */
 export interface IssuerState {
   couponId: number | null;
+  /** The coupon's quantity (all shards together). */
   quantity: number;
+  /** Issued by this shard. */
   issued: number;
   users: number[];
   unsynced: number;
+  shard: number;
+  shards: number;
+  /** Units this shard holds (its share plus what it borrowed, minus what it lent); free = held - issued. */
+  held: number;
+  /** Transfers this shard asked for and has not closed. */
+  openTransfers: number;
+  /** Issuance requests this incarnation of the object answered (not persisted: a load indicator). */
+  requests: number;
 }
 
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
@@ -43,26 +87,56 @@ const GROUP_ROWS = ROWS_PER_BATCH;
 /** Retry interval while D1 keeps failing. */
 const RETRY_DELAY_MS = 1_000;
 
-type CouponRow = { id: number; quantity: number; issued: number; starts_at: number; ends_at: number; valid_days: number; quantity_synced: number };
+type CouponRow = {
+  id: number;
+  quantity: number;
+  issued: number;
+  starts_at: number;
+  ends_at: number;
+  valid_days: number;
+  quantity_synced: number;
+  held: number;
+  shard: number;
+  shards: number;
+};
+const COUPON_COLUMNS = "id, quantity, issued, starts_at, ends_at, valid_days, quantity_synced, held, shard, shards";
+/**
+ * Tries of "borrow, then decide again" per issuance (another request may take the unit
+ * first); out of tries without a proof that every shard is empty, the answer is
+ * SERVICE_UNAVAILABLE (try again), never a false COUPON_SOLD_OUT.
+ */
+const BORROW_TRIES = 5;
 
 /**
- * One per coupon (`idFromName(String(couponId))`): the source of truth for who
- * got the coupon and how many remain.
+ * One per coupon shard (`idFromName(shardObjectName(couponId, shard))`; shard 0 is
+ * `String(couponId)`, the object of before sharding): the source of truth for who
+ * got the coupon among the users whose home it is, and how many units it holds.
  *
  * Decisions are made in one synchronous step on the object's SQLite storage (no
  * await between the check and the write, so no other request can interleave),
  * persisted before the answer, and only then projected into D1.
  *
+ * Sharding (DESIGN §9, src/shared/sharded-quantity.ts): shard 0 starts with the
+ * whole quantity and is the authority on the shard count K; every other shard
+ * takes its fair share from shard 0 when it is primed, and a shard that runs dry
+ * borrows from its siblings. COUPON_SOLD_OUT is only answered when every shard is
+ * provably empty. A user is only ever issued by their home shard, which checks
+ * K and the home itself, so "one per user" stays a local check. K = 1 is exactly
+ * the unsharded object.
+ *
  * Convergence to D1 is the DO's job, not the Worker's: `issue` writes the D1 row
  * right after persisting (so the route can answer with the user coupon id), and
  * every issuance is stored with `synced = 0` until D1 confirms it; an alarm
  * scheduled before the D1 write retries whatever is still unsynced (lost D1
- * write, crash, eviction), idempotently.
+ * write, crash, eviction), idempotently. The same alarm finishes transfers a
+ * crash left open.
  */
 export class CouponIssuer extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   /** D1 adapter; a field (not a constant) so tests can simulate a D1 outage. */
   store: IssuanceStore;
+  /** How this shard reaches its siblings; a field so tests can crash a transfer half-way. */
+  siblingPort: SiblingPort | undefined;
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
   private loading: Promise<"done" | "failed"> | undefined;
@@ -78,6 +152,9 @@ export class CouponIssuer extends DurableObject<Env> {
   private alarmAt: number | null | undefined;
   /** Whether the tables exist (created when D1 first confirms the coupon). */
   private schemaReady = false;
+  private readonly ledger: ShardLedger;
+  private readonly balancer: ShardBalancer;
+  private requests = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -86,13 +163,26 @@ export class CouponIssuer extends DurableObject<Env> {
     // which keeps this object's queries in order for its lifetime.
     this.store = new IssuanceRepo(primaryD1(env.DB));
     this.userCoupons = createUserCouponCache(loadConfig(env));
+    const host = {
+      available: () => (this.coupon ? this.coupon.held - this.coupon.issued : 0),
+      adjust: (delta: number) => {
+        this.sql.exec("UPDATE coupon SET held = held + ?", delta);
+        this.coupon = { ...this.coupon!, held: this.coupon!.held + delta };
+      },
+      tx: <T>(body: () => T) => this.tx(body),
+      armRecovery: () => this.scheduleSync(Date.now() + SYNC_DELAY_MS),
+    };
+    this.ledger = new ShardLedger(this.sql, host);
+    // A shard that proved every sibling empty believes it as long as the Worker believes a sold-out answer.
+    this.balancer = new ShardBalancer(host, this.ledger, () => this.siblings(), SOLD_OUT_TTL_MS);
     // Invariant: no request sees the object before its state is read, and an
     // issuance persisted by a previous incarnation but never confirmed in D1
-    // gets an alarm again (covers a crash between the decision and the alarm).
-    // The schema is only created once D1 knows the coupon, so requests for
-    // unknown coupon ids leave no storage behind.
+    // (or a transfer left open) gets an alarm again (covers a crash between the
+    // decision and the alarm). The schema is only created once D1 knows the
+    // coupon, so requests for unknown coupon ids leave no storage behind.
     ctx.blockConcurrencyWhile(async () => {
       this.schemaReady = this.sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'coupon'").toArray().length > 0;
+      if (this.schemaReady) this.upgradeSchema();
       this.coupon = this.readCoupon();
       this.alarmAt = await ctx.storage.getAlarm();
       if (this.coupon && this.needsSync() && this.alarmAt === null) await this.setAlarm(Date.now() + SYNC_DELAY_MS);
@@ -101,10 +191,13 @@ export class CouponIssuer extends DurableObject<Env> {
 
   /**
    * Issues the coupon to `userId` at `now` if the window is open, the user has
-   * none yet and quantity remains. Invariant: issued count <= quantity and at
+   * none yet and quantity remains. Invariant: issued count <= units held and at
    * most one issuance per user, because check and write happen in one
-   * `transactionSync` with no await in between; the decision is durable before
-   * any D1 write. A refusal is answered from the object alone (no D1 call).
+   * `transactionSync` with no await in between, and a user is only issued by
+   * their home shard (`route` is checked against this shard's count and index);
+   * the decision is durable before any D1 write. A refusal is answered from the
+   * object alone (no D1 call); a sharded shard out of units borrows first and
+   * says COUPON_SOLD_OUT only when every shard is empty.
    *
    * A success is answered only once D1 holds the `user_coupons` row, which the
    * same batch inserts only for an existing user: an unknown user's provisional
@@ -112,15 +205,51 @@ export class CouponIssuer extends DurableObject<Env> {
    * When D1 cannot be reached the answer is SERVICE_UNAVAILABLE and the issuance
    * stays provisional: the alarm (or the user's retry) settles it either way.
    */
-  async issue(couponId: number, userId: number, now: number): Promise<IssueOutcome> {
-    const load = await this.ensureLoaded(couponId);
+  async issue(couponId: number, userId: number, now: number, route: ShardRoute = UNSHARDED): Promise<IssueOutcome> {
+    this.requests++;
+    const load = await this.ensureLoaded(couponId, route.shard);
     let d1Calls = load.d1Calls;
-    if (load.result !== "ok") return { ok: false, code: load.result, d1Calls };
-
-    // The cached row is the persisted one: this object is its only writer and updates the copy after each write.
+    let doCalls = 0;
+    if (load.result !== "ok") return { ok: false, code: load.result, d1Calls, doCalls };
     const coupon = this.coupon!;
-    let fresh = false;
-    const decision = this.ctx.storage.transactionSync(() => {
+    if (route.shards !== coupon.shards || homeShard(userId, coupon.shards) !== coupon.shard) {
+      return { ok: false, code: "WRONG_SHARD", shards: coupon.shard === 0 ? coupon.shards : undefined, startsAt: coupon.starts_at, d1Calls, doCalls };
+    }
+
+    let decision = this.decide(userId, now);
+    if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && coupon.shards > 1) {
+      let proven = false;
+      for (let tries = 0; tries < BORROW_TRIES && !decision.ok && decision.code === "COUPON_SOLD_OUT"; tries++) {
+        const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch());
+        doCalls += borrowed.rounds;
+        if (borrowed.result === "unknown") break;
+        decision = this.decide(userId, now);
+        proven = borrowed.result === "dry";
+        if (proven) break;
+      }
+      if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && !proven) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
+    }
+    if (!decision.ok) return { ...decision, d1Calls, doCalls };
+
+    let ids: Map<number, number> | undefined;
+    try {
+      await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
+      d1Calls++;
+      ids = await this.projectGrouped({ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt });
+    } finally {
+      this.projecting.delete(userId);
+    }
+    if (ids === undefined) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
+    const userCouponId = ids.get(userId);
+    if (userCouponId === undefined) return { ok: false, code: "USER_NOT_FOUND", d1Calls, doCalls };
+    return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId, d1Calls, doCalls };
+  }
+
+  /** The one synchronous decision of `issue` (check and write); marks the user as being projected. */
+  private decide(userId: number, now: number): { ok: true; issuedAt: number; expiresAt: number } | { ok: false; code: IssueRefusal } {
+    return this.tx(() => {
+      // The cached row is the persisted one: this object is its only writer and updates the copy after each write.
+      const coupon = this.coupon!;
       const mine = this.sql
         .exec<{ issued_at: number; expires_at: number; synced: number }>("SELECT issued_at, expires_at, synced FROM issuances WHERE user_id = ?", userId)
         .toArray()[0];
@@ -134,43 +263,41 @@ export class CouponIssuer extends DurableObject<Env> {
       if (!d.ok) return d;
       this.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", userId, d.issuedAt, d.expiresAt);
       this.sql.exec("UPDATE coupon SET issued = issued + 1");
-      fresh = true;
+      this.coupon = { ...coupon, issued: coupon.issued + 1 };
       this.projecting.add(userId);
       return d;
     });
-    if (fresh) this.coupon = { ...coupon, issued: coupon.issued + 1 };
-    if (!decision.ok) return { ...decision, d1Calls };
-
-    let ids: Map<number, number> | undefined;
-    try {
-      await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
-      d1Calls++;
-      ids = await this.projectGrouped({ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt });
-    } finally {
-      this.projecting.delete(userId);
-    }
-    if (ids === undefined) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls };
-    const userCouponId = ids.get(userId);
-    if (userCouponId === undefined) return { ok: false, code: "USER_NOT_FOUND", d1Calls };
-    return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId, d1Calls };
   }
 
   /**
-   * Changes the coupon's quantity. Invariant: quantity never drops below the
-   * issued count (checked and written in one synchronous step), and D1's
+   * Changes the coupon's quantity (shard 0, which holds the quantity's changes).
+   * Invariant: quantity never drops below the issued count: a cut is taken from
+   * the units this shard holds free, after borrowing back from its siblings what
+   * it lacks, all checked and written in one synchronous step; D1's
    * `coupons.quantity` follows (retried by the alarm if the write fails).
    */
   async setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome> {
-    const loaded = (await this.ensureLoaded(couponId)).result;
+    const loaded = (await this.ensureLoaded(couponId, 0)).result;
     if (loaded !== "ok") return { ok: false, code: loaded };
-    const changed = this.ctx.storage.transactionSync(() => {
-      const coupon = this.readCoupon()!;
-      if (!canSetQuantity(quantity, coupon.issued)) return false;
-      this.sql.exec("UPDATE coupon SET quantity = ?, quantity_synced = 0", quantity);
-      return true;
-    });
-    this.coupon = this.readCoupon();
+    const apply = () =>
+      this.tx(() => {
+        const coupon = this.coupon!;
+        const delta = quantity - coupon.quantity;
+        if (!canSetQuantity(quantity, 0) || coupon.held + delta < coupon.issued) return false;
+        this.sql.exec("UPDATE coupon SET quantity = ?, held = held + ?, quantity_synced = 0", quantity, delta);
+        this.coupon = { ...coupon, quantity, held: coupon.held + delta, quantity_synced: 0 };
+        return true;
+      });
+    let changed = apply();
+    if (!changed && this.coupon!.shards > 1 && canSetQuantity(quantity, 0)) {
+      // Not enough free here: take back from the siblings what the cut needs, then try again.
+      const need = this.coupon!.quantity - quantity;
+      const borrowed = await this.balancer.borrow(0, this.coupon!.shards, need, 0);
+      if (borrowed.result === "unknown") return { ok: false, code: "INTERNAL_ERROR" };
+      changed = apply();
+    }
     if (!changed) return { ok: false, code: "COUPON_QUANTITY_BELOW_ISSUED" };
+    this.balancer.forgetDry();
 
     await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
     try {
@@ -186,32 +313,95 @@ export class CouponIssuer extends DurableObject<Env> {
   }
 
   /**
-   * Loads the coupon from D1 now (the admin API calls this right after creating
-   * it), so no issuance request ever waits for that one D1 read. Invariant: the
-   * same as `ensureLoaded` (state initialised exactly once).
+   * Sets the shard count this shard serves under (the admin's raise, fanned out to
+   * every shard, shard 0 last). Invariant: the count only changes before the window
+   * opens and while this shard has issued nothing, so no user ever changes home
+   * after an issuance; it never goes down.
    */
-  async prime(couponId: number): Promise<"ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"> {
-    return (await this.ensureLoaded(couponId)).result;
+  async setShards(couponId: number, shard: number, shards: number, now: number): Promise<SetShardsOutcome> {
+    const load = await this.ensureLoaded(couponId, shard);
+    if (load.result !== "ok") return { ok: false, code: load.result };
+    const c = this.coupon!;
+    if (shards === c.shards) return { ok: true, shards };
+    if (shards < c.shards || shard >= shards || now >= c.starts_at || c.issued > 0) return { ok: false, code: "COUPON_SHARDS_LOCKED" };
+    this.tx(() => this.sql.exec("UPDATE coupon SET shards = ?", shards));
+    this.coupon = { ...c, shards };
+    return { ok: true, shards };
+  }
+
+  /**
+   * Loads the coupon from D1 now (the admin API calls this right after creating
+   * it), so no issuance request ever waits for that one D1 read; a shard other
+   * than 0 that never held units then takes its fair share from shard 0, so the
+   * quantity starts split. Invariant: the same as `ensureLoaded` (state
+   * initialised exactly once); the share is taken once.
+   */
+  async prime(couponId: number, shard = 0): Promise<PrimeOutcome> {
+    const load = await this.ensureLoaded(couponId, shard);
+    if (load.result !== "ok") return { result: load.result };
+    const c = this.coupon!;
+    if (c.shard > 0 && c.held === 0 && c.issued === 0 && c.shards > 1) {
+      await this.balancer.prefetch(c.shard, c.shards, fairShare(c.quantity, c.shards), [0]);
+    }
+    return { result: "ok", shards: c.shards, startsAt: c.starts_at };
+  }
+
+  /** A sibling's request for units (src/shared/sharded-quantity.ts: the giving side). */
+  async give(couponId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
+    const load = await this.ensureLoaded(couponId, shard);
+    if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot give: ${load.result}`);
+    return this.balancer.answer(request);
+  }
+
+  /** A sibling applied these grants. */
+  async acknowledge(couponId: number, shard: number, transferIds: string[]): Promise<void> {
+    const load = await this.ensureLoaded(couponId, shard);
+    if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take acknowledgements: ${load.result}`);
+    this.balancer.acknowledged(transferIds);
   }
 
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();
-    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0 };
+    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests };
     const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
-    return { couponId: coupon?.id ?? null, quantity: coupon?.quantity ?? 0, issued: coupon?.issued ?? 0, users, unsynced };
+    const openTransfers = this.ledger.openTransfers(coupon.shard).length;
+    return {
+      couponId: coupon.id,
+      quantity: coupon.quantity,
+      issued: coupon.issued,
+      users,
+      unsynced,
+      shard: coupon.shard,
+      shards: coupon.shards,
+      held: coupon.held,
+      openTransfers,
+      requests: this.requests,
+    };
   }
 
   /**
    * Write-behind safety net. Invariant: D1 converges to exactly the DO's list;
    * every unsynced issuance (and an unsynced quantity) is written again,
-   * idempotently, until D1 confirms; while D1 fails the alarm re-arms itself.
+   * idempotently, until D1 confirms; transfers a crash left open are re-sent
+   * under their ids and owed acknowledgements sent; while anything fails the
+   * alarm re-arms itself.
    */
   override async alarm(): Promise<void> {
     this.alarmAt = null; // the alarm that fired is spent
     const coupon = this.readCoupon();
     if (!coupon) return;
+    this.coupon = coupon;
+    let failed = false;
+    if (this.ledger.needsRecovery()) {
+      try {
+        if (!(await this.balancer.recover(coupon.shard))) failed = true;
+      } catch (err) {
+        failed = true;
+        log("warn", "coupon shard transfer recovery failed", { couponId: coupon.id, shard: coupon.shard, ...errorFields(err) });
+      }
+    }
     const pending = this.sql
       .exec<{ user_id: number; issued_at: number; expires_at: number }>(
         "SELECT user_id, issued_at, expires_at FROM issuances WHERE synced = 0 ORDER BY user_id",
@@ -220,14 +410,14 @@ export class CouponIssuer extends DurableObject<Env> {
       // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
       .filter((r) => !this.projecting.has(r.user_id))
       .map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
-    let failed = false;
-    if (coupon.quantity_synced === 0) {
+    const current = this.coupon!;
+    if (current.quantity_synced === 0) {
       try {
-        await this.store.updateQuantity(coupon.id, coupon.quantity);
-        this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ?", coupon.quantity);
+        await this.store.updateQuantity(current.id, current.quantity);
+        this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ?", current.quantity);
       } catch (err) {
         failed = true;
-        log("warn", "coupon quantity D1 retry failed", { couponId: coupon.id, ...errorFields(err) });
+        log("warn", "coupon quantity D1 retry failed", { couponId: current.id, ...errorFields(err) });
       }
     }
     if (pending.length > 0 && (await this.syncToD1(pending)) === undefined) failed = true;
@@ -235,20 +425,49 @@ export class CouponIssuer extends DurableObject<Env> {
     if (failed || this.needsSync()) await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
   }
 
+  /** The units a sharded shard borrows beyond its need: an eighth of its fair share. */
+  private borrowBatch(): number {
+    const c = this.coupon!;
+    return Math.max(1, Math.ceil(fairShare(c.quantity, c.shards) / 8));
+  }
+
+  /** The stubs of this coupon's sibling shards (or the port a test put in). */
+  private siblings(): SiblingPort {
+    if (this.siblingPort) return this.siblingPort;
+    const couponId = this.coupon!.id;
+    const ns = this.env.COUPON_ISSUER;
+    const stub = (shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
+    return {
+      give: (shard, request) => stub(shard).give(couponId, shard, request),
+      acknowledge: (shard, ids) => stub(shard).acknowledge(couponId, shard, ids),
+    };
+  }
+
+  /** One synchronous transaction; if it throws (rolled back), the memory copies are read again. */
+  private tx<T>(body: () => T): T {
+    try {
+      return this.ctx.storage.transactionSync(body);
+    } catch (err) {
+      this.coupon = this.readCoupon();
+      this.ledger.invalidate();
+      throw err;
+    }
+  }
+
   /**
-   * Loads the coupon definition and the issuances D1 already has, once.
-   * Invariant: state is initialised exactly once even when many first
-   * requests arrive together (`blockConcurrencyWhile` holds every other event
-   * until it is done, and the flag is re-checked inside). An unknown coupon is
-   * not remembered: it may be created later. `d1Calls` is 1 when this call
-   * waited for the load.
+   * Loads the coupon definition and the issuances D1 already has for the users
+   * whose home this shard is, once. Invariant: state is initialised exactly once
+   * even when many first requests arrive together (`blockConcurrencyWhile`
+   * holds every other event until it is done, and the flag is re-checked
+   * inside). An unknown coupon is not remembered: it may be created later.
+   * `d1Calls` is 1 when this call waited for the load.
    */
-  private async ensureLoaded(couponId: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
+  private async ensureLoaded(couponId: number, shard: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
     let d1Calls = 0;
     if (!this.coupon) {
       d1Calls = 1;
       this.loading ??= this.ctx
-        .blockConcurrencyWhile(() => this.loadFromD1(couponId))
+        .blockConcurrencyWhile(() => this.loadFromD1(couponId, shard))
         .finally(() => {
           this.loading = undefined;
         });
@@ -256,27 +475,37 @@ export class CouponIssuer extends DurableObject<Env> {
       this.coupon = this.readCoupon();
       if (loaded === "failed" && !this.coupon) return { result: "INTERNAL_ERROR", d1Calls };
     }
-    return { result: this.coupon && this.coupon.id === couponId ? "ok" : "COUPON_NOT_FOUND", d1Calls };
+    return { result: this.coupon && this.coupon.id === couponId && this.coupon.shard === shard ? "ok" : "COUPON_NOT_FOUND", d1Calls };
   }
 
   /** Runs under blockConcurrencyWhile; never throws (that would reset the object). */
-  private async loadFromD1(couponId: number): Promise<"done" | "failed"> {
+  private async loadFromD1(couponId: number, shard: number): Promise<"done" | "failed"> {
     if (this.readCoupon()) return "done";
     try {
       const snap = await this.store.load(couponId);
-      if (!snap) return "done";
+      if (!snap || shard >= Math.max(snap.shards, 1)) return "done";
+      const mine = snap.issued.filter((r) => homeShard(r.userId, snap.shards) === shard);
+      if (shard > 0 && mine.length > 0) {
+        log("error", "coupon shard found issuances it never made; counting them as held", { couponId, shard, rows: mine.length });
+      }
       this.ctx.storage.transactionSync(() => {
         this.createSchema();
+        const quantity = Math.max(snap.quantity, snap.issued.length);
+        // Shard 0 starts with the whole quantity; the others with nothing (they take their share when primed).
+        const held = shard === 0 ? quantity - (snap.issued.length - mine.length) : mine.length;
         this.sql.exec(
-          "INSERT INTO coupon (id, quantity, issued, starts_at, ends_at, valid_days) VALUES (?, ?, ?, ?, ?, ?)",
+          `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
           couponId,
-          Math.max(snap.quantity, snap.issued.length),
-          snap.issued.length,
+          quantity,
+          mine.length,
           snap.startsAt,
           snap.endsAt,
           snap.validDays,
+          held,
+          shard,
+          Math.max(snap.shards, 1),
         );
-        for (const r of snap.issued) {
+        for (const r of mine) {
           this.sql.exec(
             "INSERT OR IGNORE INTO issuances (user_id, issued_at, expires_at, user_coupon_id, synced) VALUES (?, ?, ?, ?, 1)",
             r.userId,
@@ -288,7 +517,7 @@ export class CouponIssuer extends DurableObject<Env> {
       });
       return "done";
     } catch (err) {
-      log("error", "coupon issuer could not load from D1", { couponId, ...errorFields(err) });
+      log("error", "coupon issuer could not load from D1", { couponId, shard, ...errorFields(err) });
       return "failed";
     }
   }
@@ -304,7 +533,7 @@ export class CouponIssuer extends DurableObject<Env> {
     try {
       const ids = await this.store.project(coupon.id, records, Date.now());
       const unknown = records.filter((r) => !ids.has(r.userId)).map((r) => r.userId);
-      this.ctx.storage.transactionSync(() => {
+      this.tx(() => {
         for (const [userId, id] of ids) {
           this.sql.exec("UPDATE issuances SET synced = 1, user_coupon_id = ? WHERE user_id = ?", id, userId);
         }
@@ -315,6 +544,7 @@ export class CouponIssuer extends DurableObject<Env> {
       });
       if (unknown.length > 0) {
         this.coupon = this.readCoupon();
+        this.balancer.forgetDry();
         log("warn", "coupon issuance rolled back: unknown user", { couponId: coupon.id, users: unknown });
       }
       await this.clearAlarmIfSynced();
@@ -378,6 +608,7 @@ export class CouponIssuer extends DurableObject<Env> {
 
   private needsSync(): boolean {
     if (this.coupon?.quantity_synced === 0) return true;
+    if (this.ledger.needsRecovery()) return true;
     return this.sql.exec("SELECT 1 FROM issuances WHERE synced = 0 LIMIT 1").toArray().length > 0;
   }
 
@@ -391,7 +622,11 @@ export class CouponIssuer extends DurableObject<Env> {
       ends_at INTEGER NOT NULL,
       valid_days INTEGER NOT NULL,
       quantity_synced INTEGER NOT NULL DEFAULT 1,
-      CHECK (issued BETWEEN 0 AND quantity)
+      held INTEGER NOT NULL,
+      shard INTEGER NOT NULL DEFAULT 0,
+      shards INTEGER NOT NULL DEFAULT 1,
+      CHECK (issued BETWEEN 0 AND quantity),
+      CHECK (issued <= held)
     )`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS issuances (
       user_id INTEGER PRIMARY KEY,
@@ -401,14 +636,32 @@ export class CouponIssuer extends DurableObject<Env> {
       synced INTEGER NOT NULL DEFAULT 0
     )`);
     this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
+    this.ledger.createSchema();
+  }
+
+  /**
+   * An object created before sharding has no `held`, `shard` or `shards` columns and no
+   * ledger: it was the coupon's only object, so it holds the whole quantity as shard 0 of 1.
+   */
+  private upgradeSchema(): void {
+    const columns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(coupon)").toArray().map((c) => c.name));
+    if (columns.has("held")) return;
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("ALTER TABLE coupon ADD COLUMN held INTEGER NOT NULL DEFAULT 0");
+      this.sql.exec("UPDATE coupon SET held = quantity");
+      this.sql.exec("ALTER TABLE coupon ADD COLUMN shard INTEGER NOT NULL DEFAULT 0");
+      this.sql.exec("ALTER TABLE coupon ADD COLUMN shards INTEGER NOT NULL DEFAULT 1");
+      this.ledger.createSchema();
+    });
   }
 
   private readCoupon(): CouponRow | undefined {
     if (!this.schemaReady) return undefined;
-    return this.sql.exec<CouponRow>("SELECT id, quantity, issued, starts_at, ends_at, valid_days, quantity_synced FROM coupon").toArray()[0];
+    return this.sql.exec<CouponRow>(`SELECT ${COUPON_COLUMNS} FROM coupon`).toArray()[0];
   }
 }
 
 function toIssuerCoupon(row: CouponRow): IssuerCoupon {
-  return { quantity: row.quantity, issued: row.issued, startsAt: row.starts_at, endsAt: row.ends_at, validDays: row.valid_days };
+  // A shard decides on the units it holds: "quantity remains" means it holds one free.
+  return { quantity: row.held, issued: row.issued, startsAt: row.starts_at, endsAt: row.ends_at, validDays: row.valid_days };
 }

@@ -12,6 +12,7 @@ export interface CouponRow {
   startsAt: number;
   endsAt: number;
   validDays: number;
+  shards: number;
 }
 
 /** A user coupon joined with its coupon definition, as the owner's list shows it. */
@@ -34,6 +35,8 @@ export interface NewCoupon {
   startsAt: number;
   endsAt: number;
   validDays: number;
+  /** CouponIssuer shards (DESIGN §9); default 1. */
+  shards?: number;
 }
 
 /** D1 access for coupon definitions. */
@@ -61,10 +64,16 @@ export class CouponsRepo {
         startsAt: coupons.startsAt,
         endsAt: coupons.endsAt,
         validDays: coupons.validDays,
+        shards: coupons.shards,
       })
       .from(coupons)
       .where(eq(coupons.id, id))
       .get();
+  }
+
+  /** Writes the shard count shards load from D1 (before the objects are told: see CouponsService.setShards). */
+  async setShards(id: number, shards: number): Promise<void> {
+    await this.db.update(coupons).set({ shards }).where(eq(coupons.id, id)).run();
   }
 
   async userExists(userId: number): Promise<boolean> {

@@ -2,75 +2,91 @@ import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
-import type { IssueOutcome, SetQuantityOutcome } from "./coupon-issuer.do";
+import type { IssueOutcome, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
+import { homeShard, shardObjectName } from "../shared/sharded-quantity";
 import { userCouponStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";
+import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
 
-/** The port to the per-coupon serializer (the CouponIssuer DO in production). */
+/** The port to the per-coupon serializer (the CouponIssuer shards in production). */
 export interface CouponIssuerPort {
-  issue(couponId: number, userId: number, now: number): Promise<IssueOutcome>;
+  /** Routed to the user's home shard; never answers WRONG_SHARD (it re-routes, then says SERVICE_UNAVAILABLE). */
+  issue(couponId: number, userId: number, now: number): Promise<Exclude<IssueOutcome, { code: "WRONG_SHARD" }>>;
   setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome>;
-  /** Loads a new coupon into its object ahead of the first issuance. */
+  /** Loads a new coupon into its objects ahead of the first issuance (and splits the quantity over its shards). */
   prime(couponId: number): Promise<string>;
+  /** Raises the shard count on every shard (shard 0, the authority, last) and primes the new ones. */
+  setShards(couponId: number, shards: number, now: number): Promise<SetShardsOutcome>;
+  /** Every shard's state (admin view, tests, the sharded benchmark). */
+  shardStates(couponId: number, shards: number): Promise<IssuerState[]>;
 }
 
-/** Adapter: one CouponIssuer DO per coupon, addressed by the coupon id; the object's own D1 calls count as nested hops. */
-export function couponIssuerClient(ns: Env["COUPON_ISSUER"], meter: HopMeter = new HopMeter()): CouponIssuerPort {
-  const stub = (couponId: number) => ns.get(ns.idFromName(String(couponId)));
-  return {
-    issue: (couponId, userId, now) =>
-      callObject<IssueOutcome>(
-        meter,
-        async () => {
-          const out = (await stub(couponId).issue(couponId, userId, now)) as IssueOutcome;
-          meter.noteNested("d1", out.d1Calls);
-          return out;
-        },
-        (out) => out.d1Calls,
-      ),
-    setQuantity: (couponId, quantity) => callObject<SetQuantityOutcome>(meter, () => stub(couponId).setQuantity(couponId, quantity)),
-    prime: (couponId) => callObject<string>(meter, () => stub(couponId).prime(couponId)),
-  };
-}
+/** Calls one issuance may make while it learns the coupon's shard count (DESIGN §9). */
+const ROUTE_ATTEMPTS = 3;
 
 /**
- * How long a Worker isolate believes a CouponIssuer that said COUPON_SOLD_OUT:
- * for that long it refuses the coupon itself, with no round trip (DESIGN §8).
- * It can only refuse, never grant; an admin quantity change handled by the same
- * isolate forgets it at once, other isolates within this bound.
+ * Adapter: the CouponIssuer shards of a coupon, addressed by `shardObjectName`;
+ * the objects' own D1 and sibling calls count as nested hops. An issuance goes
+ * to the user's home shard under the count this isolate knows (1 until told
+ * otherwise: shard 0, which is the unsharded object and says the real count).
  */
-export const SOLD_OUT_TTL_MS = 1_000;
-/** Entries kept at most; expired ones are dropped first. */
-const SOLD_OUT_MAX_ENTRIES = 1_000;
-
-/** Per-isolate memory of sold-out coupons (module scope: shared by the requests of one isolate). */
-export class SoldOutMemo {
-  private readonly until = new Map<number, number>();
-
-  isSoldOut(couponId: number, now: number): boolean {
-    const t = this.until.get(couponId);
-    if (t === undefined) return false;
-    if (t > now) return true;
-    this.until.delete(couponId);
-    return false;
-  }
-
-  remember(couponId: number, now: number): void {
-    if (this.until.size >= SOLD_OUT_MAX_ENTRIES) {
-      for (const [id, t] of this.until) if (t <= now) this.until.delete(id);
-      if (this.until.size >= SOLD_OUT_MAX_ENTRIES) this.until.delete(this.until.keys().next().value!);
-    }
-    this.until.set(couponId, now + SOLD_OUT_TTL_MS);
-  }
-
-  forget(couponId: number): void {
-    this.until.delete(couponId);
-  }
+export function couponIssuerClient(
+  ns: Env["COUPON_ISSUER"],
+  meter: HopMeter = new HopMeter(),
+  counts: ShardCountMemo = isolateShardCounts,
+): CouponIssuerPort {
+  const stub = (couponId: number, shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
+  const issueAt = (couponId: number, userId: number, now: number, route: ShardRoute) =>
+    callObject<IssueOutcome>(
+      meter,
+      async () => {
+        const out = (await stub(couponId, route.shard).issue(couponId, userId, now, route)) as IssueOutcome;
+        meter.noteNested("d1", out.d1Calls);
+        meter.noteNested("do", out.doCalls);
+        return out;
+      },
+      (out) => out.d1Calls + out.doCalls,
+    );
+  const others = (shards: number) => Array.from({ length: shards - 1 }, (_, i) => i + 1);
+  return {
+    issue: async (couponId, userId, now) => {
+      let shards = counts.get(couponId, now);
+      for (let attempt = 0; attempt < ROUTE_ATTEMPTS; attempt++) {
+        const out = await issueAt(couponId, userId, now, { shard: homeShard(userId, shards), shards });
+        if (out.ok || out.code !== "WRONG_SHARD") return out;
+        if (out.shards !== undefined) {
+          counts.remember(couponId, out.shards, out.startsAt, now);
+          shards = out.shards;
+        } else {
+          // A shard that disagrees with what shard 0 said: ask shard 0 again (a raise is under way).
+          counts.forget(couponId);
+          shards = 1;
+        }
+      }
+      log("warn", "coupon issuance could not find its shard", { couponId, userId, shards });
+      return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls: 0, doCalls: 0 };
+    },
+    setQuantity: (couponId, quantity) => callObject<SetQuantityOutcome>(meter, () => stub(couponId, 0).setQuantity(couponId, quantity)),
+    prime: async (couponId) => {
+      const first = await callObject<PrimeOutcome>(meter, () => stub(couponId, 0).prime(couponId, 0));
+      if (first.result !== "ok" || first.shards <= 1) return first.result;
+      counts.remember(couponId, first.shards, first.startsAt, Date.now());
+      // Each other shard takes its fair share from shard 0 (shard 0 serialises the grants, so the split is even).
+      const rest = await Promise.all(others(first.shards).map((s) => callObject<PrimeOutcome>(meter, () => stub(couponId, s).prime(couponId, s))));
+      return rest.find((r) => r.result !== "ok")?.result ?? "ok";
+    },
+    setShards: async (couponId, shards, now) => {
+      counts.forget(couponId);
+      const rest = await Promise.all(others(shards).map((s) => callObject<SetShardsOutcome>(meter, () => stub(couponId, s).setShards(couponId, s, shards, now))));
+      const refused = rest.find((r) => !r.ok);
+      if (refused) return refused;
+      return callObject<SetShardsOutcome>(meter, () => stub(couponId, 0).setShards(couponId, 0, shards, now));
+    },
+    shardStates: (couponId, shards) =>
+      Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerState>(meter, () => stub(couponId, s).state()))),
+  };
 }
-
-/** The isolate's memo; every CouponsService of this isolate shares it. */
-export const isolateSoldOut = new SoldOutMemo();
 
 export interface IssuedCoupon {
   userCouponId: number;
@@ -165,10 +181,47 @@ export class CouponsService {
 
   /** Quantity changes go through the DO, which refuses to go below the issued count. */
   async setQuantity(couponId: number, quantity: number): Promise<{ couponId: number; quantity: number; issuedQuantity: number }> {
-    if (!(await this.repo.findById(couponId))) throw new AppError("COUPON_NOT_FOUND");
+    const coupon = await this.repo.findById(couponId);
+    if (!coupon) throw new AppError("COUPON_NOT_FOUND");
     const out = await this.issuer.setQuantity(couponId, quantity);
     if (!out.ok) throw new AppError(out.code);
     this.soldOut.forget(couponId);
-    return { couponId, quantity: out.quantity, issuedQuantity: out.issuedQuantity };
+    // Shard 0 knows its own issuances only; D1 counts every shard's (each win is in D1 before it is answered).
+    const issuedQuantity = coupon.shards > 1 ? ((await this.repo.findById(couponId))?.issuedQuantity ?? out.issuedQuantity) : out.issuedQuantity;
+    return { couponId, quantity: out.quantity, issuedQuantity };
+  }
+
+  /**
+   * Raises a coupon's shard count (DESIGN §9). Only before the window opens and
+   * while nothing is issued (a user's home shard must never change after they
+   * could have got the coupon); never down. D1 is written first, so a shard that
+   * loads from now on serves under the new count; then every shard is told, shard
+   * 0 (the authority the Worker learns the count from) last. A failure part-way
+   * leaves the old count in force at shard 0: retrying the call is safe.
+   */
+  async setShards(couponId: number, shards: number): Promise<{ couponId: number; shards: number }> {
+    const now = this.clock();
+    const coupon = await this.repo.findById(couponId);
+    if (!coupon) throw new AppError("COUPON_NOT_FOUND");
+    if (shards === coupon.shards) return { couponId, shards };
+    if (shards < coupon.shards) throw new AppError("COUPON_SHARDS_LOCKED", "쿠폰 샤드 수는 늘릴 수만 있습니다.");
+    if (now >= coupon.startsAt || coupon.issuedQuantity > 0) {
+      throw new AppError("COUPON_SHARDS_LOCKED", "발급 기간이 시작되었거나 이미 발급된 쿠폰은 샤드 수를 바꿀 수 없습니다.");
+    }
+    await this.repo.setShards(couponId, shards);
+    const out = await this.issuer.setShards(couponId, shards, now);
+    if (!out.ok) throw new AppError(out.code === "INTERNAL_ERROR" ? "SERVICE_UNAVAILABLE" : out.code, undefined, { "Retry-After": "1" });
+    await this.prime(couponId);
+    return { couponId, shards };
+  }
+
+  /** Per-shard units, issuances and open transfers (admin view). */
+  async shardStates(couponId: number): Promise<{ couponId: number; shards: number; quantity: number; issued: number; free: number; perShard: IssuerState[] }> {
+    const coupon = await this.repo.findById(couponId);
+    if (!coupon) throw new AppError("COUPON_NOT_FOUND");
+    const perShard = await this.issuer.shardStates(couponId, coupon.shards);
+    const issued = perShard.reduce((n, s) => n + s.issued, 0);
+    const free = perShard.reduce((n, s) => n + (s.held - s.issued), 0);
+    return { couponId, shards: coupon.shards, quantity: coupon.quantity, issued, free, perShard };
   }
 }

@@ -16,6 +16,8 @@ export interface IssuanceRecord {
 /** The coupon definition plus the issuances D1 already holds for it. */
 export interface IssuerSnapshot {
   quantity: number;
+  /** The coupon's shard count (`coupons.shards`). */
+  shards: number;
   startsAt: number;
   endsAt: number;
   validDays: number;
@@ -32,6 +34,7 @@ export interface IssuanceStore {
   updateQuantity(couponId: number, quantity: number): Promise<void>;
 }
 
+
 export const couponIssuedEventId = (couponId: number, userId: number) => `coupon.issued:${couponId}:${userId}`;
 
 export class IssuanceRepo implements IssuanceStore {
@@ -45,17 +48,18 @@ export class IssuanceRepo implements IssuanceStore {
         .prepare("UPDATE coupons SET issued_quantity = min(quantity, (SELECT count(*) FROM user_coupons WHERE coupon_id = ?1)) WHERE id = ?1")
         .bind(couponId),
       this.d1
-        .prepare("SELECT quantity, starts_at, ends_at, valid_days FROM coupons WHERE id = ?1")
+        .prepare("SELECT quantity, starts_at, ends_at, valid_days, shards FROM coupons WHERE id = ?1")
         .bind(couponId),
       this.d1
         .prepare("SELECT id, user_id, issued_at, expires_at FROM user_coupons WHERE coupon_id = ?1 ORDER BY id")
         .bind(couponId),
     ]);
-    const c = coupon?.results[0] as { quantity: number; starts_at: number; ends_at: number; valid_days: number } | undefined;
+    const c = coupon?.results[0] as { quantity: number; starts_at: number; ends_at: number; valid_days: number; shards: number } | undefined;
     if (!c) return undefined;
     const issued = (rows?.results ?? []) as { id: number; user_id: number; issued_at: number; expires_at: number }[];
     return {
       quantity: c.quantity,
+      shards: c.shards,
       startsAt: c.starts_at,
       endsAt: c.ends_at,
       validDays: c.valid_days,

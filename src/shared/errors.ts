@@ -32,6 +32,7 @@ export const ERROR_TABLE = {
   COUPON_EXPIRED: [409, "쿠폰 유효기간이 지났거나 아직 유효하지 않습니다."],
   COUPON_ALREADY_USED: [409, "이미 사용된 쿠폰입니다."],
   COUPON_QUANTITY_BELOW_ISSUED: [409, "이미 발급된 수량보다 적게 설정할 수 없습니다."],
+  COUPON_SHARDS_LOCKED: [409, "쿠폰 샤드 수는 발급 기간 시작 전, 발급 내역이 없을 때에만 늘릴 수 있습니다."],
   ORDER_NOT_PAYABLE: [409, "결제가 불가능한 주문 상태입니다."],
   INSUFFICIENT_BALANCE: [409, "포인트가 부족합니다."],
   ORDER_NOT_CANCELLABLE: [409, "취소할 수 없는 주문 상태입니다."],

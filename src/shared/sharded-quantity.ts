@@ -362,6 +362,8 @@ interface RoundResult {
 export class ShardBalancer {
   private inflight: Promise<RoundResult> | undefined;
   private dryUntil = 0;
+  /** Units the borrowers waiting right now need together (a round asks for all of it). */
+  private wanted = 0;
 
   constructor(
     private readonly host: BalancerHost,
@@ -397,6 +399,15 @@ export class ShardBalancer {
    * moving it stops after MAX_BORROW_ROUNDS with `unknown`.
    */
   async borrow(self: number, shards: number, need: number, extra: number): Promise<BorrowOutcome> {
+    this.wanted += need;
+    try {
+      return await this.borrowRounds(self, shards, need, extra);
+    } finally {
+      this.wanted -= need;
+    }
+  }
+
+  private async borrowRounds(self: number, shards: number, need: number, extra: number): Promise<BorrowOutcome> {
     let rounds = 0;
     let previous: RoundResult | undefined;
     for (let attempt = 0; attempt < MAX_BORROW_ROUNDS; attempt++) {
@@ -409,7 +420,8 @@ export class ShardBalancer {
         previous = undefined;
         continue;
       }
-      const result = await this.runRound(self, shards, Math.max(1, need - this.host.available()), extra);
+      // Ask for what every waiting borrower lacks, not only this one: a storm on a dry shard is served in few rounds.
+      const result = await this.runRound(self, shards, Math.max(1, need, this.wanted - this.host.available()), extra);
       rounds++;
       if (result.granted > 0 || !result.complete) {
         previous = undefined;
@@ -424,10 +436,13 @@ export class ShardBalancer {
     return { result: this.host.available() >= need ? "covered" : "unknown", rounds };
   }
 
-  /** One round asking every sibling for a batch only (a new shard taking its share). Returns the units received. */
-  async prefetch(self: number, shards: number, extra: number): Promise<number> {
+  /**
+   * One round asking `givers` (default: every sibling) for a batch only: a new shard
+   * taking its share. Returns the units received.
+   */
+  async prefetch(self: number, shards: number, extra: number, givers?: number[]): Promise<number> {
     if (shards <= 1 || extra <= 0) return 0;
-    return (await this.runRound(self, shards, 0, extra)).granted;
+    return (await this.runRound(self, shards, 0, extra, givers)).granted;
   }
 
   /**
@@ -472,16 +487,15 @@ export class ShardBalancer {
     );
   }
 
-  private runRound(self: number, shards: number, need: number, extra: number): Promise<RoundResult> {
-    const round: Promise<RoundResult> = this.round(self, shards, need, extra).finally(() => {
+  private runRound(self: number, shards: number, need: number, extra: number, givers?: number[]): Promise<RoundResult> {
+    const round: Promise<RoundResult> = this.round(self, givers ?? siblingsOf(self, shards), need, extra).finally(() => {
       if (this.inflight === round) this.inflight = undefined;
     });
     this.inflight = round;
     return round;
   }
 
-  private async round(self: number, shards: number, need: number, extra: number): Promise<RoundResult> {
-    const givers = Array.from({ length: shards }, (_, s) => s).filter((s) => s !== self);
+  private async round(self: number, givers: number[], need: number, extra: number): Promise<RoundResult> {
     const transfers = this.host.tx(() => this.ledger.open(givers, self, need, extra, this.clock()));
     await this.host.armRecovery();
     const port = this.siblings();
@@ -500,6 +514,11 @@ export class ShardBalancer {
     if (granted > 0) void this.sendAcks();
     return { granted, complete: answers.size === transfers.length, answers };
   }
+}
+
+/** Every shard of `shards` but `self`. */
+export function siblingsOf(self: number, shards: number): number[] {
+  return Array.from({ length: shards }, (_, s) => s).filter((s) => s !== self);
 }
 
 /**

@@ -28,6 +28,7 @@ beforeAll(async () => {
   const productId = await createProduct(1_000, 50);
   const couponId = await createCoupon({ quantity: 100 });
   const pathCoupon = await createCoupon({ quantity: 100 });
+  const futureCoupon = await createCoupon({ quantity: 100, startsAt: new Date(Date.now() + 86_400_000).toISOString() });
   const toCancel = (await placeOrder(userId, [[productId, 1]])).body.data.orderId;
   const toPay = (await placeOrder(userId, [[productId, 2]])).body.data.orderId;
   const deadLetterId = (
@@ -56,6 +57,8 @@ beforeAll(async () => {
       status: 201,
     }),
     "PATCH /api/v1/admin/coupons/{couponId}": () => ({ path: `/api/v1/admin/coupons/${couponId}`, json: { quantity: 150 }, headers: admin, status: 200 }),
+    "PUT /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, json: { shards: 4 }, headers: admin, status: 200 }),
+    "GET /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, headers: admin, status: 200 }),
     "PATCH /api/v1/admin/products/{productId}/stock": () => ({ path: `/api/v1/admin/products/${productId}/stock`, json: { delta: 5 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/dead-letters": () => ({ path: "/api/v1/admin/dead-letters?limit=10", headers: admin, status: 200 }),
     "POST /api/v1/admin/dead-letters/{deadLetterId}/replay": () => ({ path: `/api/v1/admin/dead-letters/${deadLetterId}/replay`, json: {}, headers: admin, status: 200 }),

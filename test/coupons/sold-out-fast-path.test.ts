@@ -1,7 +1,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { CouponsRepo } from "../../src/coupons/coupons.repo";
-import { CouponsService, SOLD_OUT_TTL_MS, SoldOutMemo, couponIssuerClient, type CouponIssuerPort } from "../../src/coupons/coupons.service";
+import { CouponsService, couponIssuerClient, type CouponIssuerPort } from "../../src/coupons/coupons.service";
+import { SOLD_OUT_TTL_MS, SoldOutMemo } from "../../src/coupons/sold-out";
 import { noUserCouponCache } from "../../src/coupons/user-coupon.cache";
 import { createDb } from "../../src/db/client";
 import { AppError } from "../../src/shared/errors";
