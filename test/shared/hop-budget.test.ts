@@ -7,6 +7,8 @@ import { createUserCoupon, placeOrder } from "../support/orders";
 import { insertPaidOrder } from "../support/sales";
 import { assertStockConservation } from "../support/invariants";
 import { testApp } from "../support/secure-app";
+import { homeShard } from "../../src/shared/sharded-quantity";
+import { isolateShardCounts, isolateSoldOut } from "../../src/coupons/sold-out";
 
 /**
  * The round-trip budgets of DESIGN §8, pinned per route on its success and
@@ -66,6 +68,49 @@ describe("coupon issue: refusal 1 hop, known sold out 0, win 2", () => {
     const unknownUser = await issue(open, 987_001);
     expect(errorCode(unknownUser)).toBe("USER_NOT_FOUND");
     expect(hops(unknownUser)).toBe(2); // the D1 write that would have issued it is what finds out
+  });
+});
+
+describe("sharded coupon issue (K = 8): the same 2 hops for a win at home, +1 round per borrow", () => {
+  it("pins the home win, the borrowing win, the proven sold-out and the first call of an isolate", async () => {
+    const K = 8;
+    const couponId = await createCoupon({ quantity: 16, shards: K }); // 2 units per shard
+    const homed = async (shard: number, n: number) => {
+      const out: number[] = [];
+      while (out.length < n) {
+        const u = await createUser();
+        if (homeShard(u, K) === shard) out.push(u);
+      }
+      return out;
+    };
+    const [a, b, c] = await homed(4, 3);
+    const win = await issue(couponId, a!);
+    expect(win.status).toBe(201);
+    expect(hops(win)).toBe(2); // the home shard decides and writes D1: no sibling is asked
+    expect(hops(await issue(couponId, b!))).toBe(2);
+    const borrowing = await issue(couponId, c!); // shard 4 is empty: one round of asks to its siblings first
+    expect(borrowing.status).toBe(201);
+    expect(hops(borrowing)).toBe(3);
+    expect(borrowing.headers.get("server-timing")).toContain('do;desc="1 call (+1 nested)"');
+    expect(hops(await issue(couponId, a!))).toBe(1); // already issued: the home shard alone
+
+    // The isolate has forgotten the count (a new isolate): shard 0 says K first, then the home shard answers.
+    isolateShardCounts.forget(couponId);
+    const [d] = await homed(2, 1);
+    const first = await issue(couponId, d!);
+    expect(first.status).toBe(201);
+    expect(hops(first)).toBe(3);
+    expect(first.headers.get("server-timing")).toContain('do;desc="2 calls');
+
+    // Drain the rest, then the proof that every shard is empty takes two rounds; after it the isolate knows.
+    const rest = await Promise.all(Array.from({ length: 12 }, () => createUser()));
+    expect((await Promise.all(rest.map((u) => issue(couponId, u)))).filter((r) => r.status === 201)).toHaveLength(12);
+    isolateSoldOut.forget(couponId);
+    const [e] = await homed(6, 1);
+    const soldOut = await issue(couponId, e!);
+    expect(errorCode(soldOut)).toBe("COUPON_SOLD_OUT");
+    expect(hops(soldOut)).toBe(3); // the call + two rounds of the dryness proof
+    expect(hops(await issue(couponId, e!))).toBe(0);
   });
 });
 
