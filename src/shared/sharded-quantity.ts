@@ -29,7 +29,7 @@
  *   no unacknowledged grant out, and made no move in between (its `moves` counter,
  *   bumped by every positive grant and receipt, is unchanged), and the asker has
  *   no transfer open. A unit that moved while the siblings were being asked would
- *   show up in one of those (proof in DESIGN §9), so "dry" means the siblings
+ *   show up in one of those (proof in docs/SHARDING.md), so "dry" means the siblings
  *   really were empty at one instant.
  * - A shard only gives what it holds free: available never goes below 0.
  */
