@@ -41,17 +41,21 @@ const users = [
   ["최유진", 100_000],
   ["정하늘", 0],
 ];
-// [name, type, value, quantity, startsAt, endsAt, validDays]
+// [name, type, value, quantity, startsAt, endsAt, validDays, shards]
 const coupons = [
-  ["선착순 5,000원 할인", "AMOUNT", 5000, 100, now - DAY, now + 30 * DAY, 7],
-  ["선착순 10% 할인", "RATE", 10, 1000, now - DAY, now + 60 * DAY, 14],
-  ["다음 주 오픈 20% 할인", "RATE", 20, 50, now + 7 * DAY, now + 14 * DAY, 7],
+  ["선착순 5,000원 할인", "AMOUNT", 5000, 100, now - DAY, now + 30 * DAY, 7, 1],
+  ["선착순 10% 할인", "RATE", 10, 1000, now - DAY, now + 60 * DAY, 14, 1],
+  ["다음 주 오픈 20% 할인", "RATE", 20, 50, now + 7 * DAY, now + 14 * DAY, 7, 1],
+  // A flash-sale coupon split over 4 CouponIssuer shards (README: "Sharding a hot coupon or product").
+  ["타임딜 1,000원 (샤드 4개)", "AMOUNT", 1000, 10_000, now - DAY, now + 30 * DAY, 7, 4],
 ];
 
 const sql = [];
 products.forEach(([name, desc, price, stock], i) => {
   sql.push(
     `INSERT OR IGNORE INTO products (id, name, description, price, stock, created_at, updated_at) VALUES (${i + 1}, ${q(name)}, ${q(desc)}, ${price}, ${stock}, ${now}, ${now});`,
+    // products.stock is the sum of the stock shards' rows: the unsharded product's one shard holds it all.
+    `INSERT OR IGNORE INTO product_stock_shards (product_id, shard, available, stamp) VALUES (${i + 1}, 0, ${stock}, ${now});`,
   );
 });
 users.forEach(([name, balance], i) => {
@@ -65,9 +69,9 @@ users.forEach(([name, balance], i) => {
     );
   }
 });
-coupons.forEach(([name, type, value, quantity, startsAt, endsAt, validDays], i) => {
+coupons.forEach(([name, type, value, quantity, startsAt, endsAt, validDays, shards], i) => {
   sql.push(
-    `INSERT OR IGNORE INTO coupons (id, name, discount_type, discount_value, quantity, issued_quantity, starts_at, ends_at, valid_days, created_at) VALUES (${i + 1}, ${q(name)}, ${q(type)}, ${value}, ${quantity}, 0, ${startsAt}, ${endsAt}, ${validDays}, ${now});`,
+    `INSERT OR IGNORE INTO coupons (id, name, discount_type, discount_value, quantity, issued_quantity, starts_at, ends_at, valid_days, shards, created_at) VALUES (${i + 1}, ${q(name)}, ${q(type)}, ${value}, ${quantity}, 0, ${startsAt}, ${endsAt}, ${validDays}, ${shards}, ${now});`,
   );
 });
 
