@@ -398,6 +398,9 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
   const reqBefore = new Map(before.perShard.map((s) => [s.shard, s.requests]));
   const reqAfter = new Map(afterStorm.perShard.map((s) => [s.shard, s.requests]));
   const reached = per.map((s) => (reqAfter.get(s.shard) ?? 0) - (reqBefore.get(s.shard) ?? 0));
+  // D1 write batches each shard sent for the storm's wins (group commit is per object: K objects, K groups).
+  const batchesBefore = new Map(before.perShard.map((s) => [s.shard, s.d1Batches ?? 0]));
+  const batches = per.map((s) => (s.d1Batches ?? 0) - (batchesBefore.get(s.shard) ?? 0));
   const reachedTotal = reached.reduce((a, b) => a + b, 0);
   // An object evicted between the two reads restarts its count at 0: the difference would be negative.
   const countsReset = per.filter((s, i) => reached[i] < 0 || (reqAfter.get(s.shard) ?? 0) > s.requests).map((s) => s.shard);
@@ -407,15 +410,15 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
   const free = sum((s) => s.free);
 
   console.log(`\n### Shards of coupon ${couponId} (K=${k}; admin view after the storm, settled after ${pollMs} ms of polling)\n`);
-  console.log("| shard | users homed | requests reached | share of requests | share / uniform (1/K) | 201s to its users | issued | held | free | unsynced | open transfers |");
-  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+  console.log("| shard | users homed | requests reached | share of requests | share / uniform (1/K) | 201s to its users | issued | held | free | unsynced | open transfers | D1 batches |");
+  console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   per.forEach((s, i) => {
     const share = reachedTotal > 0 ? reached[i] / reachedTotal : NaN;
     console.log(
-      `| ${s.shard} | ${fmtInt(homed[s.shard])} | ${fmtInt(reached[i])} | ${fmt(share * 100)}% | ${fmt(share * k, 2)} | ${fmtInt(won[s.shard])} | ${fmtInt(s.issued)} | ${fmtInt(s.held)} | ${fmtInt(s.free)} | ${s.unsynced} | ${s.openTransfers} |`,
+      `| ${s.shard} | ${fmtInt(homed[s.shard])} | ${fmtInt(reached[i])} | ${fmt(share * 100)}% | ${fmt(share * k, 2)} | ${fmtInt(won[s.shard])} | ${fmtInt(s.issued)} | ${fmtInt(s.held)} | ${fmtInt(s.free)} | ${s.unsynced} | ${s.openTransfers} | ${fmtInt(batches[i])} |`,
     );
   });
-  console.log(`| all | ${fmtInt(users.length)} | ${fmtInt(reachedTotal)} | 100% | | ${fmtInt(winners.size)} | ${fmtInt(issued)} | ${fmtInt(held)} | ${fmtInt(free)} | ${sum((s) => s.unsynced)} | ${sum((s) => s.openTransfers)} |`);
+  console.log(`| all | ${fmtInt(users.length)} | ${fmtInt(reachedTotal)} | 100% | | ${fmtInt(winners.size)} | ${fmtInt(issued)} | ${fmtInt(held)} | ${fmtInt(free)} | ${sum((s) => s.unsynced)} | ${sum((s) => s.openTransfers)} | ${fmtInt(batches.reduce((a, b) => a + b, 0))} (${fmt(winners.size / Math.max(1, batches.reduce((a, b) => a + b, 0)), 1)} wins per batch) |`);
   const shares = reached.map((r) => (reachedTotal > 0 ? (r / reachedTotal) * k : NaN));
   console.log(
     `\nclient requests: ${fmtInt(USERS)}; issuance requests that reached the shard objects: ${fmtInt(reachedTotal)}; ` +

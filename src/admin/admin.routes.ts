@@ -173,6 +173,7 @@ export const adminRoutes = createRouter<AppEnv>()
         unsynced: s.unsynced,
         openTransfers: s.openTransfers,
         requests: s.requests,
+        d1Batches: s.d1Batches,
       })),
     });
   })

@@ -76,6 +76,7 @@ export const CouponShardStateSchema = z
     unsynced: z.number().int().openapi({ description: "Issuances D1 has not confirmed yet" }),
     openTransfers: z.number().int(),
     requests: z.number().int().openapi({ description: "Issuance requests the shard's current incarnation answered" }),
+    d1Batches: z.number().int().openapi({ description: "D1 write batches the shard's current incarnation sent" }),
   })
   .openapi("CouponShardState");
 

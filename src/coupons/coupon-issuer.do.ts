@@ -78,6 +78,8 @@ export interface IssuerState {
   openTransfers: number;
   /** Issuance requests this incarnation of the object answered (not persisted: a load indicator). */
   requests: number;
+  /** D1 projection batches this incarnation wrote (group commits and alarm retries; a load indicator). */
+  d1Batches: number;
 }
 
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
@@ -155,6 +157,7 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
   private requests = 0;
+  private d1Batches = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -363,7 +366,7 @@ export class CouponIssuer extends DurableObject<Env> {
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();
-    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests };
+    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.d1Batches };
     const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
     const openTransfers = this.ledger.openTransfers(coupon.shard).length;
@@ -378,6 +381,7 @@ export class CouponIssuer extends DurableObject<Env> {
       held: coupon.held,
       openTransfers,
       requests: this.requests,
+      d1Batches: this.d1Batches,
     };
   }
 
@@ -531,6 +535,7 @@ export class CouponIssuer extends DurableObject<Env> {
   private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
     const coupon = this.coupon!;
     try {
+      this.d1Batches += Math.ceil(records.length / GROUP_ROWS);
       const ids = await this.store.project(coupon.id, records, Date.now());
       const unknown = records.filter((r) => !ids.has(r.userId)).map((r) => r.userId);
       this.tx(() => {
