@@ -1,6 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { MAX_BALANCE } from "../points/points.rules";
 import { isValidDiscount } from "../coupons/coupon.rules";
+import { MAX_SHARDS } from "../shared/sharded-quantity";
 
 const isoWithOffset = z.iso
   .datetime({ offset: true })
@@ -19,6 +20,13 @@ export const CreateProductBodySchema = z
     description: z.string().max(2000).optional(),
     price: z.number().int().positive().max(100_000_000),
     stock: z.number().int().min(0).max(1_000_000_000),
+    stockShards: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_SHARDS)
+      .optional()
+      .openapi({ example: 1, description: `Stock shard objects (1..${MAX_SHARDS}, default 1): more than 1 only for a product expected to take hundreds of orders a second` }),
   })
   .openapi("CreateProductRequest");
 
