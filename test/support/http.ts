@@ -36,6 +36,7 @@ export const api = {
   get: <T = any>(path: string, headers?: Record<string, string>) => call<T>("GET", path, { headers }),
   post: <T = any>(path: string, json: unknown, headers?: Record<string, string>) => call<T>("POST", path, { json, headers }),
   patch: <T = any>(path: string, json: unknown, headers?: Record<string, string>) => call<T>("PATCH", path, { json, headers }),
+  put: <T = any>(path: string, json: unknown, headers?: Record<string, string>) => call<T>("PUT", path, { json, headers }),
 };
 
 export const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}` };
