@@ -55,6 +55,8 @@ const OBJECT_BACKED = new Set([
   "post /api/v1/orders/{orderId}/cancel",
   "post /api/v1/points/use",
   "patch /api/v1/admin/products/{productId}/stock",
+  "put /api/v1/admin/products/{productId}/stock-shards",
+  "get /api/v1/admin/products/{productId}/stock-shards",
   "patch /api/v1/admin/coupons/{couponId}",
   "post /api/v1/admin/coupons",
   "put /api/v1/admin/coupons/{couponId}/shards",

@@ -8,6 +8,7 @@ import { noUserCouponCache, redisUserCouponCache, type UserCouponCache } from ".
 import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
+import { StockShardsService } from "./products/stock-shards.service";
 import { now } from "./shared/clock";
 import { errorFields, log } from "./shared/logger";
 import { createRedis } from "./infra/redis";
@@ -63,6 +64,8 @@ export interface Services {
   /** Write counters per user / IP (RateLimiter DOs). */
   rateLimiter: RateLimiterClient;
   stock: StockPort;
+  /** Priming, raising and viewing a product's stock shards (admin). */
+  stockShards: StockShardsService;
   ordersRepo: OrdersRepo;
   /** Set-based D1 side of the order crons. */
   orderSweep: OrderSweepRepo;
@@ -136,6 +139,7 @@ export function createServices(
     coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER, meter), clock, userCouponCache),
     adminRepo: new AdminRepo(d1),
     stock,
+    stockShards: new StockShardsService(productsRepo, stock),
     ordersRepo,
     purgeEvents: (now) => purgeEventTables(env.DB, now, config.eventRetentionMs),
     orderSweep: new OrderSweepRepo(d1),

@@ -18,7 +18,6 @@ import {
 import { CouponIdParamSchema } from "../coupons/coupons.schemas";
 import { ProductIdParamSchema } from "../products/products.schemas";
 import { AppError } from "../shared/errors";
-import { errorFields, log } from "../shared/logger";
 import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
 
 const security = [{ adminBearer: [] }];
@@ -41,7 +40,7 @@ const createProductRoute = createRoute({
   path: "/products",
   tags: ["admin"],
   security,
-  summary: "Create a product",
+  summary: "Create a product (optionally split over `stockShards` stock objects)",
   request: { body: jsonBody(CreateProductBodySchema) },
   responses: {
     ...okResponse(201, "Created", CreatedIdSchema("productId")),
@@ -123,12 +122,13 @@ export const adminRoutes = createRouter<AppEnv>()
   })
   .openapi(createProductRoute, async (c) => {
     const body = c.req.valid("json");
+    const stockShards = body.stockShards ?? 1;
     const productId = await c.var.services.productsRepo.create(
-      { name: body.name, description: body.description ?? "", price: body.price, stock: body.stock },
+      { name: body.name, description: body.description ?? "", price: body.price, stock: body.stock, stockShards },
       c.var.services.clock(),
     );
-    // The stock object loads its initial stock now, so no order waits for that D1 read (best effort).
-    await c.var.services.stock.snapshot(productId).catch((err: unknown) => log("warn", "stock object not primed", { productId, ...errorFields(err) }));
+    // Every stock shard loads now (and shards i > 0 take their share), so no order waits for that (best effort).
+    await c.var.services.stockShards.primeNewProduct(productId, stockShards);
     return ok(c, { productId }, 201);
   })
   .openapi(createCouponRoute, async (c) => {

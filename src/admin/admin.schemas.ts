@@ -28,6 +28,7 @@ export const CreateProductBodySchema = z
     description: z.string().max(2000).optional(),
     price: z.number().int().positive().max(100_000_000),
     stock: z.number().int().min(0).max(1_000_000_000),
+    stockShards: shardCount("ProductStock shard objects the stock is split over (default 1): more than 1 only for a product expected to take hundreds of orders a second").optional(),
   })
   .openapi("CreateProductRequest");
 

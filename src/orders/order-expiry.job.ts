@@ -12,7 +12,7 @@ import { settleSwept } from "./order-settlement";
  * in the same minute are all EXPIRED, with stock and coupons back, within two runs.
  */
 export const EXPIRY_BATCH_SIZE = 500;
-/** Batches per sweep per run; each round costs 2 D1 calls + 1 call per product + 1 D1 batch + 1 Redis call. */
+/** Batches per sweep per run; each round costs 2 D1 calls + 1 call per product stock shard + 1 D1 batch + 1 Redis call. */
 export const EXPIRY_MAX_ROUNDS = 10;
 /** A PENDING order older than this was abandoned by its placement (holds time out after 60 s). */
 export const STALE_PENDING_MS = 120_000;
@@ -75,7 +75,7 @@ const withBudget = (deps: OrderJobDeps) => ({ ...deps, budget: deps.budget ?? ne
 /**
  * Expires NOT_PAID orders past `expires_at` in batches: one D1 batch flips up to
  * `batchSize` of them to EXPIRED with their coupons restored (the conditional flip
- * makes exactly one of expiry, payment and cancel win), then one call per product
+ * makes exactly one of expiry, payment and cancel win), then one call per product stock shard
  * releases their stock. Idempotent: a rerun finds nothing, releases are keyed by order.
  */
 export async function expireOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {

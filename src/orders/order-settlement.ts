@@ -22,45 +22,47 @@ export interface SettlementReport {
   deferred: number;
 }
 
+type Group = { productId: number; shard: number; sell: number[]; release: number[] };
+
 /**
- * Tells the stock objects about a set of terminal orders, grouped per product:
- * one `settleMany` call per product (PAID orders sold, every other status
- * released; the status decides, so a PAID order is never released), in parallel,
- * then one D1 batch that records `closed_at` for the orders every object took
- * and a backoff for the others. A throwing or refusing object only delays the
- * orders it holds; the rest are settled. Products beyond the budget are left for
- * the next run (their orders stay unsettled, nothing is lost).
+ * Tells the stock objects about a set of terminal orders, grouped per product
+ * shard (the shard each line was reserved on): one `settleMany` call per
+ * (product, shard) (PAID orders sold, every other status released; the status
+ * decides, so a PAID order is never released), in parallel, then one D1 batch
+ * that records `closed_at` for the orders every object took and a backoff for
+ * the others. A throwing or refusing object only delays the orders it holds; the
+ * rest are settled. Shards beyond the budget are left for the next run (their
+ * orders stay unsettled, nothing is lost).
  */
 export async function settleSwept(deps: SettlementDeps, orders: SweptOrder[], now: number): Promise<SettlementReport> {
   if (orders.length === 0) return { settled: 0, retried: 0, deferred: 0 };
-  const byProduct = new Map<number, { sell: number[]; release: number[] }>();
+  const byShard = new Map<string, Group>();
   for (const o of orders) {
-    for (const p of o.productIds) {
-      const g = byProduct.get(p) ?? { sell: [], release: [] };
+    for (const l of o.lines) {
+      const key = `${l.productId}/${l.shard}`;
+      let g = byShard.get(key);
+      if (!g) byShard.set(key, (g = { productId: l.productId, shard: l.shard, sell: [], release: [] }));
       (o.status === "PAID" ? g.sell : g.release).push(o.id);
-      byProduct.set(p, g);
     }
   }
-  const products = [...byProduct.keys()].sort((a, b) => a - b);
-  // One subrequest per product called, and one for the D1 batch that records the outcome.
-  const affordable = Math.max(0, Math.min(products.length, deps.budget.left - 1));
+  const groups = [...byShard.values()].sort((a, b) => a.productId - b.productId || a.shard - b.shard);
+  // One subrequest per shard called, and one for the D1 batch that records the outcome.
+  const affordable = Math.max(0, Math.min(groups.length, deps.budget.left - 1));
   deps.budget.take(affordable);
   const failed = new Set<number>();
   const skipped = new Set<number>();
-  for (const p of products.slice(affordable)) for (const id of idsOf(byProduct.get(p)!)) skipped.add(id);
+  for (const g of groups.slice(affordable)) for (const id of idsOf(g)) skipped.add(id);
 
-  const called = products.slice(0, affordable);
-  const results = await pooled(called, FANOUT_CONCURRENCY, (p) => {
-    const g = byProduct.get(p)!;
-    return deps.stock.settleMany(p, g.sell, g.release);
-  });
+  const called = groups.slice(0, affordable);
+  const results = await pooled(called, FANOUT_CONCURRENCY, (g) => deps.stock.settleMany(g.productId, g.shard, g.sell, g.release));
   results.forEach((r, k) => {
-    const p = called[k]!;
+    const g = called[k]!;
+    const where = { productId: g.productId, shard: g.shard };
     if (r.status === "rejected") {
-      log("error", "stock object unreachable during settlement; backing off", { productId: p, ...errorFields(r.reason) });
-      for (const id of idsOf(byProduct.get(p)!)) failed.add(id);
+      log("error", "stock object unreachable during settlement; backing off", { ...where, ...errorFields(r.reason) });
+      for (const id of idsOf(g)) failed.add(id);
     } else if (r.value.refused.length > 0) {
-      log("error", "settlement refused by a stock object; backing off", { productId: p, refused: r.value.refused.slice(0, 20) });
+      log("error", "settlement refused by a stock object; backing off", { ...where, refused: r.value.refused.slice(0, 20) });
       for (const x of r.value.refused) failed.add(x.orderId);
     }
   });

@@ -6,7 +6,8 @@ export interface SweptOrder {
   status: OrderStatus;
   userId: number;
   userCouponId: number | null;
-  productIds: number[];
+  /** Its lines: the product and the stock shard holding the line's reservation. */
+  lines: { productId: number; shard: number }[];
 }
 
 /** Backoff of an order whose settlement failed: 1 min, 2, 4, ... capped at one hour. No attempt limit: stock is never stranded. */
@@ -51,7 +52,7 @@ export class OrderSweepRepo {
         .bind(json),
       this.itemsOf(json),
     ]);
-    return this.assemble(flipped!.results as Omit<SweptOrder, "productIds" | "status">[], items!.results as ItemRow[], "EXPIRED");
+    return this.assemble(flipped!.results as Omit<SweptOrder, "lines" | "status">[], items!.results as ItemRow[], "EXPIRED");
   }
 
   /** PENDING placements older than `createdBefore` (their Worker died before the commit) -> FAILED; two round trips. */
@@ -65,7 +66,7 @@ export class OrderSweepRepo {
         .bind(json, now),
       this.itemsOf(json),
     ]);
-    return this.assemble(flipped!.results as Omit<SweptOrder, "productIds" | "status">[], items!.results as ItemRow[], "FAILED");
+    return this.assemble(flipped!.results as Omit<SweptOrder, "lines" | "status">[], items!.results as ItemRow[], "FAILED");
   }
 
   /**
@@ -84,15 +85,15 @@ export class OrderSweepRepo {
            SELECT id, status, user_id, user_coupon_id FROM orders INDEXED BY orders_unsettled_idx
            WHERE status IN ('PAID','EXPIRED','CANCELLED','FAILED') AND closed_at IS NULL AND settle_after <= ?1 AND updated_at < ?2
            ORDER BY settle_after, id LIMIT ?3)
-         SELECT due.id, due.status, due.user_id AS userId, due.user_coupon_id AS userCouponId, i.product_id AS productId
+         SELECT due.id, due.status, due.user_id AS userId, due.user_coupon_id AS userCouponId, i.product_id AS productId, i.stock_shard AS shard
          FROM due JOIN order_items i ON i.order_id = due.id ORDER BY due.id`,
       )
       .bind(now, touchedBefore, limit)
-      .all<{ id: number; status: OrderStatus; userId: number; userCouponId: number | null; productId: number }>();
+      .all<{ id: number; status: OrderStatus; userId: number; userCouponId: number | null; productId: number; shard: number }>();
     const byId = new Map<number, SweptOrder>();
     for (const r of rows.results) {
-      const o = byId.get(r.id) ?? { id: r.id, status: r.status, userId: r.userId, userCouponId: r.userCouponId, productIds: [] };
-      o.productIds.push(r.productId);
+      const o = byId.get(r.id) ?? { id: r.id, status: r.status, userId: r.userId, userCouponId: r.userCouponId, lines: [] };
+      o.lines.push({ productId: r.productId, shard: r.shard });
       byId.set(r.id, o);
     }
     return [...byId.values()];
@@ -124,14 +125,16 @@ export class OrderSweepRepo {
   }
 
   private itemsOf(json: string): D1PreparedStatement {
-    return this.d1.prepare(`SELECT order_id AS orderId, product_id AS productId FROM order_items WHERE order_id IN ${IDS}`).bind(json);
+    return this.d1
+      .prepare(`SELECT order_id AS orderId, product_id AS productId, stock_shard AS shard FROM order_items WHERE order_id IN ${IDS}`)
+      .bind(json);
   }
 
-  private assemble(flipped: Omit<SweptOrder, "productIds" | "status">[], items: ItemRow[], status: OrderStatus): SweptOrder[] {
-    const products = new Map<number, number[]>();
-    for (const i of items) products.set(i.orderId, [...(products.get(i.orderId) ?? []), i.productId]);
-    return flipped.map((o) => ({ ...o, status, productIds: products.get(o.id) ?? [] }));
+  private assemble(flipped: Omit<SweptOrder, "lines" | "status">[], items: ItemRow[], status: OrderStatus): SweptOrder[] {
+    const lines = new Map<number, SweptOrder["lines"]>();
+    for (const i of items) lines.set(i.orderId, [...(lines.get(i.orderId) ?? []), { productId: i.productId, shard: i.shard }]);
+    return flipped.map((o) => ({ ...o, status, lines: lines.get(o.id) ?? [] }));
   }
 }
 
-type ItemRow = { orderId: number; productId: number };
+type ItemRow = { orderId: number; productId: number; shard: number };

@@ -24,6 +24,17 @@ export interface OrderItemRow {
   amount: number;
 }
 
+/** A line with the product stock shard that holds its reservation (sold or released there). */
+export interface StockLine {
+  productId: number;
+  stockShard: number;
+}
+
+/** A line as placement records it: where it reserves, and the product's shard count K then. */
+export interface PlacedLine extends OrderItemRow, StockLine {
+  stockShards: number;
+}
+
 export interface UserCouponRow {
   id: number;
   userId: number;
@@ -72,7 +83,7 @@ export class OrdersRepo {
     now: number,
     provisionalExpiresAt: number,
     claim?: KeyClaim,
-  ): Promise<{ ok: true; orderId: number; items: OrderItemRow[]; coupon: { discountType: DiscountType; discountValue: number } | undefined } | { ok: false }> {
+  ): Promise<{ ok: true; orderId: number; items: PlacedLine[]; coupon: { discountType: DiscountType; discountValue: number } | undefined } | { ok: false }> {
     const d1 = this.d1;
     const lines = JSON.stringify(input.lines.map((l) => ({ p: l.productId, q: l.quantity })));
     const stmts: D1PreparedStatement[] = [];
@@ -102,12 +113,14 @@ export class OrdersRepo {
         .bind(input.userId, input.userCouponId, now, provisionalExpiresAt, lines),
       d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'placement' WHERE changes() = 0"),
       // The order just inserted is this user's newest: inside the batch transaction nobody else inserts.
+      // Each line reserves on stock shard `order id % K` (orderShard in src/shared/sharded-quantity.ts), stored on it.
       d1
         .prepare(
-          `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount)
-           SELECT (SELECT max(id) FROM orders WHERE user_id = ?1), p.id, json_extract(l.value, '$.q'), p.price, p.price * json_extract(l.value, '$.q')
-           FROM json_each(?2) l JOIN products p ON p.id = json_extract(l.value, '$.p')
-           RETURNING order_id AS orderId, product_id AS productId, quantity, unit_price AS unitPrice, amount`,
+          `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount, stock_shard)
+           SELECT o.id, p.id, json_extract(l.value, '$.q'), p.price, p.price * json_extract(l.value, '$.q'), o.id % p.stock_shards
+           FROM (SELECT max(id) AS id FROM orders WHERE user_id = ?1) o, json_each(?2) l JOIN products p ON p.id = json_extract(l.value, '$.p')
+           RETURNING order_id AS orderId, product_id AS productId, quantity, unit_price AS unitPrice, amount, stock_shard AS stockShard,
+             (SELECT stock_shards FROM products WHERE id = product_id) AS stockShards`,
         )
         .bind(input.userId, lines),
       d1
@@ -119,12 +132,12 @@ export class OrdersRepo {
     );
     try {
       const results = await d1.batch(stmts);
-      const rows = (results[results.length - 2]?.results ?? []) as (OrderItemRow & { orderId: number })[];
+      const rows = (results[results.length - 2]?.results ?? []) as (PlacedLine & { orderId: number })[];
       const orderId = rows[0]?.orderId;
       if (orderId === undefined) throw new Error("recordAttempt: no order lines returned");
       const coupon = results[results.length - 1]?.results[0] as { discountType: DiscountType; discountValue: number } | undefined;
       const items = rows
-        .map((i) => ({ productId: i.productId, quantity: i.quantity, unitPrice: i.unitPrice, amount: i.amount }))
+        .map((i) => ({ productId: i.productId, quantity: i.quantity, unitPrice: i.unitPrice, amount: i.amount, stockShard: i.stockShard, stockShards: i.stockShards }))
         .sort((a, b) => a.productId - b.productId);
       return { ok: true, orderId, items, coupon: input.userCouponId === null ? undefined : coupon };
     } catch (err) {
@@ -228,14 +241,15 @@ export class OrdersRepo {
     return row ?? undefined;
   }
 
-  async findItems(orderId: number): Promise<OrderItemRow[]> {
+  /** The order's lines, with the stock shard each is reserved on. */
+  async findItems(orderId: number): Promise<(OrderItemRow & StockLine)[]> {
     const rows = await this.d1
       .prepare(
-        `SELECT product_id AS productId, quantity, unit_price AS unitPrice, amount
+        `SELECT product_id AS productId, quantity, unit_price AS unitPrice, amount, stock_shard AS stockShard
          FROM order_items WHERE order_id = ? ORDER BY product_id`,
       )
       .bind(orderId)
-      .all<OrderItemRow>();
+      .all<OrderItemRow & StockLine>();
     return rows.results;
   }
 

@@ -4,7 +4,7 @@ import { AppError } from "../shared/errors";
 import { noUserCouponCache, type UserCouponCache } from "../coupons/user-coupon.cache";
 import { errorFields, log } from "../shared/logger";
 import { couponUsability, effectiveStatus, isPublicStatus, orderAmounts, type PublicOrderStatus } from "./order.rules";
-import type { OrderItemRow, OrderRow, OrdersRepo } from "./orders.repo";
+import type { OrderItemRow, OrderRow, OrdersRepo, StockLine } from "./orders.repo";
 import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
 import { envelopeJson } from "../shared/envelope";
 
@@ -66,8 +66,10 @@ export class OrdersService {
   /**
    * Three round trips, however many lines (DESIGN §8): (1) one D1 batch
    * validates user, products and coupon and records the attempt as a PENDING
-   * order with its priced lines; (2) one parallel fan-out reserves and confirms
-   * every line in its ProductStock object, keyed by the order id; (3) one D1
+   * order with its priced lines, each with its stock shard; (2) one parallel
+   * fan-out reserves and confirms every line in its ProductStock shard, keyed by
+   * the order id (a shard that must borrow from its siblings reports those calls
+   * as nested hops); (3) one D1
    * batch uses the coupon, sets the amounts, moves the order to NOT_PAID (the
    * commit point) and stores the Idempotency-Key with the answer. A refusal in
    * (2) releases what was taken and fails the attempt in one more parallel step.
@@ -85,7 +87,9 @@ export class OrdersService {
     const { orderId, items } = attempt;
     const amounts = orderAmounts(items, attempt.coupon);
 
-    const reserves = await Promise.allSettled(items.map((item) => this.stock.reserve(item.productId, orderId, item.quantity, now, true)));
+    const reserves = await Promise.allSettled(
+      items.map((item) => this.stock.reserve(item.productId, { shard: item.stockShard, shards: item.stockShards }, orderId, item.quantity, now, true)),
+    );
     const refused = reserves.some((r) => r.status === "rejected" || !r.value.ok);
     if (refused) {
       // Release everything but a definite refusal (it took nothing); a thrown call may have applied.
@@ -95,7 +99,8 @@ export class OrdersService {
       });
       await this.abandonUncommitted(orderId, touched);
       const outOfStock = reserves.some((r) => r.status === "fulfilled" && !r.value.ok && r.value.reason === "INSUFFICIENT_STOCK");
-      // Anything but a business refusal (an unreachable or overloaded object) is transient: 503, retry.
+      // Anything but a business refusal (an unreachable or overloaded object, or stock shards that could
+      // neither cover the line nor prove the product sold out: SHARDS_BUSY) is transient: 503, retry.
       throw outOfStock ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
     }
 
@@ -169,9 +174,9 @@ export class OrdersService {
    * bookkeeping (`closed_at`) follows after the answer. The cron settles whatever
    * a crash leaves (releases are idempotent).
    */
-  private async abandonUncommitted(orderId: number, items: { productId: number }[]): Promise<void> {
+  private async abandonUncommitted(orderId: number, items: StockLine[]): Promise<void> {
     const [releases, failed] = await Promise.all([
-      Promise.allSettled(items.map((i) => this.stock.release(i.productId, orderId))),
+      Promise.allSettled(items.map((i) => this.stock.release(i.productId, i.stockShard, orderId))),
       this.repo.markFailed(orderId, this.clock()).catch((err: unknown) => {
         log("error", "failing an abandoned placement failed; cleanup job will retry", { orderId, ...errorFields(err) });
         return false;
@@ -191,7 +196,7 @@ export class OrdersService {
    * the order settled. If we die in between, the cron settles it (releases
    * are idempotent).
    */
-  private async compensate(orderId: number, items: { productId: number }[]): Promise<void> {
+  private async compensate(orderId: number, items: StockLine[]): Promise<void> {
     try {
       const failed = (await this.repo.markFailed(orderId, this.clock())) || (await this.repo.isFailed(orderId));
       if (failed) await this.releaseAndSettle(orderId, items);
@@ -226,8 +231,8 @@ export class OrdersService {
   }
 
   /** Tells the DOs to give the units back, then records that it was done. */
-  async releaseAndSettle(orderId: number, items: { productId: number }[]): Promise<void> {
-    const results = await Promise.allSettled(items.map((i) => this.stock.release(i.productId, orderId)));
+  async releaseAndSettle(orderId: number, items: StockLine[]): Promise<void> {
+    const results = await Promise.allSettled(items.map((i) => this.stock.release(i.productId, i.stockShard, orderId)));
     const failed = results.filter((r) => r.status === "rejected" || !r.value.ok);
     if (failed.length > 0) {
       log("error", "stock release incomplete; cron will retry", { orderId });
@@ -236,7 +241,9 @@ export class OrdersService {
     await this.repo.markSettled(orderId, this.clock());
   }
 
-  private view(order: OrderRow, items: OrderItemRow[]): OrderView {
+  private view(order: OrderRow, lines: OrderItemRow[]): OrderView {
+    // The public line: where its stock lives is the objects' business, not the client's.
+    const items = lines.map((l) => ({ productId: l.productId, quantity: l.quantity, unitPrice: l.unitPrice, amount: l.amount }));
     return {
       orderId: order.id,
       userId: order.userId,

@@ -14,8 +14,15 @@ export interface PaymentCommand {
   claim?: KeyClaim;
 }
 
+/** A paid line: what the ranking counts, and the stock shard that sells it. */
+export interface PaidLine {
+  productId: number;
+  quantity: number;
+  stockShard: number;
+}
+
 export type PaymentBatchResult =
-  | { ok: true; balance: number; paidAmount: number; items: { productId: number; quantity: number }[] }
+  | { ok: true; balance: number; paidAmount: number; items: PaidLine[] }
   | { ok: false; reason: "GUARD" | "INSUFFICIENT_BALANCE" | "KEY_TAKEN" };
 
 /**
@@ -78,7 +85,7 @@ export class PaymentRepo {
         .prepare("UPDATE orders SET status = 'PAID', paid_at = ?1, updated_at = ?1 WHERE id = ?2 AND status = 'NOT_PAID' RETURNING total_amount AS paidAmount")
         .bind(now, orderId),
       d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'order' WHERE changes() = 0"),
-      d1.prepare("UPDATE order_items SET paid_at = ?1 WHERE order_id = ?2 RETURNING product_id AS productId, quantity").bind(now, orderId),
+      d1.prepare("UPDATE order_items SET paid_at = ?1 WHERE order_id = ?2 RETURNING product_id AS productId, quantity, stock_shard AS stockShard").bind(now, orderId),
       d1
         .prepare(
           `INSERT OR IGNORE INTO outbox (event_id, type, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
@@ -92,7 +99,7 @@ export class PaymentRepo {
       const results = await d1.batch(statements);
       const balance = (results[offset + 1]?.results[0] as { balance: number } | undefined)?.balance;
       const paidAmount = (results[offset + 4]?.results[0] as { paidAmount: number } | undefined)?.paidAmount;
-      const items = ((results[offset + 6]?.results ?? []) as { productId: number; quantity: number }[]).sort((a, b) => a.productId - b.productId);
+      const items = ((results[offset + 6]?.results ?? []) as PaidLine[]).sort((a, b) => a.productId - b.productId);
       if (balance === undefined || paidAmount === undefined) throw new Error("pay: no balance or amount returned");
       return { ok: true, balance, paidAmount, items };
     } catch (err) {

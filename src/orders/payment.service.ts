@@ -4,7 +4,7 @@ import { AppError } from "../shared/errors";
 import { log } from "../shared/logger";
 import { isPublicStatus } from "./order.rules";
 import type { OrdersRepo } from "./orders.repo";
-import type { PaymentBatchResult, PaymentCommand, PaymentRepo } from "./payment.repo";
+import type { PaidLine, PaymentBatchResult, PaymentCommand, PaymentRepo } from "./payment.repo";
 import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
 
 /** What post-commit work learns about a payment. */
@@ -12,7 +12,7 @@ export interface PaidOrder {
   orderId: number;
   userId: number;
   paidAt: number;
-  items: { productId: number; quantity: number }[];
+  items: PaidLine[];
 }
 
 export interface PaymentReceipt {
@@ -48,7 +48,7 @@ export class PaymentService {
 
   /**
    * Two round trips (DESIGN §8): the payment batch, then the sell fan-out to
-   * the stock objects. Recording that the objects were told (`closed_at`), the
+   * the stock shard of each line. Recording that the objects were told (`closed_at`), the
    * ranking increment and the outbox relay run after the answer; the crons heal
    * any of them a crash loses.
    */
@@ -65,7 +65,7 @@ export class PaymentService {
     // Best effort after the commit: ranking increment, outbox relay (both healed by crons).
     this.onPaid?.({ orderId, userId, paidAt: now, items });
 
-    const sold = await Promise.allSettled(items.map((i) => this.stock.sell(i.productId, orderId)));
+    const sold = await Promise.allSettled(items.map((i) => this.stock.sell(i.productId, i.stockShard, orderId)));
     if (sold.every((r) => r.status === "fulfilled" && r.value.ok)) this.markSettledLater(orderId);
     else log("error", "stock sell incomplete after payment; cron will retry", { orderId });
     return { orderId, status: "PAID", paidAmount: result.paidAmount, balance: result.balance };

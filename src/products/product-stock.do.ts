@@ -1,10 +1,13 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
 import { primaryD1 } from "../db/client";
+import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../shared/sharded-quantity";
+import { projectShard } from "./stock-projection";
+import { SHORT, StockShardStore } from "./stock-shard.store";
 import type {
   ConfirmResult,
-  Reservation,
-  ReservationStatus,
+  NestedCalls,
+  PrimeResult,
   ReleaseResult,
   ReserveResult,
   RestockResult,
@@ -14,66 +17,43 @@ import type {
 } from "./product-stock.types";
 
 export type * from "./product-stock.types";
+export { FINISHED_RETENTION_MS, HOLD_TTL_MS } from "./stock-shard.store";
 
-/** A held reservation not confirmed within this window is released by the alarm. */
-export const HOLD_TTL_MS = 60_000;
-/** Finished reservations (sold/released) are kept this long for idempotent retries, then pruned. */
-export const FINISHED_RETENTION_MS = 30 * 86_400_000;
-/** Rows pruned per change, so pruning never makes one call slow. */
-const PRUNE_BATCH = 20;
 /** Retry delay of the write-behind projection when a D1 write failed. */
 const FLUSH_RETRY_MS = 500;
-/** The D1 projection (`products.stock`) trails the object by about this much under load. */
+/** The D1 projection (`product_stock_shards`, `products.stock`) trails the object by about this much under load. */
 export const PROJECTION_DELAY_MS = 50;
+/**
+ * How long a shard believes its proof that every sibling was empty: it answers "out of
+ * stock" without asking again. Units come back elsewhere only by a release or a restock
+ * there, so another shard may refuse for at most this long after one.
+ */
+export const DRY_MEMO_MS = 500;
+/** The alarm armed before a transfer is sent fires this long after (the round normally finishes first). */
+const RECOVERY_DELAY_MS = 2_000;
+/** Retry interval of recovery work left over (an open transfer, an acknowledgement not delivered). */
+const RECOVERY_RETRY_MS = 1_000;
+/** Borrowing rounds one reservation may start before it answers SHARDS_BUSY (each borrow runs up to MAX_BORROW_ROUNDS). */
+const RESERVE_BORROWS = 2;
 
-interface StockRow extends Record<string, SqlStorageValue> {
-  product_id: number;
-  available: number;
-  stamp: number;
-  projected_stamp: number;
-}
-interface ReservationRow extends Record<string, SqlStorageValue> {
-  order_id: number;
-  quantity: number;
-  status: ReservationStatus;
-  expires_at: number;
-}
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS stock (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  product_id INTEGER NOT NULL,
-  available INTEGER NOT NULL CHECK (available >= 0),
-  stamp INTEGER NOT NULL,
-  projected_stamp INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reservations (
-  order_id INTEGER PRIMARY KEY,
-  quantity INTEGER NOT NULL CHECK (quantity >= 0),
-  status TEXT NOT NULL CHECK (status IN ('held','confirmed','sold','released')),
-  expires_at INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reservations_status_expires ON reservations (status, expires_at);
-CREATE INDEX IF NOT EXISTS reservations_updated ON reservations (updated_at);
-`;
-
-const toReservation = (r: ReservationRow): Reservation => ({
-  orderId: r.order_id,
-  quantity: r.quantity,
-  status: r.status,
-  expiresAt: r.expires_at,
-});
+const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
 
 /**
- * The source of truth for one product's available stock (DESIGN §3), named
- * `idFromName(String(productId))`. Every decision is read-check-write inside
- * one `transactionSync` on the object's SQLite, with no await in between, so
- * concurrent callers can never both take the last unit. A reservation lives
- * held -> confirmed -> sold, or -> released; every transition is keyed by the
- * order id and idempotent. `products.stock` in D1 is a projection written
- * after the decision is persisted, guarded by a monotonic stamp in
- * `products.updated_at` so late or retried writes never roll it back.
+ * One shard of a product's stock (DESIGN §3, §9), named
+ * `idFromName(shardObjectName(productId, shard))`: shard 0 is the object named
+ * `String(productId)`, so a product with one shard (K = 1) is the one object of
+ * before. Each shard is the source of truth for the units it holds and for the
+ * reservations of the orders routed to it (`orderShard(orderId, K)`); every
+ * decision is read-check-write inside one `transactionSync` (StockShardStore),
+ * with no await in between, so concurrent callers can never both take the last
+ * unit. A reservation lives held -> confirmed -> sold, or -> released; every
+ * transition is keyed by the order id and idempotent.
+ *
+ * Shard 0 loads the product's stock from D1 on first use; shards i > 0 start
+ * empty and borrow from their siblings (ShardBalancer: persisted transfers,
+ * exactly-once grants, a dryness proof before "out of stock"). Each shard
+ * projects its value into its `product_stock_shards` row behind the answer, and
+ * `products.stock` is recomputed as their sum in the same D1 batch.
  * Business outcomes are returned as discriminated unions, never thrown.
  */
 export class ProductStock extends DurableObject<Env> {
@@ -83,64 +63,71 @@ export class ProductStock extends DurableObject<Env> {
    * own stamps. One session for the object's lifetime keeps those queries in order.
    */
   private readonly d1 = primaryD1(this.env.DB);
-  private readonly sql: SqlStorage;
+  private readonly store: StockShardStore;
+  private readonly ledger: ShardLedger;
+  private readonly balancer: ShardBalancer;
+  /** How this shard reaches its siblings. A field so tests can cut a transfer off half-way. */
+  siblingPort: SiblingPort | undefined;
+  /** The stored alarm time as this object last set it (undefined: not read yet); only this object sets it. */
+  private alarmAt: number | null | undefined;
+  private flushing: Promise<boolean> | undefined;
+  /** Borrowing rounds this incarnation is running: the alarm leaves their transfers to them. */
+  private borrowing = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.sql = ctx.storage.sql;
+    this.store = new StockShardStore(ctx.storage);
+    this.ledger = new ShardLedger(ctx.storage.sql, this.store);
+    this.store.onRollback = () => this.ledger.invalidate();
+    this.balancer = new ShardBalancer(
+      {
+        available: () => this.store.available(),
+        adjust: (delta) => this.store.adjust(delta),
+        tx: (body) => this.store.tx(body),
+        armRecovery: () => this.armRecovery(),
+      },
+      this.ledger,
+      () => this.siblings(),
+      DRY_MEMO_MS,
+    );
     void ctx.blockConcurrencyWhile(async () => {
-      this.sql.exec(SCHEMA);
+      this.store.createSchema();
+      this.ledger.createSchema();
       this.alarmAt = await ctx.storage.getAlarm();
     });
   }
 
   /**
-   * Memory copies of persisted state (this object is the only writer of both): the
-   * stock row (`null` = read it again) and the alarm time. They save the storage reads
-   * that were a sixth of an order storm's Worker CPU (docs/PERFORMANCE.md).
-   */
-  private row: StockRow | undefined | null = null;
-  private alarmAt: number | null | undefined;
-
-  /**
    * Takes `quantity` for `orderId`: as a held reservation that times out after
    * HOLD_TTL_MS, or, with `confirmed`, as a confirmed one in the same call (order
    * placement does this: its PENDING order row exists before the call, and the
-   * stale-placement cron releases what a dead placement took). Invariant:
-   * available never goes below 0, and one order holds at most one reservation per
-   * product (a repeat returns the existing one, confirming a hold if asked; an
-   * order already released cannot be resurrected by a late retry).
+   * stale-placement cron releases what a dead placement took). `shard`/`shards`
+   * say which shard this is and the product's K (raised here, never lowered).
+   * Invariant: available never goes below 0; one order holds at most one
+   * reservation per product (a repeat returns the existing one, confirming a hold
+   * if asked; an order already released cannot be resurrected by a late retry);
+   * INSUFFICIENT_STOCK only when this shard is the only one or the siblings were
+   * proved empty, SHARDS_BUSY when neither could be settled.
    */
-  async reserve(productId: number, orderId: number, quantity: number, now: number, confirmed = false): Promise<ReserveResult> {
+  async reserve(productId: number, orderId: number, quantity: number, now: number, confirmed = false, shard = 0, shards = 1): Promise<ReserveResult> {
     if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
-    if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
-    const result = this.tx((): ReserveResult => {
-      const stock = this.stock()!;
-      const existing = this.reservation(orderId);
-      if (existing) {
-        if (existing.status === "released") return { ok: false, reason: "ALREADY_RELEASED", available: stock.available };
-        if (confirmed && existing.status === "held") {
-          this.sql.exec("UPDATE reservations SET status = 'confirmed', updated_at = ? WHERE order_id = ?", now, orderId);
-          return { ok: true, reservation: { ...toReservation(existing), status: "confirmed" }, available: stock.available };
-        }
-        return { ok: true, reservation: toReservation(existing), available: stock.available };
+    const loaded = await this.ensureStock(productId, shard, shards);
+    const nested: NestedCalls = { do: 0, d1: loaded.d1Calls };
+    if (!loaded.found) return withNested({ ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 }, nested);
+    let result: ReserveResult | undefined;
+    for (let borrows = 0; !result; borrows++) {
+      const local = this.store.tx(() => this.store.reserveLocal(orderId, quantity, now, confirmed));
+      if (local !== SHORT) result = local;
+      else if (borrows === RESERVE_BORROWS) result = { ok: false, reason: "SHARDS_BUSY", available: this.store.available() };
+      else {
+        const outcome = await this.borrow(quantity);
+        nested.do += outcome.rounds;
+        if (outcome.result === "dry") result = { ok: false, reason: "INSUFFICIENT_STOCK", available: this.store.available() };
+        if (outcome.result === "unknown") result = { ok: false, reason: "SHARDS_BUSY", available: this.store.available() };
       }
-      if (stock.available < quantity) return { ok: false, reason: "INSUFFICIENT_STOCK", available: stock.available };
-      const expiresAt = now + HOLD_TTL_MS;
-      const status: ReservationStatus = confirmed ? "confirmed" : "held";
-      this.sql.exec(
-        "INSERT INTO reservations (order_id, quantity, status, expires_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-        orderId,
-        quantity,
-        status,
-        expiresAt,
-        now,
-      );
-      const available = this.adjust(-quantity);
-      return { ok: true, reservation: { orderId, quantity, status, expiresAt }, available };
-    });
-    if (result.ok) await this.afterChange();
-    return result;
+    }
+    if (result.ok || nested.do > 0) await this.afterChange();
+    return withNested(result, nested);
   }
 
   /**
@@ -149,18 +136,8 @@ export class ProductStock extends DurableObject<Env> {
    * yet), so stock cannot be counted both as available and as reserved.
    */
   async confirm(orderId: number): Promise<ConfirmResult> {
-    const now = Date.now();
-    const result = this.tx((): ConfirmResult => {
-      const r = this.reservation(orderId);
-      if (!r || r.status === "released") return { ok: false, reason: "NOT_RESERVED" };
-      if (r.status === "confirmed" || r.status === "sold") return { ok: true, reservation: toReservation(r) };
-      if (r.expires_at <= now) {
-        this.releaseRow(r, now);
-        return { ok: false, reason: "HOLD_EXPIRED" };
-      }
-      this.sql.exec("UPDATE reservations SET status = 'confirmed', updated_at = ? WHERE order_id = ?", now, orderId);
-      return { ok: true, reservation: { ...toReservation(r), status: "confirmed" } };
-    });
+    const result = this.store.tx(() => this.store.confirmRow(orderId, Date.now()));
+    if (!result.ok && result.reason === "HOLD_EXPIRED") this.balancer.forgetDry();
     await this.afterChange();
     return result;
   }
@@ -171,236 +148,145 @@ export class ProductStock extends DurableObject<Env> {
    * is not sold (that would count the units twice), it is reported instead.
    */
   async sell(orderId: number): Promise<SellResult> {
-    const now = Date.now();
-    const result = this.tx((): SellResult => {
-      const r = this.sellRow(orderId, now);
-      this.pruneFinished(now);
+    return this.settle(() => {
+      const now = Date.now();
+      const r = this.store.sellRow(orderId, now);
+      this.store.pruneFinished(now);
       return r;
     });
-    await this.afterChange();
-    return result;
   }
 
   /**
-   * held|confirmed -> released, giving the units back (failure, expiry,
-   * cancel). Invariant: units are given back at most once per order; a sold
-   * reservation is never released. Releasing an unknown order leaves a
+   * held|confirmed -> released, giving the units back to this shard (failure,
+   * expiry, cancel). Invariant: units are given back at most once per order; a
+   * sold reservation is never released. Releasing an unknown order leaves a
    * tombstone so a reserve that arrives late cannot take stock for it.
    */
   async release(orderId: number): Promise<ReleaseResult> {
-    const now = Date.now();
-    const result = this.tx((): ReleaseResult => {
-      const r = this.releaseOne(orderId, now);
-      this.pruneFinished(now);
+    return this.settle(() => {
+      const now = Date.now();
+      const r = this.store.releaseOne(orderId, now);
+      this.store.pruneFinished(now);
       return r;
     });
-    await this.afterChange();
-    return result;
   }
 
   /**
    * The crons' batched settlement: every id in `sellIds` is sold and every id in
    * `releaseIds` released, with exactly the rules of `sell` and `release`, in one
-   * transaction and one round trip (so a sweep costs one call per product, not
-   * per order line). Invariant: the same as theirs; an order that cannot take its
-   * transition (a PAID order whose units were released, a release of sold units)
-   * is reported in `refused` and left as it is, never forced.
+   * transaction and one round trip (so a sweep costs one call per product shard,
+   * not per order line). Invariant: the same as theirs; an order that cannot take
+   * its transition is reported in `refused` and left as it is, never forced.
    */
   async settleMany(sellIds: number[], releaseIds: number[]): Promise<SettleManyResult> {
-    const now = Date.now();
-    const result = this.tx((): SettleManyResult => {
+    return this.settle(() => {
+      const now = Date.now();
       const refused: SettleManyResult["refused"] = [];
       for (const orderId of sellIds) {
-        const r = this.sellRow(orderId, now);
+        const r = this.store.sellRow(orderId, now);
         if (!r.ok) refused.push({ orderId, reason: r.reason });
       }
       for (const orderId of releaseIds) {
-        const r = this.releaseOne(orderId, now);
+        const r = this.store.releaseOne(orderId, now);
         if (!r.ok) refused.push({ orderId, reason: r.reason });
       }
-      this.pruneFinished(now);
+      this.store.pruneFinished(now);
       return { refused };
     });
-    await this.afterChange();
-    return result;
-  }
-
-  /** confirmed|held -> sold for one order (inside the caller's transaction). */
-  private sellRow(orderId: number, now: number): SellResult {
-    const r = this.reservation(orderId);
-    if (!r) return { ok: false, reason: "NOT_RESERVED" };
-    if (r.status === "released") return { ok: false, reason: "ALREADY_RELEASED" };
-    if (r.status !== "sold") {
-      this.sql.exec("UPDATE reservations SET status = 'sold', updated_at = ? WHERE order_id = ?", now, orderId);
-    }
-    return { ok: true, reservation: { ...toReservation(r), status: "sold" } };
-  }
-
-  /** held|confirmed -> released for one order, or a tombstone for an unknown one (inside the caller's transaction). */
-  private releaseOne(orderId: number, now: number): ReleaseResult {
-    const r = this.reservation(orderId);
-    if (!r) {
-      this.sql.exec(
-        "INSERT INTO reservations (order_id, quantity, status, expires_at, updated_at) VALUES (?, 0, 'released', ?, ?)",
-        orderId,
-        now,
-        now,
-      );
-      return { ok: true, released: 0 };
-    }
-    if (r.status === "sold") return { ok: false, reason: "ALREADY_SOLD" };
-    if (r.status === "released") return { ok: true, released: 0 };
-    this.releaseRow(r, now);
-    return { ok: true, released: r.quantity };
   }
 
   /**
-   * Admin restock (delta > 0) or reduction (delta < 0). Invariant: available
-   * never goes below 0; reserved units are not touched.
+   * Admin restock (delta > 0) or reduction (delta < 0), sent to shard 0.
+   * Invariant: available never goes below 0; reserved units are not touched. A
+   * reduction larger than this shard holds borrows the rest from the siblings first.
    */
   async restock(productId: number, delta: number): Promise<RestockResult> {
     if (!Number.isSafeInteger(delta) || delta === 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
-    if (!(await this.ensureStock(productId))) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
-    const result = this.tx((): RestockResult => {
-      const stock = this.stock()!;
-      if (stock.available + delta < 0) return { ok: false, reason: "INSUFFICIENT_STOCK", available: stock.available };
-      return { ok: true, available: this.adjust(delta) };
+    if (!(await this.ensureStock(productId, 0, 1)).found) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
+    const stock = this.store.stock()!;
+    if (delta < 0 && stock.available + delta < 0 && stock.shards > 1) await this.borrow(-delta, 0);
+    const result = this.store.tx((): RestockResult => {
+      const available = this.store.available();
+      if (available + delta < 0) return { ok: false, reason: "INSUFFICIENT_STOCK", available };
+      return { ok: true, available: this.store.change(delta) };
     });
-    if (result.ok) {
-      await this.afterChange();
-      // An admin change is rare: project it before answering, so the catalogue shows it right away.
-      await this.flush();
-    }
+    if (result.ok) this.balancer.forgetDry();
+    await this.afterChange();
+    // An admin change is rare: project it before answering, so the catalogue shows it right away.
+    if (result.ok) await this.flush();
     return result;
   }
 
-  /** Read-only view for invariant checks and diagnostics. */
-  async snapshot(productId: number): Promise<StockSnapshot | undefined> {
-    if (!(await this.ensureStock(productId))) return undefined;
-    const stock = this.stock()!;
-    const sums = { held: 0, confirmed: 0, sold: 0 };
-    const rows = this.sql
-      .exec<{ status: ReservationStatus; q: number }>(
-        "SELECT status, sum(quantity) AS q FROM reservations WHERE status != 'released' GROUP BY status",
-      )
-      .toArray();
-    for (const row of rows) sums[row.status as keyof typeof sums] = row.q;
-    return { productId: stock.product_id, available: stock.available, ...sums };
+  /**
+   * Loads this shard ahead of its first order and learns the product's K; with
+   * `prefetch`, a shard i > 0 that holds nothing takes a batch of about its fair
+   * share from its siblings (a new product's stock starts split). Projected before
+   * answering. Invariant: the same as borrowing's (a transfer moves units, never makes them).
+   */
+  async prime(productId: number, shard: number, shards: number, prefetch: boolean): Promise<PrimeResult | undefined> {
+    if (!(await this.ensureStock(productId, shard, shards)).found) return undefined;
+    const stock = this.store.stock()!;
+    if (prefetch && stock.shard > 0 && stock.shards > 1 && stock.available === 0) {
+      this.borrowing++;
+      try {
+        await this.balancer.prefetch(stock.shard, stock.shards, fairShare(stock.hint, stock.shards));
+      } finally {
+        this.borrowing--;
+      }
+    }
+    await this.afterChange();
+    await this.flush();
+    const after = this.store.stock()!;
+    return { shard: after.shard, shards: after.shards, available: after.available };
+  }
+
+  /** Read-only view for invariant checks, diagnostics and the admin shard view. */
+  async snapshot(productId: number, shard = 0): Promise<StockSnapshot | undefined> {
+    if (!(await this.ensureStock(productId, shard, 1)).found) return undefined;
+    const stock = this.store.stock()!;
+    return { productId: stock.product_id, available: stock.available, ...this.store.sums() };
   }
 
   /**
-   * Releases holds that timed out (crash safety: a saga that died between
-   * reserve and confirm cannot strand stock) and writes the projection behind.
+   * A sibling asks for units (ShardBalancer): granted at most once per transfer id,
+   * in one transaction with the units taken; a repeat answers the recorded grant.
+   * Invariant: a grant never exceeds what this shard holds free.
+   */
+  async give(productId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
+    if (!(await this.ensureStock(productId, shard, request.from + 1)).found) {
+      return { granted: 0, available: 0, moves: this.ledger.moves, unacked: this.ledger.unacked() };
+    }
+    const answer = this.balancer.answer(request);
+    if (answer.granted > 0) await this.afterChange();
+    return answer;
+  }
+
+  /** A sibling applied these grants: they are no longer units possibly in flight. Idempotent. */
+  async acknowledge(transferIds: string[]): Promise<void> {
+    this.balancer.acknowledged(transferIds);
+  }
+
+  /**
+   * Releases holds that timed out (crash safety: a saga that died between reserve
+   * and confirm cannot strand stock), finishes transfers a crash left open (re-sent
+   * under their ids, so each grant is applied once) and acknowledgements owed, and
+   * writes the projection behind. Stays armed while recovery work is left.
    */
   override async alarm(): Promise<void> {
     this.alarmAt = null; // the alarm that fired is spent
-    if (!this.stock()) return;
-    const now = Date.now();
-    this.tx(() => {
-      const expired = this.sql
-        .exec<ReservationRow>("SELECT * FROM reservations WHERE status = 'held' AND expires_at <= ?", now)
-        .toArray();
-      for (const r of expired) this.releaseRow(r, now);
-    });
+    const stock = this.store.stock();
+    if (!stock) return;
+    if (this.store.tx(() => this.store.releaseExpiredHolds(Date.now())) > 0) this.balancer.forgetDry();
+    if (stock.shards > 1 && this.borrowing === 0 && this.balancer.needsRecovery()) {
+      try {
+        await this.balancer.recover(stock.shard);
+      } catch (err) {
+        log("warn", "stock shard recovery failed; the alarm retries", { productId: stock.product_id, shard: stock.shard, ...errorFields(err) });
+      }
+    }
     // When D1 refused the projection, the next try waits FLUSH_RETRY_MS instead of the usual delay.
     const projected = await this.flush();
     await this.afterChange(projected ? PROJECTION_DELAY_MS : FLUSH_RETRY_MS);
-  }
-
-  private stock(): StockRow | undefined {
-    if (this.row === null) {
-      this.row = this.sql.exec<StockRow>("SELECT product_id, available, stamp, projected_stamp FROM stock WHERE id = 1").toArray()[0];
-    }
-    return this.row;
-  }
-
-  /** One synchronous transaction; if it throws (rolled back), the memory copy is read again. */
-  private tx<T>(body: () => T): T {
-    try {
-      return this.ctx.storage.transactionSync(body);
-    } catch (err) {
-      this.row = null;
-      throw err;
-    }
-  }
-
-  private reservation(orderId: number): ReservationRow | undefined {
-    return this.sql
-      .exec<ReservationRow>("SELECT order_id, quantity, status, expires_at FROM reservations WHERE order_id = ?", orderId)
-      .toArray()[0];
-  }
-
-  /** Changes available by `delta` and bumps the projection stamp; returns the new value. */
-  private adjust(delta: number): number {
-    const stock = this.stock()!;
-    const stamp = Math.max(Date.now(), stock.stamp + 1);
-    const available = stock.available + delta;
-    this.sql.exec("UPDATE stock SET available = ?, stamp = ? WHERE id = 1", available, stamp);
-    this.row = { ...stock, available, stamp };
-    return available;
-  }
-
-  /** Bounds storage: drops a few long-finished reservations (never held or confirmed ones). */
-  private pruneFinished(now: number): void {
-    this.sql.exec(
-      `DELETE FROM reservations WHERE order_id IN (
-         SELECT order_id FROM reservations WHERE updated_at < ? AND status IN ('sold','released') LIMIT ?)`,
-      now - FINISHED_RETENTION_MS,
-      PRUNE_BATCH,
-    );
-  }
-
-  private releaseRow(r: ReservationRow, now: number): void {
-    this.sql.exec("UPDATE reservations SET status = 'released', updated_at = ? WHERE order_id = ?", now, r.order_id);
-    if (r.quantity > 0) this.adjust(r.quantity);
-  }
-
-  /**
-   * Loads the initial stock from D1 once. blockConcurrencyWhile keeps every
-   * other call out while D1 is read, so two first calls cannot both initialise.
-   */
-  private async ensureStock(productId: number): Promise<boolean> {
-    if (this.stock()) return true;
-    await this.ctx.blockConcurrencyWhile(async () => {
-      if (this.stock()) return;
-      const row = await this.d1.prepare("SELECT stock, updated_at FROM products WHERE id = ?")
-        .bind(productId)
-        .first<{ stock: number; updated_at: number }>();
-      if (!row) return;
-      this.sql.exec(
-        "INSERT INTO stock (id, product_id, available, stamp, projected_stamp) VALUES (1, ?, ?, ?, ?)",
-        productId,
-        row.stock,
-        row.updated_at,
-        row.updated_at,
-      );
-      this.row = null;
-    });
-    return this.stock() !== undefined;
-  }
-
-  /**
-   * Arms the alarm for whatever is due: the projection (write-behind, within
-   * PROJECTION_DELAY_MS) and the next hold timeout. Invariant: a change is never
-   * answered before the alarm that projects it is stored, so a crash or eviction
-   * right after the answer still brings D1 up to date. No D1 call is awaited here:
-   * a stock change costs its caller one round trip (DESIGN §8).
-   */
-  private async afterChange(projectWithinMs = PROJECTION_DELAY_MS): Promise<void> {
-    if (!this.stock()) return;
-    const nextHold = this.sql
-      .exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM reservations WHERE status = 'held'")
-      .toArray()[0]?.t;
-    let at = nextHold ?? null;
-    if (this.isDirty()) at = Math.min(at ?? Infinity, Date.now() + projectWithinMs);
-    this.alarmAt ??= await this.ctx.storage.getAlarm();
-    if (at === null) {
-      if (this.alarmAt !== null) await this.ctx.storage.deleteAlarm();
-      this.alarmAt = null;
-    } else if (this.alarmAt === null || this.alarmAt > at) {
-      await this.ctx.storage.setAlarm(at);
-      this.alarmAt = at;
-    }
   }
 
   /**
@@ -409,48 +295,132 @@ export class ProductStock extends DurableObject<Env> {
    * Invariant protected: none beyond the projection's (stamp-guarded, idempotent).
    */
   async flush(): Promise<boolean> {
-    for (let round = 0; round < 3 && this.isDirty(); round++) {
+    for (let round = 0; round < 3 && this.store.isDirty(); round++) {
       this.flushing ??= this.writeProjection().finally(() => {
         this.flushing = undefined;
       });
       if (!(await this.flushing)) return false;
     }
-    return !this.isDirty();
+    return !this.store.isDirty();
   }
 
-  private flushing: Promise<boolean> | undefined;
-
-  private isDirty(): boolean {
-    const stock = this.stock();
-    return stock !== undefined && stock.projected_stamp < stock.stamp;
+  /** One transaction of sell/release transitions, then the alarm; units given back void a dryness proof. */
+  private async settle<T>(body: () => T): Promise<T> {
+    const before = this.store.available();
+    const result = this.store.tx(body);
+    if (this.store.available() > before) this.balancer.forgetDry();
+    await this.afterChange();
+    return result;
   }
 
-  /** Writes the current value; true when D1 took it. */
-  private async writeProjection(): Promise<boolean> {
-    const stock = this.stock()!;
+  /** Borrows until this shard holds `need` (ShardBalancer.borrow), with a batch of about one fair share in all. */
+  private async borrow(need: number, extra?: number) {
+    const stock = this.store.stock()!;
+    const batch = extra ?? Math.ceil(fairShare(stock.hint, stock.shards) / Math.max(1, stock.shards - 1));
+    this.borrowing++;
     try {
-      // Absolute value + stamp guard: retries are idempotent and an older write landing late changes nothing.
-      const res = await this.d1.prepare("UPDATE products SET stock = ?1, updated_at = ?2 WHERE id = ?3 AND updated_at <= ?2")
-        .bind(stock.available, stock.stamp, stock.product_id)
-        .run();
-      if (res.meta.changes === 0) {
-        // updated_at is ahead of our stamp (a newer write of ours, or someone edited the product).
-        // Our current value is the newest there is: move the stamp past it so the next round writes it.
-        const row = await this.d1.prepare("SELECT updated_at FROM products WHERE id = ?")
-          .bind(stock.product_id)
-          .first<{ updated_at: number }>();
-        if (row && row.updated_at >= stock.stamp) {
-          this.sql.exec("UPDATE stock SET stamp = max(stamp, ?) WHERE id = 1", row.updated_at + 1);
-          this.row = null;
-          return true;
-        }
-      }
-      this.sql.exec("UPDATE stock SET projected_stamp = max(projected_stamp, ?) WHERE id = 1", stock.stamp);
-      this.row = null;
-      return true;
-    } catch (err) {
-      log("warn", "stock projection write failed; alarm retries", { productId: stock.product_id, ...errorFields(err) });
-      return false;
+      return await this.balancer.borrow(stock.shard, stock.shards, need, batch);
+    } finally {
+      this.borrowing--;
     }
+  }
+
+  /** The RPC stubs of this product's other shards (built once the product is known). */
+  private siblings(): SiblingPort {
+    if (!this.siblingPort) {
+      const productId = this.store.stock()!.product_id;
+      const ns = this.env.PRODUCT_STOCK;
+      const stub = (s: number) => ns.get(ns.idFromName(shardObjectName(productId, s)));
+      this.siblingPort = {
+        give: async (s, request) => (await stub(s).give(productId, s, request)) as GiveAnswer,
+        acknowledge: async (s, ids) => {
+          await stub(s).acknowledge(ids);
+        },
+      };
+    }
+    return this.siblingPort;
+  }
+
+  /**
+   * Loads this shard once: shard 0 takes its row of `product_stock_shards` (or, for a
+   * product that has none yet, `products.stock`); a shard i > 0 starts empty. Every
+   * shard keeps the product's stock as the size hint of its batches. Then raises the
+   * known K to `shards`. blockConcurrencyWhile keeps every other call out while D1
+   * is read, so two first calls cannot both initialise. `d1Calls` is 1 when it read D1.
+   */
+  private async ensureStock(productId: number, shard: number, shards: number): Promise<{ found: boolean; d1Calls: number }> {
+    let d1Calls = 0;
+    if (!this.store.stock()) {
+      await this.ctx.blockConcurrencyWhile(async () => {
+        if (this.store.stock()) return;
+        d1Calls = 1;
+        const row = await this.d1
+          .prepare(
+            `SELECT p.stock AS stock, p.stock_shards AS shards, p.updated_at AS updatedAt, s.available AS shardAvailable, s.stamp AS shardStamp
+             FROM products p LEFT JOIN product_stock_shards s ON s.product_id = p.id AND s.shard = ?2 WHERE p.id = ?1`,
+          )
+          .bind(productId, shard)
+          .first<{ stock: number; shards: number; updatedAt: number; shardAvailable: number | null; shardStamp: number | null }>();
+        if (!row) return;
+        const base = { productId, shard, shards: Math.max(shards, row.shards), hint: row.stock };
+        if (shard === 0) {
+          const stamp = row.shardStamp ?? row.updatedAt;
+          this.store.tx(() => this.store.init({ ...base, available: row.shardAvailable ?? row.stock, stamp, projectedStamp: stamp }));
+        } else {
+          // Dirty on purpose: the first projection writes this shard's row (0) if D1 has none.
+          const projectedStamp = row.shardStamp ?? 0;
+          this.store.tx(() => this.store.init({ ...base, available: 0, stamp: Math.max(Date.now(), projectedStamp + 1), projectedStamp }));
+        }
+      });
+    }
+    if (!this.store.stock()) return { found: false, d1Calls };
+    if (shards > this.store.stock()!.shards) this.store.tx(() => this.store.raiseShards(shards));
+    return { found: true, d1Calls };
+  }
+
+  /** Arms the alarm before a transfer is sent, so a crash mid-transfer is finished by `alarm`. */
+  private async armRecovery(): Promise<void> {
+    await this.armAt(Date.now() + RECOVERY_DELAY_MS);
+  }
+
+  /**
+   * Arms the alarm for whatever is due: the projection (write-behind, within
+   * PROJECTION_DELAY_MS), the next hold timeout, and recovery work left. Invariant:
+   * a change is never answered before the alarm that projects it is stored, so a
+   * crash or eviction right after the answer still brings D1 up to date. No D1 call
+   * is awaited here: a stock change costs its caller one round trip (DESIGN §8).
+   */
+  private async afterChange(projectWithinMs = PROJECTION_DELAY_MS): Promise<void> {
+    const stock = this.store.stock();
+    if (!stock) return;
+    let at = this.store.nextHoldExpiry();
+    if (this.store.isDirty()) at = Math.min(at ?? Infinity, Date.now() + projectWithinMs);
+    if (stock.shards > 1 && this.balancer.needsRecovery()) at = Math.min(at ?? Infinity, Date.now() + RECOVERY_RETRY_MS);
+    if (at === null) {
+      this.alarmAt ??= await this.ctx.storage.getAlarm();
+      if (this.alarmAt !== null) await this.ctx.storage.deleteAlarm();
+      this.alarmAt = null;
+    } else {
+      await this.armAt(at);
+    }
+  }
+
+  /** Sets the alarm to `at` unless it already fires earlier. */
+  private async armAt(at: number): Promise<void> {
+    this.alarmAt ??= await this.ctx.storage.getAlarm();
+    if (this.alarmAt === null || this.alarmAt > at) {
+      await this.ctx.storage.setAlarm(at);
+      this.alarmAt = at;
+    }
+  }
+
+  /** Writes the current value; true when D1 took it (or holds a newer stamp, which the next round writes past). */
+  private async writeProjection(): Promise<boolean> {
+    const s = this.store.stock()!;
+    const out = await projectShard(this.d1, { productId: s.product_id, shard: s.shard, available: s.available, stamp: s.stamp });
+    if (out.kind === "failed") return false;
+    if (out.kind === "ahead") this.store.stampPast(out.stamp);
+    else this.store.markProjected(s.stamp);
+    return true;
   }
 }

@@ -8,9 +8,25 @@ export interface Reservation {
   expiresAt: number;
 }
 
-export type ReserveResult =
+/**
+ * Round trips a shard made before answering (present only when it made some):
+ * `do`, sequential rounds of calls to its siblings (borrowing); `d1`, its first
+ * load. The Worker adds them to the request's depth (DESIGN §8).
+ */
+export interface NestedCalls {
+  do: number;
+  d1: number;
+}
+
+/**
+ * SHARDS_BUSY: this shard could cover the line neither alone nor by borrowing, and
+ * could not prove the siblings empty either (calls failed, units kept moving): try
+ * again (503), never a false "out of stock".
+ */
+export type ReserveResult = (
   | { ok: true; reservation: Reservation; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY"; available: number };
+  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY" | "SHARDS_BUSY"; available: number }
+) & { nested?: NestedCalls };
 export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; reason: "HOLD_EXPIRED" | "NOT_RESERVED" };
 export type SellResult = { ok: true; reservation: Reservation } | { ok: false; reason: "NOT_RESERVED" | "ALREADY_RELEASED" };
 export type ReleaseResult = { ok: true; released: number } | { ok: false; reason: "ALREADY_SOLD" };
@@ -21,6 +37,17 @@ export interface SettleManyResult {
 export type RestockResult =
   | { ok: true; available: number }
   | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };
+/** Where an order line's reservation lives: shard `shard` of the product's `shards`. */
+export interface ShardPlacement {
+  shard: number;
+  shards: number;
+}
+/** What `prime` left in a shard (admin creation and shard-count raises). */
+export interface PrimeResult {
+  shard: number;
+  shards: number;
+  available: number;
+}
 export interface StockSnapshot {
   productId: number;
   available: number;

@@ -25,6 +25,7 @@ export const ERROR_TABLE = {
   CHARGE_LIMIT_EXCEEDED: [409, "1회 최대 충전 금액을 초과했습니다."],
   BALANCE_LIMIT_EXCEEDED: [409, "누적 충전 가능 금액을 초과했습니다."],
   INSUFFICIENT_STOCK: [409, "재고가 부족합니다."],
+  STOCK_SHARDS_CANNOT_DECREASE: [409, "재고 샤드 수는 줄일 수 없습니다. (남은 예약이 갈 곳을 잃습니다)"],
   COUPON_SOLD_OUT: [409, "쿠폰이 모두 소진되었습니다."],
   COUPON_ALREADY_ISSUED: [409, "이미 발급받은 쿠폰입니다."],
   COUPON_NOT_ISSUABLE: [409, "쿠폰 발급 기간이 아닙니다."],

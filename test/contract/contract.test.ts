@@ -60,6 +60,8 @@ beforeAll(async () => {
     "PUT /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, json: { shards: 4 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, headers: admin, status: 200 }),
     "PATCH /api/v1/admin/products/{productId}/stock": () => ({ path: `/api/v1/admin/products/${productId}/stock`, json: { delta: 5 }, headers: admin, status: 200 }),
+    "PUT /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, json: { stockShards: 2 }, headers: admin, status: 200 }),
+    "GET /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, headers: admin, status: 200 }),
     "GET /api/v1/admin/dead-letters": () => ({ path: "/api/v1/admin/dead-letters?limit=10", headers: admin, status: 200 }),
     "POST /api/v1/admin/dead-letters/{deadLetterId}/replay": () => ({ path: `/api/v1/admin/dead-letters/${deadLetterId}/replay`, json: {}, headers: admin, status: 200 }),
     "POST /api/v1/orders": () => ({ path: "/api/v1/orders", json: { userId, orderProducts: [{ productId, quantity: 1 }] }, status: 201 }),
@@ -121,6 +123,7 @@ describe("contract: every documented operation", () => {
 
   it("answers declared errors with the error envelope: unknown ids, bad input, 304 revalidation, admin without a token", async () => {
     const byKey = Object.fromEntries(operations().map((o) => [o.key, o.op]));
+    const sharded = (await api.post("/api/v1/admin/products", { name: "sharded", price: 10, stock: 9, stockShards: 3 }, adminHeaders)).body.data.productId;
     const cases: [string, string, string, unknown?, Record<string, string>?][] = [
       ["GET /api/v1/products/{productId}", "GET", "/api/v1/products/987600"],
       ["GET /api/v1/products", "GET", "/api/v1/products?size=0"],
@@ -128,6 +131,8 @@ describe("contract: every documented operation", () => {
       ["POST /api/v1/points/charge", "POST", "/api/v1/points/charge", { userId: 1, amount: 2_000_000 }],
       ["POST /api/v1/orders", "POST", "/api/v1/orders", { userId: 1, orderProducts: [] }],
       ["POST /api/v1/admin/users", "POST", "/api/v1/admin/users", { name: "x" }, {}],
+      ["PUT /api/v1/admin/products/{productId}/stock-shards", "PUT", `/api/v1/admin/products/${sharded}/stock-shards`, { stockShards: 2 }, adminHeaders],
+      ["GET /api/v1/admin/products/{productId}/stock-shards", "GET", "/api/v1/admin/products/987602/stock-shards", undefined, adminHeaders],
       ["GET /api/v1/points", "GET", "/api/v1/points?userId=1", undefined, { "x-d1-bookmark": "not-a-bookmark" }],
     ];
     for (const [key, method, path, json, headers] of cases) {

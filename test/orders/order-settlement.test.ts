@@ -36,7 +36,7 @@ describe("the settle sweep", () => {
     const stuck = await cancelledUnsettled(userId, down, now - 60_000);
     const next = await cancelledUnsettled(userId, up, now - 60_000);
     const broken: StockPort = Object.assign(Object.create(real), {
-      settleMany: (productId: number, ...rest: [number[], number[]]) =>
+      settleMany: (productId: number, ...rest: [number, number[], number[]]) =>
         productId === down ? Promise.reject(new Error("Durable Object is overloaded")) : real.settleMany(productId, ...rest),
     });
     // One order per run: the first run picks the stuck order (lowest id) and fails; the second must not pick it again.

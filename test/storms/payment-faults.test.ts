@@ -50,7 +50,7 @@ describe("a payment that committed is never answered as a failure", () => {
   for (const [name, sell] of [
     ["throws before reaching the object", () => Promise.reject(new Error("Durable Object reset"))],
     ["refuses", async () => ({ ok: false as const, reason: "NOT_RESERVED" as const })],
-    ["is applied, then its answer is lost", (productId: number, orderId: number) => real.sell(productId, orderId).then(() => Promise.reject(new Error("Network connection lost")))],
+    ["is applied, then its answer is lost", (productId: number, shard: number, orderId: number) => real.sell(productId, shard, orderId).then(() => Promise.reject(new Error("Network connection lost")))],
   ] as const) {
     it(`sell ${name} after the commit: still 200 PAID, and the cron sells that order, never releases it`, async () => {
       const userId = await createUser(10_000);

@@ -91,6 +91,25 @@ describe("placement failures after reservation leave no reservation", () => {
     await assertStockConservation([a, b], 5);
   });
 
+  it("stock shards that can neither cover a line nor prove the product sold out (SHARDS_BUSY): 503 with Retry-After, the other line released", async () => {
+    const userId = await createUser();
+    const a = await createProduct(100, 5);
+    const b = await createProduct(100, 5);
+    const real = realStock();
+    const busy: StockPort = Object.assign(Object.create(real), {
+      reserve: (...args: Parameters<StockPort["reserve"]>) =>
+        args[0] === b ? Promise.resolve({ ok: false, reason: "SHARDS_BUSY", available: 0 }) : real.reserve(...args),
+    });
+    const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), busy), {
+      userId,
+      orderProducts: [{ productId: a, quantity: 2 }, { productId: b, quantity: 1 }],
+    });
+    expect(err).toMatchObject({ code: "SERVICE_UNAVAILABLE", headers: { "Retry-After": "1" } });
+    await settled();
+    expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED", closed_at: expect.any(Number) });
+    await assertStockConservation([a, b], 5);
+  });
+
   it("a reserve applied in the object whose call then throws is released by the compensation", async () => {
     const userId = await createUser();
     const p = await createProduct(100, 5);

@@ -1,4 +1,5 @@
 import { env } from "cloudflare:workers";
+import { shardObjectName } from "../../src/shared/sharded-quantity";
 import { api, type ApiResponse } from "./http";
 
 /**
@@ -45,8 +46,9 @@ export function cancelOrder(userId: number, orderId: number): Promise<ApiRespons
   return api.post(`/api/v1/orders/${orderId}/cancel`, { userId });
 }
 
-export function stockStub(productId: number) {
-  return env.PRODUCT_STOCK.get(env.PRODUCT_STOCK.idFromName(String(productId)));
+/** The stock object of `productId`'s shard `shard` (0: the object of an unsharded product). */
+export function stockStub(productId: number, shard = 0) {
+  return env.PRODUCT_STOCK.get(env.PRODUCT_STOCK.idFromName(shardObjectName(productId, shard)));
 }
 
 export async function available(productId: number): Promise<number> {
