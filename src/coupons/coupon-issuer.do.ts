@@ -222,6 +222,12 @@ export class CouponIssuer extends DurableObject<Env> {
     let decision = this.decide(userId, now);
     if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && coupon.shards > 1) {
       let proven = false;
+      if (this.neverHeld()) {
+        // Not primed (the admin call failed, or a coupon written straight into D1): take the fair share first.
+        await this.balancer.prefetch(coupon.shard, coupon.shards, fairShare(coupon.quantity, coupon.shards), [0]);
+        doCalls++;
+        decision = this.decide(userId, now);
+      }
       for (let tries = 0; tries < BORROW_TRIES && !decision.ok && decision.code === "COUPON_SOLD_OUT"; tries++) {
         const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch());
         doCalls += borrowed.rounds;
@@ -343,9 +349,7 @@ export class CouponIssuer extends DurableObject<Env> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") return { result: load.result };
     const c = this.coupon!;
-    if (c.shard > 0 && c.held === 0 && c.issued === 0 && c.shards > 1) {
-      await this.balancer.prefetch(c.shard, c.shards, fairShare(c.quantity, c.shards), [0]);
-    }
+    if (this.neverHeld()) await this.balancer.prefetch(c.shard, c.shards, fairShare(c.quantity, c.shards), [0]);
     return { result: "ok", shards: c.shards, startsAt: c.starts_at };
   }
 
@@ -427,6 +431,12 @@ export class CouponIssuer extends DurableObject<Env> {
     if (pending.length > 0 && (await this.syncToD1(pending)) === undefined) failed = true;
     this.coupon = this.readCoupon();
     if (failed || this.needsSync()) await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
+  }
+
+  /** A shard other than 0 that has not taken its share yet (it holds and issued nothing). */
+  private neverHeld(): boolean {
+    const c = this.coupon!;
+    return c.shard > 0 && c.shards > 1 && c.held === 0 && c.issued === 0 && !this.ledger.hasOpen();
   }
 
   /** The units a sharded shard borrows beyond its need: an eighth of its fair share. */

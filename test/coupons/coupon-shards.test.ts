@@ -215,6 +215,30 @@ describe("a coupon sharded over K = 8 objects", () => {
   });
 });
 
+describe("a sharded coupon nobody primed (written straight into D1, as the dev seed does)", () => {
+  it("each shard takes its fair share from shard 0 on its first issuance, then serves alone", async () => {
+    const now = Date.now();
+    const couponId = (await env.DB.prepare(
+      `INSERT INTO coupons (name, discount_type, discount_value, quantity, issued_quantity, starts_at, ends_at, valid_days, shards, created_at)
+       VALUES ('seeded', 'AMOUNT', 100, 400, 0, ?1, ?2, 7, 4, ?1) RETURNING id`,
+    )
+      .bind(now - 60_000, now + 86_400_000)
+      .first<number>("id"))!;
+    const users: number[] = [];
+    for (let shard = 1; shard < 4; shard++) users.push(...(await usersHomedTo4(shard, 1)));
+    for (const u of users) expect((await issue(couponId, u)).status).toBe(201);
+    const all = await Promise.all(Array.from({ length: 4 }, (_, s) => shardOf(couponId, s).state()));
+    expect(all.map((s) => s.held)).toEqual([100, 100, 100, 100]);
+    expect(all.reduce((n, s) => n + s.issued, 0)).toBe(3);
+  });
+});
+
+async function usersHomedTo4(shard: number, n: number): Promise<number[]> {
+  const picked: number[] = [];
+  while (picked.length < n) for (const u of await createUsers(20)) if (homeShard(u, 4) === shard && picked.length < n) picked.push(u);
+  return picked;
+}
+
 describe("changing a sharded coupon", () => {
   it("raises the shard count before the window opens, and refuses once it is open or issued", async () => {
     const future = new Date(Date.now() + 3_600_000).toISOString();
