@@ -232,6 +232,7 @@ async function runStorm({ k }) {
     // Phase 1: place.
     const created = []; // {orderId, userId, lines, totalAmount, expectedTotal}
     const answeredPlace = new Uint8Array(ORDERS);
+    const placeStatus = new Uint16Array(ORDERS);
     const place = await load({
       url: server.url,
       path: "/api/v1/orders",
@@ -247,6 +248,7 @@ async function runStorm({ k }) {
       },
       onResponse: (status, json, ctx) => {
         answeredPlace[ctx.i] = 1;
+        placeStatus[ctx.i] = status;
         if (status !== 201) return;
         const p = plan[ctx.i];
         created.push({
@@ -273,6 +275,7 @@ async function runStorm({ k }) {
     const answeredPay = new Uint8Array(toPay.length);
     let pay;
     let healthPay;
+    let viewsAfterPay = viewsAfterPlace;
     if (toPay.length > 0) {
       pay = await load({
         url: server.url,
@@ -293,6 +296,7 @@ async function runStorm({ k }) {
         },
         label: tagged(`POST /points/use (pay ${toPay.length}`) + ")",
       });
+      if (sharded) viewsAfterPay = await Promise.all(productIds.map((id) => stockShardsView(id)));
       healthPay = await healthCeiling(server.url, {
         connections: Math.min(CONNECTIONS, toPay.length),
         amount: toPay.length,
@@ -346,6 +350,7 @@ async function runStorm({ k }) {
     );
     const placeOther = Object.keys(place.errorCodes).filter((k) => k !== "409 INSUFFICIENT_STOCK");
     c.check("order storm answers only 201 or 409 INSUFFICIENT_STOCK", placeOther.length === 0, JSON.stringify(place.errorCodes));
+    if (sharded && placeOther.length > 0) await attributeRefusals({ k, productIds, plan, placeStatus });
     c.check("some orders hit 409 INSUFFICIENT_STOCK (demand exceeds stock)", (place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0) > 0, `${place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0}`);
     const badTotals = created.filter((o) => o.totalAmount !== o.expectedTotal);
     c.check("201 totals == sum(price x quantity)", badTotals.length === 0, `${badTotals.length} differ`);
@@ -413,7 +418,9 @@ async function runStorm({ k }) {
     if (sharded) {
       shardSummaries = [];
       for (const [i, id] of productIds.entries()) {
-        shardSummaries.push(await shardChecks(c, { k, productId: id, before: viewsBefore[i], afterPlace: viewsAfterPlace[i], apiStock: stocks[id] }));
+        shardSummaries.push(
+          await shardChecks(c, { k, productId: id, before: viewsBefore[i], afterPlace: viewsAfterPlace[i], afterPay: viewsAfterPay[i], apiStock: stocks[id] }),
+        );
       }
     }
     latencyChecks(c, place, { ceiling: healthPlace });
@@ -432,6 +439,61 @@ async function stockShardsView(productId) {
   return r.json.data;
 }
 
+/**
+ * Which shard answered the storm's other refusals (a 503 is SHARDS_BUSY when its hops show the
+ * borrowing rounds): the answer carries no order id, but the order's FAILED row in D1 carries its
+ * line's stock_shard. Attributed through the users all of whose failed orders got that status
+ * (so their FAILED rows can only be those); the rest is reported as unattributed.
+ */
+async function attributeRefusals({ k, productIds, plan, placeStatus }) {
+  const failedByUser = new Map(); // userId -> [{status, key}] of its non-201 answers (key: its lines' quantities)
+  const keyOf = (lines) => lines.map((l) => `${l.productId}x${l.quantity}`).sort().join(",");
+  plan.forEach((o, i) => {
+    if (placeStatus[i] && placeStatus[i] !== 201) failedByUser.set(o.userId, [...(failedByUser.get(o.userId) ?? []), { status: placeStatus[i], key: keyOf(o.orderProducts) }]);
+  });
+  const rows = await server.d1.all(
+    `SELECT o.id AS orderId, o.user_id AS userId, oi.product_id AS productId, oi.quantity AS quantity, oi.stock_shard AS shard
+     FROM orders o JOIN order_items oi ON oi.order_id = o.id
+     WHERE o.status = 'FAILED' AND oi.product_id IN (${productIds.join(",")}) AND o.user_id BETWEEN ? AND ?`,
+    Math.min(...plan.map((o) => o.userId)),
+    Math.max(...plan.map((o) => o.userId)),
+  );
+  const orders = new Map(); // orderId -> {userId, lines, shards}
+  for (const r of rows) {
+    const o = orders.get(r.orderId) ?? { userId: r.userId, lines: [], shards: new Set() };
+    o.lines.push({ productId: r.productId, quantity: r.quantity });
+    o.shards.add(r.shard);
+    orders.set(r.orderId, o);
+  }
+  const byUser = new Map();
+  for (const [orderId, o] of orders) byUser.set(o.userId, [...(byUser.get(o.userId) ?? []), { orderId, key: keyOf(o.lines), shards: o.shards }]);
+  const byStatus = new Map(); // status -> {shards: count per shard, orders: [], unattributed}
+  for (const [userId, answers] of failedByUser) {
+    const mine = byUser.get(userId) ?? [];
+    for (const ans of answers) {
+      if (ans.status === 409) continue;
+      const entry = byStatus.get(ans.status) ?? { shards: new Array(k).fill(0), orders: [], unattributed: 0 };
+      byStatus.set(ans.status, entry);
+      // The FAILED order is this answer's when the user has no other failed order of those same lines with another answer.
+      const sameKey = answers.filter((x) => x.key === ans.key);
+      const rowsSameKey = mine.filter((m) => m.key === ans.key);
+      if (sameKey.every((x) => x.status === ans.status) && rowsSameKey.length === sameKey.length) {
+        if (sameKey[0] !== ans) continue; // counted once per key below
+        for (const m of rowsSameKey) {
+          for (const sh of m.shards) entry.shards[sh]++;
+          entry.orders.push(m.orderId);
+        }
+      } else entry.unattributed++;
+    }
+  }
+  for (const [st, e] of byStatus) {
+    console.log(
+      `\n${st} answers of the K=${k} storm by the shard of their order's line (order_items.stock_shard of the FAILED order, matched by user and lines): ` +
+        `${e.shards.map((n, sh) => `shard ${sh}: ${n}`).join(", ")}; unattributed ${e.unattributed}; orders ${e.orders.slice(0, 20).join(", ")}${e.orders.length > 20 ? ", ..." : ""}`,
+    );
+  }
+}
+
 /** Nothing in flight between shards and every shard's D1 row written. */
 function settledView(v) {
   return v.shards.every((s) => s.openTransfers === 0 && s.projected === s.available);
@@ -447,7 +509,7 @@ function viewKey(v) {
  * storm (its `requests` right after the storm minus before), its share against a uniform 1/K,
  * its units, and the D1 projection batches it sent during placement and during payment.
  */
-async function shardChecks(c, { k, productId, before, afterPlace, apiStock }) {
+async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiStock }) {
   const pollStarted = Date.now();
   let view = await stockShardsView(productId);
   let stable = false;
@@ -480,11 +542,16 @@ async function shardChecks(c, { k, productId, before, afterPlace, apiStock }) {
   const byShard = (v) => new Map(v.shards.map((s) => [s.shard, s]));
   const b = byShard(before);
   const a = byShard(afterPlace);
+  const p = byShard(afterPay);
+  // Deltas between reads taken right before the storm, right after it and right after the payments:
+  // the counters live in each object's memory, and the final read below may meet objects that were
+  // evicted while idle during the read-back (their counters restart at 0).
   const reached = per.map((s) => (a.get(s.shard)?.requests ?? 0) - (b.get(s.shard)?.requests ?? 0));
   const batchesPlace = per.map((s) => (a.get(s.shard)?.d1Batches ?? 0) - (b.get(s.shard)?.d1Batches ?? 0));
-  const batchesPay = per.map((s) => s.d1Batches - (a.get(s.shard)?.d1Batches ?? 0));
-  // An object evicted between reads restarts its counters at 0: a difference would go negative.
+  const batchesPay = per.map((s) => (p.get(s.shard)?.d1Batches ?? 0) - (a.get(s.shard)?.d1Batches ?? 0));
+  // An object evicted between two of those reads restarts its counters at 0: a difference would go negative.
   const countsReset = per.filter((s, i) => reached[i] < 0 || batchesPlace[i] < 0 || batchesPay[i] < 0).map((s) => s.shard);
+  const restartedLater = per.filter((s) => s.requests < (p.get(s.shard)?.requests ?? 0)).map((s) => s.shard);
   const reachedTotal = reached.reduce((x, y) => x + y, 0);
   const shares = reached.map((r) => (reachedTotal > 0 ? (r / reachedTotal) * k : NaN));
   const sum = (f) => per.reduce((n, s) => n + f(s), 0);
@@ -493,7 +560,7 @@ async function shardChecks(c, { k, productId, before, afterPlace, apiStock }) {
 
   console.log(`\n### Stock shards of product ${productId} (K=${k}; admin view after both storms, settled after ${pollMs} ms of polling)\n`);
   console.log(
-    "| shard | reserve requests reached | share of requests | share / uniform (1/K) | available | held | confirmed | sold | projected (D1) | NOT_PAID line qty | PAID line qty | open transfers | D1 batches (placement) | D1 batches (payment + settle) |",
+    "| shard | reserve requests reached | share of requests | share / uniform (1/K) | available | held | confirmed | sold | projected (D1) | NOT_PAID line qty | PAID line qty | open transfers | D1 batches (placement) | D1 batches (payments) |",
   );
   console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   per.forEach((s, i) => {
@@ -511,7 +578,7 @@ async function shardChecks(c, { k, productId, before, afterPlace, apiStock }) {
       .map(([st, n]) => `${st} ${fmtInt(n)}`)
       .join(", ")}); reserve calls that reached the shards during the storm: ${fmtInt(reachedTotal)}` +
       (k > 1 ? `; per-shard share / uniform: min ${fmt(Math.min(...shares), 2)}, max ${fmt(Math.max(...shares), 2)}` : "") +
-      `; D1 projection batches: ${fmtInt(bp)} during placement, ${fmtInt(bq)} during payment and settling.`,
+      `; D1 projection batches: ${fmtInt(bp)} during placement, ${fmtInt(bq)} during the payments.`,
   );
 
   c.check(
@@ -546,6 +613,11 @@ async function shardChecks(c, { k, productId, before, afterPlace, apiStock }) {
   );
   // `requests`/`d1Batches` are load indicators, not exactness properties: a reset is reported, not failed.
   if (countsReset.length) console.log(`\nnote: the counters of shard(s) ${countsReset.join(", ")} went down between reads (object evicted and restarted): their numbers are lower bounds`);
+  if (restartedLater.length) {
+    console.log(
+      `\nnote: shard(s) ${restartedLater.join(", ")} restarted after the payments (counters back to ${per.map((s) => `${s.requests}/${s.d1Batches}`).join(", ")} requests/batches in the final read: evicted while idle during the read-back); the table's counts come from the reads taken right after each phase`,
+    );
+  }
   return { productId, per, reached, reachedTotal, shares, batchesPlace: bp, batchesPay: bq, pollMs };
 }
 
@@ -593,7 +665,7 @@ function printComparison(runs) {
     ["reserve calls that reached the shards", (r) => fmtInt(summed(r, (s) => s.reachedTotal))],
     ["reserve calls per shard (min / max share vs uniform)", (r) => (r.k === 1 ? "1 shard" : `${fmt(Math.min(...allShares(r)), 2)} / ${fmt(Math.max(...allShares(r)), 2)}`)],
     ["D1 projection batches, placement (all shards)", (r) => fmtInt(summed(r, (s) => s.batchesPlace))],
-    ["D1 projection batches, payment + settle (all shards)", (r) => fmtInt(summed(r, (s) => s.batchesPay))],
+    ["D1 projection batches, payments (all shards)", (r) => fmtInt(summed(r, (s) => s.batchesPay))],
     ["checks", (r) => (r.ok ? "ALL PASSED" : `${r.checksFailed} FAILED`)],
   ];
   console.log(`| | K=1 | K=${b.k} |`);
