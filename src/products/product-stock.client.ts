@@ -10,6 +10,7 @@ import type {
   SellResult,
   SettleManyResult,
   ShardPlacement,
+  StockShardState,
   StockSnapshot,
 } from "./product-stock.do";
 
@@ -30,6 +31,8 @@ export interface StockPort {
   settleMany(productId: number, shard: number, sellIds: number[], releaseIds: number[]): Promise<SettleManyResult>;
   restock(productId: number, delta: number): Promise<RestockResult>;
   snapshot(productId: number, shard?: number): Promise<StockSnapshot | undefined>;
+  /** The snapshot plus the shard's open transfers and load indicators (the admin shard view). */
+  state(productId: number, shard?: number): Promise<StockShardState | undefined>;
   /** Writes the shard's D1 projection now; true when D1 is up to date. */
   flush(productId: number, shard?: number): Promise<boolean>;
   /** Loads every shard 0..shards-1 in parallel and tells it K; with `prefetch`, shards i > 0 take their fair share. */
@@ -83,6 +86,9 @@ export class DurableObjectStock implements StockPort {
   }
   snapshot(productId: number, shard = 0): Promise<StockSnapshot | undefined> {
     return this.rpc(() => this.stub(productId, shard).snapshot(productId, shard));
+  }
+  state(productId: number, shard = 0): Promise<StockShardState | undefined> {
+    return this.rpc(() => this.stub(productId, shard).state(productId, shard));
   }
   flush(productId: number, shard = 0): Promise<boolean> {
     return this.rpc(() => this.stub(productId, shard).flush());

@@ -13,6 +13,7 @@ import type {
   RestockResult,
   SellResult,
   SettleManyResult,
+  StockShardState,
   StockSnapshot,
 } from "./product-stock.types";
 
@@ -73,6 +74,10 @@ export class ProductStock extends DurableObject<Env> {
   private flushing: Promise<boolean> | undefined;
   /** Borrowing rounds this incarnation is running: the alarm leaves their transfers to them. */
   private borrowing = 0;
+  /** `reserve` calls this incarnation answered (not persisted: a load indicator, like the coupon shards'). */
+  private requests = 0;
+  /** D1 projection batches this incarnation sent (one per `projectShard`, retries included; a load indicator). */
+  private d1Batches = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -110,6 +115,7 @@ export class ProductStock extends DurableObject<Env> {
    * proved empty, SHARDS_BUSY when neither could be settled.
    */
   async reserve(productId: number, orderId: number, quantity: number, now: number, confirmed = false, shard = 0, shards = 1): Promise<ReserveResult> {
+    this.requests++;
     if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
     const loaded = await this.ensureStock(productId, shard, shards);
     const nested: NestedCalls = { do: 0, d1: loaded.d1Calls };
@@ -245,6 +251,17 @@ export class ProductStock extends DurableObject<Env> {
     if (!(await this.ensureStock(productId, shard, 1)).found) return undefined;
     const stock = this.store.stock()!;
     return { productId: stock.product_id, available: stock.available, ...this.store.sums() };
+  }
+
+  /**
+   * The snapshot plus this shard's load indicators and its open transfers, for the
+   * admin shard view. Read-only; the counters live in memory and restart at 0 when
+   * the object does. Invariant protected: none (no writes).
+   */
+  async state(productId: number, shard = 0): Promise<StockShardState | undefined> {
+    const snap = await this.snapshot(productId, shard);
+    if (!snap) return undefined;
+    return { ...snap, openTransfers: this.ledger.openTransfers(shard).length, requests: this.requests, d1Batches: this.d1Batches };
   }
 
   /**
@@ -417,6 +434,7 @@ export class ProductStock extends DurableObject<Env> {
   /** Writes the current value; true when D1 took it (or holds a newer stamp, which the next round writes past). */
   private async writeProjection(): Promise<boolean> {
     const s = this.store.stock()!;
+    this.d1Batches++;
     const out = await projectShard(this.d1, { productId: s.product_id, shard: s.shard, available: s.available, stamp: s.stamp });
     if (out.kind === "failed") return false;
     if (out.kind === "ahead") this.store.stampPast(out.stamp);

@@ -55,3 +55,12 @@ export interface StockSnapshot {
   confirmed: number;
   sold: number;
 }
+/** A shard's snapshot with what the admin shard view adds: transfers in flight and load indicators. */
+export interface StockShardState extends StockSnapshot {
+  /** Transfers this shard asked for and has not closed (units possibly in flight to it). */
+  openTransfers: number;
+  /** `reserve` calls this incarnation of the object answered (in memory; 0 again after a restart). */
+  requests: number;
+  /** D1 projection batches this incarnation sent (in memory; 0 again after a restart). */
+  d1Batches: number;
+}

@@ -11,13 +11,19 @@ export interface ShardView {
   sold: number;
   /** The shard's row in D1 (`product_stock_shards`), written behind the object; null before its first write. */
   projected: number | null;
+  /** Transfers the shard asked its siblings for and has not closed: while any is open, units may be in flight. */
+  openTransfers: number;
+  /** `reserve` calls the shard's current incarnation answered (a load indicator; 0 again after a restart). */
+  requests: number;
+  /** D1 projection batches the shard's current incarnation sent (a load indicator; 0 again after a restart). */
+  d1Batches: number;
 }
 
 export interface StockShardsView {
   productId: number;
   stockShards: number;
   shards: ShardView[];
-  total: Omit<ShardView, "shard" | "projected">;
+  total: Pick<ShardView, "available" | "held" | "confirmed" | "sold">;
 }
 
 /**
@@ -57,17 +63,18 @@ export class StockShardsService {
     return { productId, stockShards: after };
   }
 
-  /** Each shard's own books (its snapshot) beside its projected D1 row, and their sum. */
+  /** Each shard's own books (its snapshot) and load indicators beside its projected D1 row, and the sum of the books. */
   async view(productId: number): Promise<StockShardsView> {
     const known = await this.products.stockShards(productId);
     if (!known) throw new AppError("PRODUCT_NOT_FOUND");
-    const snapshots = await Promise.all(Array.from({ length: known.stockShards }, (_, s) => this.stock.snapshot(productId, s)));
+    const snapshots = await Promise.all(Array.from({ length: known.stockShards }, (_, s) => this.stock.state(productId, s)));
     const projected = new Map(known.rows.map((r) => [r.shard, r.available]));
     const total = { available: 0, held: 0, confirmed: 0, sold: 0 };
     const shards = snapshots.map((snap, shard) => {
       const v = { available: snap?.available ?? 0, held: snap?.held ?? 0, confirmed: snap?.confirmed ?? 0, sold: snap?.sold ?? 0 };
       for (const k of ["available", "held", "confirmed", "sold"] as const) total[k] += v[k];
-      return { shard, ...v, projected: projected.get(shard) ?? null };
+      const load = { openTransfers: snap?.openTransfers ?? 0, requests: snap?.requests ?? 0, d1Batches: snap?.d1Batches ?? 0 };
+      return { shard, ...v, projected: projected.get(shard) ?? null, ...load };
     });
     return { productId, stockShards: known.stockShards, shards, total };
   }

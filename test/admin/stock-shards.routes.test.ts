@@ -32,13 +32,37 @@ describe("POST /api/v1/admin/products with stockShards", () => {
     expect((await api.get(path(p), adminHeaders)).body.data).toEqual({
       productId: p,
       stockShards: 1,
-      shards: [{ shard: 0, available: 7, held: 0, confirmed: 0, sold: 0, projected: 7 }],
+      shards: [{ shard: 0, available: 7, held: 0, confirmed: 0, sold: 0, projected: 7, openTransfers: 0, requests: 0, d1Batches: 0 }],
       total: { available: 7, held: 0, confirmed: 0, sold: 0 },
     });
     for (const stockShards of [0, MAX_SHARDS + 1, 1.5]) {
       const res = await api.post("/api/v1/admin/products", { name: "p", price: 1, stock: 1, stockShards }, adminHeaders);
       expect(errorCode(res), String(stockShards)).toBe("VALIDATION_FAILED");
     }
+  });
+});
+
+describe("GET /api/v1/admin/products/{productId}/stock-shards load indicators", () => {
+  it("counts per shard the reserve calls it answered (one per line routed to it) and the D1 projection batches it sent", async () => {
+    const userId = await createUser(1_000_000);
+    const p = await createProduct(40, 4);
+    const before = (await api.get(path(p), adminHeaders)).body.data;
+    // Priming is not a reservation; it projected every shard (shards 1..3 took a share, shard 0 gave).
+    for (const s of before.shards) {
+      expect(s.requests, `shard ${s.shard}`).toBe(0);
+      expect(s.d1Batches, `shard ${s.shard}`).toBeGreaterThan(0);
+      expect(s.openTransfers, `shard ${s.shard}`).toBe(0);
+    }
+    const orders = [];
+    for (let i = 0; i < 10; i++) orders.push(await placedOrderId(userId, [[p, 1]]));
+    for (let shard = 0; shard < 4; shard++) await stockStub(p, shard).flush();
+    const after = (await api.get(path(p), adminHeaders)).body.data;
+    for (const s of after.shards) {
+      expect(s.requests, `shard ${s.shard}: one reserve per line routed to it`).toBe(orders.filter((o) => o % 4 === s.shard).length);
+      const reached = s.requests > 0;
+      expect(s.d1Batches > before.shards[s.shard].d1Batches, `shard ${s.shard}: projected its reservations`).toBe(reached);
+    }
+    await assertStockConservation([p], 40);
   });
 });
 
