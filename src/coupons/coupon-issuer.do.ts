@@ -229,10 +229,11 @@ export class CouponIssuer extends DurableObject<Env> {
         decision = this.decide(userId, now);
       }
       for (let tries = 0; tries < BORROW_TRIES && !decision.ok && decision.code === "COUPON_SOLD_OUT"; tries++) {
-        const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch());
+        // The decision runs the moment a unit is seen free (no other borrower can take it in between).
+        const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch(), () => this.decide(userId, now));
         doCalls += borrowed.rounds;
         if (borrowed.result === "unknown") break;
-        decision = this.decide(userId, now);
+        decision = borrowed.taken ?? this.decide(userId, now);
         proven = borrowed.result === "dry";
         if (proven) break;
       }

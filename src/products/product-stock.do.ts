@@ -126,10 +126,12 @@ export class ProductStock extends DurableObject<Env> {
       if (local !== SHORT) result = local;
       else if (borrows === RESERVE_BORROWS) result = { ok: false, reason: "SHARDS_BUSY", available: this.store.available() };
       else {
-        const outcome = await this.borrow(quantity);
+        // The reservation is made the moment the units are seen free (no other borrower can take them in between).
+        const outcome = await this.borrow(quantity, undefined, () => this.store.tx(() => this.store.reserveLocal(orderId, quantity, now, confirmed)));
         nested.do += outcome.rounds;
         if (outcome.result === "dry") result = { ok: false, reason: "INSUFFICIENT_STOCK", available: this.store.available() };
         if (outcome.result === "unknown") result = { ok: false, reason: "SHARDS_BUSY", available: this.store.available() };
+        if (outcome.result === "covered" && outcome.taken !== undefined && outcome.taken !== SHORT) result = outcome.taken;
       }
     }
     if (result.ok || nested.do > 0) await this.afterChange();
@@ -331,12 +333,12 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   /** Borrows until this shard holds `need` (ShardBalancer.borrow), with a batch of about one fair share in all. */
-  private async borrow(need: number, extra?: number) {
+  private async borrow<T = never>(need: number, extra?: number, take?: () => T) {
     const stock = this.store.stock()!;
     const batch = extra ?? Math.ceil(fairShare(stock.hint, stock.shards) / Math.max(1, stock.shards - 1));
     this.borrowing++;
     try {
-      return await this.balancer.borrow(stock.shard, stock.shards, need, batch);
+      return await this.balancer.borrow(stock.shard, stock.shards, need, batch, take);
     } finally {
       this.borrowing--;
     }

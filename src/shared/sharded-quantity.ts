@@ -362,6 +362,12 @@ interface RoundResult {
 export class ShardBalancer {
   private inflight: Promise<RoundResult> | undefined;
   private dryUntil = 0;
+  /**
+   * The shard's last round if it was complete and brought nothing. Rounds of one shard never
+   * overlap, so this and the next such round are "two rounds in a row" for the dryness proof,
+   * whichever borrowers started them (a per-borrower proof starves when many wait on one shard).
+   */
+  private lastEmpty: RoundResult | undefined;
   /** Units the borrowers waiting right now need together (a round asks for all of it). */
   private wanted = 0;
 
@@ -397,43 +403,34 @@ export class ShardBalancer {
    * Borrows until this shard holds `need` free units (`covered`), or every sibling
    * is provably empty (`dry`). Never `dry` on a guess: when calls fail or units keep
    * moving it stops after MAX_BORROW_ROUNDS with `unknown`.
+   *
+   * `take`, if given, is the caller's decision (its own synchronous transaction): it
+   * runs at the very moment the units are seen free, with no await in between, so a
+   * concurrent borrower woken by the same round cannot take them first; its value is
+   * returned as `taken`.
    */
-  async borrow(self: number, shards: number, need: number, extra: number): Promise<BorrowOutcome> {
+  async borrow<T = never>(self: number, shards: number, need: number, extra: number, take?: () => T): Promise<BorrowOutcome & { taken?: T }> {
     this.wanted += need;
     try {
-      return await this.borrowRounds(self, shards, need, extra);
+      return await this.borrowRounds(self, shards, need, extra, take);
     } finally {
       this.wanted -= need;
     }
   }
 
-  private async borrowRounds(self: number, shards: number, need: number, extra: number): Promise<BorrowOutcome> {
+  private async borrowRounds<T>(self: number, shards: number, need: number, extra: number, take?: () => T): Promise<BorrowOutcome & { taken?: T }> {
     let rounds = 0;
-    let previous: RoundResult | undefined;
+    const covered = () => (take ? { result: "covered" as const, rounds, taken: take() } : { result: "covered" as const, rounds });
     for (let attempt = 0; attempt < MAX_BORROW_ROUNDS; attempt++) {
-      if (this.host.available() >= need) return { result: "covered", rounds };
+      if (this.host.available() >= need) return covered();
       if (shards <= 1 || this.knownDry()) return { result: "dry", rounds };
-      if (this.inflight) {
-        // Someone else's round: wait for it, then look again (it may have brought enough, or proved dryness).
-        await this.inflight;
-        rounds++;
-        previous = undefined;
-        continue;
-      }
-      // Ask for what every waiting borrower lacks, not only this one: a storm on a dry shard is served in few rounds.
-      const result = await this.runRound(self, shards, Math.max(1, need, this.wanted - this.host.available()), extra);
+      // One round in flight per shard: join it, or start the next one. Ask for what every waiting borrower
+      // lacks, not only this one, so a storm on a dry shard is served in few rounds.
+      await (this.inflight ?? this.runRound(self, shards, Math.max(1, need, this.wanted - this.host.available()), extra));
       rounds++;
-      if (result.granted > 0 || !result.complete) {
-        previous = undefined;
-        continue;
-      }
-      if (previous && provesDry(previous, result) && !this.host.tx(() => this.ledger.hasOpen())) {
-        this.dryUntil = this.clock() + this.dryMemoMs;
-        return { result: this.host.available() >= need ? "covered" : "dry", rounds };
-      }
-      previous = result;
     }
-    return { result: this.host.available() >= need ? "covered" : "unknown", rounds };
+    if (this.host.available() >= need) return covered();
+    return { result: this.knownDry() ? "dry" : "unknown", rounds };
   }
 
   /**
@@ -442,6 +439,8 @@ export class ShardBalancer {
    */
   async prefetch(self: number, shards: number, extra: number, givers?: number[]): Promise<number> {
     if (shards <= 1 || extra <= 0) return 0;
+    // Rounds of a shard never overlap (the dryness proof counts on it).
+    while (this.inflight) await this.inflight;
     return (await this.runRound(self, shards, 0, extra, givers)).granted;
   }
 
@@ -511,8 +510,19 @@ export class ShardBalancer {
       });
     });
     // Acknowledge after the answer's work, not before it: the units are already usable here.
-    if (granted > 0) void this.sendAcks();
-    return { granted, complete: answers.size === transfers.length, answers };
+    if (granted > 0) void this.sendAcks().catch(() => undefined);
+    const result = { granted, complete: answers.size === transfers.length, answers };
+    this.noteRound(result);
+    return result;
+  }
+
+  /** Proves dryness from this round and the one before it (synchronously, before any waiter resumes). */
+  private noteRound(result: RoundResult): void {
+    const empty = result.complete && result.granted === 0;
+    if (empty && this.lastEmpty && provesDry(this.lastEmpty, result) && !this.host.tx(() => this.ledger.hasOpen())) {
+      this.dryUntil = this.clock() + this.dryMemoMs;
+    }
+    this.lastEmpty = empty ? result : undefined;
   }
 }
 
