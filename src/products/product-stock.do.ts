@@ -273,7 +273,7 @@ export class ProductStock extends DurableObject<Env> {
    */
   async give(productId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
     if (!(await this.ensureStock(productId, shard, request.from + 1)).found) {
-      return { granted: 0, available: 0, moves: this.ledger.moves, unacked: this.ledger.unacked() };
+      return this.ledger.answerWith(0);
     }
     const answer = this.balancer.answer(request);
     if (answer.granted > 0) await this.afterChange();

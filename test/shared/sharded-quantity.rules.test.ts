@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { decideGrant, fairShare, homeShard, mix32, orderShard, provesDry, shardObjectName, siblingsOf, type GiveAnswer } from "../../src/shared/sharded-quantity";
 
-const answer = (a: Partial<GiveAnswer> = {}): GiveAnswer => ({ granted: 0, available: 0, moves: 3, unacked: 0, ...a });
+const answer = (a: Partial<GiveAnswer> = {}): GiveAnswer => ({ granted: 0, available: 0, moves: 3, unacked: 0, unackedIds: [], openIds: [], ...a });
 const round = (...answers: GiveAnswer[]) => ({ answers: new Map(answers.map((a, i) => [i + 1, a])) });
 
 describe("sharded quantity: pure rules", () => {
@@ -45,7 +45,11 @@ describe("sharded quantity: pure rules", () => {
   it("dryness needs two empty, unchanged rounds with nothing unacknowledged", () => {
     expect(provesDry(round(answer(), answer()), round(answer(), answer()))).toBe(true);
     expect(provesDry(round(answer(), answer()), round(answer(), answer({ moves: 4 })))).toBe(false); // a unit moved between
-    expect(provesDry(round(answer({ unacked: 1 }), answer()), round(answer(), answer()))).toBe(false); // a grant may be in flight
+    // A grant seen unacknowledged whose receiver still has it open may be in flight: no proof.
+    expect(provesDry(round(answer({ unacked: 1, unackedIds: ["2:7"] }), answer()), round(answer(), answer({ openIds: ["2:7"] })))).toBe(false);
+    // Its receiver closed it (applied, acknowledgement still on its way): the units are at rest.
+    expect(provesDry(round(answer({ unacked: 1, unackedIds: ["2:7"] }), answer()), round(answer(), answer({ openIds: ["2:8"] })))).toBe(true);
+    expect(provesDry(round(answer({ unacked: 2, unackedIds: ["2:7"] }), answer()), round(answer(), answer()))).toBe(false); // a cut list
     expect(provesDry(round(answer(), answer()), round(answer({ granted: 1 }), answer()))).toBe(false);
     expect(provesDry(round(answer(), answer()), round(answer({ available: 2 }), answer()))).toBe(false);
     expect(provesDry(round(answer()), round(answer(), answer()))).toBe(false); // a sibling did not answer both
