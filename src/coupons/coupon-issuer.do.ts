@@ -358,7 +358,7 @@ export class CouponIssuer extends DurableObject<Env> {
   async give(couponId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot give: ${load.result}`);
-    return this.balancer.answer(request);
+    return this.balancer.answer(request, shard);
   }
 
   /** A sibling applied these grants. */

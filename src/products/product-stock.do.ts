@@ -275,7 +275,7 @@ export class ProductStock extends DurableObject<Env> {
     if (!(await this.ensureStock(productId, shard, request.from + 1)).found) {
       return this.ledger.answerWith(0);
     }
-    const answer = this.balancer.answer(request);
+    const answer = this.balancer.answer(request, shard);
     if (answer.granted > 0) await this.afterChange();
     return answer;
   }

@@ -212,13 +212,14 @@ export class ShardLedger {
 
   /**
    * Giving side. Invariant: a transfer id is granted once; a repeat returns the
-   * recorded grant and takes nothing. A grant never exceeds the free units.
+   * recorded grant and takes nothing. A grant never exceeds the free units, less
+   * `keep` (units this shard holds for its own waiting borrowers).
    */
-  give(req: GiveRequest, now: number): GiveAnswer {
+  give(req: GiveRequest, now: number, keep = 0): GiveAnswer {
     const known = this.sql.exec<{ granted: number }>("SELECT granted FROM transfers_out WHERE transfer_id = ?", req.transferId).toArray()[0];
     let granted = known?.granted ?? 0;
     if (!known) {
-      granted = decideGrant(this.host.available(), req.need, req.extra);
+      granted = decideGrant(this.host.available() - Math.max(0, keep), req.need, req.extra);
       this.sql.exec(
         "INSERT INTO transfers_out (transfer_id, to_shard, granted, acked, at) VALUES (?, ?, ?, ?, ?)",
         req.transferId,
@@ -402,9 +403,17 @@ export class ShardBalancer {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** The giving side of a sibling's request (the object's `give` RPC). */
-  answer(request: GiveRequest): GiveAnswer {
-    return this.host.tx(() => this.ledger.give(request, this.clock()));
+  /**
+   * The giving side of a sibling's request (the object's `give` RPC). A shard that is
+   * itself borrowing keeps what its own waiters need from askers with a higher index
+   * and gives to lower ones: hungry shards never pass the last units back and forth
+   * (which kept every dryness proof from settling at a sell-out); the units gather at
+   * the lowest hungry shard, which either uses them or proves the rest empty and then
+   * lets them go.
+   */
+  answer(request: GiveRequest, self: number): GiveAnswer {
+    const keep = this.wanted > 0 && request.from > self ? this.wanted : 0;
+    return this.host.tx(() => this.ledger.give(request, this.clock(), keep));
   }
 
   /** The giving side of an acknowledgement (the object's `acknowledge` RPC). */
