@@ -37,7 +37,7 @@
 /** Most shard objects per coupon or product. */
 export const MAX_SHARDS = 32;
 /** Borrow rounds one request may run before it gives up (answering "try again", never a false "none left"). */
-export const MAX_BORROW_ROUNDS = 6;
+export const MAX_BORROW_ROUNDS = 12;
 /** Finished outbound transfers are kept this long so a receiver's late re-send still finds its grant. */
 export const TRANSFER_RETENTION_MS = 30 * 86_400_000;
 
