@@ -42,7 +42,6 @@
  *          --all-winners (defaults become --users 5000 --quantity <users>) --retry <winners>
  *          --shards K (K = 1 storm, then K = K storm, same server)
  */
-import os from "node:os";
 import { startServer } from "./server.mjs";
 import {
   Checks,
@@ -62,6 +61,9 @@ import {
   routeExists,
   seedUsersD1,
   statusSummary,
+  compareShards,
+  fmt,
+  fmtInt,
 } from "./lib.mjs";
 
 const ALL_WINNERS = process.argv.includes("--all-winners");
@@ -110,12 +112,6 @@ function homeShard(userId, shards) {
   return (h >>> 0) % shards;
 }
 
-const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
-const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
-
-const capacityNote = () =>
-  `NOTE: this machine runs every Durable Object in one workerd process on ${os.cpus().length} cores, so K shards cannot show more than one object's worth of capacity here: ` +
-  `K=${SHARDS} vs K=1 req/s is not a capacity measurement. The point of the local run is exactness and the per-shard spread; the capacity claim is the sim (\`npm run sim:hot-coupon\`).`;
 
 const server = await startServer();
 let exitCode = 1;
@@ -129,20 +125,7 @@ try {
     console.log(
       `\n## bench:coupons${ALL_WINNERS ? " --all-winners" : ""} --shards ${SHARDS}  users=${USERS} quantity=${QUANTITY} connections=${CONNECTIONS}, twice on one server: K=1, then K=${SHARDS} (fresh coupon, fresh users)`,
     );
-    console.log(`\n${capacityNote()}`);
-    printLoad("start");
-    const runs = [];
-    for (const [i, k] of [1, SHARDS].entries()) {
-      console.log(`\n## Storm ${i + 1} of 2: K=${k}`);
-      const r = await runStorm({ k });
-      if (r.skipped) break;
-      runs.push(r);
-    }
-    if (runs.length < 2) exitCode = 2;
-    else {
-      printComparison(runs);
-      exitCode = runs.every((r) => r.ok) ? 0 : 1;
-    }
+    exitCode = await compareShards(SHARDS, "shards", { runStorm, printComparison, point: "The point of the local run is exactness and the per-shard spread; the capacity claim is the sim (`npm run sim:hot-coupon`)." });
   }
 } catch (err) {
   console.error(err);
@@ -454,7 +437,7 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
 }
 
 /** K = 1 and K = K side by side, the machine-readable ratio lines, and the note on this machine. */
-function printComparison(runs) {
+function printComparison(runs, note) {
   const [a, b] = runs;
   const base = ALL_WINNERS ? "coupons.all-winners" : "coupons.storm";
   console.log(`\n## K=1 vs K=${b.k} (same server, same run; each storm's ratio is to the /health ceiling measured right after it)\n`);
@@ -484,7 +467,7 @@ function printComparison(runs) {
   printRatio(a.storm, a.health, { target: RATIO_TARGET, name: `${base}.k1` });
   // `--shards 1` (a control: is the second storm slower only for being second?) must not print two lines of one name.
   printRatio(b.storm, b.health, { target: RATIO_TARGET, name: `${base}.k${b.k}${b.k === 1 ? "-second" : ""}` });
-  console.log(`\n${capacityNote()}`);
+  console.log(`\n${note}`);
   printLoad();
   console.log(`\n${runs.every((r) => r.ok) ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${runs.filter((r) => !r.ok).map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`);
 }

@@ -373,8 +373,10 @@ export async function load(o) {
 
 // ---------------------------------------------------------------- tables
 
-const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
-const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
+/** Fixed decimals ("-" when not a finite number). */
+export const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
+/** Integer with thousands separators ("-" when not a finite number). */
+export const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
 
 export function statusSummary(r) {
   const parts = Object.entries(r.statusCounts)
@@ -672,4 +674,28 @@ export async function seedUsersD1(d1, count, { initialBalance = 0, namePrefix = 
   const rows = await d1.all("SELECT id FROM users WHERE id > ? ORDER BY id", before);
   if (rows.length !== count) throw new Error(`seeded ${rows.length}/${count} users`);
   return rows.map((r) => r.id);
+}
+
+/**
+ * The `--shards K` mode of a storm script: the same storm on K = 1, then on K shards, on one
+ * server, with the note that this machine cannot show more than one object's capacity.
+ * `runStorm({ k })` returns `{ ok, skipped }` (plus whatever `printComparison` reads).
+ * Returns the exit code: 0 all checks passed, 1 a check failed, 2 a storm was skipped.
+ */
+export async function compareShards(shards, what, { runStorm, printComparison, point }) {
+  const note =
+    `NOTE: this machine runs every Durable Object in one workerd process on ${os.cpus().length} cores, so K ${what} cannot show more than one object's worth of capacity here: ` +
+    `K=${shards} vs K=1 req/s is not a capacity measurement. ${point}`;
+  console.log(`\n${note}`);
+  printLoad("start");
+  const runs = [];
+  for (const [i, k] of [1, shards].entries()) {
+    console.log(`\n## Storm ${i + 1} of 2: K=${k}`);
+    const r = await runStorm({ k });
+    if (r.skipped) break;
+    runs.push(r);
+  }
+  if (runs.length < 2) return 2;
+  printComparison(runs, note);
+  return runs.every((r) => r.ok) ? 0 : 1;
 }

@@ -42,7 +42,6 @@
  *          --shards K (then the defaults are --products 1 --stock 5000)
  * (3,000 orders average about 4 units each: demand ~12,000 > 10,000 in stock.)
  */
-import os from "node:os";
 import { startServer } from "./server.mjs";
 import {
   Checks,
@@ -61,6 +60,9 @@ import {
   routeExists,
   seedUsersD1,
   statusSummary,
+  compareShards,
+  fmt,
+  fmtInt,
 } from "./lib.mjs";
 
 const ORDERS = arg("orders", 3000);
@@ -87,12 +89,6 @@ if (SHARDED && !(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= MAX_SHARDS
   process.exit(1);
 }
 
-const fmtInt = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
-const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
-
-const capacityNote = () =>
-  `NOTE: this machine runs every Durable Object in one workerd process on ${os.cpus().length} cores, so K stock shards cannot show more than one object's worth of capacity here: ` +
-  `K=${SHARDS} vs K=1 req/s is not a capacity measurement. The point of the local run is exactness (conservation over the shards, lines on their shard) and the per-shard spread.`;
 
 const server = await startServer();
 let exitCode = 1;
@@ -106,20 +102,7 @@ try {
     console.log(
       `\n## bench:orders --shards ${SHARDS}  orders=${ORDERS} users=${USERS} products=${PRODUCTS}x${STOCK} connections=${CONNECTIONS} seed=${SEED}, twice on one server: K=1, then K=${SHARDS} (fresh products, fresh users)`,
     );
-    console.log(`\n${capacityNote()}`);
-    printLoad("start");
-    const runs = [];
-    for (const [i, k] of [1, SHARDS].entries()) {
-      console.log(`\n## Storm ${i + 1} of 2: K=${k}`);
-      const r = await runStorm({ k });
-      if (r.skipped) break;
-      runs.push(r);
-    }
-    if (runs.length < 2) exitCode = 2;
-    else {
-      printComparison(runs);
-      exitCode = runs.every((r) => r.ok) ? 0 : 1;
-    }
+    exitCode = await compareShards(SHARDS, "stock shards", { runStorm, printComparison, point: "The point of the local run is exactness (conservation over the shards, lines on their shard) and the per-shard spread." });
   }
 } catch (err) {
   console.error(err);
@@ -622,7 +605,7 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
 }
 
 /** K = 1 and K = K side by side, the machine-readable ratio lines, and the note on this machine. */
-function printComparison(runs) {
+function printComparison(runs, note) {
   const [a, b] = runs;
   console.log(`\n## K=1 vs K=${b.k} (same server, same run; each storm's ratio is to the /health ceiling measured right after it)\n`);
   const hist = (run) => (run?.hops ? Object.entries(run.hops.histogram).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ") : "n/a");
@@ -677,7 +660,7 @@ function printComparison(runs) {
   printRatio(b.place, b.healthPlace, { target: PLACE_TARGET, name: `orders.place.k${b.k}${second}` });
   if (a.pay) printRatio(a.pay, a.healthPay, { target: PAY_TARGET, name: "orders.pay.k1" });
   if (b.pay) printRatio(b.pay, b.healthPay, { target: PAY_TARGET, name: `orders.pay.k${b.k}${second}` });
-  console.log(`\n${capacityNote()}`);
+  console.log(`\n${note}`);
   printLoad();
   console.log(`\n${runs.every((r) => r.ok) ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${runs.filter((r) => !r.ok).map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`);
 }
