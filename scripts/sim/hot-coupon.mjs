@@ -50,6 +50,7 @@
  *   --service-model empirical|lognormal --service-scale 1 --tail-quantity 100000 --quick
  *   (--quick: only the main table and the machine-readable lines)
  */
+import { rng } from "../bench/lib.mjs"; // mulberry32, the benches' seeded generator
 import { readFileSync } from "node:fs";
 import { dirname, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -128,17 +129,6 @@ const wholeMs = histogram.every(([v]) => Number.isInteger(v));
 
 // ---------------------------------------------------------------- PRNG
 
-/** mulberry32: small, fast, seedable (the same generator as scripts/bench/lib.mjs `rng`). */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 /** Independent streams from one seed (arrivals, shard choice, service). */
 const stream = (seed, n) => rng(Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(n + 1, 0x85ebca77));
 
