@@ -28,7 +28,9 @@ import { DurableObjectStock, type StockPort } from "./products/product-stock.cli
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
 import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
 import { HopMeter, meterD1 } from "./shared/hops";
-import { withSessionArg, type SessionStart } from "./shared/d1-session";
+import { laterBookmark, withSessionArg, type SessionStart } from "./shared/d1-session";
+import { aloneOn, SharedWrites, type WriteBatcher } from "./shared/write-batches";
+import { runtimeSettlesAcrossRequests } from "./shared/group-commit";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -75,6 +77,15 @@ export interface Services {
   payments: PaymentService;
 }
 
+export interface ServicesOptions {
+  /**
+   * Whether charges, payments and placements share D1 batches with the isolate's concurrent
+   * requests (src/shared/group-commit.ts). Default: when the runtime allows it
+   * (`runtimeSettlesAcrossRequests`); tests that drive the app from one context turn it on.
+   */
+  shareWriteBatches?: boolean;
+}
+
 /** One coalescing relay per D1 binding, i.e. per isolate (src/events/relay-soon.ts). */
 const relaysSoon = new WeakMap<D1Database, RelaySoon>();
 function relaySoonFor(d1: D1Database): RelaySoon {
@@ -95,16 +106,31 @@ export function createServices(
   meter: HopMeter = new HopMeter(),
   // Crons and direct calls run on the primary: they write, and act on the latest commit.
   start: SessionStart = { kind: "primary" },
+  options: ServicesOptions = {},
 ): Services {
   // Every query of the bare binding runs on the primary (src/db/client.ts primaryD1): the
   // read-backs after an ambiguous commit use it, metered with the request's other calls.
   const primary = meterD1(primaryD1(env.DB), meter);
   // A request's D1 work runs in one session (read replicas, DESIGN §1), unless it asked for the primary.
   const session = start.kind === "primary" ? undefined : env.DB.withSession(withSessionArg(start));
-  const d1 = session ? meterD1(sessionAsDatabase(session), meter) : primary;
+  const bare = session ? sessionAsDatabase(session) : primaryD1(env.DB);
+  const d1 = session ? meterD1(bare, meter) : primary;
+  // Charges, payments and placement commits share D1 batches with the isolate's concurrent
+  // requests of their kind (src/shared/group-commit.ts); a batch this request sends goes out
+  // on its own session, unmetered, and each member notes its own share on its meter.
+  const writes: WriteBatcher =
+    (options.shareWriteBatches ?? runtimeSettlesAcrossRequests())
+      ? new SharedWrites({
+          binding: env.DB,
+          session: bare,
+          bookmark: () => session?.getBookmark() ?? null,
+          meter,
+          keepAlive: ctx ? (work) => ctx.waitUntil(work) : undefined,
+        })
+      : aloneOn(d1);
   const db = createDb(d1);
   const clock = now;
-  const pointsRepo = new PointsRepo(db, d1);
+  const pointsRepo = new PointsRepo(db, d1, writes);
   const productsRepo = new ProductsRepo(db);
   const redis = createRedis(config);
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
@@ -122,7 +148,7 @@ export function createServices(
   const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB)).markSettled(orderId, clock()));
   const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
   const couponsRepo = new CouponsRepo(db);
-  const ordersRepo = new OrdersRepo(d1);
+  const ordersRepo = new OrdersRepo(d1, writes);
   const readBackRepo = new OrdersRepo(primary);
   return {
     events: {
@@ -136,7 +162,8 @@ export function createServices(
     rankings,
     clock,
     meter,
-    session: { start, bookmark: () => session?.getBookmark() ?? null },
+    // The newest of the session's own bookmark and those of shared batches another request sent.
+    session: { start, bookmark: () => laterBookmark(session?.getBookmark() ?? null, writes.bookmark()) },
     primary,
     db,
     points: new PointsService(pointsRepo, clock),
@@ -161,7 +188,7 @@ export function createServices(
     }),
     payments: new PaymentService({
       orders: ordersRepo,
-      payments: new PaymentRepo(d1),
+      payments: new PaymentRepo(d1, writes),
       stock,
       clock,
       onPaid: (paid) =>

@@ -1,5 +1,5 @@
-import { constraintFailed } from "../db/client";
-import { isKeyTaken, keyStatements, type KeyClaim } from "../shared/idempotency";
+import { keyStatements, type KeyClaim } from "../shared/idempotency";
+import { aloneOn, type WriteBatcher } from "../shared/write-batches";
 import type { DiscountType, OrderStatus } from "../db/schema";
 import type { Amounts } from "./order.rules";
 
@@ -67,16 +67,22 @@ const ORDER_COLUMNS = `id, user_id AS userId, user_coupon_id AS userCouponId, st
  * have not been told yet"; the cron settles such orders after a crash.
  */
 export class OrdersRepo {
-  constructor(private readonly d1: D1Database) {}
+  constructor(
+    private readonly d1: D1Database,
+    /** Where the attempt and commit batches go: shared with concurrent placements per request (services), alone by default. */
+    private readonly writes: WriteBatcher = aloneOn(d1),
+  ) {}
 
   /**
    * Placement's first round trip: one batch that validates the user, every
    * product and the user coupon (owned, unused, inside its window) and records
    * the attempt as a PENDING order with its priced lines, so the reservations
    * that follow are keyed by an order that exists. Amounts stay 0 until the
-   * commit sets them (the discount rule lives in order.rules.ts). When anything
-   * is invalid (or the request's Idempotency-Key is already used) the batch
-   * aborts on `batch_guards` and nothing is written: `{ ok: false }`.
+   * commit sets them (the discount rule lives in order.rules.ts). The batch is
+   * shared with the isolate's concurrent placements (src/shared/group-commit.ts),
+   * so nothing aborts it: the order is inserted only when everything is valid (and
+   * the request's Idempotency-Key is not already used), its lines only when the
+   * order was (`changes()`), and a refusal is `{ ok: false }` with nothing written.
    */
   async recordAttempt(
     input: { userId: number; userCouponId: number | null; lines: { productId: number; quantity: number }[] },
@@ -86,19 +92,12 @@ export class OrdersRepo {
   ): Promise<{ ok: true; orderId: number; items: PlacedLine[]; coupon: { discountType: DiscountType; discountValue: number } | undefined } | { ok: false }> {
     const d1 = this.d1;
     const lines = JSON.stringify(input.lines.map((l) => ({ p: l.productId, q: l.quantity })));
-    const stmts: D1PreparedStatement[] = [];
-    if (claim) {
-      stmts.push(
-        d1
-          .prepare(
-            `INSERT INTO batch_guards (ok, reason) SELECT 0, 'idempotency-key' WHERE EXISTS (
-               SELECT 1 FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3
-                 AND NOT (status_code IS NULL AND created_at <= ?4))`,
-          )
-          .bind(claim.userId, claim.key, claim.now, claim.staleBefore),
-      );
-    }
-    stmts.push(
+    // A key that already holds an answer (or a live claim an earlier version left) refuses the attempt.
+    const keyFree = claim
+      ? `AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE user_id = ?6 AND key = ?7 AND expires_at > ?8 AND NOT (status_code IS NULL AND created_at <= ?9))`
+      : "";
+    const keyBinds = claim ? [claim.userId, claim.key, claim.now, claim.staleBefore] : [];
+    const stmts: D1PreparedStatement[] = [
       d1
         .prepare(
           `INSERT INTO orders (user_id, user_coupon_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
@@ -108,17 +107,19 @@ export class OrdersRepo {
              AND (?2 IS NULL OR EXISTS (
                SELECT 1 FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id
                WHERE uc.id = ?2 AND uc.user_id = ?1 AND uc.used_at IS NULL
-                 AND ?3 < uc.expires_at AND ?3 >= uc.issued_at AND ?3 >= c.starts_at))`,
+                 AND ?3 < uc.expires_at AND ?3 >= uc.issued_at AND ?3 >= c.starts_at))
+             ${keyFree}`,
         )
-        .bind(input.userId, input.userCouponId, now, provisionalExpiresAt, lines),
-      d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'placement' WHERE changes() = 0"),
-      // The order just inserted is this user's newest: inside the batch transaction nobody else inserts.
-      // Each line reserves on stock shard `order id % K` (orderShard in src/shared/sharded-quantity.ts), stored on it.
+        .bind(input.userId, input.userCouponId, now, provisionalExpiresAt, lines, ...keyBinds),
+      // The order just inserted (changes(): the INSERT just before) is this user's newest: the
+      // requests sharing the batch run one after another. Each line reserves on stock shard
+      // `order id % K` (orderShard in src/shared/sharded-quantity.ts), stored on it.
       d1
         .prepare(
           `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount, stock_shard)
            SELECT o.id, p.id, json_extract(l.value, '$.q'), p.price, p.price * json_extract(l.value, '$.q'), o.id % p.stock_shards
-           FROM (SELECT max(id) AS id FROM orders WHERE user_id = ?1) o, json_each(?2) l JOIN products p ON p.id = json_extract(l.value, '$.p')
+           FROM (SELECT id FROM orders WHERE user_id = ?1 AND changes() > 0 ORDER BY id DESC LIMIT 1) o, json_each(?2) l
+             JOIN products p ON p.id = json_extract(l.value, '$.p')
            RETURNING order_id AS orderId, product_id AS productId, quantity, unit_price AS unitPrice, amount, stock_shard AS stockShard,
              (SELECT stock_shards FROM products WHERE id = product_id) AS stockShards`,
         )
@@ -129,21 +130,16 @@ export class OrdersRepo {
            FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = ?1`,
         )
         .bind(input.userCouponId),
-    );
-    try {
-      const results = await d1.batch(stmts);
-      const rows = (results[results.length - 2]?.results ?? []) as (PlacedLine & { orderId: number })[];
-      const orderId = rows[0]?.orderId;
-      if (orderId === undefined) throw new Error("recordAttempt: no order lines returned");
-      const coupon = results[results.length - 1]?.results[0] as { discountType: DiscountType; discountValue: number } | undefined;
-      const items = rows
-        .map((i) => ({ productId: i.productId, quantity: i.quantity, unitPrice: i.unitPrice, amount: i.amount, stockShard: i.stockShard, stockShards: i.stockShards }))
-        .sort((a, b) => a.productId - b.productId);
-      return { ok: true, orderId, items, coupon: input.userCouponId === null ? undefined : coupon };
-    } catch (err) {
-      if (constraintFailed(err, "batch_guards_ok")) return { ok: false };
-      throw err;
-    }
+    ];
+    const results = await this.writes.batch("orders.place.attempt", stmts);
+    const rows = (results[1]?.results ?? []) as (PlacedLine & { orderId: number })[];
+    const orderId = rows[0]?.orderId;
+    if (orderId === undefined) return { ok: false };
+    const coupon = results[2]?.results[0] as { discountType: DiscountType; discountValue: number } | undefined;
+    const items = rows
+      .map((i) => ({ productId: i.productId, quantity: i.quantity, unitPrice: i.unitPrice, amount: i.amount, stockShard: i.stockShard, stockShards: i.stockShards }))
+      .sort((a, b) => a.productId - b.productId);
+    return { ok: true, orderId, items, coupon: input.userCouponId === null ? undefined : coupon };
   }
 
   /**
@@ -175,48 +171,47 @@ export class OrdersRepo {
   }
 
   /**
-   * The commit point of placement, one batch: use the coupon (owned, unused,
-   * unexpired), set the amounts and move the order PENDING -> NOT_PAID, and
-   * store the Idempotency-Key with the answer when the request has one. A failed
-   * precondition inserts a row that violates `batch_guards`' CHECK, aborting
-   * everything; a key already taken aborts on its primary key.
+   * The commit point of placement, one batch: move the order PENDING -> NOT_PAID with its
+   * amounts, use the coupon (owned, unused, unexpired), and store the Idempotency-Key with
+   * the answer when the request has one. The batch is shared with the isolate's concurrent
+   * placements (src/shared/group-commit.ts), so nothing aborts it: the flip carries every
+   * precondition (the order still PENDING, the coupon still usable, the key taken), and the
+   * coupon and the key follow only when the flip happened.
    */
   async commitPlacement(
     c: { orderId: number; userId: number; userCouponId: number | null; amounts: Amounts; now: number; expiresAt: number },
     key?: { claim: KeyClaim; status: number; body: string },
   ): Promise<{ ok: true } | { ok: false; reason: "GUARD" | "KEY_TAKEN" }> {
     const { orderId, userId, userCouponId, amounts, now, expiresAt } = c;
-    const marker = key ? keyStatements(this.d1, key.claim, key.status, "?", key.body) : undefined;
-    const stmts: D1PreparedStatement[] = [...(marker?.open ?? [])];
-    if (userCouponId !== null) {
-      stmts.push(
-        this.d1
-          .prepare(
-            `UPDATE user_coupons SET used_at = ?1, order_id = ?2
-             WHERE id = ?3 AND user_id = ?4 AND used_at IS NULL AND expires_at > ?1 AND issued_at <= ?1`,
-          )
-          .bind(now, orderId, userCouponId, userId),
-        this.d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'coupon' WHERE changes() = 0"),
-      );
-    }
-    stmts.push(
-      this.d1
+    const d1 = this.d1;
+    const marker = key ? keyStatements(d1, key.claim, key.status, "?", key.body) : undefined;
+    const couponUsable =
+      userCouponId === null
+        ? ""
+        : `AND EXISTS (SELECT 1 FROM user_coupons WHERE id = ?7 AND user_id = ?8 AND used_at IS NULL AND expires_at > ?5 AND issued_at <= ?5)`;
+    const stmts: D1PreparedStatement[] = [
+      ...(marker ? [marker.take] : []),
+      d1
         .prepare(
           `UPDATE orders SET status = 'NOT_PAID', items_amount = ?1, discount_amount = ?2, total_amount = ?3, expires_at = ?4, updated_at = ?5
-           WHERE id = ?6 AND status = 'PENDING'`,
+           WHERE id = ?6 AND status = 'PENDING' ${couponUsable} ${marker ? `AND ${marker.held}` : ""}
+           RETURNING id`,
         )
-        .bind(amounts.itemsAmount, amounts.discountAmount, amounts.totalAmount, expiresAt, now, orderId),
-      this.d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'order' WHERE changes() = 0"),
-      ...(marker?.close ?? []),
-    );
-    try {
-      await this.d1.batch(stmts);
-      return { ok: true };
-    } catch (err) {
-      if (constraintFailed(err, "batch_guards_ok")) return { ok: false, reason: "GUARD" };
-      if (isKeyTaken(err)) return { ok: false, reason: "KEY_TAKEN" };
-      throw err;
+        .bind(amounts.itemsAmount, amounts.discountAmount, amounts.totalAmount, expiresAt, now, orderId, ...(userCouponId === null ? [] : [userCouponId, userId])),
+    ];
+    if (userCouponId !== null) {
+      // changes(): the flip just before, which checked the coupon.
+      stmts.push(
+        d1
+          .prepare("UPDATE user_coupons SET used_at = ?1, order_id = ?2 WHERE id = ?3 AND user_id = ?4 AND used_at IS NULL AND changes() > 0")
+          .bind(now, orderId, userCouponId, userId),
+      );
     }
+    if (marker) stmts.push(marker.close("EXISTS (SELECT 1 FROM orders WHERE id = ? AND status = 'NOT_PAID')", orderId), marker.release);
+    const results = await this.writes.batch("orders.place.commit", stmts);
+    if (marker && !marker.taken(results[0])) return { ok: false, reason: "KEY_TAKEN" };
+    const flipped = (results[marker ? 1 : 0]?.results.length ?? 0) > 0;
+    return flipped ? { ok: true } : { ok: false, reason: "GUARD" };
   }
 
   /**

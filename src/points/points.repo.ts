@@ -1,8 +1,10 @@
 import { and, asc, eq, gt } from "drizzle-orm";
-import { constraintFailed, type Db } from "../db/client";
+import type { Db } from "../db/client";
 import { pointHistory, userBalances, users } from "../db/schema";
 import { STATUS_MESSAGES } from "../shared/errors";
-import { isKeyTaken, keyStatements, type KeyClaim } from "../shared/idempotency";
+import { keyStatements, type KeyClaim } from "../shared/idempotency";
+import { aloneOn, type WriteBatcher } from "../shared/write-batches";
+import { MAX_BALANCE } from "./points.rules";
 
 export interface PointHistoryRow {
   id: number;
@@ -20,6 +22,8 @@ export class PointsRepo {
   constructor(
     private readonly db: Db,
     private readonly d1: D1Database,
+    /** Where the charge batch goes: shared with concurrent charges per request (services), alone by default. */
+    private readonly writes: WriteBatcher = aloneOn(d1),
   ) {}
 
   async findBalance(userId: number): Promise<number | undefined> {
@@ -37,16 +41,20 @@ export class PointsRepo {
   }
 
   /**
-   * Adds `amount` and writes the CHARGE history row in one D1 batch (one
-   * transaction), with the Idempotency-Key and its answer when there is one.
-   * The increment is done by SQLite (`balance = balance + ?`), so concurrent
-   * charges never lose an update; the CHECK on the balance aborts the whole
-   * batch when the cap would be crossed, a guard row when the user is unknown.
+   * Adds `amount` and writes the CHARGE history row in one D1 batch (one transaction),
+   * with the Idempotency-Key and its answer when there is one. The batch is shared with
+   * the isolate's concurrent charges (src/shared/group-commit.ts), so nothing here may
+   * abort it: the cap is a condition of the UPDATE (`balance + amount <= 5,000,000`), the
+   * history row is written only when the UPDATE was (`changes()`), and a last statement
+   * says, only for a refusal, whether the user exists. The increment is done by SQLite
+   * (`balance = balance + ?`), so concurrent charges never lose an update; the CHECK on the
+   * balance stays as a backstop.
    */
   async charge(userId: number, amount: number, at: number, claim?: KeyClaim): Promise<ChargeResult> {
+    const d1 = this.d1;
     const key = claim
       ? keyStatements(
-          this.d1,
+          d1,
           claim,
           200,
           "SELECT json_object('code', 200, 'message', ?, 'data', json_object('userId', user_id, 'balance', balance)) FROM user_balances WHERE user_id = ?",
@@ -54,33 +62,32 @@ export class PointsRepo {
           userId,
         )
       : undefined;
-    const offset = key?.open.length ?? 0;
-    try {
-      const results = await this.d1.batch<{ balance: number }>([
-        ...(key?.open ?? []),
-        this.d1
-          .prepare("UPDATE user_balances SET balance = balance + ?1, updated_at = ?2 WHERE user_id = ?3 RETURNING balance")
-          .bind(amount, at, userId),
-        this.d1.prepare("INSERT INTO batch_guards (ok, reason) SELECT 0, 'user' WHERE changes() = 0"),
-        this.d1
-          .prepare(
-            `INSERT INTO point_history (user_id, type, amount, balance_after, order_id, created_at)
-             SELECT user_id, 'CHARGE', ?1, balance, NULL, ?2 FROM user_balances WHERE user_id = ?3`,
-          )
-          .bind(amount, at, userId),
-        ...(key?.close ?? []),
-      ]);
-      const balance = results[offset]?.results[0]?.balance;
-      if (balance === undefined) throw new Error("charge: no balance returned");
-      return { ok: true, balance };
-    } catch (err) {
-      if (constraintFailed(err, "batch_guards_ok")) return { ok: false, reason: "USER_NOT_FOUND" };
-      if (constraintFailed(err, "user_balances_balance_range") || constraintFailed(err, "point_history_balance_after_range")) {
-        return { ok: false, reason: "BALANCE_LIMIT_EXCEEDED" };
-      }
-      if (isKeyTaken(err)) return { ok: false, reason: "KEY_TAKEN" };
-      throw err;
-    }
+    const statements = [
+      ...(key ? [key.take] : []),
+      d1
+        .prepare(
+          `UPDATE user_balances SET balance = balance + ?1, updated_at = ?2
+           WHERE user_id = ?3 AND balance + ?1 <= ?4 ${key ? `AND ${key.held}` : ""} RETURNING balance`,
+        )
+        .bind(amount, at, userId, MAX_BALANCE),
+      // changes(): the UPDATE just before (a SELECT in between would not reset it, an INSERT would).
+      d1
+        .prepare(
+          `INSERT INTO point_history (user_id, type, amount, balance_after, order_id, created_at)
+           SELECT user_id, 'CHARGE', ?1, balance, NULL, ?2 FROM user_balances WHERE user_id = ?3 AND changes() > 0`,
+        )
+        .bind(amount, at, userId),
+      // Read only for a refusal: is the user there (then the cap refused it)?
+      d1.prepare("SELECT CASE WHEN changes() > 0 THEN 1 ELSE EXISTS (SELECT 1 FROM user_balances WHERE user_id = ?1) END AS known").bind(userId),
+      ...(key ? [key.close("changes() > 0"), key.release] : []),
+    ];
+    const results = await this.writes.batch("points.charge", statements);
+    const at0 = key ? 1 : 0;
+    if (key && !key.taken(results[0])) return { ok: false, reason: "KEY_TAKEN" };
+    const balance = (results[at0]?.results[0] as { balance: number } | undefined)?.balance;
+    if (balance !== undefined) return { ok: true, balance };
+    const known = (results[at0 + 2]?.results[0] as { known: number } | undefined)?.known;
+    return { ok: false, reason: known ? "BALANCE_LIMIT_EXCEEDED" : "USER_NOT_FOUND" };
   }
 
   /** History in id order, `limit` rows after `afterId` (keyset pagination). */

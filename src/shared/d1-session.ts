@@ -48,3 +48,13 @@ export function sessionStartFor(c: Context): SessionStart {
   }
   return isPublicRead(c.req.method, c.req.path) ? { kind: "first-unconstrained" } : { kind: "first-primary" };
 }
+
+/**
+ * The newer of two bookmarks (null: none). Bookmarks sort oldest to newest as strings; the
+ * runtime's own sessions keep the newest the same way (workerd's d1-api `_updateBookmark`).
+ */
+export function laterBookmark(a: string | null, b: string | null): string | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return a.localeCompare(b) < 0 ? b : a;
+}

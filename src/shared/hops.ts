@@ -21,6 +21,13 @@ export type CallKind = "d1" | "do" | "redis";
 
 const KINDS: readonly CallKind[] = ["d1", "do", "redis"];
 
+/** One shared D1 batch a request's writes went out in (src/shared/group-commit.ts). */
+export interface SharedBatchNote {
+  kind: string;
+  size: number;
+  sent: boolean;
+}
+
 /** What D1 did for one unit of work: calls, rows read and written, write transactions. */
 export interface D1Cost {
   calls: number;
@@ -43,8 +50,13 @@ export class HopMeter {
   rowsRead = 0;
   /** Rows D1 reported writing (table and index rows, as D1 bills them). */
   rowsWritten = 0;
-  /** D1 calls (a batch is one transaction) that changed the database. */
+  /**
+   * D1 calls (a batch is one transaction) that changed the database. A batch shared by
+   * several requests (src/shared/group-commit.ts) is counted once, by the request that sent it.
+   */
   writeTx = 0;
+  /** Shared D1 batches this request's writes went out in: kind, requests in the batch, whether it sent it. */
+  readonly groups: SharedBatchNote[] = [];
   private steps = 0;
   private inflight = 0;
   private stepNested = 0;
@@ -90,6 +102,21 @@ export class HopMeter {
     if (wrote) this.writeTx++;
   }
 
+  /**
+   * Adds this request's share of a batch it shared with others (group commit): the rows of
+   * its own statements, and the write transaction only if it sent the batch, so that over
+   * every request the transactions add up to the batches D1 ran. The round trip itself is
+   * counted by `time()` around the wait, like any D1 call: each member waited for one.
+   */
+  noteShared(kind: string, share: { metas: readonly D1Meta[]; size: number; sent: boolean; wrote: boolean }): void {
+    for (const m of share.metas) {
+      this.rowsRead += m?.rows_read ?? 0;
+      this.rowsWritten += m?.rows_written ?? 0;
+    }
+    if (share.sent && share.wrote) this.writeTx++;
+    this.groups.push({ kind, size: share.size, sent: share.sent });
+  }
+
   /** What D1 did so far; `since(snapshot)` gives one job's or one step's share. */
   d1Cost(): D1Cost {
     return { calls: this.calls.d1, rowsRead: this.rowsRead, rowsWritten: this.rowsWritten, writeTx: this.writeTx };
@@ -116,6 +143,8 @@ export class HopMeter {
    * `d1;desc="2 calls, 14 rows read, 3 written, 1 write tx";dur=3.1, do;desc="1 call";dur=0.8, hops;desc="3 sequential"`.
    * Kinds with no calls are left out; `hops` is always there. The D1 rows are this
    * request's own calls; an object's D1 work is counted by the object (its admin view).
+   * Each shared batch the request rode in adds `d1group;desc="points.charge, 7 requests, sent"`
+   * (`sent`: this request sent it and counts its write transaction; the others count none).
    */
   serverTiming(): string {
     const parts: string[] = [];
@@ -129,6 +158,7 @@ export class HopMeter {
     for (const kind of KINDS) {
       if (this.calls[kind] === 0 && this.nestedCalls[kind] > 0) parts.push(`${kind};desc="0 calls (+${this.nestedCalls[kind]} nested)"`);
     }
+    for (const g of this.groups) parts.push(`d1group;desc="${g.kind}, ${g.size} request${g.size === 1 ? "" : "s"}${g.sent ? ", sent" : ""}"`);
     if (this.cache) parts.push(`cache;desc="${this.cache}"`);
     parts.push(`hops;desc="${this.steps} sequential"`);
     return parts.join(", ");
@@ -143,6 +173,7 @@ export class HopMeter {
       out[`${kind}Ms`] = Math.round(this.ms[kind] * 10) / 10;
     }
     if (this.calls.d1 > 0) Object.assign(out, { d1RowsRead: this.rowsRead, d1RowsWritten: this.rowsWritten, d1WriteTx: this.writeTx });
+    if (this.groups.length > 0) out.d1GroupMax = Math.max(...this.groups.map((g) => g.size));
     return out;
   }
 }
@@ -188,6 +219,15 @@ export function hopsOf(serverTiming: string | null): number | undefined {
 export function d1CostOf(serverTiming: string | null): D1Cost {
   const m = /(?:^|,\s*)d1;desc="(\d+) calls?(?: \(\+\d+ nested\))?, (\d+) rows read, (\d+) written, (\d+) write tx"/.exec(serverTiming ?? "");
   return m ? { calls: Number(m[1]), rowsRead: Number(m[2]), rowsWritten: Number(m[3]), writeTx: Number(m[4]) } : { calls: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0 };
+}
+
+/** Parses the shared batches back out of a Server-Timing value (benchmarks: group sizes per kind). */
+export function d1GroupsOf(serverTiming: string | null): SharedBatchNote[] {
+  const out: SharedBatchNote[] = [];
+  for (const m of (serverTiming ?? "").matchAll(/(?:^|,\s*)d1group;desc="([^,"]+), (\d+) requests?(, sent)?"/g)) {
+    out.push({ kind: m[1]!, size: Number(m[2]), sent: m[3] !== undefined });
+  }
+  return out;
 }
 
 /**
@@ -240,7 +280,8 @@ class MeteredStatement {
   }
 }
 
-const unwrap = (s: D1PreparedStatement): D1PreparedStatement => (s instanceof MeteredStatement ? s.inner : s);
+/** The binding's own statement under a metered one (a shared batch is sent unmetered, then dealt out per request). */
+export const unwrap = (s: D1PreparedStatement): D1PreparedStatement => (s instanceof MeteredStatement ? s.inner : s);
 
 /**
  * The D1 binding seen through a meter: every statement execution, batch and

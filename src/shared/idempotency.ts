@@ -1,5 +1,4 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { constraintFailed } from "../db/client";
 import { AppError } from "./errors";
 import type { IdempotencyStore, KeyClaim } from "./idempotency.repo";
 import { errorFields, log } from "./logger";
@@ -36,7 +35,7 @@ export async function requestHash(method: string, path: string, body: string): P
 }
 
 
-/** Thrown by a use case whose batch found the key already taken: the middleware replays what it holds. */
+/** Thrown by a use case whose batch found the key already taken (its effect skipped): the middleware replays what it holds. */
 export class KeyTakenError extends Error {
   constructor() {
     super("idempotency key already used");
@@ -44,15 +43,37 @@ export class KeyTakenError extends Error {
   }
 }
 
+/** The statements that tie a request's Idempotency-Key to its effect in a batch (see `keyStatements`). */
+export interface KeyStatements {
+  /** Goes first: takes the key for this request, or leaves it to whoever holds it. */
+  take: D1PreparedStatement;
+  /**
+   * SQL to AND into the effect's first statement, which must follow `take` directly:
+   * `take` changed a row, so this request holds the key.
+   */
+  held: string;
+  /**
+   * Goes right after the effect: stores the answer (`bodySql`, evaluated after the effect,
+   * so it can read the committed balance) when `appliedSql` holds, with its own `?` parameters.
+   */
+  close(appliedSql: string, ...appliedBinds: unknown[]): D1PreparedStatement;
+  /** Goes last: frees the key when the effect was refused; the middleware then stores the refusal. */
+  release: D1PreparedStatement;
+  /** Whether `take` took the key, from its result. */
+  taken(result: D1Result | undefined): boolean;
+}
+
 /**
- * The statements that tie `claim` to an effect's batch; put `open` first and
- * `close` last. `open` takes the key (free, expired, or an abandoned in-flight
- * claim of the same request) and, when it cannot, re-inserts it so the batch
- * aborts on the primary key (`isKeyTaken` recognises that error). `close`
- * stores the response: `bodySql` is an SQL expression evaluated after the effect
- * (so it can read the committed balance), with its own `?` parameters.
+ * The Idempotency-Key of `claim` in the effect's batch, with statements that never abort:
+ * the batch may be shared with other requests (src/shared/group-commit.ts), and an abort
+ * would roll their work back too. `take` takes the key (free, expired, or an abandoned
+ * in-flight claim of the same request) under a scope no one else can write (the request's
+ * scope with a random suffix), so `close` and `release` touch only a row this request took;
+ * inside the batch the key then either holds this request's answer under its real scope, or
+ * is gone, or was never touched. Nobody outside the batch ever sees the suffix.
  */
-export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, bodySql: string, ...bodyBinds: unknown[]) {
+export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, bodySql: string, ...bodyBinds: unknown[]): KeyStatements {
+  const mine = `${claim.scope}#${crypto.randomUUID()}`;
   const take = d1
     .prepare(
       `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, status_code, response_body, created_at, expires_at)
@@ -63,22 +84,17 @@ export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, b
        WHERE idempotency_keys.expires_at <= ?6
           OR (idempotency_keys.status_code IS NULL AND idempotency_keys.request_hash = ?4 AND idempotency_keys.created_at <= ?8)`,
     )
-    .bind(claim.userId, claim.key, claim.scope, claim.requestHash, status, claim.now, claim.expiresAt, claim.staleBefore);
-  const abortIfTaken = d1
-    .prepare(
-      `INSERT INTO idempotency_keys (user_id, key, scope, request_hash, created_at, expires_at)
-       SELECT ?1, ?2, '', '', 0, 0 WHERE changes() = 0`,
-    )
-    .bind(claim.userId, claim.key);
-  const store = d1
-    .prepare(`UPDATE idempotency_keys SET response_body = (${bodySql}) WHERE user_id = ? AND key = ?`)
-    .bind(...bodyBinds, claim.userId, claim.key);
-  return { open: [take, abortIfTaken], close: [store] };
-}
-
-/** True when a batch aborted because its Idempotency-Key was already taken. */
-export function isKeyTaken(err: unknown): boolean {
-  return constraintFailed(err, "idempotency_keys.user_id");
+    .bind(claim.userId, claim.key, mine, claim.requestHash, status, claim.now, claim.expiresAt, claim.staleBefore);
+  return {
+    take,
+    held: "changes() > 0",
+    close: (appliedSql, ...appliedBinds) =>
+      d1
+        .prepare(`UPDATE idempotency_keys SET scope = ?, response_body = (${bodySql}) WHERE user_id = ? AND key = ? AND scope = ? AND (${appliedSql})`)
+        .bind(claim.scope, ...bodyBinds, claim.userId, claim.key, mine, ...appliedBinds),
+    release: d1.prepare("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND scope = ?").bind(claim.userId, claim.key, mine),
+    taken: (result) => (result?.meta.changes ?? 0) > 0,
+  };
 }
 
 /**
@@ -86,7 +102,7 @@ export function isKeyTaken(err: unknown): boolean {
  * nothing changes. With it, for (userId, key):
  * - the use case gets the claim (`c.var.idempotency`). Charge, payment and order
  *   placement write it in the batch that applies their effect, with the response;
- *   when the key is taken that batch aborts and this middleware replays the stored
+ *   when the key is taken the effect is skipped and this middleware replays the stored
  *   response (`Idempotent-Replayed: true`). So of racing or retried twins exactly one
  *   applies the effect, whatever crashes in between, and no extra round trip is paid;
  * - any other 2xx/4xx answer is stored afterwards; the first answer stored wins and

@@ -1,0 +1,122 @@
+import { describe, expect, it } from "vitest";
+import { D1UnavailableError, GroupCommitter, type GroupMember } from "../../src/shared/group-commit";
+
+/**
+ * The group-commit queue on its own (src/shared/group-commit.ts): who sends which batch,
+ * how results are dealt out, and what a failed batch does. The "database" is a fake that
+ * records every batch it was sent; statements are tagged objects, results echo their tag.
+ * Timing is never waited on: `hold()` keeps a formed batch from being sent and
+ * `whenQueued(n)` says when n members wait, so every grouping below is deterministic.
+ */
+type Tagged = D1PreparedStatement & { tag: string };
+const stmt = (tag: string) => ({ tag }) as Tagged;
+
+function fakeD1(fail?: (tags: string[]) => Error | undefined) {
+  const sent: string[][] = [];
+  const send = async (statements: D1PreparedStatement[]) => {
+    const tags = statements.map((s) => (s as Tagged).tag);
+    sent.push(tags);
+    const err = fail?.(tags);
+    if (err) throw err;
+    return tags.map((tag) => ({ success: true, results: [{ tag }], meta: { changed_db: true, rows_written: 1 } }) as unknown as D1Result);
+  };
+  return { sent, send };
+}
+
+function member(d1: ReturnType<typeof fakeD1>, ...tags: string[]): GroupMember {
+  return { statements: tags.map(stmt), send: d1.send, bookmark: () => null };
+}
+
+describe("group commit queue", () => {
+  it("sends a lone request at once, alone, and it pays the write transaction", async () => {
+    const q = new GroupCommitter();
+    const d1 = fakeD1();
+    const share = await q.submit(member(d1, "a1", "a2"));
+    expect(d1.sent).toEqual([["a1", "a2"]]);
+    expect(share).toMatchObject({ size: 1, sent: true, wrote: true });
+    expect(share.results.map((r) => r.results[0])).toEqual([{ tag: "a1" }, { tag: "a2" }]);
+    expect(q.stats).toEqual({ batches: 1, requests: 1, largest: 1, split: 0, failed: 0 });
+  });
+
+  it("puts every request that arrives while a batch is in flight into the next one, and deals each its own results", async () => {
+    const q = new GroupCommitter();
+    const d1 = fakeD1();
+    const release = q.hold();
+    const first = q.submit(member(d1, "a"));
+    const rest = ["b", "c", "d", "e"].map((t) => q.submit(member(d1, `${t}1`, `${t}2`)));
+    await q.whenQueued(4);
+    release();
+    const shares = await Promise.all([first, ...rest]);
+    expect(d1.sent).toEqual([["a"], ["b1", "b2", "c1", "c2", "d1", "d2", "e1", "e2"]]);
+    expect(shares.map((s) => s.size)).toEqual([1, 4, 4, 4, 4]);
+    // Exactly one member of each batch sent it (and counts its write transaction).
+    expect(shares.map((s) => s.sent)).toEqual([true, true, false, false, false]);
+    expect(shares[3]!.results.map((r) => r.results[0])).toEqual([{ tag: "d1" }, { tag: "d2" }]);
+    expect(q.stats).toMatchObject({ batches: 2, requests: 5, largest: 4 });
+  });
+
+  it("keeps a batch within its limits: 40 waiting requests go out as 32 and 8", async () => {
+    const q = new GroupCommitter({ requests: 32, statements: 256 });
+    const d1 = fakeD1();
+    const release = q.hold();
+    const first = q.submit(member(d1, "x"));
+    const waiting = Array.from({ length: 40 }, (_, i) => q.submit(member(d1, `m${i}`)));
+    await q.whenQueued(40);
+    release();
+    await Promise.all([first, ...waiting]);
+    expect(d1.sent.map((b) => b.length)).toEqual([1, 32, 8]);
+  });
+
+  it("retries each member alone after a constraint abort (nothing was applied): only the culprit fails", async () => {
+    const q = new GroupCommitter();
+    const d1 = fakeD1((tags) => (tags.includes("bad") ? new Error("D1_ERROR: CHECK constraint failed: batch_guards_ok: SQLITE_CONSTRAINT") : undefined));
+    const release = q.hold();
+    const first = q.submit(member(d1, "a"));
+    const group = [q.submit(member(d1, "b")), q.submit(member(d1, "bad")), q.submit(member(d1, "c"))];
+    await q.whenQueued(3);
+    release();
+    const outcomes = await Promise.allSettled([first, ...group]);
+    expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+    // The shared batch, then each member alone: b and c once each in a batch that landed.
+    expect(d1.sent).toEqual([["a"], ["b", "bad", "c"], ["b"], ["bad"], ["c"]]);
+    expect((outcomes[2] as PromiseRejectedResult).reason.message).toContain("constraint failed");
+    expect(q.stats).toMatchObject({ split: 1 });
+  });
+
+  it("answers every member D1UnavailableError when a batch fails otherwise (it may have landed), and never sends it again", async () => {
+    const q = new GroupCommitter();
+    const d1 = fakeD1((tags) => (tags.includes("b") ? new Error("D1_ERROR: Network connection lost") : undefined));
+    const release = q.hold();
+    const first = q.submit(member(d1, "a"));
+    const group = ["b", "c", "d"].map((t) => q.submit(member(d1, t)));
+    await q.whenQueued(3);
+    release();
+    const outcomes = await Promise.allSettled([first, ...group]);
+    expect(outcomes[0]!.status).toBe("fulfilled");
+    for (const o of outcomes.slice(1)) {
+      expect(o.status).toBe("rejected");
+      expect((o as PromiseRejectedResult).reason).toBeInstanceOf(D1UnavailableError);
+    }
+    expect(d1.sent).toEqual([["a"], ["b", "c", "d"]]);
+    // The queue goes on: the next request is sent at once.
+    await q.submit(member(d1, "e"));
+    expect(d1.sent).toHaveLength(3);
+    expect(q.stats).toMatchObject({ batches: 3, failed: 1 });
+  });
+
+  it("hands every member the bookmark of the batch it rode in (the sender's session after the write)", async () => {
+    const q = new GroupCommitter();
+    const d1 = fakeD1();
+    const release = q.hold();
+    const first = q.submit({ ...member(d1, "a"), bookmark: () => "00000001-00000000-00000000-00000000000000000000000000000001" });
+    const second = q.submit({ ...member(d1, "b"), bookmark: () => "00000002-00000000-00000000-00000000000000000000000000000002" });
+    const third = q.submit({ ...member(d1, "c"), bookmark: () => null });
+    await q.whenQueued(2);
+    release();
+    const [a, b, c] = await Promise.all([first, second, third]);
+    expect(a.bookmark).toBe("00000001-00000000-00000000-00000000000000000000000000000001");
+    // b sent the second batch from its own session; c rode in it and gets b's bookmark.
+    expect([b.sent, c.sent]).toEqual([true, false]);
+    expect(c.bookmark).toBe("00000002-00000000-00000000-00000000000000000000000000000002");
+  });
+});

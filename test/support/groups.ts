@@ -1,0 +1,35 @@
+import { env } from "cloudflare:workers";
+import { groupCommitter } from "../../src/shared/group-commit";
+import { d1CostOf, d1GroupsOf } from "../../src/shared/hops";
+import type { ApiResponse } from "./http";
+
+/**
+ * Staging for group-commit tests (src/shared/group-commit.ts), without timing: `lead` is
+ * sent first and its batch is held in flight; every request of `group` is then started and
+ * waits in the queue; on release they all go out together in the next batch. So the test
+ * knows exactly which requests shared a batch. Requests must come from one app built with
+ * `shareWriteBatches: true` (test/support/secure-app.ts testApp) over `binding`.
+ */
+export async function inOneBatch<T>(opts: { kind: string; lead: () => Promise<T>; group: (() => Promise<T>)[]; binding?: object }) {
+  const q = groupCommitter(opts.binding ?? env.DB, opts.kind);
+  const before = { ...q.stats };
+  const release = q.hold();
+  const lead = opts.lead();
+  await q.whenHeld();
+  const group = opts.group.map((start) => start());
+  await q.whenQueued(opts.group.length);
+  release();
+  const out = { lead: await lead, group: await Promise.all(group) };
+  return { ...out, batches: q.stats.batches - before.batches, requests: q.stats.requests - before.requests };
+}
+
+/** What the meters of these answers say D1 did: write transactions, and the shared batches each rode in. */
+export function meteredWrites(responses: ApiResponse[]) {
+  const timings = responses.map((r) => r.headers.get("server-timing"));
+  const groups = timings.flatMap((t) => d1GroupsOf(t));
+  return {
+    writeTx: timings.reduce((n, t) => n + d1CostOf(t).writeTx, 0),
+    sent: groups.filter((g) => g.sent).length,
+    sizes: groups.map((g) => g.size),
+  };
+}
