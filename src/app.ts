@@ -9,6 +9,7 @@ import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
+import { d1GroupRoutes } from "./admin/d1-groups.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { addEdgeConventions } from "./openapi";
@@ -158,6 +159,7 @@ export function createApp(options: AppOptions = {}) {
   app.route("/api/v1/admin", adminRoutes);
   app.route("/api/v1/admin", deadLetterRoutes);
   app.route("/api/v1/admin", stockShardRoutes);
+  app.route("/api/v1/admin", d1GroupRoutes);
   app.route("/api/v1/orders", ordersRoutes);
   app.route("/api/v1/points", paymentRoutes);
 

@@ -27,10 +27,10 @@ import { PaymentService } from "./orders/payment.service";
 import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
 import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
-import { HopMeter, meterD1 } from "./shared/hops";
+import { detachedMeter, HopMeter, meterD1 } from "./shared/hops";
 import { laterBookmark, withSessionArg, type SessionStart } from "./shared/d1-session";
 import { aloneOn, SharedWrites, type WriteBatcher } from "./shared/write-batches";
-import { runtimeSettlesAcrossRequests } from "./shared/group-commit";
+import { groupStatsOf, runtimeSettlesAcrossRequests, type GroupStats } from "./shared/group-commit";
 
 /**
  * Everything a handler may use, built once per request (or per cron/queue
@@ -71,6 +71,8 @@ export interface Services {
   /** Priming, raising and viewing a product's stock shards (admin). */
   stockShards: StockShardsService;
   ordersRepo: OrdersRepo;
+  /** This isolate's group-commit queues and their counters (admin view; src/shared/group-commit.ts). */
+  d1Groups(): Record<string, GroupStats>;
   /** Set-based D1 side of the order crons. */
   orderSweep: OrderSweepRepo;
   orders: OrdersService;
@@ -118,16 +120,11 @@ export function createServices(
   // Charges, payments and placement commits share D1 batches with the isolate's concurrent
   // requests of their kind (src/shared/group-commit.ts); a batch this request sends goes out
   // on its own session, unmetered, and each member notes its own share on its meter.
-  const writes: WriteBatcher =
-    (options.shareWriteBatches ?? runtimeSettlesAcrossRequests())
-      ? new SharedWrites({
-          binding: env.DB,
-          session: bare,
-          bookmark: () => session?.getBookmark() ?? null,
-          meter,
-          keepAlive: ctx ? (work) => ctx.waitUntil(work) : undefined,
-        })
-      : aloneOn(d1);
+  const share = options.shareWriteBatches ?? runtimeSettlesAcrossRequests();
+  const keepAlive = ctx ? (work: Promise<unknown>) => ctx.waitUntil(work) : undefined;
+  const writes: WriteBatcher = share
+    ? new SharedWrites({ binding: env.DB, session: bare, bookmark: () => session?.getBookmark() ?? null, meter, keepAlive })
+    : aloneOn(d1);
   const db = createDb(d1);
   const clock = now;
   const pointsRepo = new PointsRepo(db, d1, writes);
@@ -145,7 +142,11 @@ export function createServices(
     ctx?.waitUntil(p);
   };
   // Work after the answer is not part of the request's round trips: its own primary session, opened when it runs.
-  const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB)).markSettled(orderId, clock()));
+  // Its `closed_at` writes share batches too (after the answer: a meter nobody reads).
+  const settleWrites: WriteBatcher = share
+    ? new SharedWrites({ binding: env.DB, session: primaryD1(env.DB), bookmark: () => null, meter: detachedMeter(), keepAlive })
+    : aloneOn(primaryD1(env.DB));
+  const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB), settleWrites).markSettled(orderId, clock()));
   const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1, writes);
@@ -175,6 +176,7 @@ export function createServices(
     stock,
     stockShards: new StockShardsService(productsRepo, stock),
     ordersRepo,
+    d1Groups: () => groupStatsOf(env.DB),
     purgeEvents: (now) => purgeEventTables(primary, now, config.eventRetentionMs),
     orderSweep: new OrderSweepRepo(d1),
     orders: new OrdersService({

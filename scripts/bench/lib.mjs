@@ -177,6 +177,8 @@ class TimingCollector {
     this.hops = new Map(); // hops -> count
     this.hopsByStatus = new Map(); // status -> Map(hops -> count)
     this.metrics = Object.fromEntries(TIMING_METRICS.map((k) => [k, { calls: 0, nested: 0, dur: 0, durSamples: 0 }]));
+    this.writeTx = 0; // D1 write transactions the responses' meters counted (a shared batch once, by its sender)
+    this.groups = new Map(); // kind -> { riders, batches, sumSizes, max }: shared D1 batches (src/shared/group-commit.ts)
   }
   add(status, headers) {
     this.responses++;
@@ -190,6 +192,20 @@ class TimingCollector {
       return;
     }
     this.withHeader++;
+    const tx = /(?:^|,\s*)d1;desc="[^"]*?(\d+) write tx/.exec(value);
+    if (tx) this.writeTx += Number(tx[1]);
+    // One `d1group` entry per shared batch the request rode in; `sent` on the one request that sent it.
+    for (const g of value.matchAll(/(?:^|,\s*)d1group;desc="([^,"]+), (\d+) requests?(, sent)?"/g)) {
+      let agg = this.groups.get(g[1]);
+      if (!agg) this.groups.set(g[1], (agg = { riders: 0, batches: 0, sumSizes: 0, max: 0 }));
+      const size = Number(g[2]);
+      agg.riders++;
+      agg.max = Math.max(agg.max, size);
+      if (g[3]) {
+        agg.batches++;
+        agg.sumSizes += size;
+      }
+    }
     const hops = t.hops?.count ?? 0;
     this.hops.set(hops, (this.hops.get(hops) ?? 0) + 1);
     let byStatus = this.hopsByStatus.get(status);
@@ -240,7 +256,11 @@ class TimingCollector {
         msPerCall: a.durSamples > 0 ? a.dur / a.durSamples : NaN,
       };
     }
-    return { hops, timing: { responses: this.responses, withHeader: n, unparsable: this.unparsable, metrics } };
+    const groups = Object.fromEntries(
+      [...this.groups].sort(([a], [b]) => a.localeCompare(b)).map(([kind, g]) => [kind, { ...g, mean: g.batches > 0 ? g.sumSizes / g.batches : NaN }]),
+    );
+    const d1Writes = { writeTx: this.writeTx, perResponse: n > 0 ? this.writeTx / n : NaN, groups };
+    return { hops, timing: { responses: this.responses, withHeader: n, unparsable: this.unparsable, metrics, d1Writes } };
   }
 }
 
@@ -486,6 +506,57 @@ export function printRatio(ours, health, { target, name } = {}) {
   console.log(`target: ${fmt(target * 100)}% of the ceiling (ratio >= ${target}): ${met ? "MET" : "MISSED"}`);
   console.log(`ratio ${id}=${r} target=${target} ${met ? "MET" : "MISSED"}`);
   return ratio;
+}
+
+/**
+ * What D1 did for a storm, from every response's meter (Server-Timing): the D1 write
+ * transactions per request (a batch shared by several requests is counted once, by the
+ * request that sent it) as `d1tx <name>=<tx per request>`, and per kind of shared batch
+ * (group commit, src/shared/group-commit.ts) the batches sent and their sizes as
+ * `d1group <kind> batches=<n> mean=<requests per batch> max=<largest> requests=<riders>`;
+ * both machine-readable for `grep '^d1tx \|^d1group '`. Returns the write tx per request.
+ */
+export function printD1Writes(run, name) {
+  const w = run.timing?.d1Writes;
+  if (!w || !(run.timing.withHeader > 0)) {
+    console.log(`d1tx ${name}=n/a (no Server-Timing)`);
+    return NaN;
+  }
+  console.log(`\nD1 writes of "${run.label}": ${fmtInt(w.writeTx)} write transactions for ${fmtInt(run.timing.withHeader)} answers`);
+  console.log(`d1tx ${name}=${w.perResponse.toFixed(3)}`);
+  for (const [kind, g] of Object.entries(w.groups)) {
+    console.log(`d1group ${kind} batches=${g.batches} mean=${fmt(g.mean, 2)} max=${g.max} requests=${g.riders}`);
+  }
+  return w.perResponse;
+}
+
+/** The server's group-commit counters per kind (`GET /api/v1/admin/d1-groups`), or undefined on a build without the route. */
+export async function d1Groups(url) {
+  const r = await api(url, "GET", "/api/v1/admin/d1-groups", undefined, { admin: true });
+  return r.status === 200 ? r.json.data.kinds : undefined;
+}
+
+/**
+ * D1 writes a storm caused after its answers (ctx.waitUntil work such as `orders.settle`,
+ * which no response's Server-Timing can carry), from the server's group-commit counters
+ * read before the storm and after it settled: `d1tx <name>.after=<write tx per answer>`
+ * and `d1group <kind> batches=.. mean=.. requests=.. (after the answer)`.
+ */
+export function printD1After(name, before, after, answers, kinds = ["orders.settle"]) {
+  if (!before || !after) {
+    console.log(`d1tx ${name}.after=n/a (no /admin/d1-groups)`);
+    return;
+  }
+  let batches = 0;
+  for (const kind of kinds) {
+    const b = after[kind]?.batches ?? 0;
+    const r = after[kind]?.requests ?? 0;
+    const db = b - (before[kind]?.batches ?? 0);
+    const dr = r - (before[kind]?.requests ?? 0);
+    batches += db;
+    console.log(`d1group ${kind} batches=${db} mean=${fmt(db > 0 ? dr / db : NaN, 2)} requests=${dr} (after the answer)`);
+  }
+  console.log(`d1tx ${name}.after=${answers > 0 ? (batches / answers).toFixed(3) : "nan"}`);
 }
 
 // ---------------------------------------------------------------- API helpers

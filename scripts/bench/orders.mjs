@@ -53,6 +53,9 @@ import {
   load,
   printLoad,
   printMachine,
+  d1Groups,
+  printD1After,
+  printD1Writes,
   printRatio,
   printTable,
   readStable,
@@ -216,6 +219,7 @@ async function runStorm({ k }) {
     const created = []; // {orderId, userId, lines, totalAmount, expectedTotal}
     const answeredPlace = new Uint8Array(ORDERS);
     const placeStatus = new Uint16Array(ORDERS);
+    const groupsBeforePlace = await d1Groups(server.url);
     const place = await load({
       url: server.url,
       path: "/api/v1/orders",
@@ -251,6 +255,8 @@ async function runStorm({ k }) {
       amount: ORDERS,
       label: sharded ? `GET /health (ceiling, after the K=${k} order storm)` : "GET /health (ceiling, same shape as the order storm)",
     });
+    // After the ceiling run, the storm's after-answer writes (ctx.waitUntil) have landed.
+    const groupsAfterPlace = await d1Groups(server.url);
 
     // Phase 2: pay every other created order.
     const toPay = created.filter((_, i) => i % 2 === 0);
@@ -259,6 +265,7 @@ async function runStorm({ k }) {
     let pay;
     let healthPay;
     let viewsAfterPay = viewsAfterPlace;
+    let groupsAfterPay;
     if (toPay.length > 0) {
       pay = await load({
         url: server.url,
@@ -285,11 +292,16 @@ async function runStorm({ k }) {
         amount: toPay.length,
         label: sharded ? `GET /health (ceiling, after the K=${k} payments)` : "GET /health (ceiling, same shape as payments)",
       });
+      groupsAfterPay = await d1Groups(server.url);
     }
     printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [setup, place, healthPlace, ...(pay ? [pay, healthPay] : [])]);
     if (!sharded) {
       printRatio(place, healthPlace, { target: PLACE_TARGET, name: "orders.place" });
+      printD1Writes(place, "orders.place");
+      printD1After("orders.place", groupsBeforePlace, groupsAfterPlace, place.responses);
       if (pay) printRatio(pay, healthPay, { target: PAY_TARGET, name: "orders.pay" });
+      if (pay) printD1Writes(pay, "orders.pay");
+      if (pay) printD1After("orders.pay", groupsAfterPlace, groupsAfterPay, pay.responses);
       printLoad();
     }
 
@@ -657,9 +669,13 @@ function printComparison(runs, note) {
   // `--shards 1` (a control: is the second storm slower only for being second?) must not print two lines of one name.
   const second = b.k === 1 ? "-second" : "";
   printRatio(a.place, a.healthPlace, { target: PLACE_TARGET, name: "orders.place.k1" });
+  printD1Writes(a.place, "orders.place.k1");
   printRatio(b.place, b.healthPlace, { target: PLACE_TARGET, name: `orders.place.k${b.k}${second}` });
+  printD1Writes(b.place, `orders.place.k${b.k}${second}`);
   if (a.pay) printRatio(a.pay, a.healthPay, { target: PAY_TARGET, name: "orders.pay.k1" });
+  if (a.pay) printD1Writes(a.pay, "orders.pay.k1");
   if (b.pay) printRatio(b.pay, b.healthPay, { target: PAY_TARGET, name: `orders.pay.k${b.k}${second}` });
+  if (b.pay) printD1Writes(b.pay, `orders.pay.k${b.k}${second}`);
   console.log(`\n${note}`);
   printLoad();
   console.log(`\n${runs.every((r) => r.ok) ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${runs.filter((r) => !r.ok).map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`);

@@ -35,6 +35,7 @@ import {
   load,
   printLoad,
   printMachine,
+  printD1Writes,
   printRatio,
   printTable,
   rng,
@@ -140,6 +141,7 @@ try {
   }
   printTable("Throughput and latency (same run, same connections and request count)", [setup, storm, health, ...(replay ? [replay] : [])]);
   printRatio(storm, health, { target: 0.3, name: KEYED ? "points.charge-keyed" : "points.charge" });
+  printD1Writes(storm, KEYED ? "points.charge-keyed" : "points.charge");
   printLoad();
 
   // Exactness, read back from D1.

@@ -107,3 +107,19 @@ export const AdjustStockBodySchema = z
   .openapi("AdjustStockRequest");
 
 export const StockLevelSchema = z.object({ productId: z.number().int(), stock: z.number().int() }).openapi("StockLevel");
+
+const GroupStatsSchema = z
+  .object({
+    batches: z.number().int().openapi({ description: "D1 batches sent" }),
+    requests: z.number().int().openapi({ description: "Requests whose writes went out in them" }),
+    largest: z.number().int().openapi({ description: "Most requests in one batch" }),
+    split: z.number().int().openapi({ description: "Batches refused by a constraint and retried request by request" }),
+    failed: z.number().int().openapi({ description: "Batches that failed as a whole (each request answered 503)" }),
+  })
+  .openapi("D1GroupStats");
+
+export const D1GroupsSchema = z
+  .object({
+    kinds: z.record(z.string(), GroupStatsSchema).openapi({ example: { "orders.pay": { batches: 16, requests: 150, largest: 32, split: 0, failed: 0 } } }),
+  })
+  .openapi("D1Groups");

@@ -286,9 +286,13 @@ export class OrdersRepo {
     return (flip?.results.length ?? 0) > 0;
   }
 
-  /** Records that the DOs were told (sold or released). */
+  /**
+   * Records that the DOs were told (sold or released). Conditional, so it may share a
+   * batch: after a payment storm one `closed_at` write per payment otherwise queues behind
+   * the payments themselves on the one D1 primary.
+   */
   async markSettled(orderId: number, now: number): Promise<void> {
-    await this.d1.prepare("UPDATE orders SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL").bind(now, orderId).run();
+    await this.writes.batch("orders.settle", [this.d1.prepare("UPDATE orders SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL").bind(now, orderId)]);
   }
 
   /**

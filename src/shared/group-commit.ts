@@ -282,3 +282,9 @@ export function groupCommitter(binding: object, kind: string): GroupCommitter {
   if (!committer) byKind.set(kind, (committer = new GroupCommitter()));
   return committer;
 }
+
+/** Every queue of `binding` in this isolate and its counters (the admin view, benchmarks). */
+export function groupStatsOf(binding: object): Record<string, GroupStats> {
+  const byKind = committers.get(binding);
+  return Object.fromEntries([...(byKind ?? new Map<string, GroupCommitter>())].map(([kind, q]) => [kind, { ...q.stats }]));
+}
