@@ -302,6 +302,10 @@ export const bestSellerSnapshots = sqliteTable(
  * A table whose only purpose is to abort a D1 batch: `INSERT INTO batch_guards(ok)
  * SELECT 0 WHERE NOT (<precondition>)` inserts nothing when the precondition
  * holds and violates the CHECK (aborting the whole batch) when it does not.
+ * No request path uses it any more: charges, payments and placements share batches
+ * with other requests (src/shared/group-commit.ts), where an abort would roll back
+ * the neighbours too, so their guards are conditions in SQL. Kept for batches that
+ * are one request's alone.
  */
 export const batchGuards = sqliteTable(
   "batch_guards",

@@ -16,9 +16,9 @@
  * Request contexts: a Worker may not use one request's I/O objects from another, and a
  * request whose client went away may be cancelled. So every batch is sent by one of its own
  * members, from its own request and on its own D1 session, while the others only wait on a
- * promise. When a batch ends, every member still queued is woken; the first one whose
- * request still runs sends the next batch (a member whose request was cancelled never wakes,
- * and cannot stall the queue).
+ * promise. When a batch ends, the oldest waiters are woken; the first one whose request
+ * still runs sends the next batch (a member whose request was cancelled never wakes; the
+ * others' own nap timers bound how long that could hold the queue).
  *
  * Failure: when D1 refuses a batch with a constraint error nothing was applied (the
  * transaction rolled back), and that can only be one member's bug, so each member retries
@@ -90,6 +90,8 @@ export interface GroupStats {
 
 /** Longest a queued member naps before it looks at the queue again (see `Waiter.nap`). */
 const NAP_MS = 1_000;
+/** Waiters woken when a batch ends, to send the next one (the first to run does). */
+const NEXT_SENDERS = 2;
 
 type Settled = { kind: "done"; batch: SharedBatch } | { kind: "alone" } | { kind: "failed"; error: unknown };
 
@@ -226,8 +228,10 @@ export class GroupCommitter {
       this.stats.largest = Math.max(this.stats.largest, group.length);
       this.sending = false;
       for (const w of group) w.rouse();
-      // Whoever is still queued: the first whose request runs sends the next batch.
-      for (const w of [...this.queue]) w.rouse();
+      // The next sender: the oldest waiter, and one spare in case its request is gone (a cancelled
+      // request never wakes). Everyone else naps on: the batch they ride in wakes them, and their
+      // own timer bounds the wait if every woken one is gone.
+      for (const w of this.queue.slice(0, NEXT_SENDERS)) w.rouse();
     }
   }
 
