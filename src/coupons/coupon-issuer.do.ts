@@ -1,7 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
-import { IssuanceRepo, ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
+import { IssuanceRepo, type IssuanceStore } from "./issuance.repo";
+import { IssuanceProjection } from "./issuance-projection";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
 import { primaryD1 } from "../db/client";
@@ -84,10 +85,15 @@ export interface IssuerState {
 
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
 export const SYNC_DELAY_MS = 500;
-/** Most wins written to D1 in one group-commit batch (the projection chunk size). */
-const GROUP_ROWS = ROWS_PER_BATCH;
 /** Retry interval while D1 keeps failing. */
 const RETRY_DELAY_MS = 1_000;
+/**
+ * Chunks (D1 batches of up to 100 rows) one alarm re-syncs; the rest of a backlog waits
+ * RESYNC_INTERVAL_MS for the next alarm. So draining a long outage's backlog costs D1 at most
+ * 4 write transactions per second per shard, and one alarm's work stays small.
+ */
+export const SYNC_CHUNKS_PER_ALARM = 4;
+const RESYNC_INTERVAL_MS = 1_000;
 
 type CouponRow = {
   id: number;
@@ -142,9 +148,8 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
   private loading: Promise<"done" | "failed"> | undefined;
-  /** Wins waiting for the next group-commit batch, and whether one is being written. */
-  private readonly groupQueue: { record: IssuanceRecord; resolve: (ids: Map<number, number> | undefined) => void }[] = [];
-  private groupDraining = false;
+  /** The D1 write queue (group commit, re-sync): one batch in flight per object. */
+  private readonly projection: IssuanceProjection;
   /** Users whose issuance this incarnation is writing to D1 right now (their twins hear ALREADY_ISSUED). */
   private readonly projecting = new Set<number>();
   /**
@@ -157,7 +162,6 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
   private requests = 0;
-  private d1Batches = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -178,6 +182,22 @@ export class CouponIssuer extends DurableObject<Env> {
     this.ledger = new ShardLedger(this.sql, host);
     // A shard that proved every sibling empty believes it as long as the Worker believes a sold-out answer.
     this.balancer = new ShardBalancer(host, this.ledger, () => this.siblings(), SOLD_OUT_TTL_MS);
+    this.projection = new IssuanceProjection({
+      sql: this.sql,
+      store: () => this.store,
+      couponId: () => this.coupon!.id,
+      tx: (body) => this.tx(body),
+      rolledBack: () => {
+        this.coupon = this.readCoupon();
+        this.balancer.forgetDry();
+      },
+      committed: async (ids) => {
+        await this.clearAlarmIfSynced();
+        // The owners' cached lists are stale once their row exists in D1 (also on the write-behind path).
+        if (ids.size > 0) this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
+      },
+      failed: () => this.scheduleSync(Date.now() + RETRY_DELAY_MS),
+    });
     // Invariant: no request sees the object before its state is read, and an
     // issuance persisted by a previous incarnation but never confirmed in D1
     // (or a transfer left open) gets an alarm again (covers a crash between the
@@ -245,7 +265,7 @@ export class CouponIssuer extends DurableObject<Env> {
     try {
       await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
       d1Calls++;
-      ids = await this.projectGrouped({ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt });
+      ids = await this.projection.project([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
     } finally {
       this.projecting.delete(userId);
     }
@@ -371,7 +391,7 @@ export class CouponIssuer extends DurableObject<Env> {
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();
-    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.d1Batches };
+    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.projection.batches };
     const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
     const openTransfers = this.ledger.openTransfers(coupon.shard).length;
@@ -386,7 +406,7 @@ export class CouponIssuer extends DurableObject<Env> {
       held: coupon.held,
       openTransfers,
       requests: this.requests,
-      d1Batches: this.d1Batches,
+      d1Batches: this.projection.batches,
     };
   }
 
@@ -411,14 +431,6 @@ export class CouponIssuer extends DurableObject<Env> {
         log("warn", "coupon shard transfer recovery failed", { couponId: coupon.id, shard: coupon.shard, ...errorFields(err) });
       }
     }
-    const pending = this.sql
-      .exec<{ user_id: number; issued_at: number; expires_at: number }>(
-        "SELECT user_id, issued_at, expires_at FROM issuances WHERE synced = 0 ORDER BY user_id",
-      )
-      .toArray()
-      // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
-      .filter((r) => !this.projecting.has(r.user_id))
-      .map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
     const current = this.coupon!;
     if (current.quantity_synced === 0) {
       try {
@@ -429,9 +441,13 @@ export class CouponIssuer extends DurableObject<Env> {
         log("warn", "coupon quantity D1 retry failed", { couponId: current.id, ...errorFields(err) });
       }
     }
-    if (pending.length > 0 && (await this.syncToD1(pending)) === undefined) failed = true;
+    // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
+    const resynced = await this.projection.resync({ maxChunks: SYNC_CHUNKS_PER_ALARM, skip: (userId) => this.projecting.has(userId) });
+    if (resynced === "failed") failed = true;
     this.coupon = this.readCoupon();
-    if (failed || this.needsSync()) await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
+    if (failed || this.needsSync()) {
+      await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : resynced === "capped" ? RESYNC_INTERVAL_MS : SYNC_DELAY_MS));
+    }
   }
 
   /** A shard other than 0 that has not taken its share yet (it holds and issued nothing). */
@@ -534,70 +550,6 @@ export class CouponIssuer extends DurableObject<Env> {
     } catch (err) {
       log("error", "coupon issuer could not load from D1", { couponId, shard, ...errorFields(err) });
       return "failed";
-    }
-  }
-
-  /**
-   * Projects records into D1 and marks them synced; undefined when D1 failed
-   * (the alarm retries). A record D1 refused for want of a user is rolled back:
-   * its unit goes back to the quantity. Returns userId -> user coupon id of the
-   * records D1 now holds.
-   */
-  private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
-    const coupon = this.coupon!;
-    try {
-      this.d1Batches += Math.ceil(records.length / GROUP_ROWS);
-      const ids = await this.store.project(coupon.id, records, Date.now());
-      const unknown = records.filter((r) => !ids.has(r.userId)).map((r) => r.userId);
-      this.tx(() => {
-        for (const [userId, id] of ids) {
-          this.sql.exec("UPDATE issuances SET synced = 1, user_coupon_id = ? WHERE user_id = ?", id, userId);
-        }
-        for (const userId of unknown) {
-          const gone = this.sql.exec("DELETE FROM issuances WHERE user_id = ? AND synced = 0", userId).rowsWritten;
-          if (gone > 0) this.sql.exec("UPDATE coupon SET issued = issued - 1");
-        }
-      });
-      if (unknown.length > 0) {
-        this.coupon = this.readCoupon();
-        this.balancer.forgetDry();
-        log("warn", "coupon issuance rolled back: unknown user", { couponId: coupon.id, users: unknown });
-      }
-      await this.clearAlarmIfSynced();
-      // The owners' cached lists are stale once their row exists in D1 (also on the write-behind path).
-      if (ids.size > 0) this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
-      return ids;
-    } catch (err) {
-      log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });
-      await this.scheduleSync(Date.now() + RETRY_DELAY_MS);
-      return undefined;
-    }
-  }
-
-  /**
-   * Group commit of wins: one D1 batch is in flight at a time, and every win that
-   * arrives meanwhile joins the next one (up to GROUP_ROWS), so a storm of wins
-   * costs D1 a few dozen batches instead of one per win. Each win still waits for
-   * exactly one batch that carries its own row: one round trip (the time spent
-   * queued behind the batch in flight is queueing, like waiting for the input gate).
-   */
-  private projectGrouped(record: IssuanceRecord): Promise<Map<number, number> | undefined> {
-    return new Promise((resolve) => {
-      this.groupQueue.push({ record, resolve });
-      if (!this.groupDraining) void this.drainGroups();
-    });
-  }
-
-  private async drainGroups(): Promise<void> {
-    this.groupDraining = true;
-    try {
-      while (this.groupQueue.length > 0) {
-        const group = this.groupQueue.splice(0, GROUP_ROWS);
-        const ids = await this.syncToD1(group.map((g) => g.record));
-        for (const g of group) g.resolve(ids);
-      }
-    } finally {
-      this.groupDraining = false;
     }
   }
 
