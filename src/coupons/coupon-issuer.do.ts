@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
 import { IssuanceRepo, type IssuanceStore } from "./issuance.repo";
+import { IssuanceLoader, LOAD_PROGRESS_SCHEMA, type LoadedCoupon } from "./issuance-load";
 import { IssuanceProjection } from "./issuance-projection";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
@@ -147,7 +148,9 @@ export class CouponIssuer extends DurableObject<Env> {
   siblingPort: SiblingPort | undefined;
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
-  private loading: Promise<"done" | "failed"> | undefined;
+  /** The one load of this incarnation (every request that finds no coupon waits for it). */
+  private loading: Promise<{ result: "done" | "failed"; d1Calls: number }> | undefined;
+  private readonly loader: IssuanceLoader;
   /** The D1 write queue (group commit, re-sync): one batch in flight per object. */
   private readonly projection: IssuanceProjection;
   /** Users whose issuance this incarnation is writing to D1 right now (their twins hear ALREADY_ISSUED). */
@@ -198,6 +201,14 @@ export class CouponIssuer extends DurableObject<Env> {
       },
       failed: () => this.scheduleSync(Date.now() + RETRY_DELAY_MS),
     });
+    this.loader = new IssuanceLoader({
+      sql: this.sql,
+      store: () => this.store,
+      schemaReady: () => this.schemaReady,
+      createSchema: () => this.createSchema(),
+      transactionSync: (body) => this.ctx.storage.transactionSync(body),
+      finish: (c) => this.insertCoupon(c),
+    });
     // Invariant: no request sees the object before its state is read, and an
     // issuance persisted by a previous incarnation but never confirmed in D1
     // (or a transfer left open) gets an alarm again (covers a crash between the
@@ -233,6 +244,8 @@ export class CouponIssuer extends DurableObject<Env> {
     const load = await this.ensureLoaded(couponId, route.shard);
     let d1Calls = load.d1Calls;
     let doCalls = 0;
+    // A load D1 interrupted is no fault of the request: it resumes at its cursor on the next one (503, try again).
+    if (load.result === "INTERNAL_ERROR") return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
     if (load.result !== "ok") return { ok: false, code: load.result, d1Calls, doCalls };
     const coupon = this.coupon!;
     if (route.shards !== coupon.shards || homeShard(userId, coupon.shards) !== coupon.shard) {
@@ -487,70 +500,41 @@ export class CouponIssuer extends DurableObject<Env> {
 
   /**
    * Loads the coupon definition and the issuances D1 already has for the users
-   * whose home this shard is, once. Invariant: state is initialised exactly once
-   * even when many first requests arrive together (`blockConcurrencyWhile`
-   * holds every other event until it is done, and the flag is re-checked
-   * inside). An unknown coupon is not remembered: it may be created later.
-   * `d1Calls` is 1 when this call waited for the load.
+   * whose home this shard is, once (src/coupons/issuance-load.ts: bounded steps,
+   * resumable). Invariant: nothing is decided before the load has finished (the
+   * coupon row is written by its last step), and one incarnation runs one load
+   * however many first requests arrive together (they share `loading`). An
+   * unknown coupon is not remembered: it may be created later. `d1Calls` is the
+   * number of load steps this call waited for.
    */
   private async ensureLoaded(couponId: number, shard: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
     let d1Calls = 0;
     if (!this.coupon) {
-      d1Calls = 1;
-      this.loading ??= this.ctx
-        .blockConcurrencyWhile(() => this.loadFromD1(couponId, shard))
-        .finally(() => {
-          this.loading = undefined;
-        });
+      this.loading ??= this.loader.load(couponId, shard).finally(() => {
+        this.loading = undefined;
+      });
       const loaded = await this.loading;
+      d1Calls = loaded.d1Calls;
       this.coupon = this.readCoupon();
-      if (loaded === "failed" && !this.coupon) return { result: "INTERNAL_ERROR", d1Calls };
+      if (loaded.result === "failed" && !this.coupon) return { result: "INTERNAL_ERROR", d1Calls };
     }
     return { result: this.coupon && this.coupon.id === couponId && this.coupon.shard === shard ? "ok" : "COUPON_NOT_FOUND", d1Calls };
   }
 
-  /** Runs under blockConcurrencyWhile; never throws (that would reset the object). */
-  private async loadFromD1(couponId: number, shard: number): Promise<"done" | "failed"> {
-    if (this.readCoupon()) return "done";
-    try {
-      const snap = await this.store.load(couponId);
-      if (!snap || shard >= Math.max(snap.shards, 1)) return "done";
-      const mine = snap.issued.filter((r) => homeShard(r.userId, snap.shards) === shard);
-      if (shard > 0 && mine.length > 0) {
-        log("error", "coupon shard found issuances it never made; counting them as held", { couponId, shard, rows: mine.length });
-      }
-      this.ctx.storage.transactionSync(() => {
-        this.createSchema();
-        const quantity = Math.max(snap.quantity, snap.issued.length);
-        // Shard 0 starts with the whole quantity; the others with nothing (they take their share when primed).
-        const held = shard === 0 ? quantity - (snap.issued.length - mine.length) : mine.length;
-        this.sql.exec(
-          `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
-          couponId,
-          quantity,
-          mine.length,
-          snap.startsAt,
-          snap.endsAt,
-          snap.validDays,
-          held,
-          shard,
-          Math.max(snap.shards, 1),
-        );
-        for (const r of mine) {
-          this.sql.exec(
-            "INSERT OR IGNORE INTO issuances (user_id, issued_at, expires_at, user_coupon_id, synced) VALUES (?, ?, ?, ?, 1)",
-            r.userId,
-            r.issuedAt,
-            r.expiresAt,
-            r.userCouponId,
-          );
-        }
-      });
-      return "done";
-    } catch (err) {
-      log("error", "coupon issuer could not load from D1", { couponId, shard, ...errorFields(err) });
-      return "failed";
-    }
+  /** The load's last step: the coupon row (counts as the load found them; D1 already has its quantity). */
+  private insertCoupon(c: LoadedCoupon): void {
+    this.sql.exec(
+      `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
+      c.couponId,
+      c.quantity,
+      c.issued,
+      c.startsAt,
+      c.endsAt,
+      c.validDays,
+      c.held,
+      c.shard,
+      c.shards,
+    );
   }
 
   /** Arms the alarm no later than `at` (an earlier pending alarm is kept, so a storm cannot postpone it). */
@@ -604,6 +588,7 @@ export class CouponIssuer extends DurableObject<Env> {
       synced INTEGER NOT NULL DEFAULT 0
     )`);
     this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
+    this.sql.exec(LOAD_PROGRESS_SCHEMA);
     this.ledger.createSchema();
   }
 
@@ -612,6 +597,8 @@ export class CouponIssuer extends DurableObject<Env> {
    * ledger: it was the coupon's only object, so it holds the whole quantity as shard 0 of 1.
    */
   private upgradeSchema(): void {
+    // An object of before the paged load has no progress table (and, having its coupon row, never needs one).
+    this.sql.exec(LOAD_PROGRESS_SCHEMA);
     const columns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(coupon)").toArray().map((c) => c.name));
     if (columns.has("held")) return;
     this.ctx.storage.transactionSync(() => {

@@ -10,7 +10,7 @@ async function breakD1Writes(couponId: number): Promise<IssuanceStore> {
   return runInDurableObject(issuerOf(couponId), (instance: CouponIssuer) => {
     const real = instance.store;
     instance.store = {
-      load: (id) => real.load(id),
+      loadPage: (id, step) => real.loadPage(id, step),
       project: async () => {
         throw new Error("D1 unavailable (simulated)");
       },
@@ -53,7 +53,7 @@ async function chunkedStore(couponId: number, failOn?: number) {
     const real = instance.store;
     let chunks = 0;
     instance.store = {
-      load: (id) => real.load(id),
+      loadPage: (id, step) => real.loadPage(id, step),
       updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
       project: async (id, records, at) => {
         const ids = new Map<number, number>();
@@ -242,7 +242,7 @@ describe("CouponIssuer write-behind alarm", () => {
       let inFlight = 0;
       let maxInFlight = 0;
       instance.store = {
-        load: (id) => real.load(id),
+        loadPage: (id, step) => real.loadPage(id, step),
         updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
         project: async (id, records, at) => {
           maxInFlight = Math.max(maxInFlight, ++inFlight);
