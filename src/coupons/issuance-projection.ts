@@ -3,6 +3,13 @@ import { ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore } from "./issua
 
 /** Most rows in one D1 batch of a CouponIssuer shard (wins and re-synced rows together). */
 export const GROUP_ROWS = ROWS_PER_BATCH;
+/**
+ * A batch that is not full starts no sooner than this after the shard's previous batch
+ * started (a full one goes at once): at most 4 partial batches a second per shard, so a
+ * storm costs D1 at most 4 write transactions a second per shard plus one per 100 wins.
+ * The price: a win that arrives while its shard is busy waits up to this long for its batch.
+ */
+export const BATCH_INTERVAL_MS = 250;
 
 /** What the projection needs from its CouponIssuer shard. */
 export interface ProjectionHost {
@@ -38,31 +45,55 @@ interface Queued {
  *
  * Why this bounds D1's write transactions per coupon (issue 17): a shard writes
  * one batch at a time and every win that arrives meanwhile joins the next batch
- * (group commit, up to GROUP_ROWS rows). A storm therefore costs each shard at
- * most one write transaction per D1 round trip, however many wins arrive; when
- * D1 slows, batches fill up instead of multiplying (K shards keep at most K
- * batches in D1's queue). The alarm's re-sync uses the same queue and sends at
- * most a few chunks per alarm (the object's SYNC_CHUNKS_PER_ALARM).
+ * (group commit, up to GROUP_ROWS rows). One batch in flight alone would still let
+ * a busy shard write once per D1 round trip (tens a second, each carrying a few
+ * wins, and K times that per coupon: K = 8 made 6.4 times the batches of K = 1 in
+ * docs/PERFORMANCE.md); so a batch that is not full also waits until
+ * BATCH_INTERVAL_MS after the previous one started. A storm then costs each shard
+ * at most 4 partial batches a second plus one per GROUP_ROWS wins, and a coupon at
+ * most 4 K + wins / 100 a second, while every win still reaches D1 within one
+ * interval and the batches ahead of it. The alarm's re-sync uses the same queue
+ * and sends at most a few chunks per alarm (the object's SYNC_CHUNKS_PER_ALARM).
  */
 export class IssuanceProjection {
   /** D1 batches this incarnation sent (a load indicator for the admin view). */
   batches = 0;
   private readonly queue: Queued[] = [];
+  /** Rows in `queue`. */
+  private queuedRows = 0;
   private draining = false;
+  /** When the last batch started (the pacing window counts from it). */
+  private lastStart = Number.NEGATIVE_INFINITY;
+  /** Ends the current gathering wait early (the queue filled a batch). */
+  private wake: (() => void) | undefined;
+  private readonly intervalMs: number;
+  private readonly clock: () => number;
+  private readonly wait: (ms: number) => Promise<void>;
 
-  constructor(private readonly host: ProjectionHost) {}
+  /** `intervalMs`, `clock` and `wait` are BATCH_INTERVAL_MS, Date.now and a timer unless a test pins them. */
+  constructor(
+    private readonly host: ProjectionHost,
+    opts: { intervalMs?: number; clock?: () => number; wait?: (ms: number) => Promise<void> } = {},
+  ) {
+    this.intervalMs = opts.intervalMs ?? BATCH_INTERVAL_MS;
+    this.clock = opts.clock ?? Date.now;
+    this.wait = opts.wait ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
 
   /**
    * Writes `records` (at most GROUP_ROWS) in the next batch, with whatever else
    * is waiting. Resolves to userId -> user coupon id of the batch's rows D1 holds,
    * or undefined when D1 failed (the rows stay unsynced; the alarm is armed).
    * A win waits for exactly one batch carrying its row: one round trip, after
-   * the batch in flight (queueing, like waiting for the input gate).
+   * the batch in flight and at most BATCH_INTERVAL_MS of gathering (queueing, like
+   * waiting for the input gate); a win on an idle shard goes at once.
    */
   project(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
     return new Promise((resolve) => {
       this.queue.push({ records, resolve });
+      this.queuedRows += records.length;
       if (!this.draining) void this.drain();
+      else if (this.queuedRows >= GROUP_ROWS) this.wake?.();
     });
   }
 
@@ -97,13 +128,26 @@ export class IssuanceProjection {
     this.draining = true;
     try {
       while (this.queue.length > 0) {
+        await this.gather();
         const group = this.takeGroup();
+        this.lastStart = this.clock();
         const ids = await this.write(group.flatMap((g) => g.records));
         for (const g of group) g.resolve(ids);
       }
     } finally {
       this.draining = false;
     }
+  }
+
+  /** Lets a batch that is not full gather wins until BATCH_INTERVAL_MS after the previous one started. */
+  private async gather(): Promise<void> {
+    const left = this.lastStart + this.intervalMs - this.clock();
+    if (left <= 0 || this.queuedRows >= GROUP_ROWS) return;
+    await new Promise<void>((resolve) => {
+      this.wake = resolve;
+      void this.wait(left).then(resolve);
+    });
+    this.wake = undefined;
   }
 
   /** The next batch: queued entries in arrival order up to GROUP_ROWS rows (at least one entry). */
@@ -114,6 +158,7 @@ export class IssuanceProjection {
       rows += this.queue[n]!.records.length;
       n++;
     }
+    this.queuedRows -= rows;
     return this.queue.splice(0, n);
   }
 
