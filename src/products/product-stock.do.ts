@@ -37,6 +37,19 @@ const RECOVERY_RETRY_MS = 1_000;
 /** Borrowing rounds one reservation may start before it answers SHARDS_BUSY (each borrow runs up to MAX_BORROW_ROUNDS). */
 const RESERVE_BORROWS = 2;
 
+/**
+ * A shard's first load could not read D1 (overloaded, reset, unreachable). Thrown out of the
+ * RPC, after blockConcurrencyWhile has returned, so the object is not reset: nothing was
+ * decided, nothing is kept, and the next call tries the load again. The Worker sees a failed
+ * object call (ObjectUnavailableError) and answers 503 with Retry-After.
+ */
+export class StockNotLoadedError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`stock not loaded: D1 unavailable, retry (${cause instanceof Error ? cause.message : String(cause)})`);
+    this.name = "StockNotLoadedError";
+  }
+}
+
 const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
 
 /**
@@ -366,20 +379,31 @@ export class ProductStock extends DurableObject<Env> {
    * shard keeps the product's stock as the size hint of its batches. Then raises the
    * known K to `shards`. blockConcurrencyWhile keeps every other call out while D1
    * is read, so two first calls cannot both initialise. `d1Calls` is 1 when it read D1.
+   * A failed read throws StockNotLoadedError (retryable) without resetting the object:
+   * the callback never throws, since a throwing callback resets the object and fails every
+   * call waiting on it; the next call loads again.
    */
   private async ensureStock(productId: number, shard: number, shards: number): Promise<{ found: boolean; d1Calls: number }> {
     let d1Calls = 0;
     if (!this.store.stock()) {
+      let failed: unknown;
       await this.ctx.blockConcurrencyWhile(async () => {
         if (this.store.stock()) return;
         d1Calls = 1;
-        const row = await this.d1
-          .prepare(
-            `SELECT p.stock AS stock, p.stock_shards AS shards, p.updated_at AS updatedAt, s.available AS shardAvailable, s.stamp AS shardStamp
-             FROM products p LEFT JOIN product_stock_shards s ON s.product_id = p.id AND s.shard = ?2 WHERE p.id = ?1`,
-          )
-          .bind(productId, shard)
-          .first<{ stock: number; shards: number; updatedAt: number; shardAvailable: number | null; shardStamp: number | null }>();
+        let row: { stock: number; shards: number; updatedAt: number; shardAvailable: number | null; shardStamp: number | null } | null;
+        try {
+          row = await this.d1
+            .prepare(
+              `SELECT p.stock AS stock, p.stock_shards AS shards, p.updated_at AS updatedAt, s.available AS shardAvailable, s.stamp AS shardStamp
+               FROM products p LEFT JOIN product_stock_shards s ON s.product_id = p.id AND s.shard = ?2 WHERE p.id = ?1`,
+            )
+            .bind(productId, shard)
+            .first();
+        } catch (err) {
+          // Not thrown from here: a callback of blockConcurrencyWhile that throws resets the object.
+          failed = err;
+          return;
+        }
         if (!row) return;
         const base = { productId, shard, shards: Math.max(shards, row.shards), hint: row.stock };
         if (shard === 0) {
@@ -391,6 +415,10 @@ export class ProductStock extends DurableObject<Env> {
           this.store.tx(() => this.store.init({ ...base, available: 0, stamp: Math.max(Date.now(), projectedStamp + 1), projectedStamp }));
         }
       });
+      if (failed !== undefined) {
+        log("warn", "stock shard not loaded: D1 read failed; the next call retries", { productId, shard, ...errorFields(failed) });
+        throw new StockNotLoadedError(failed);
+      }
     }
     if (!this.store.stock()) return { found: false, d1Calls };
     if (shards > this.store.stock()!.shards) this.store.tx(() => this.store.raiseShards(shards));
