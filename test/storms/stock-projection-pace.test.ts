@@ -1,4 +1,4 @@
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { PROJECTION_LAG_MS, type ProductStock } from "../../src/products/product-stock.do";
@@ -110,4 +110,30 @@ describe("stock projections at a bounded D1 write rate", () => {
       expect(await d1Batches(p), "the quiet second wrote at most twice too").toBeLessThanOrEqual(before + 2);
     }, 120_000);
   }
+
+  it("a value a sibling handed to shard 0 survives shard 0's eviction: shard 0's stored alarm writes it, the sibling never writes it", async () => {
+    const p = await createProduct(100, 2);
+    await simulatedClock(p, 2); // no alarm fires by itself: the test runs them
+    const sibling = stockStub(p, 1);
+    const siblingBatches = (await sibling.state(p, 1))!.d1Batches;
+    expect(await sibling.reserve(p, 1_000_001, 3, Date.now(), true, 1, 2)).toMatchObject({ ok: true });
+    const value = (await sibling.snapshot(p, 1))!.available;
+
+    // The sibling's alarm hands the value over: shard 0 holds it, persisted, and D1 does not have it yet.
+    expect(await runDurableObjectAlarm(sibling)).toBe(true);
+    const held = await runInDurableObject(stockStub(p, 0), (_o: ProductStock, state) =>
+      state.storage.sql.exec<{ shard: number; available: number }>("SELECT shard, available FROM sibling_projections").toArray(),
+    );
+    expect(held).toEqual([{ shard: 1, available: value }]);
+    expect((await projectedRows(p)).rows.find((r) => r.shard === 1)?.available).toBe(value + 3);
+
+    // Shard 0 is evicted before its batch; its stored alarm (a new incarnation) writes the value.
+    await evictDurableObject(stockStub(p, 0));
+    expect(await runDurableObjectAlarm(stockStub(p, 0))).toBe(true);
+    const d1 = await projectedRows(p);
+    expect(d1.rows.find((r) => r.shard === 1)?.available).toBe(value);
+    expect(d1.stock).toBe(97);
+    expect((await sibling.state(p, 1))!.d1Batches, "the sibling wrote nothing itself").toBe(siblingBatches);
+    expect(await runInDurableObject(stockStub(p, 0), (_o: ProductStock, state) => state.storage.sql.exec("SELECT shard FROM sibling_projections").toArray())).toEqual([]);
+  });
 });
