@@ -80,7 +80,8 @@ export function createApp(options: AppOptions = {}) {
     c.set("meter", meter);
     await next();
     c.header("Server-Timing", meter.serverTiming());
-    log(c.res.status >= 500 ? "error" : "info", "request", {
+    // A 503 is an honest "try again" (an object or D1 under pressure, logged at warn by onError), not a bug.
+    log(c.res.status >= 500 && c.res.status !== 503 ? "error" : c.res.status === 503 ? "warn" : "info", "request", {
       requestId: c.var.requestId,
       method: c.req.method,
       path: c.req.path,

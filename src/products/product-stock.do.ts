@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
 import { primaryD1 } from "../db/client";
+import { HopMeter, meterD1 } from "../shared/hops";
 import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../shared/sharded-quantity";
 import { SiblingProjections } from "./sibling-projections";
 import type { ShardValue } from "./stock-projection";
@@ -70,12 +71,14 @@ const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: Nest
  * Business outcomes are returned as discriminated unions, never thrown.
  */
 export class ProductStock extends DurableObject<Env> {
+  /** What this incarnation cost D1 (calls, rows, write transactions): its admin view shows it. */
+  private readonly d1Meter = new HopMeter();
   /**
-   * D1 through a primary session: the first load must read the latest stock (a replica could
-   * hand back an old value and re-create sold units), and the projection writes check their
-   * own stamps. One session for the object's lifetime keeps those queries in order.
+   * D1 on the primary (src/db/client.ts primaryD1): the first load must read the latest stock
+   * (a replica could hand back an old value and re-create sold units), and the projection
+   * writes check their own stamps. Metered, so the object's own D1 cost is visible.
    */
-  private readonly d1 = primaryD1(this.env.DB);
+  private readonly d1 = meterD1(primaryD1(this.env.DB), this.d1Meter);
   private readonly store: StockShardStore;
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
@@ -295,7 +298,7 @@ export class ProductStock extends DurableObject<Env> {
   async state(productId: number, shard = 0): Promise<StockShardState | undefined> {
     const snap = await this.snapshot(productId, shard);
     if (!snap) return undefined;
-    return { ...snap, openTransfers: this.ledger.openTransfers(shard).length, requests: this.requests, d1Batches: this.projector.batches };
+    return { ...snap, openTransfers: this.ledger.openTransfers(shard).length, requests: this.requests, d1Batches: this.projector.batches, d1: this.d1Meter.d1Cost() };
   }
 
   /**
