@@ -4,6 +4,7 @@ import { refreshBestSellersJob, repairRankingJob } from "./rankings/rankings.job
 import { createServices, type Services } from "./services";
 import { errorFields, log } from "./shared/logger";
 import { purgeIdempotencyKeysJob } from "./shared/idempotency.job";
+import { HopMeter } from "./shared/hops";
 
 /** A scheduled job: gets the services and the trigger's scheduled time. */
 export type Job = { name: string; run: (services: Services, now: number) => Promise<unknown> };
@@ -39,15 +40,26 @@ export async function runScheduled(
     log("warn", "no job for cron", { cron });
     return;
   }
-  // A primary session (createServices' default): every job writes, and expiry, repair and the
-  // best-seller refresh act on what they read, so a lagging replica could skip due work.
-  const services = createServices(env, loadConfig(env), ctx);
+  const config = loadConfig(env);
   for (const job of jobs) {
+    // Each job gets its own meter, so its log line says what it cost D1 (calls, rows, write
+    // transactions) and the objects. On the primary (createServices' default): every job writes,
+    // and expiry, repair and the best-seller refresh act on what they read, so a lagging replica
+    // could skip due work.
+    const meter = new HopMeter();
+    const services = createServices(env, config, ctx, meter);
+    const started = Date.now();
     try {
       const result = await job.run(services, Math.max(scheduledTime, services.clock()));
-      log("info", "job done", { cron, job: job.name, result });
+      log("info", "job done", { cron, job: job.name, result, ms: Date.now() - started, ...jobCost(meter) });
     } catch (err) {
-      log("error", "job failed", { cron, job: job.name, ...errorFields(err) });
+      log("error", "job failed", { cron, job: job.name, ms: Date.now() - started, ...jobCost(meter), ...errorFields(err) });
     }
   }
+}
+
+/** A job's cost for its log line: D1 calls, rows read and written, write transactions, object calls. */
+function jobCost(meter: HopMeter): Record<string, number> {
+  const d1 = meter.d1Cost();
+  return { d1Calls: d1.calls, d1RowsRead: d1.rowsRead, d1RowsWritten: d1.rowsWritten, d1WriteTx: d1.writeTx, doCalls: meter.calls.do };
 }

@@ -42,6 +42,8 @@ export interface Services {
   meter: HopMeter;
   /** This request's D1 session: where it started, and the bookmark to answer (`x-d1-bookmark`). */
   session: { start: SessionStart; bookmark(): string | null };
+  /** The primary, metered with the request's other calls: for reads that must see the latest commit. */
+  primary: D1Database;
   db: Db;
   points: PointsService;
   productsRepo: ProductsRepo;
@@ -91,12 +93,15 @@ export function createServices(
   config: Config,
   ctx?: { waitUntil(promise: Promise<unknown>): void },
   meter: HopMeter = new HopMeter(),
-  // Crons and direct calls start at the primary: they write, and act on what they read.
-  start: SessionStart = { kind: "first-primary" },
+  // Crons and direct calls run on the primary: they write, and act on the latest commit.
+  start: SessionStart = { kind: "primary" },
 ): Services {
-  // All of this request's D1 work runs in one session (read replicas, DESIGN §1), metered as before.
-  const session = env.DB.withSession(withSessionArg(start));
-  const d1 = meterD1(sessionAsDatabase(session), meter);
+  // Every query of the bare binding runs on the primary (src/db/client.ts primaryD1): the
+  // read-backs after an ambiguous commit use it, metered with the request's other calls.
+  const primary = meterD1(primaryD1(env.DB), meter);
+  // A request's D1 work runs in one session (read replicas, DESIGN §1), unless it asked for the primary.
+  const session = start.kind === "primary" ? undefined : env.DB.withSession(withSessionArg(start));
+  const d1 = session ? meterD1(sessionAsDatabase(session), meter) : primary;
   const db = createDb(d1);
   const clock = now;
   const pointsRepo = new PointsRepo(db, d1);
@@ -118,6 +123,7 @@ export function createServices(
   const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1);
+  const readBackRepo = new OrdersRepo(primary);
   return {
     events: {
       transport,
@@ -130,7 +136,8 @@ export function createServices(
     rankings,
     clock,
     meter,
-    session: { start, bookmark: () => session.getBookmark() },
+    session: { start, bookmark: () => session?.getBookmark() ?? null },
+    primary,
     db,
     points: new PointsService(pointsRepo, clock),
     productsRepo,
@@ -141,25 +148,34 @@ export function createServices(
     stock,
     stockShards: new StockShardsService(productsRepo, stock),
     ordersRepo,
-    purgeEvents: (now) => purgeEventTables(env.DB, now, config.eventRetentionMs),
+    purgeEvents: (now) => purgeEventTables(primary, now, config.eventRetentionMs),
     orderSweep: new OrderSweepRepo(d1),
-    orders: new OrdersService(ordersRepo, stock, clock, config.orderPaymentTtlMs, userCouponCache, markSettledLater),
-    payments: new PaymentService(
-      ordersRepo,
-      new PaymentRepo(d1),
+    orders: new OrdersService({
+      repo: ordersRepo,
       stock,
       clock,
-      undefined,
-      (paid) =>
+      paymentTtlMs: config.orderPaymentTtlMs,
+      couponCache: userCouponCache,
+      markSettledLater,
+      readBack: readBackRepo,
+    }),
+    payments: new PaymentService({
+      orders: ordersRepo,
+      payments: new PaymentRepo(d1),
+      stock,
+      clock,
+      onPaid: (paid) =>
         afterCommit(async () => {
           await rankings.recordPaidOrder({ orderId: paid.orderId, paidAt: paid.paidAt, items: paid.items });
-          // The relay is keyed by the binding (one per isolate) and runs in its own primary session.
+          // The relay is keyed by the binding (one per isolate) and runs on the primary.
           await relaySoonFor(env.DB).request(() => relayOutbox(primaryD1(env.DB), transport, clock()));
         }),
       markSettledLater,
-      async (userId) => (await pointsRepo.findBalance(userId)) ?? 0,
-    ),
-    idempotency: new IdempotencyRepo(d1),
+      balanceOf: async (userId) => (await new PointsRepo(createDb(primary), primary).findBalance(userId)) ?? 0,
+      readBack: readBackRepo,
+    }),
+    // Stored answers are read where they were written: a replay after KEY_TAKEN must see the twin's commit.
+    idempotency: new IdempotencyRepo(primary),
     rateLimiter: rateLimiterClient(env.RATE_LIMITER, meter),
   };
 }

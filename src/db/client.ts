@@ -29,14 +29,19 @@ export function sessionAsDatabase(session: D1DatabaseSession): D1Database {
 }
 
 /**
- * A session that starts at the primary, for writers outside a request: the Durable
- * Objects' projections, the crons, the queue consumer. They write, and the reads they
- * act on (a projection stamp, an event id already delivered, NOT_PAID orders to expire)
- * must see the latest committed state, never a replica that may lag. Within one session
- * D1 keeps its queries sequentially consistent, so a later read sees an earlier write.
+ * The binding every query of which runs on the primary, for work that must see the
+ * latest commit: the Durable Objects' projections and reads, the crons, the queue
+ * consumer's de-duplication, and a request's read-back after an ambiguous commit.
+ *
+ * It is the bare binding on purpose. A `withSession("first-primary")` session pins only
+ * its FIRST query to the primary; later queries may go to any replica at least as new
+ * as the session's bookmark, which misses every other writer's later commits (a payment
+ * whose answer was lost, an order another request just flipped). Without the Sessions
+ * API, Cloudflare runs every query on the primary ("otherwise all queries will continue
+ * to be executed only by the primary database", D1 read replication docs).
  */
 export function primaryD1(db: D1Database): D1Database {
-  return sessionAsDatabase(db.withSession("first-primary"));
+  return db;
 }
 
 /**

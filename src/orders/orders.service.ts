@@ -48,20 +48,44 @@ export interface OrderView {
  * dies half-way, the stale-PENDING job fails the order and releases its
  * reservations, so nothing is stranded.
  */
+/** What OrdersService needs; `couponCache`, `markSettledLater` and `readBack` have defaults. */
+export interface OrdersServiceDeps {
+  repo: OrdersRepo;
+  stock: StockPort;
+  clock: () => number;
+  paymentTtlMs: number;
+  /** Owned-coupon lists to evict when an order uses or gives back a coupon. */
+  couponCache?: UserCouponCache;
+  /**
+   * Records `closed_at` after the answer (ctx.waitUntil, outside the request's round trips);
+   * the default writes it at once. The settle cron covers a write that is lost.
+   */
+  markSettledLater?: (orderId: number) => void;
+  /**
+   * Where an ambiguous commit is read back: the primary, never the request's session
+   * (whose later reads may come from a replica that has not seen the commit). Defaults to `repo`.
+   */
+  readBack?: OrdersRepo;
+}
+
 export class OrdersService {
-  constructor(
-    private readonly repo: OrdersRepo,
-    private readonly stock: StockPort,
-    private readonly clock: () => number,
-    private readonly paymentTtlMs: number,
-    /** Owned-coupon lists to evict when an order uses or gives back a coupon. */
-    private readonly couponCache: UserCouponCache = noUserCouponCache,
-    /**
-     * Records `closed_at` after the answer (ctx.waitUntil, outside the request's round trips);
-     * the default writes it at once. The settle cron covers a write that is lost.
-     */
-    private readonly markSettledLater: (orderId: number) => void = (orderId) => void this.repo.markSettled(orderId, this.clock()),
-  ) {}
+  private readonly repo: OrdersRepo;
+  private readonly stock: StockPort;
+  private readonly clock: () => number;
+  private readonly paymentTtlMs: number;
+  private readonly couponCache: UserCouponCache;
+  private readonly markSettledLater: (orderId: number) => void;
+  private readonly readBack: OrdersRepo;
+
+  constructor(deps: OrdersServiceDeps) {
+    this.repo = deps.repo;
+    this.stock = deps.stock;
+    this.clock = deps.clock;
+    this.paymentTtlMs = deps.paymentTtlMs;
+    this.couponCache = deps.couponCache ?? noUserCouponCache;
+    this.markSettledLater = deps.markSettledLater ?? ((orderId) => void this.repo.markSettled(orderId, this.clock()));
+    this.readBack = deps.readBack ?? deps.repo;
+  }
 
   /**
    * Three round trips, however many lines (DESIGN §8): (1) one D1 batch
@@ -129,7 +153,7 @@ export class OrdersService {
     try {
       return await this.repo.commitPlacement(c, key);
     } catch (err) {
-      const order = await this.repo.findOrder(c.orderId).catch(() => undefined);
+      const order = await this.readBack.findOrder(c.orderId).catch(() => undefined);
       // The batch landed (and with it the key's answer, if any).
       if (order?.status === "NOT_PAID") return { ok: true as const };
       throw err;

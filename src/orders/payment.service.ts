@@ -29,22 +29,52 @@ export interface PaymentReceipt {
  * A committed payment is never answered as a failure: when D1's answer is lost
  * the committed state is read back.
  */
+/** What PaymentService needs; only `orders`, `payments`, `stock` and `clock` are required. */
+export interface PaymentServiceDeps {
+  orders: OrdersRepo;
+  payments: PaymentRepo;
+  stock: StockPort;
+  clock: () => number;
+  newId?: () => string;
+  /** Best-effort work after the commit (ranking increment, outbox relay). */
+  onPaid?: (paid: PaidOrder) => void;
+  /**
+   * Records `closed_at` after the answer (ctx.waitUntil, outside the request's round trips);
+   * the default writes it at once. The settle cron covers a write that is lost.
+   */
+  markSettledLater?: (orderId: number) => void;
+  /** The user's balance, read back only when the batch's answer was lost (src/points). */
+  balanceOf?: (userId: number) => Promise<number>;
+  /**
+   * Where the state is read back after an ambiguous commit: the primary (src/db/client.ts
+   * primaryD1), never the request's session, whose later reads may come from a replica
+   * that has not seen the commit yet. Defaults to `orders`.
+   */
+  readBack?: OrdersRepo;
+}
+
 export class PaymentService {
-  constructor(
-    private readonly orders: OrdersRepo,
-    private readonly payments: PaymentRepo,
-    private readonly stock: StockPort,
-    private readonly clock: () => number,
-    private readonly newId: () => string = () => crypto.randomUUID(),
-    private readonly onPaid?: (paid: PaidOrder) => void,
-    /**
-     * Records `closed_at` after the answer (ctx.waitUntil, outside the request's round trips);
-     * the default writes it at once. The settle cron covers a write that is lost.
-     */
-    private readonly markSettledLater: (orderId: number) => void = (orderId) => void this.orders.markSettled(orderId, this.clock()),
-    /** The user's balance, read back only when the batch's answer was lost (src/points). */
-    private readonly balanceOf: (userId: number) => Promise<number> = async () => 0,
-  ) {}
+  private readonly orders: OrdersRepo;
+  private readonly payments: PaymentRepo;
+  private readonly stock: StockPort;
+  private readonly clock: () => number;
+  private readonly newId: () => string;
+  private readonly onPaid?: (paid: PaidOrder) => void;
+  private readonly markSettledLater: (orderId: number) => void;
+  private readonly balanceOf: (userId: number) => Promise<number>;
+  private readonly readBack: OrdersRepo;
+
+  constructor(deps: PaymentServiceDeps) {
+    this.orders = deps.orders;
+    this.payments = deps.payments;
+    this.stock = deps.stock;
+    this.clock = deps.clock;
+    this.newId = deps.newId ?? (() => crypto.randomUUID());
+    this.onPaid = deps.onPaid;
+    this.markSettledLater = deps.markSettledLater ?? ((orderId) => void this.orders.markSettled(orderId, this.clock()));
+    this.balanceOf = deps.balanceOf ?? (async () => 0);
+    this.readBack = deps.readBack ?? deps.orders;
+  }
 
   /**
    * Two round trips (DESIGN §8): the payment batch, then the sell fan-out to
@@ -76,9 +106,9 @@ export class PaymentService {
     try {
       return await this.payments.pay(cmd);
     } catch (err) {
-      const order = await this.orders.findOrder(cmd.orderId).catch(() => undefined);
+      const order = await this.readBack.findOrder(cmd.orderId).catch(() => undefined);
       if (order?.status !== "PAID" || order.userId !== cmd.userId || order.paidAt !== cmd.now) throw err;
-      const [items, balance] = await Promise.all([this.orders.findItems(cmd.orderId), this.balanceOf(cmd.userId)]);
+      const [items, balance] = await Promise.all([this.readBack.findItems(cmd.orderId), this.balanceOf(cmd.userId)]);
       return { ok: true, paidAmount: order.totalAmount, balance, items };
     }
   }

@@ -17,13 +17,19 @@ export const BOOKMARK_HEADER = "x-d1-bookmark";
  */
 const BOOKMARK = /^[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{32}$/i;
 
-/** Where a session starts: a constraint, or the client's bookmark. */
+/**
+ * Where a request's D1 work runs: a session started with a constraint or the client's
+ * bookmark, or `primary`, no session at all (every query on the primary: crons and
+ * other work that acts on the latest commit, src/db/client.ts primaryD1).
+ */
 export type SessionStart =
   | { kind: "first-unconstrained" | "first-primary" }
-  | { kind: "bookmark"; bookmark: string };
+  | { kind: "bookmark"; bookmark: string }
+  | { kind: "primary" };
 
-/** The argument `withSession()` takes for a start. */
-export const withSessionArg = (start: SessionStart): string => (start.kind === "bookmark" ? start.bookmark : start.kind);
+/** The argument `withSession()` takes for a session start. */
+export const withSessionArg = (start: Exclude<SessionStart, { kind: "primary" }>): string =>
+  start.kind === "bookmark" ? start.bookmark : start.kind;
 
 /**
  * The start for one request:

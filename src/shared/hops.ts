@@ -1,5 +1,5 @@
 /**
- * Round-trip accounting (DESIGN §8): every D1 call (a query or a batch) and
+ * Round-trip accounting (docs/ARCHITECTURE.md §8, DESIGN §8): every D1 call (a query or a batch) and
  * every Durable Object RPC a request makes is counted, timed, and folded into
  * the request's *sequential depth*, the number of round trips a client waits
  * for one after another. Calls that overlap in time (a parallel fan-out) are
@@ -7,13 +7,30 @@
  * CouponIssuer writing D1), which lengthen the step it belongs to by the most
  * any overlapping callee reported.
  *
+ * D1 is also a metered budget: one single-threaded primary that every request,
+ * object and cron shares, billed per row. Every D1 result carries
+ * `meta.rows_read` / `meta.rows_written`; the meter sums them, and counts the
+ * *write transactions* (a batch, or a lone statement, that changed the
+ * database), so what a request or a job costs D1 is visible next to its hops.
+ *
  * Redis calls are counted and timed too, but are not hops: Redis is an
  * optional cache whose calls are bounded by a short timeout, and the budgets
- * in DESIGN §8 are about D1 and the objects.
+ * are about D1 and the objects.
  */
 export type CallKind = "d1" | "do" | "redis";
 
 const KINDS: readonly CallKind[] = ["d1", "do", "redis"];
+
+/** What D1 did for one unit of work: calls, rows read and written, write transactions. */
+export interface D1Cost {
+  calls: number;
+  rowsRead: number;
+  rowsWritten: number;
+  writeTx: number;
+}
+
+/** The part of a D1 result's `meta` the meter reads (local D1 and Cloudflare's both send these). */
+type D1Meta = { rows_read?: number; rows_written?: number; changed_db?: boolean; changes?: number } | undefined;
 
 export class HopMeter {
   readonly calls: Record<CallKind, number> = { d1: 0, do: 0, redis: 0 };
@@ -22,6 +39,12 @@ export class HopMeter {
   readonly nestedCalls: Record<CallKind, number> = { d1: 0, do: 0, redis: 0 };
   /** Whether the edge cache answered (public catalogue reads only; src/shared/edge-cache.ts). */
   cache: "hit" | "miss" | "bypass" | undefined = undefined;
+  /** Rows D1 reported reading, over every call of this meter. */
+  rowsRead = 0;
+  /** Rows D1 reported writing (table and index rows, as D1 bills them). */
+  rowsWritten = 0;
+  /** D1 calls (a batch is one transaction) that changed the database. */
+  writeTx = 0;
   private steps = 0;
   private inflight = 0;
   private stepNested = 0;
@@ -51,6 +74,38 @@ export class HopMeter {
     }
   }
 
+  /**
+   * Adds what one D1 call reported: a statement's result, or a batch's results
+   * (one transaction, so at most one write transaction however many statements).
+   */
+  noteD1(meta: D1Meta | readonly D1Meta[]): void {
+    const metas = Array.isArray(meta) ? (meta as readonly D1Meta[]) : [meta as D1Meta];
+    let wrote = false;
+    for (const m of metas) {
+      if (!m) continue;
+      this.rowsRead += m.rows_read ?? 0;
+      this.rowsWritten += m.rows_written ?? 0;
+      if (m.changed_db || (m.rows_written ?? 0) > 0) wrote = true;
+    }
+    if (wrote) this.writeTx++;
+  }
+
+  /** What D1 did so far; `since(snapshot)` gives one job's or one step's share. */
+  d1Cost(): D1Cost {
+    return { calls: this.calls.d1, rowsRead: this.rowsRead, rowsWritten: this.rowsWritten, writeTx: this.writeTx };
+  }
+
+  /** The D1 cost since an earlier `d1Cost()` (one cron job of several sharing a meter). */
+  d1Since(before: D1Cost): D1Cost {
+    const now = this.d1Cost();
+    return {
+      calls: now.calls - before.calls,
+      rowsRead: now.rowsRead - before.rowsRead,
+      rowsWritten: now.rowsWritten - before.rowsWritten,
+      writeTx: now.writeTx - before.writeTx,
+    };
+  }
+
   /** Records round trips a callee reported (for the log and the header). */
   noteNested(kind: CallKind, n: number): void {
     this.nestedCalls[kind] += n;
@@ -58,8 +113,9 @@ export class HopMeter {
 
   /**
    * The standard `Server-Timing` value, e.g.
-   * `d1;desc="2 calls";dur=3.1, do;desc="1 call";dur=0.8, hops;desc="3 sequential"`.
-   * Kinds with no calls are left out; `hops` is always there.
+   * `d1;desc="2 calls, 14 rows read, 3 written, 1 write tx";dur=3.1, do;desc="1 call";dur=0.8, hops;desc="3 sequential"`.
+   * Kinds with no calls are left out; `hops` is always there. The D1 rows are this
+   * request's own calls; an object's D1 work is counted by the object (its admin view).
    */
   serverTiming(): string {
     const parts: string[] = [];
@@ -67,7 +123,8 @@ export class HopMeter {
       const n = this.calls[kind];
       if (n === 0) continue;
       const nested = this.nestedCalls[kind] > 0 ? ` (+${this.nestedCalls[kind]} nested)` : "";
-      parts.push(`${kind};desc="${n} call${n === 1 ? "" : "s"}${nested}";dur=${this.ms[kind].toFixed(1)}`);
+      const rows = kind === "d1" ? `, ${this.rowsRead} rows read, ${this.rowsWritten} written, ${this.writeTx} write tx` : "";
+      parts.push(`${kind};desc="${n} call${n === 1 ? "" : "s"}${nested}${rows}";dur=${this.ms[kind].toFixed(1)}`);
     }
     for (const kind of KINDS) {
       if (this.calls[kind] === 0 && this.nestedCalls[kind] > 0) parts.push(`${kind};desc="0 calls (+${this.nestedCalls[kind]} nested)"`);
@@ -85,6 +142,7 @@ export class HopMeter {
       out[`${kind}Calls`] = this.calls[kind] + this.nestedCalls[kind];
       out[`${kind}Ms`] = Math.round(this.ms[kind] * 10) / 10;
     }
+    if (this.calls.d1 > 0) Object.assign(out, { d1RowsRead: this.rowsRead, d1RowsWritten: this.rowsWritten, d1WriteTx: this.writeTx });
     return out;
   }
 }
@@ -117,7 +175,7 @@ export function callObject<T>(meter: HopMeter, call: () => PromiseLike<unknown>,
   );
 }
 
-/** A meter that nobody reads (crons, queue consumers, objects): counting stays cheap and harmless. */
+/** A meter that nobody reads: counting stays cheap and harmless. */
 export const detachedMeter = () => new HopMeter();
 
 /** Parses the `hops` metric back out of a Server-Timing value (tests, benchmarks). */
@@ -126,6 +184,32 @@ export function hopsOf(serverTiming: string | null): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/** Parses the D1 cost back out of a Server-Timing value (tests, benchmarks); zero when the request made no D1 call. */
+export function d1CostOf(serverTiming: string | null): D1Cost {
+  const m = /(?:^|,\s*)d1;desc="(\d+) calls?(?: \(\+\d+ nested\))?, (\d+) rows read, (\d+) written, (\d+) write tx"/.exec(serverTiming ?? "");
+  return m ? { calls: Number(m[1]), rowsRead: Number(m[2]), rowsWritten: Number(m[3]), writeTx: Number(m[4]) } : { calls: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0 };
+}
+
+/**
+ * Sees every SQL text prepared through a metered binding. Unset in production
+ * (one branch per prepare); the plan check (test/shared/query-plans.test.ts)
+ * sets it to collect every statement the code really sends, so a new statement is
+ * planned without anyone listing it.
+ */
+let statementRecorder: ((sql: string) => void) | undefined;
+
+/** Installs (or, with undefined, removes) the statement recorder. */
+export function recordStatements(recorder: ((sql: string) => void) | undefined): void {
+  statementRecorder = recorder;
+}
+
+/**
+ * A prepared statement whose every execution is one counted D1 call with its
+ * rows. `first()` and `raw()` return no `meta`, so they run as `all()` and are
+ * shaped here: `raw()` maps each row object to its values in column order, which
+ * is what drizzle does with batch results too (a query whose result has two
+ * columns of one name would lose one; the plan check asserts none does).
+ */
 class MeteredStatement {
   constructor(
     readonly inner: D1PreparedStatement,
@@ -134,17 +218,25 @@ class MeteredStatement {
   bind(...values: unknown[]): MeteredStatement {
     return new MeteredStatement(this.inner.bind(...values), this.meter);
   }
-  first(colName?: string): Promise<unknown> {
-    return this.meter.time("d1", () => (colName === undefined ? this.inner.first() : this.inner.first(colName)));
+  async first(colName?: string): Promise<unknown> {
+    const row = ((await this.all()).results[0] ?? null) as Record<string, unknown> | null;
+    return colName === undefined || row === null ? row : (row[colName] ?? null);
   }
   run(): Promise<D1Result> {
-    return this.meter.time("d1", () => this.inner.run());
+    return this.meter.time("d1", async () => this.counted(await this.inner.run()));
   }
   all(): Promise<D1Result> {
-    return this.meter.time("d1", () => this.inner.all());
+    return this.meter.time("d1", async () => this.counted(await this.inner.all()));
   }
-  raw(options?: { columnNames?: boolean }): Promise<unknown> {
-    return this.meter.time("d1", () => this.inner.raw(options as { columnNames: true }));
+  async raw(options?: { columnNames?: boolean }): Promise<unknown> {
+    const rows = (await this.all()).results as Record<string, unknown>[];
+    const values = rows.map((r) => Object.values(r));
+    if (!options?.columnNames) return values;
+    return [rows[0] ? Object.keys(rows[0]) : [], ...values];
+  }
+  private counted(result: D1Result): D1Result {
+    this.meter.noteD1(result.meta);
+    return result;
   }
 }
 
@@ -157,10 +249,23 @@ const unwrap = (s: D1PreparedStatement): D1PreparedStatement => (s instanceof Me
  */
 export function meterD1(d1: D1Database, meter: HopMeter): D1Database {
   const metered = {
-    prepare: (query: string) => new MeteredStatement(d1.prepare(query), meter) as unknown as D1PreparedStatement,
-    batch: <T = unknown>(statements: D1PreparedStatement[]) => meter.time("d1", () => d1.batch<T>(statements.map(unwrap))),
+    prepare: (query: string) => {
+      statementRecorder?.(query);
+      return new MeteredStatement(d1.prepare(query), meter) as unknown as D1PreparedStatement;
+    },
+    batch: <T = unknown>(statements: D1PreparedStatement[]) =>
+      meter.time("d1", async () => {
+        const results = await d1.batch<T>(statements.map(unwrap));
+        meter.noteD1(results.map((r) => r.meta));
+        return results;
+      }),
     exec: (query: string) => meter.time("d1", () => d1.exec(query)),
-    withSession: (constraint?: string) => d1.withSession(constraint),
+    // A session opened from a metered binding is metered by the same meter.
+    withSession: (constraint?: string) => {
+      const session = d1.withSession(constraint);
+      const inner = meterD1(session as unknown as D1Database, meter);
+      return { prepare: inner.prepare, batch: inner.batch, getBookmark: () => session.getBookmark() };
+    },
     dump: () => d1.dump(),
   };
   return metered as unknown as D1Database;

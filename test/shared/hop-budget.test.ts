@@ -28,9 +28,9 @@ describe("Server-Timing", () => {
     const spy = vi.spyOn(console, "log");
     const res = await api.get(`/api/v1/points?userId=${userId}`);
     expect(res.status).toBe(200);
-    expect(res.headers.get("server-timing")).toMatch(/^d1;desc="1 call";dur=\d+(\.\d)?, hops;desc="1 sequential"$/);
+    expect(res.headers.get("server-timing")).toMatch(/^d1;desc="1 call, 1 rows read, 0 written, 0 write tx";dur=\d+(\.\d)?, hops;desc="1 sequential"$/);
     const line = spy.mock.calls.map((c) => JSON.parse(String(c[0]))).find((l) => l.msg === "request" && l.path === "/api/v1/points");
-    expect(line).toMatchObject({ hops: 1, d1Calls: 1, status: 200 });
+    expect(line).toMatchObject({ hops: 1, d1Calls: 1, d1RowsRead: 1, d1RowsWritten: 0, d1WriteTx: 0, status: 200 });
     expect((await api.get("/health")).headers.get("server-timing")).toBe('hops;desc="0 sequential"');
   });
 });

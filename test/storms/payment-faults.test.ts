@@ -18,7 +18,7 @@ const real = new DurableObjectStock(env.PRODUCT_STOCK);
 const orders = new OrdersRepo(env.DB);
 const balance = (userId: number) => balanceOf(userId);
 const service = (payments: PaymentRepo, stock: StockPort = real) =>
-  new PaymentService(orders, payments, stock, () => Date.now(), undefined, undefined, (id) => void orders.markSettled(id, Date.now()), balance);
+  new PaymentService({ orders, payments, stock, clock: () => Date.now(), markSettledLater: (id) => void orders.markSettled(id, Date.now()), balanceOf: balance });
 
 /** The cron's settle sweep, run once its grace is over. */
 async function cronSettles() {

@@ -15,7 +15,7 @@ const realStock = () => new DurableObjectStock(env.PRODUCT_STOCK);
 const deferred: Promise<unknown>[] = [];
 const settled = () => Promise.all(deferred.splice(0));
 const service = (repo: OrdersRepo, stock: StockPort = realStock()) =>
-  new OrdersService(repo, stock, () => Date.now(), ttl, undefined, (orderId) => deferred.push(repo.markSettled(orderId, Date.now())));
+  new OrdersService({ repo, stock, clock: () => Date.now(), paymentTtlMs: ttl, markSettledLater: (orderId) => deferred.push(repo.markSettled(orderId, Date.now())) });
 
 async function placeExpectingFailure(svc: OrdersService, input: Parameters<OrdersService["placeOrder"]>[0]) {
   const err = await svc.placeOrder(input).then(

@@ -68,7 +68,7 @@ describe("cancel races", () => {
         return items;
       }
     }
-    const svc = new OrdersService(new ExpiresMeanwhile(env.DB), stock, () => Date.now() - 2_000, ttl);
+    const svc = new OrdersService({ repo: new ExpiresMeanwhile(env.DB), stock, clock: () => Date.now() - 2_000, paymentTtlMs: ttl });
     const err = await svc.cancelOrder(first, userId).catch((e: unknown) => e);
     expect((err as AppError).code).toBe("ORDER_NOT_CANCELLABLE");
     expect(await userCouponRow(uc)).toEqual({ used_at: expect.any(Number), order_id: second });
