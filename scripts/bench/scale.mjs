@@ -406,6 +406,7 @@ function summarize(samples) {
     n: samples.length,
     ms: m((s) => s.ms),
     calls: m((s) => s.d1?.calls ?? 0),
+    nested: m((s) => s.d1?.nested ?? 0),
     rowsRead: metered ? m((s) => s.d1?.rowsRead ?? 0) : undefined,
     rowsWritten: metered ? m((s) => s.d1?.rowsWritten ?? 0) : undefined,
     writeTx: metered ? m((s) => s.d1?.writeTx ?? 0) : undefined,
@@ -468,13 +469,15 @@ const rawRatio = (a, b) => (a === undefined || b === undefined || !Number.isFini
 
 function printSideBySide(empty, year, { healthMs }) {
   console.log("\n### Near empty vs a year of history (medians; rows = D1 rows from the Server-Timing meter / the `job done` line)\n");
+  console.log("D1 calls `(+N)`: D1 calls a Durable Object made before it answered; their rows are not in the request's meter.\n");
   console.log("| route / job | n | D1 calls empty / year | rows read empty | rows read year | x | rows written empty | rows written year | x | ms empty | ms year | x | status |");
   console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   const row = (label, e, y, { derived = false } = {}) => {
     const status = !e || !y ? "missing" : e.ok && y.ok ? "ok" : `empty ${JSON.stringify(e.statuses ?? e.ok)} / year ${JSON.stringify(y.statuses ?? y.ok)}`;
     const m = (v) => `${derived ? "~" : ""}${ms(v)}`;
+    const calls = (x) => `${num(x?.calls, 1)}${x?.nested ? ` (+${num(x.nested, 1)})` : ""}`;
     console.log(
-      `| ${label} | ${y?.n ?? e?.n ?? 0} | ${num(e?.calls, 1)} / ${num(y?.calls, 1)} | ${num(e?.rowsRead)} | ${num(y?.rowsRead)} | ${ratio(e?.rowsRead, y?.rowsRead)} | ${num(e?.rowsWritten)} | ${num(y?.rowsWritten)} | ${ratio(e?.rowsWritten, y?.rowsWritten)} | ${m(e?.ms)} | ${m(y?.ms)} | ${ratio(e?.ms, y?.ms)} | ${status} |`,
+      `| ${label} | ${y?.n ?? e?.n ?? 0} | ${calls(e)} / ${calls(y)} | ${num(e?.rowsRead)} | ${num(y?.rowsRead)} | ${ratio(e?.rowsRead, y?.rowsRead)} | ${num(e?.rowsWritten)} | ${num(y?.rowsWritten)} | ${ratio(e?.rowsWritten, y?.rowsWritten)} | ${m(e?.ms)} | ${m(y?.ms)} | ${ratio(e?.ms, y?.ms)} | ${status} |`,
     );
   };
   const lines = [];
@@ -483,7 +486,7 @@ function printSideBySide(empty, year, { healthMs }) {
     const y = summarize(year.rec.get(label));
     row(label === "GET /health" ? "GET /health (reference)" : label, e, y);
     lines.push(
-      `scale route="${label}" n=${y?.n ?? 0} calls.empty=${raw(e?.calls)} calls.year=${raw(y?.calls)} rowsRead.empty=${raw(e?.rowsRead)} rowsRead.year=${raw(y?.rowsRead)} rowsWritten.empty=${raw(e?.rowsWritten)} rowsWritten.year=${raw(y?.rowsWritten)} writeTx.empty=${raw(e?.writeTx)} writeTx.year=${raw(y?.writeTx)} ms.empty=${raw(e?.ms)} ms.year=${raw(y?.ms)} x.ms=${rawRatio(e?.ms, y?.ms)} health.empty=${rawRatio(e?.ms, healthMs.empty)} health.year=${rawRatio(y?.ms, healthMs.year)}`,
+      `scale route="${label}" n=${y?.n ?? 0} calls.empty=${raw(e?.calls)} calls.year=${raw(y?.calls)} nested.empty=${raw(e?.nested)} nested.year=${raw(y?.nested)} rowsRead.empty=${raw(e?.rowsRead)} rowsRead.year=${raw(y?.rowsRead)} rowsWritten.empty=${raw(e?.rowsWritten)} rowsWritten.year=${raw(y?.rowsWritten)} writeTx.empty=${raw(e?.writeTx)} writeTx.year=${raw(y?.writeTx)} ms.empty=${raw(e?.ms)} ms.year=${raw(y?.ms)} x.ms=${rawRatio(e?.ms, y?.ms)} health.empty=${rawRatio(e?.ms, healthMs.empty)} health.year=${rawRatio(y?.ms, healthMs.year)}`,
     );
   }
   const results = [];
