@@ -39,7 +39,7 @@ const listRoute = createRoute({
   method: "get",
   path: "/",
   tags: ["coupons"],
-  summary: "A user's coupons with status AVAILABLE, USED or EXPIRED, by user coupon id",
+  summary: "A user's coupons with status AVAILABLE, USED or EXPIRED, by user coupon id, a page at a time (limit 1..100, default 100)",
   request: { query: OwnerQuerySchema },
   responses: {
     ...okResponse(200, "Owned coupons", OwnedCouponsSchema),
@@ -59,6 +59,6 @@ export const couponsRoutes = createRouter<AppEnv>()
     return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);
   })
   .openapi(listRoute, async (c) => {
-    const { userId } = c.req.valid("query");
-    return ok(c, await c.var.services.coupons.listOwned(userId));
+    const { userId, limit, cursor } = c.req.valid("query");
+    return ok(c, await c.var.services.coupons.listOwned(userId, { limit, cursor }));
   });

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { idParamSchema, idSchema } from "../shared/validation";
+import { idParamSchema, idSchema, intQuery } from "../shared/validation";
 
 export const IssueBodySchema = z
   .strictObject({
@@ -16,8 +16,13 @@ export const CouponIdParamSchema = z.strictObject({
   couponId: idParamSchema.openapi({ type: "integer", example: 1, param: { name: "couponId", in: "path" } }),
 });
 
+/** Owned coupons per page by default (and at most): a page costs D1 its own rows, whatever the user's past. */
+export const OWNED_COUPONS_PAGE = 100;
+
 export const OwnerQuerySchema = z.strictObject({
   userId: idParamSchema.openapi({ type: "integer", example: 1 }),
+  limit: intQuery(1, OWNED_COUPONS_PAGE, OWNED_COUPONS_PAGE),
+  cursor: z.string().max(64).optional().openapi({ description: "`nextCursor` of the previous page" }),
 });
 
 export const IssuedCouponSchema = z
@@ -45,5 +50,6 @@ export const OwnedCouponsSchema = z
         status: z.enum(["AVAILABLE", "USED", "EXPIRED"]),
       }),
     ),
+    nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next page; null on the last page" }),
   })
   .openapi("OwnedCoupons");

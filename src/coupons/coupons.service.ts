@@ -8,6 +8,8 @@ import { userCouponStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";
 import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
+import { decodeCursor, encodeCursor } from "../shared/cursor";
+import { OWNED_COUPONS_PAGE } from "./coupons.schemas";
 
 /** The port to the per-coupon serializer (the CouponIssuer shards in production). */
 export interface CouponIssuerPort {
@@ -139,17 +141,28 @@ export class CouponsService {
     return { userCouponId: out.userCouponId, couponId, userId, expiresAt: toIso(out.expiresAt) };
   }
 
-  async listOwned(userId: number): Promise<{ userId: number; coupons: OwnedCoupon[] }> {
+  /**
+   * A page of the user's coupons (oldest first). The first page at the default size is
+   * read through the owned-coupon cache; other pages go to D1. Each page reads one row
+   * more than it answers, to know whether another follows.
+   */
+  async listOwned(userId: number, page: { limit?: number; cursor?: string } = {}): Promise<{ userId: number; coupons: OwnedCoupon[]; nextCursor: string | null }> {
     const now = this.clock();
+    const limit = page.limit ?? OWNED_COUPONS_PAGE;
+    const afterId = decodeCursor(page.cursor, "uc");
+    const cacheable = afterId === 0 && limit === OWNED_COUPONS_PAGE;
     // Read-through: a cached list implies the user exists; a miss reads D1 and fills the cache.
     // The generation read here guards the refill: an eviction in between makes `set` a no-op.
-    const cached = await this.cache.get(userId);
+    const cached = cacheable ? await this.cache.get(userId) : { rows: undefined, generation: undefined };
     let rows = cached.rows;
     if (!rows) {
       if (!(await this.repo.userExists(userId))) throw new AppError("USER_NOT_FOUND");
-      rows = await this.repo.listUserCoupons(userId);
-      await this.cache.set(userId, rows, cached.generation);
+      rows = await this.repo.listUserCoupons(userId, afterId, limit + 1);
+      if (cacheable) await this.cache.set(userId, rows, cached.generation);
     }
+    const more = rows.length > limit;
+    rows = rows.slice(0, limit);
+    const last = rows[rows.length - 1];
     return {
       userId,
       coupons: rows.map((r) => ({
@@ -163,6 +176,7 @@ export class CouponsService {
         usedAt: toIsoOrNull(r.usedAt),
         status: userCouponStatus(r.usedAt, r.expiresAt, now),
       })),
+      nextCursor: more && last ? encodeCursor(last.userCouponId, "uc") : null,
     };
   }
 

@@ -145,8 +145,8 @@ describe("plan check: every statement the code sends to D1", () => {
     ]);
     const ev = sampleOrderEvent(`plan-${crypto.randomUUID()}`);
     const ctx = createExecutionContext();
-    await worker.queue!(createMessageBatch("edge-commerce-events", [{ id: "m1", timestamp: new Date(), attempts: 1, body: ev.event }]), env, ctx);
-    await worker.queue!(createMessageBatch("edge-commerce-events-dlq", [{ id: "m2", timestamp: new Date(), attempts: 1, body: ev.event }]), env, ctx);
+    await worker.queue!(createMessageBatch("edge-commerce-events", [{ id: "m1", timestamp: new Date(), attempts: 1, body: ev.event }]), env);
+    await worker.queue!(createMessageBatch("edge-commerce-events-dlq", [{ id: "m2", timestamp: new Date(), attempts: 1, body: ev.event }]), env);
     await waitOnExecutionContext(ctx);
     const letters = await op("GET /api/v1/admin/dead-letters", () => api.get("/api/v1/admin/dead-letters?limit=5", adminHeaders));
     const letter = letters.body.data.deadLetters[0].id;
