@@ -4,7 +4,7 @@ import { STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
 import { seedSettledHistory } from "../support/history";
 import { createCoupon, createProduct, createUser } from "../support/http";
 import { runJob } from "../support/jobs";
-import { backdateExpiry, createUserCoupon, placedOrderId, userCouponRow } from "../support/orders";
+import { backdateExpiry, createUserCoupon, placedOrderId, seedFailedAttempts, userCouponRow } from "../support/orders";
 
 /** Rows a job may read more with 5,000 settled orders beside its work than without (none, ideally). */
 const SLACK = 3;
@@ -41,5 +41,22 @@ describe("D1 rows the order jobs read grow with their work, not with the shop's 
     expect(await userCouponRow(second.coupon)).toEqual({ used_at: null, order_id: null });
     expect(after.d1.rowsRead - before.d1.rowsRead).toBeLessThanOrEqual(SLACK);
     expect(after.d1.rowsRead).toBeLessThan(100);
+  });
+
+  it("the failed-attempt purge reads the attempts it deletes, not the 1,250 younger FAILED ones nor the paid history", async () => {
+    const ordersOf = (userId: number) => env.DB.prepare("SELECT count(*) AS n FROM orders WHERE user_id = ?").bind(userId).first<number>("n");
+    const first = await seedFailedAttempts(3);
+    const before = await runJob("*/10 * * * *", "failed-orders-purge");
+    expect(await ordersOf(first)).toBe(0);
+
+    await seedSettledHistory({ n: 5_000, tag: "purge", now: Date.now() });
+    const second = await seedFailedAttempts(3);
+    const after = await runJob("*/10 * * * *", "failed-orders-purge");
+    expect(await ordersOf(second)).toBe(0);
+    expect(after.result).toEqual(before.result);
+    expect(after.d1.rowsRead - before.d1.rowsRead).toBeLessThanOrEqual(SLACK);
+    expect(after.d1.rowsRead).toBeLessThan(50);
+    // Nothing due: a few rows, whatever the table holds.
+    expect((await runJob("*/10 * * * *", "failed-orders-purge")).d1.rowsRead).toBeLessThan(5);
   });
 });

@@ -70,3 +70,16 @@ describe("query plans of the statements the order maintenance sends", () => {
     expect(await planOf(statementLike(statements, /orders_unsettled_idx/))).toMatch(/SEARCH orders USING INDEX orders_unsettled_idx \(settle_after<\?\)/);
   });
 });
+
+describe("query plans of the failed-attempt purge", () => {
+  it("picks attempts past their retention through orders_failed_idx, never every FAILED attempt", async () => {
+    const statements = await statementsOf(() => runJob("*/10 * * * *", "failed-orders-purge"));
+    expect(statements).toHaveLength(2);
+    for (const sql of statements) {
+      const plan = await planOf(sql);
+      expect({ sql, walks: historyWalks(plan) }).toEqual({ sql, walks: [] });
+      expect(plan).toMatch(/SEARCH orders USING INDEX orders_failed_idx \(updated_at<\?\)/);
+      expect(plan).not.toMatch(/TEMP B-TREE/);
+    }
+  });
+});
