@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { JOBS } from "../src/jobs";
-import { seedSettledHistory } from "./support/history";
+import { seedSettledHistory } from "./support/settled-history";
 import { runJob } from "./support/jobs";
 import { historyWalks, planOf, statementsOf } from "./support/plans";
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config";
 import { purgeEventTables, RETENTION_BATCH } from "../../src/events/retention.job";
 import { SubrequestBudget } from "../../src/shared/budget";
-import { seedSettledHistory } from "../support/history";
+import { seedSettledHistory } from "../support/settled-history";
 import { runJob } from "../support/jobs";
 import { historyWalks, planOf, statementsOf } from "../support/plans";
 

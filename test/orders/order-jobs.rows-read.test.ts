@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
-import { seedSettledHistory } from "../support/history";
+import { seedSettledHistory } from "../support/settled-history";
 import { createCoupon, createProduct, createUser } from "../support/http";
 import { runJob } from "../support/jobs";
 import { backdateExpiry, createUserCoupon, placedOrderId, seedFailedAttempts, userCouponRow } from "../support/orders";

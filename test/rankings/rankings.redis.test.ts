@@ -14,7 +14,7 @@ import { ProductsRepo } from "../../src/products/products.repo";
 import { createDb } from "../../src/db/client";
 import { JOBS } from "../../src/jobs";
 import { HopMeter } from "../../src/shared/hops";
-import { seedSettledHistory } from "../support/history";
+import { seedSettledHistory } from "../support/settled-history";
 import { historyWalks, planOf, statementsOf } from "../support/plans";
 
 const TZ = "Asia/Seoul";

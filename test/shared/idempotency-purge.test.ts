@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { SubrequestBudget } from "../../src/shared/budget";
 import { IdempotencyRepo } from "../../src/shared/idempotency.repo";
 import { IDEMPOTENCY_PURGE_BATCH, purgeIdempotencyKeys } from "../../src/shared/idempotency.job";
-import { seedSettledHistory } from "../support/history";
+import { seedSettledHistory } from "../support/settled-history";
 import { runJob } from "../support/jobs";
 import { historyWalks, planOf, statementsOf } from "../support/plans";
 
