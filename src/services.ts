@@ -174,7 +174,8 @@ export function createServices(
       balanceOf: async (userId) => (await new PointsRepo(createDb(primary), primary).findBalance(userId)) ?? 0,
       readBack: readBackRepo,
     }),
-    idempotency: new IdempotencyRepo(d1),
+    // Stored answers are read where they were written: a replay after KEY_TAKEN must see the twin's commit.
+    idempotency: new IdempotencyRepo(primary),
     rateLimiter: rateLimiterClient(env.RATE_LIMITER, meter),
   };
 }
