@@ -29,6 +29,7 @@ import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 import { HopMeter, ObjectUnavailableError } from "./shared/hops";
 import { BOOKMARK_HEADER, sessionStartFor } from "./shared/d1-session";
 import { edgeCache } from "./shared/edge-cache";
+import { isTransientD1Error, transientD1Cause } from "./shared/d1-errors";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -38,7 +39,7 @@ const JSON_CONTENT_TYPE = /^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i;
 /** Maps anything thrown during a request to one AppError (the only thing clients see). */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  if (err instanceof ObjectUnavailableError) return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+  if (err instanceof ObjectUnavailableError || isTransientD1Error(err)) return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
   if (err instanceof HTTPException) {
     if (err.status === 400) return new AppError("VALIDATION_FAILED", "body: malformed JSON");
     if (err.status === 401) return new AppError("UNAUTHORIZED");
@@ -79,7 +80,8 @@ export function createApp(options: AppOptions = {}) {
     c.set("meter", meter);
     await next();
     c.header("Server-Timing", meter.serverTiming());
-    log(c.res.status >= 500 ? "error" : "info", "request", {
+    // A 503 is an honest "try again" (an object or D1 under pressure, logged at warn by onError), not a bug.
+    log(c.res.status >= 500 && c.res.status !== 503 ? "error" : c.res.status === 503 ? "warn" : "info", "request", {
       requestId: c.var.requestId,
       method: c.req.method,
       path: c.req.path,
@@ -203,7 +205,8 @@ export function createApp(options: AppOptions = {}) {
     // A taken Idempotency-Key is answered by the idempotency middleware (a replay), not here.
     if (err instanceof KeyTakenError) return errorResponse(c, appErr);
     if (appErr.code === "SERVICE_UNAVAILABLE") {
-      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(err instanceof ObjectUnavailableError ? errorFields(err.cause) : {}) });
+      const cause = err instanceof ObjectUnavailableError ? err.cause : transientD1Cause(err);
+      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(cause === undefined ? {} : errorFields(cause)) });
     } else if (appErr.status >= 500) {
       log("error", "unhandled error", { requestId: c.var.requestId, path: c.req.path, ...errorFields(err) });
     }

@@ -107,3 +107,13 @@ export const AdjustStockBodySchema = z
   .openapi("AdjustStockRequest");
 
 export const StockLevelSchema = z.object({ productId: z.number().int(), stock: z.number().int() }).openapi("StockLevel");
+
+/** What an object's own D1 calls cost since it started (src/shared/hops.ts D1Cost). */
+export const D1CostSchema = z
+  .object({
+    calls: z.number().int(),
+    rowsRead: z.number().int(),
+    rowsWritten: z.number().int(),
+    writeTx: z.number().int().openapi({ description: "D1 calls (a batch is one) that changed the database" }),
+  })
+  .openapi("D1Cost", { description: "The object's own D1 calls, rows read and written, and write transactions, since its current incarnation started (in memory)" });
