@@ -153,6 +153,8 @@ export const userCoupons = sqliteTable(
   (t) => [
     uniqueIndex("user_coupons_user_coupon_uq").on(t.userId, t.couponId),
     index("user_coupons_coupon_id_idx").on(t.couponId),
+    // A user's coupons a page at a time: user_id = ? AND id > ? ORDER BY id is a range of this index (rowid rides along).
+    index("user_coupons_user_id_idx").on(t.userId),
     check("user_coupons_used_consistent", sql`(used_at IS NULL) = (order_id IS NULL)`),
   ],
 );
