@@ -148,7 +148,7 @@ export function createServices(
     stock,
     stockShards: new StockShardsService(productsRepo, stock),
     ordersRepo,
-    purgeEvents: (now) => purgeEventTables(primary, now, config.eventRetentionMs),
+    purgeEvents: (now) => purgeEventTables({ d1: primary, now, retentionMs: config.eventRetentionMs, clock }),
     orderSweep: new OrderSweepRepo(d1),
     orders: new OrdersService({
       repo: ordersRepo,

@@ -300,13 +300,17 @@ export class OrdersRepo {
    * Deletes up to `limit` FAILED placement attempts (and their items) last touched before
    * `before` whose DO side is settled (`closed_at` set). They never were orders a user saw;
    * keeping them forever only grows the table. One batch: items first (foreign key), then orders.
+   * Both pick the same oldest attempts through the partial index `orders_failed_idx`, whose
+   * range `updated_at < before` holds only attempts past their retention (named with INDEXED BY:
+   * without table statistics SQLite prefers the status index and reads every FAILED attempt).
    */
-  async purgeFailed(before: number, limit: number): Promise<number> {
-    const pick = `SELECT id FROM orders WHERE status = 'FAILED' AND closed_at IS NOT NULL AND updated_at < ?1 ORDER BY id LIMIT ?2`;
-    const [, deleted] = await this.d1.batch([
+  async purgeFailed(before: number, limit: number): Promise<{ orders: number; items: number }> {
+    const pick = `SELECT id FROM orders INDEXED BY orders_failed_idx
+                  WHERE status = 'FAILED' AND updated_at < ?1 AND closed_at IS NOT NULL ORDER BY updated_at, id LIMIT ?2`;
+    const [items, deleted] = await this.d1.batch([
       this.d1.prepare(`DELETE FROM order_items WHERE order_id IN (${pick})`).bind(before, limit),
       this.d1.prepare(`DELETE FROM orders WHERE id IN (${pick})`).bind(before, limit),
     ]);
-    return deleted?.meta.changes ?? 0;
+    return { orders: deleted?.meta.changes ?? 0, items: items?.meta.changes ?? 0 };
   }
 }

@@ -176,8 +176,9 @@ describe("plan check: every statement the code sends to D1", () => {
     // that is exact only while no result has two columns of one name.
     for (const sql of seen) {
       if (!/^\s*select\b/i.test(sql)) continue;
-      const nulls = new Array<null>(parameterCount(sql)).fill(null);
-      const [columns] = await env.DB.prepare(sql).bind(...nulls).raw({ columnNames: true });
+      // NULL for every parameter, except where that is refused (`LIMIT NULL` is SQLITE_MISMATCH): then 0 (no rows; the names still come back).
+      const run = (value: null | 0) => env.DB.prepare(sql).bind(...new Array(parameterCount(sql)).fill(value)).raw({ columnNames: true });
+      const [columns] = await run(null).catch(() => run(0));
       expect(new Set(columns).size, `duplicate column names in: ${sql}`).toBe((columns as string[]).length);
     }
   });
