@@ -509,6 +509,8 @@ export class CouponIssuer extends DurableObject<Env> {
    */
   private async ensureLoaded(couponId: number, shard: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
     let d1Calls = 0;
+    // The memory copy is dropped after a rolled-back transaction: a stored coupon row is never loaded again.
+    this.coupon ??= this.readCoupon();
     if (!this.coupon) {
       this.loading ??= this.loader.load(couponId, shard).finally(() => {
         this.loading = undefined;
