@@ -67,6 +67,16 @@ export const SetCouponShardsBodySchema = z
 
 export const CouponShardsSchema = z.object({ couponId: z.number().int(), shards: z.number().int() }).openapi("CouponShards");
 
+/** What an object's own D1 calls cost since it started (src/shared/hops.ts D1Cost). */
+export const D1CostSchema = z
+  .object({
+    calls: z.number().int(),
+    rowsRead: z.number().int(),
+    rowsWritten: z.number().int(),
+    writeTx: z.number().int().openapi({ description: "D1 calls (a batch is one) that changed the database" }),
+  })
+  .openapi("D1Cost", { description: "The object's own D1 calls, rows read and written, and write transactions, since its current incarnation started (in memory)" });
+
 export const CouponShardStateSchema = z
   .object({
     shard: z.number().int(),
@@ -78,6 +88,7 @@ export const CouponShardStateSchema = z
     openTransfers: z.number().int(),
     requests: z.number().int().openapi({ description: "Issuance requests the shard's current incarnation answered" }),
     d1Batches: z.number().int().openapi({ description: "D1 write batches the shard's current incarnation sent" }),
+    d1: D1CostSchema,
   })
   .openapi("CouponShardState");
 
@@ -107,13 +118,3 @@ export const AdjustStockBodySchema = z
   .openapi("AdjustStockRequest");
 
 export const StockLevelSchema = z.object({ productId: z.number().int(), stock: z.number().int() }).openapi("StockLevel");
-
-/** What an object's own D1 calls cost since it started (src/shared/hops.ts D1Cost). */
-export const D1CostSchema = z
-  .object({
-    calls: z.number().int(),
-    rowsRead: z.number().int(),
-    rowsWritten: z.number().int(),
-    writeTx: z.number().int().openapi({ description: "D1 calls (a batch is one) that changed the database" }),
-  })
-  .openapi("D1Cost", { description: "The object's own D1 calls, rows read and written, and write transactions, since its current incarnation started (in memory)" });

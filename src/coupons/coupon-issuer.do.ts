@@ -3,10 +3,11 @@ import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
 import { IssuanceRepo, type IssuanceStore } from "./issuance.repo";
 import { IssuanceLoader, LOAD_PROGRESS_SCHEMA, type LoadedCoupon } from "./issuance-load";
-import { IssuanceProjection } from "./issuance-projection";
+import { BATCH_INTERVAL_MS, IssuanceProjection } from "./issuance-projection";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
 import { primaryD1 } from "../db/client";
+import { type D1Cost, HopMeter, meterD1 } from "../shared/hops";
 import {
   fairShare,
   homeShard,
@@ -82,6 +83,8 @@ export interface IssuerState {
   requests: number;
   /** D1 projection batches this incarnation wrote (group commits and alarm retries; a load indicator). */
   d1Batches: number;
+  /** What this incarnation's own D1 calls cost: calls, rows read and written, write transactions. */
+  d1: D1Cost;
 }
 
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
@@ -166,12 +169,15 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly balancer: ShardBalancer;
   private requests = 0;
 
+  /** This incarnation's D1 calls, rows and write transactions (the admin view shows them). */
+  private readonly d1Meter = new HopMeter();
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    // Its D1 writes and the reads that check them need the latest state: a primary session,
-    // which keeps this object's queries in order for its lifetime.
-    this.store = new IssuanceRepo(primaryD1(env.DB));
+    // Its D1 writes and the reads that check them need the latest state: the primary
+    // (src/db/client.ts primaryD1), metered so the object's own D1 cost shows in its admin view.
+    this.store = new IssuanceRepo(meterD1(primaryD1(env.DB), this.d1Meter));
     this.userCoupons = createUserCouponCache(loadConfig(env));
     const host = {
       available: () => (this.coupon ? this.coupon.held - this.coupon.issued : 0),
@@ -187,6 +193,7 @@ export class CouponIssuer extends DurableObject<Env> {
     this.balancer = new ShardBalancer(host, this.ledger, () => this.siblings(), SOLD_OUT_TTL_MS);
     this.projection = new IssuanceProjection({
       sql: this.sql,
+      paceMs: () => ((this.coupon?.shards ?? 1) > 1 ? BATCH_INTERVAL_MS : 0),
       store: () => this.store,
       couponId: () => this.coupon!.id,
       tx: (body) => this.tx(body),
@@ -404,7 +411,7 @@ export class CouponIssuer extends DurableObject<Env> {
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();
-    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.projection.batches };
+    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.projection.batches, d1: this.d1Meter.d1Cost() };
     const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
     const openTransfers = this.ledger.openTransfers(coupon.shard).length;
@@ -420,6 +427,7 @@ export class CouponIssuer extends DurableObject<Env> {
       openTransfers,
       requests: this.requests,
       d1Batches: this.projection.batches,
+      d1: this.d1Meter.d1Cost(),
     };
   }
 

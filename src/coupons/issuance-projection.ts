@@ -25,6 +25,12 @@ export interface ProjectionHost {
   committed(ids: Map<number, number>): Promise<void>;
   /** A batch failed: the alarm must come back for what is still unsynced. */
   failed(): Promise<void>;
+  /**
+   * How long a partial batch gathers after the previous one started: BATCH_INTERVAL_MS for
+   * a sharded coupon (K objects multiply the batches), 0 for an unsharded one, whose one
+   * object already holds D1 to one batch in flight and where a window would only delay wins.
+   */
+  paceMs(): number;
 }
 
 /** `done`: nothing unsynced was left to send; `capped`: rows remain for the next alarm; `failed`: D1 refused a chunk. */
@@ -51,7 +57,7 @@ interface Queued {
  * docs/PERFORMANCE.md); so a batch that is not full also waits until
  * BATCH_INTERVAL_MS after the previous one started. A storm then costs each shard
  * at most 4 partial batches a second plus one per GROUP_ROWS wins, and a coupon at
- * most 4 K + wins / 100 a second, while every win still reaches D1 within one
+ * most 4 K + wins / 100 a second (K > 1; an unsharded coupon does not wait, see paceMs), while every win still reaches D1 within one
  * interval and the batches ahead of it. The alarm's re-sync uses the same queue
  * and sends at most a few chunks per alarm (the object's SYNC_CHUNKS_PER_ALARM).
  */
@@ -66,16 +72,16 @@ export class IssuanceProjection {
   private lastStart = Number.NEGATIVE_INFINITY;
   /** Ends the current gathering wait early (the queue filled a batch). */
   private wake: (() => void) | undefined;
-  private readonly intervalMs: number;
+  private readonly intervalMs: number | undefined;
   private readonly clock: () => number;
   private readonly wait: (ms: number) => Promise<void>;
 
-  /** `intervalMs`, `clock` and `wait` are BATCH_INTERVAL_MS, Date.now and a timer unless a test pins them. */
+  /** `intervalMs` (else the host's pace), `clock` and `wait` (else Date.now and a timer) are test seams. */
   constructor(
     private readonly host: ProjectionHost,
     opts: { intervalMs?: number; clock?: () => number; wait?: (ms: number) => Promise<void> } = {},
   ) {
-    this.intervalMs = opts.intervalMs ?? BATCH_INTERVAL_MS;
+    this.intervalMs = opts.intervalMs;
     this.clock = opts.clock ?? Date.now;
     this.wait = opts.wait ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
@@ -141,7 +147,7 @@ export class IssuanceProjection {
 
   /** Lets a batch that is not full gather wins until BATCH_INTERVAL_MS after the previous one started. */
   private async gather(): Promise<void> {
-    const left = this.lastStart + this.intervalMs - this.clock();
+    const left = this.lastStart + (this.intervalMs ?? this.host.paceMs()) - this.clock();
     if (left <= 0 || this.queuedRows >= GROUP_ROWS) return;
     await new Promise<void>((resolve) => {
       this.wake = resolve;

@@ -10,7 +10,8 @@ import type { IssuanceRecord, IssuanceStore } from "../../src/coupons/issuance.r
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 const win = (userId: number): IssuanceRecord => ({ userId, issuedAt: 0, expiresAt: 1 });
 
-function harness() {
+/** `pace`: the host's window, BATCH_INTERVAL_MS as for a sharded coupon unless given. */
+function harness(pace = BATCH_INTERVAL_MS) {
   let now = 0;
   const batches: number[][] = [];
   const answers: (() => void)[] = [];
@@ -32,6 +33,7 @@ function harness() {
     rolledBack: () => {},
     committed: async () => {},
     failed: async () => {},
+    paceMs: () => pace,
   };
   const projection = new IssuanceProjection(host, {
     clock: () => now,
@@ -85,6 +87,19 @@ describe("a CouponIssuer shard's D1 batches (group commit with a pacing window)"
     await settle();
     expect(h.batches).toEqual([[1], [2, 3, 4], [5]]);
     expect(h.waits).toHaveLength(1);
+  });
+
+  it("an unsharded coupon (pace 0) never waits: the next batch goes as soon as D1 answers the one in flight", async () => {
+    const h = harness(0);
+    void h.projection.project([win(1)]);
+    await settle();
+    h.at(20);
+    const later = [2, 3].map((u) => h.projection.project([win(u)]));
+    await h.answer();
+    expect(h.waits).toEqual([]);
+    expect(h.batches).toEqual([[1], [2, 3]]);
+    await h.answer();
+    expect((await Promise.all(later)).map((ids) => ids?.size)).toEqual([2, 2]);
   });
 
   it(`never holds back a full batch (${GROUP_ROWS} rows): a storm is written as fast as D1 answers`, async () => {

@@ -162,6 +162,9 @@ describe("plan check: every statement the code sends to D1", () => {
     const missing = operations.filter((o) => !called.has(o));
     expect(missing, "routes the plan-check scenario does not call yet: add them above").toEqual([]);
     expect(seen.size).toBeGreaterThan(40);
+    // The objects' own statements are recorded too (they run in this isolate, through metered bindings).
+    const objectSql = [...seen].filter((q) => q.includes("INSERT INTO product_stock_shards") || /INSERT INTO user_coupons/i.test(q));
+    expect(objectSql.length, "the stock projection and the issuer's user_coupons insert were recorded").toBeGreaterThanOrEqual(2);
 
     // ---- the check ----
     const offenders: string[] = [];
