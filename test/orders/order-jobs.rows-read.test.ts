@@ -1,31 +1,12 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
 import { seedSettledHistory } from "../support/settled-history";
-import { createCoupon, createProduct, createUser } from "../support/http";
-import { runJob } from "../support/jobs";
-import { backdateExpiry, createUserCoupon, placedOrderId, seedFailedAttempts, userCouponRow } from "../support/orders";
+import { dueOrders, runJob } from "../support/jobs";
+import { seedFailedAttempts, userCouponRow } from "../support/orders";
 
 /** Rows a job may read more with 5,000 settled orders beside its work than without (none, ideally). */
 const SLACK = 3;
 
-/** One order of each kind the every-minute sweeps move: expiring with a coupon, a dead placement, an unsettled cancel. */
-async function dueOrders() {
-  const userId = await createUser();
-  const p = await createProduct(100, 10);
-  const coupon = await createUserCoupon(userId, await createCoupon());
-  const expiring = await placedOrderId(userId, [[p, 1]], coupon);
-  await backdateExpiry(expiring);
-  await env.DB.prepare(
-    `INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
-     VALUES (?1, 'PENDING', 0, 0, 0, ?2, ?2, ?2)`,
-  )
-    .bind(userId, Date.now() - STALE_PENDING_MS - 60_000)
-    .run();
-  const cancelled = await placedOrderId(userId, [[p, 1]]);
-  await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?").bind(Date.now() - 60_000, cancelled).run();
-  return { coupon };
-}
 
 describe("D1 rows the order jobs read grow with their work, not with the shop's history", () => {
   it("order maintenance reads the same rows for the same work with 5,000 settled orders, coupons and items beside it", async () => {

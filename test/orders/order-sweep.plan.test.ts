@@ -1,9 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
-import { createCoupon, createProduct, createUser } from "../support/http";
-import { runJob } from "../support/jobs";
-import { backdateExpiry, createUserCoupon, placedOrderId } from "../support/orders";
+import { dueOrders, runJob } from "../support/jobs";
 import { historyWalks, planOf, statementLike, statementsOf } from "../support/plans";
 
 /** Query plans are deterministic costs: pinned here, not timed. */
@@ -31,21 +28,6 @@ describe("query plans of the order sweeps", () => {
   });
 });
 
-/** One order of each kind the every-minute sweeps move: expiring with a coupon, a dead placement, an unsettled cancel. */
-async function dueOrders() {
-  const userId = await createUser();
-  const p = await createProduct(100, 10);
-  const expiring = await placedOrderId(userId, [[p, 1]], await createUserCoupon(userId, await createCoupon()));
-  await backdateExpiry(expiring);
-  await env.DB.prepare(
-    `INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
-     VALUES (?1, 'PENDING', 0, 0, 0, ?2, ?2, ?2)`,
-  )
-    .bind(userId, Date.now() - STALE_PENDING_MS - 60_000)
-    .run();
-  const cancelled = await placedOrderId(userId, [[p, 1]]);
-  await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?").bind(Date.now() - 60_000, cancelled).run();
-}
 
 describe("query plans of the statements the order maintenance sends", () => {
   it("reaches every order and coupon it moves by primary key, and reads no history table whole", async () => {
