@@ -119,6 +119,8 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("POST /api/v1/coupons/{couponId}/issue", () => api.post(`/api/v1/coupons/${couponId}/issue`, { userId: other }), [201]);
     await op("POST /api/v1/coupons/issue", () => api.post("/api/v1/coupons/issue", { userId, couponId }), [409]);
     await op("GET /api/v1/coupons", () => api.get(`/api/v1/coupons?userId=${userId}`));
+    await op("GET /api/v1/coupons/{couponId}", () => api.get(`/api/v1/coupons/${couponId}`));
+    await op("GET /api/v1/coupons/{couponId}", () => api.get("/api/v1/coupons/9999999"), [404]);
 
     // ---- orders and payment (with and without a coupon and a key; refused too) ----
     const withCoupon = await placedOrderId(userId, [[productId, 1]], issued.body.data.userCouponId);
@@ -128,6 +130,11 @@ describe("plan check: every statement the code sends to D1", () => {
     );
     await op("POST /api/v1/orders", () => api.post("/api/v1/orders", { userId, orderProducts: [{ productId, quantity: 999 }] }), [409]);
     await op("GET /api/v1/orders/{orderId}", () => api.get(`/api/v1/orders/${withCoupon}?userId=${userId}`));
+    // Every filter of the list (each is its own statement: one or two index ranges), and a later page.
+    for (const status of ["", "&status=NOT_PAID", "&status=PAID", "&status=EXPIRED", "&status=CANCELLED"]) {
+      const first = await op("GET /api/v1/orders", () => api.get(`/api/v1/orders?userId=${userId}&limit=1${status}`));
+      if (first.body.data.nextCursor) await op("GET /api/v1/orders", () => api.get(`/api/v1/orders?userId=${userId}&limit=1${status}&cursor=${first.body.data.nextCursor}`));
+    }
     await op("POST /api/v1/points/use", () => payOrder(userId, withCoupon));
     await op("POST /api/v1/points/use", () => payOrder(other, withCoupon), [404, 409]);
     const toCancel = await placedOrderId(userId, [[productId, 2]]);
