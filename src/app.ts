@@ -7,6 +7,7 @@ import { matchedRoutes } from "hono/route";
 import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
+import { adminListRoutes } from "./admin/admin-lists.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
 import { requireAdmin } from "./admin/admin-auth";
@@ -155,6 +156,7 @@ export function createApp(options: AppOptions = {}) {
   app.route("/api/v1/products", productsRoutes);
   app.route("/api/v1/coupons", couponsRoutes);
   app.route("/api/v1/admin", adminRoutes);
+  app.route("/api/v1/admin", adminListRoutes);
   app.route("/api/v1/admin", deadLetterRoutes);
   app.route("/api/v1/admin", stockShardRoutes);
   app.route("/api/v1/orders", ordersRoutes);

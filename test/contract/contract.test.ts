@@ -57,6 +57,8 @@ beforeAll(async () => {
       headers: admin,
       status: 201,
     }),
+    "GET /api/v1/admin/coupons": () => ({ path: "/api/v1/admin/coupons?limit=5", headers: admin, status: 200 }),
+    "GET /api/v1/admin/products": () => ({ path: "/api/v1/admin/products?limit=5", headers: admin, status: 200 }),
     "PATCH /api/v1/admin/coupons/{couponId}": () => ({ path: `/api/v1/admin/coupons/${couponId}`, json: { quantity: 150 }, headers: admin, status: 200 }),
     "PUT /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, json: { shards: 4 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, headers: admin, status: 200 }),

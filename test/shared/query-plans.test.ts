@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { JOBS } from "../../src/jobs";
 import { recordStatements } from "../../src/shared/hops";
+import { encodeCursor } from "../../src/shared/cursor";
 import { adminHeaders, api, type ApiResponse, createCoupon, createProduct, createUser } from "../support/http";
 import { backdateExpiry, cancelOrder, createUserCoupon, payOrder, placedOrderId } from "../support/orders";
 import { sampleOrderEvent } from "../support/events";
@@ -95,6 +96,9 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("PATCH /api/v1/admin/coupons/{couponId}", () => api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 12 }, adminHeaders));
     const future = await createCoupon({ quantity: 10, startsAt: new Date(Date.now() + 86_400_000).toISOString() });
     await op("PUT /api/v1/admin/coupons/{couponId}/shards", () => api.put(`/api/v1/admin/coupons/${future}/shards`, { shards: 2 }, adminHeaders));
+    const coupons = await op("GET /api/v1/admin/coupons", () => api.get("/api/v1/admin/coupons?limit=1", adminHeaders));
+    await op("GET /api/v1/admin/coupons", () => api.get(`/api/v1/admin/coupons?limit=1&cursor=${coupons.body.data.nextCursor}`, adminHeaders));
+    await op("GET /api/v1/admin/products", () => api.get("/api/v1/admin/products?limit=1", adminHeaders));
     await op("GET /api/v1/admin/coupons/{couponId}/shards", () => api.get(`/api/v1/admin/coupons/${couponId}/shards`, adminHeaders));
     await op("PATCH /api/v1/admin/products/{productId}/stock", () => api.patch(`/api/v1/admin/products/${productId}/stock`, { delta: 5 }, adminHeaders));
     const split = await createProduct(1_000, 40);
@@ -156,6 +160,7 @@ describe("plan check: every statement the code sends to D1", () => {
     await worker.queue!(createMessageBatch("edge-commerce-events-dlq", [{ id: "m2", timestamp: new Date(), attempts: 1, body: ev.event }]), env);
     await waitOnExecutionContext(ctx);
     const letters = await op("GET /api/v1/admin/dead-letters", () => api.get("/api/v1/admin/dead-letters?limit=5", adminHeaders));
+    await op("GET /api/v1/admin/dead-letters", () => api.get(`/api/v1/admin/dead-letters?limit=5&cursor=${encodeCursor(letters.body.data.deadLetters[0].id, "dl")}`, adminHeaders));
     const letter = letters.body.data.deadLetters[0].id;
     await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () => api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders));
 
