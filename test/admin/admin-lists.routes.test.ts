@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { encodeCursor } from "../../src/shared/cursor";
-import { adminHeaders, api, createCoupon, createProduct, createUser, errorCode } from "../support/http";
+import { adminHeaders, api, createCoupon, createProduct, createUser, errorCode, type ApiResponse } from "../support/http";
 import { issue } from "../coupons/support";
 
 /** Every page of an admin list from the newest, following nextCursor; the ids in the order served. */
@@ -8,7 +8,7 @@ async function allIds(path: string, key: "coupons" | "products", idKey: "couponI
   const ids: number[] = [];
   let cursor: string | null = null;
   for (let pages = 0; pages < 100; pages++) {
-    const res = await api.get(`${path}?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`, adminHeaders);
+    const res: ApiResponse = await api.get(`${path}?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`, adminHeaders);
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     ids.push(...res.body.data[key].map((r: Record<string, number>) => r[idKey]));
     cursor = res.body.data.nextCursor;
