@@ -7,6 +7,7 @@ import { matchedRoutes } from "hono/route";
 import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
+import { adminListRoutes } from "./admin/admin-lists.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
 import { requireAdmin } from "./admin/admin-auth";
@@ -150,15 +151,18 @@ export function createApp(options: AppOptions = {}) {
   app.use("/api/v1/*", limitWritesByUser(now));
   app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }, KEY_IN_EFFECT_BATCH));
   app.use("/api/v1/admin/*", requireAdmin);
-  app.route("/api/v1/points", pointsRoutes);
-  app.route("/api/v1/products", rankingsRoutes);
-  app.route("/api/v1/products", productsRoutes);
-  app.route("/api/v1/coupons", couponsRoutes);
-  app.route("/api/v1/admin", adminRoutes);
-  app.route("/api/v1/admin", deadLetterRoutes);
-  app.route("/api/v1/admin", stockShardRoutes);
-  app.route("/api/v1/orders", ordersRoutes);
-  app.route("/api/v1/points", paymentRoutes);
+  // Chained, so the app's type carries every route's request and response types: `AppType`, for hono/client.
+  const routed = app
+    .route("/api/v1/points", pointsRoutes)
+    .route("/api/v1/products", rankingsRoutes)
+    .route("/api/v1/products", productsRoutes)
+    .route("/api/v1/coupons", couponsRoutes)
+    .route("/api/v1/admin", adminRoutes)
+    .route("/api/v1/admin", adminListRoutes)
+    .route("/api/v1/admin", deadLetterRoutes)
+    .route("/api/v1/admin", stockShardRoutes)
+    .route("/api/v1/orders", ordersRoutes)
+    .route("/api/v1/points", paymentRoutes);
 
   app.get("/health", (c) => c.json({ status: "ok" }));
 
@@ -212,5 +216,13 @@ export function createApp(options: AppOptions = {}) {
     }
     return errorResponse(c, appErr);
   });
-  return app;
+  return routed;
 }
+
+/**
+ * The API's routes as a type, for a typed client (README: typed client):
+ * `hc<AppType>(baseUrl)` from `hono/client` gives every route's path, query, body and
+ * per-status response types, taken from the same zod schemas that `/openapi.json` is built from
+ * (so the client and the contract-tested document cannot disagree, and there is no generated file).
+ */
+export type AppType = ReturnType<typeof createApp>;

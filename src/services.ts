@@ -2,6 +2,7 @@ import type { Config } from "./config";
 import { purgeEventTables, type RetentionReport } from "./events/retention.job";
 import { createDb, primaryD1, sessionAsDatabase, type Db } from "./db/client";
 import { AdminRepo } from "./admin/admin.repo";
+import { AdminListsRepo } from "./admin/admin-lists.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
 import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
 import { noUserCouponCache, redisUserCouponCache, type UserCouponCache } from "./coupons/user-coupon.cache";
@@ -52,6 +53,8 @@ export interface Services {
   /** Owned-coupon lists in Redis; order placement (use), cancel and expiry (restore) evict. */
   userCouponCache: UserCouponCache;
   adminRepo: AdminRepo;
+  /** The operator console's coupon and product lists. */
+  adminLists: AdminListsRepo;
   rankings: RankingsService;
   events: {
     transport: EventTransport;
@@ -145,6 +148,7 @@ export function createServices(
     userCouponCache,
     coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER, meter), clock, userCouponCache),
     adminRepo: new AdminRepo(d1),
+    adminLists: new AdminListsRepo(d1),
     stock,
     stockShards: new StockShardsService(productsRepo, stock),
     ordersRepo,

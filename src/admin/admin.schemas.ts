@@ -103,7 +103,8 @@ export const CouponShardsViewSchema = z
   })
   .openapi("CouponShardsView");
 
-export const CreatedIdSchema = (name: string) => z.object({ [name]: z.number().int() });
+/** `{<name>: id}`, typed by the literal name (a typed client sees `data.userId: number`, not an optional index). */
+export const CreatedIdSchema = <K extends string>(name: K) => z.object({ [name]: z.number().int() } as { [P in K]: z.ZodNumber });
 
 export const AdjustStockBodySchema = z
   .strictObject({

@@ -87,6 +87,16 @@ export interface IssuerState {
   d1: D1Cost;
 }
 
+/** What the public availability read needs of one shard: no issuance list, no counting of unsynced rows. */
+export interface IssuerCounts {
+  /** False when this shard never loaded its coupon (it issued nothing). */
+  loaded: boolean;
+  /** The coupon's quantity as this shard knows it (shard 0's is authoritative: quantity changes go there). */
+  quantity: number;
+  /** Issued by this shard. */
+  issued: number;
+}
+
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
 export const SYNC_DELAY_MS = 500;
 /** Retry interval while D1 keeps failing. */
@@ -406,6 +416,15 @@ export class CouponIssuer extends DurableObject<Env> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take acknowledgements: ${load.result}`);
     this.balancer.acknowledged(transferIds);
+  }
+
+  /**
+   * The two numbers a sale page polls (GET /coupons/{id}): one row of the object's storage, never a
+   * D1 load (a shard that never loaded issued nothing). Invariant protected: none (no writes).
+   */
+  async counts(): Promise<IssuerCounts> {
+    const coupon = this.readCoupon();
+    return coupon ? { loaded: true, quantity: coupon.quantity, issued: coupon.issued } : { loaded: false, quantity: 0, issued: 0 };
   }
 
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */

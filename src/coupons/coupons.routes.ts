@@ -3,6 +3,7 @@ import { ok } from "../shared/envelope";
 import { createRouter, errorResponses, jsonBody, okResponse } from "../shared/http";
 import type { AppEnv } from "../app-env";
 import {
+  CouponAvailabilitySchema,
   CouponIdParamSchema,
   IssueBodySchema,
   IssuedCouponSchema,
@@ -47,6 +48,20 @@ const listRoute = createRoute({
   },
 });
 
+const availabilityRoute = createRoute({
+  method: "get",
+  path: "/{couponId}",
+  tags: ["coupons"],
+  // Public like the catalogue: no user, a replica may answer, and the edge keeps it for at most a second.
+  security: [],
+  summary: "A coupon's availability for a sale page: quantity, issued, remaining and UPCOMING/OPEN/SOLD_OUT/ENDED (public; edge-cached for at most 1 s)",
+  request: { params: CouponIdParamSchema },
+  responses: {
+    ...okResponse(200, "The coupon and what is left of it", CouponAvailabilitySchema),
+    ...errorResponses(400, 404),
+  },
+});
+
 /** `/api/v1/coupons` */
 export const couponsRoutes = createRouter<AppEnv>()
   .openapi(issueRoute, async (c) => {
@@ -57,6 +72,10 @@ export const couponsRoutes = createRouter<AppEnv>()
     const { couponId } = c.req.valid("param");
     const { userId } = c.req.valid("json");
     return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);
+  })
+  .openapi(availabilityRoute, async (c) => {
+    const { couponId } = c.req.valid("param");
+    return ok(c, await c.var.services.coupons.availability(couponId));
   })
   .openapi(listRoute, async (c) => {
     const { userId, limit, cursor } = c.req.valid("query");

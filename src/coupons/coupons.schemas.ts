@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { idParamSchema, idSchema, intQuery } from "../shared/validation";
+import { COUPON_AVAILABILITY_STATUSES } from "./coupon.rules";
 
 export const IssueBodySchema = z
   .strictObject({
@@ -53,3 +54,20 @@ export const OwnedCouponsSchema = z
     nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next page; null on the last page" }),
   })
   .openapi("OwnedCoupons");
+
+export const CouponAvailabilitySchema = z
+  .object({
+    couponId: z.number().int(),
+    couponTitle: z.string(),
+    discountType: z.enum(["RATE", "AMOUNT"]),
+    discountValue: z.number().int(),
+    quantity: z.number().int(),
+    issued: z.number().int().openapi({ description: "Issued so far, counted by the issuing objects (summed over the coupon's shards)" }),
+    remaining: z.number().int().min(0).openapi({ description: "quantity - issued, never below 0" }),
+    startsAt: z.string().openapi({ format: "date-time" }),
+    endsAt: z.string().openapi({ format: "date-time" }),
+    status: z.enum(COUPON_AVAILABILITY_STATUSES).openapi({
+      description: "UPCOMING before the window, ENDED from its end, else SOLD_OUT when nothing remains, else OPEN",
+    }),
+  })
+  .openapi("CouponAvailability");

@@ -2,9 +2,9 @@ import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
-import type { IssueOutcome, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
+import type { IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
 import { homeShard, shardObjectName } from "../shared/sharded-quantity";
-import { userCouponStatus, type UserCouponStatus } from "./coupon.rules";
+import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";
 import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
@@ -22,6 +22,8 @@ export interface CouponIssuerPort {
   setShards(couponId: number, shards: number, now: number): Promise<SetShardsOutcome>;
   /** Every shard's state (admin view, tests, the sharded benchmark). */
   shardStates(couponId: number, shards: number): Promise<IssuerState[]>;
+  /** Every shard's issued count and quantity, in one parallel fan-out (the public availability read). */
+  shardCounts(couponId: number, shards: number): Promise<IssuerCounts[]>;
 }
 
 /** Calls one issuance may make while it learns the coupon's shard count (DESIGN §9). */
@@ -87,6 +89,8 @@ export function couponIssuerClient(
     },
     shardStates: (couponId, shards) =>
       Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerState>(meter, () => stub(couponId, s).state()))),
+    shardCounts: (couponId, shards) =>
+      Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerCounts>(meter, () => stub(couponId, s).counts()))),
   };
 }
 
@@ -107,6 +111,20 @@ export interface OwnedCoupon {
   expiresAt: string;
   usedAt: string | null;
   status: UserCouponStatus;
+}
+
+/** A coupon as a sale page shows it (GET /coupons/{couponId}). */
+export interface CouponAvailability {
+  couponId: number;
+  couponTitle: string;
+  discountType: "RATE" | "AMOUNT";
+  discountValue: number;
+  quantity: number;
+  issued: number;
+  remaining: number;
+  startsAt: string;
+  endsAt: string;
+  status: CouponAvailabilityStatus;
 }
 
 /** Coupon use cases: first-come issuance, the owner's list, quantity changes. */
@@ -227,6 +245,33 @@ export class CouponsService {
     if (!out.ok) throw new AppError(out.code === "INTERNAL_ERROR" ? "SERVICE_UNAVAILABLE" : out.code, undefined, { "Retry-After": "1" });
     await this.prime(couponId);
     return { couponId, shards };
+  }
+
+  /**
+   * How much of a coupon is left, from the issuing objects (each win is counted there before it is
+   * answered): the definition from D1, then one parallel fan-out over its K shards for their issued
+   * counts. Shard 0's quantity wins over D1's (a quantity change reaches D1 after the object).
+   * `issued + remaining = quantity` in every answer; the route is edge-cached for a second.
+   */
+  async availability(couponId: number): Promise<CouponAvailability> {
+    const coupon = await this.repo.findById(couponId);
+    if (!coupon) throw new AppError("COUPON_NOT_FOUND");
+    const counts = await this.issuer.shardCounts(couponId, coupon.shards);
+    const quantity = counts[0]?.loaded ? counts[0].quantity : coupon.quantity;
+    const issued = Math.min(quantity, counts.reduce((n, c) => n + c.issued, 0));
+    const { remaining, status } = couponAvailability({ quantity, issued, startsAt: coupon.startsAt, endsAt: coupon.endsAt }, this.clock());
+    return {
+      couponId,
+      couponTitle: coupon.name,
+      discountType: coupon.discountType,
+      discountValue: coupon.discountValue,
+      quantity,
+      issued,
+      remaining,
+      startsAt: toIso(coupon.startsAt),
+      endsAt: toIso(coupon.endsAt),
+      status,
+    };
   }
 
   /** Per-shard units, issuances and open transfers (admin view). */

@@ -190,6 +190,9 @@ export const orders = sqliteTable(
   },
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.id),
+    // GET /orders?userId=&status=: a page of one status is a range of this index (newest first), not a sort of the
+    // user's whole history. The unfiltered list keeps orders_user_id_idx (user_id, id).
+    index("orders_user_status_idx").on(t.userId, t.status, t.id),
     index("orders_status_expires_idx").on(t.status, t.expiresAt),
     // The foreign key from orders to user_coupons: without it every user_coupons insert scans orders.
     index("orders_user_coupon_id_idx").on(t.userCouponId),

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { JOBS } from "../../src/jobs";
 import { recordStatements } from "../../src/shared/hops";
+import { encodeCursor } from "../../src/shared/cursor";
 import { adminHeaders, api, type ApiResponse, createCoupon, createProduct, createUser } from "../support/http";
 import { backdateExpiry, cancelOrder, createUserCoupon, payOrder, placedOrderId } from "../support/orders";
 import { sampleOrderEvent } from "../support/events";
@@ -95,6 +96,9 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("PATCH /api/v1/admin/coupons/{couponId}", () => api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 12 }, adminHeaders));
     const future = await createCoupon({ quantity: 10, startsAt: new Date(Date.now() + 86_400_000).toISOString() });
     await op("PUT /api/v1/admin/coupons/{couponId}/shards", () => api.put(`/api/v1/admin/coupons/${future}/shards`, { shards: 2 }, adminHeaders));
+    const coupons = await op("GET /api/v1/admin/coupons", () => api.get("/api/v1/admin/coupons?limit=1", adminHeaders));
+    await op("GET /api/v1/admin/coupons", () => api.get(`/api/v1/admin/coupons?limit=1&cursor=${coupons.body.data.nextCursor}`, adminHeaders));
+    await op("GET /api/v1/admin/products", () => api.get("/api/v1/admin/products?limit=1", adminHeaders));
     await op("GET /api/v1/admin/coupons/{couponId}/shards", () => api.get(`/api/v1/admin/coupons/${couponId}/shards`, adminHeaders));
     await op("PATCH /api/v1/admin/products/{productId}/stock", () => api.patch(`/api/v1/admin/products/${productId}/stock`, { delta: 5 }, adminHeaders));
     const split = await createProduct(1_000, 40);
@@ -119,6 +123,8 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("POST /api/v1/coupons/{couponId}/issue", () => api.post(`/api/v1/coupons/${couponId}/issue`, { userId: other }), [201]);
     await op("POST /api/v1/coupons/issue", () => api.post("/api/v1/coupons/issue", { userId, couponId }), [409]);
     await op("GET /api/v1/coupons", () => api.get(`/api/v1/coupons?userId=${userId}`));
+    await op("GET /api/v1/coupons/{couponId}", () => api.get(`/api/v1/coupons/${couponId}`));
+    await op("GET /api/v1/coupons/{couponId}", () => api.get("/api/v1/coupons/9999999"), [404]);
 
     // ---- orders and payment (with and without a coupon and a key; refused too) ----
     const withCoupon = await placedOrderId(userId, [[productId, 1]], issued.body.data.userCouponId);
@@ -128,6 +134,11 @@ describe("plan check: every statement the code sends to D1", () => {
     );
     await op("POST /api/v1/orders", () => api.post("/api/v1/orders", { userId, orderProducts: [{ productId, quantity: 999 }] }), [409]);
     await op("GET /api/v1/orders/{orderId}", () => api.get(`/api/v1/orders/${withCoupon}?userId=${userId}`));
+    // Every filter of the list (each is its own statement: one or two index ranges), and a later page.
+    for (const status of ["", "&status=NOT_PAID", "&status=PAID", "&status=EXPIRED", "&status=CANCELLED"]) {
+      const first = await op("GET /api/v1/orders", () => api.get(`/api/v1/orders?userId=${userId}&limit=1${status}`));
+      if (first.body.data.nextCursor) await op("GET /api/v1/orders", () => api.get(`/api/v1/orders?userId=${userId}&limit=1${status}&cursor=${first.body.data.nextCursor}`));
+    }
     await op("POST /api/v1/points/use", () => payOrder(userId, withCoupon));
     await op("POST /api/v1/points/use", () => payOrder(other, withCoupon), [404, 409]);
     const toCancel = await placedOrderId(userId, [[productId, 2]]);
@@ -149,6 +160,7 @@ describe("plan check: every statement the code sends to D1", () => {
     await worker.queue!(createMessageBatch("edge-commerce-events-dlq", [{ id: "m2", timestamp: new Date(), attempts: 1, body: ev.event }]), env);
     await waitOnExecutionContext(ctx);
     const letters = await op("GET /api/v1/admin/dead-letters", () => api.get("/api/v1/admin/dead-letters?limit=5", adminHeaders));
+    await op("GET /api/v1/admin/dead-letters", () => api.get(`/api/v1/admin/dead-letters?limit=5&cursor=${encodeCursor(letters.body.data.deadLetters[0].id, "dl")}`, adminHeaders));
     const letter = letters.body.data.deadLetters[0].id;
     await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () => api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders));
 
