@@ -9,6 +9,7 @@ import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
+import { statsRoutes } from "./admin/stats.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { addEdgeConventions } from "./openapi";
@@ -157,6 +158,7 @@ export function createApp(options: AppOptions = {}) {
   app.route("/api/v1/admin", adminRoutes);
   app.route("/api/v1/admin", deadLetterRoutes);
   app.route("/api/v1/admin", stockShardRoutes);
+  app.route("/api/v1/admin", statsRoutes);
   app.route("/api/v1/orders", ordersRoutes);
   app.route("/api/v1/points", paymentRoutes);
 
