@@ -20,6 +20,8 @@ import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { rankingsRoutes } from "./rankings/rankings.routes";
 import { createServices } from "./services";
+import { consoleRoutes } from "./console/console.routes";
+import { docsRoutes } from "./docs/docs.routes";
 import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
 import type { AppEnv } from "./app-env";
@@ -195,11 +197,9 @@ export function createApp(options: AppOptions = {}) {
     );
     return c.json(document);
   });
-  // The docs UI is only loaded when someone opens /docs: off the Worker's startup path.
-  app.get("/docs", async (c, next) => {
-    const { swaggerUI } = await import("@hono/swagger-ui");
-    return swaggerUI<AppEnv>({ url: "/openapi.json" })(c, next);
-  });
+  // Pages outside /api: the docs UI and the operator console, with every asset served from here (no CDN).
+  app.route("/", docsRoutes);
+  app.route("/", consoleRoutes);
 
   app.notFound((c) => errorResponse(c, new AppError("NOT_FOUND")));
   app.onError((err, c) => {
