@@ -16,7 +16,7 @@ const state = {
   watched: loadWatched(),
   /** couponId -> [{t, issued}] from successive polls (the issuances-per-second chart). */
   couponSeries: new Map(),
-  /** productId -> [{t, requests, taken}] (orders and units per minute). */
+  /** productId -> [{t, requests, taken}] (orders and units in the last minute; an order is one reserve call per shard it touches). */
   productSeries: new Map(),
   /** Whether the list routes exist on this deployment (false after a 404: only watched ids are shown). */
   lists: { coupon: true, product: true },
@@ -219,8 +219,8 @@ function productCard({ id, item }, view, now) {
       fact("reserved", "reserved", v.total.held),
       fact("paid, settling", "confirmed", v.total.confirmed),
       fact("sold", "sold", v.total.sold),
-      fact("orders/min", "ordersPerMinute", perMinute(series, "requests")),
-      fact("units/min", "unitsPerMinute", perMinute(series, "taken")),
+      fact("orders, last min", "ordersPerMinute", perMinute(series, "requests")),
+      fact("units, last min", "unitsPerMinute", perMinute(series, "taken")),
     ),
     el(
       "table",
@@ -250,15 +250,12 @@ function ratesOf(series, key, unitMs) {
   return out;
 }
 
-/** The counter's growth over the last minute of polls (or since watching, if shorter), scaled to a minute. */
+/** How much the counter grew over the trailing minute of polls (less while the page has watched for under a minute). */
 function perMinute(series, key) {
   const last = series[series.length - 1];
-  const first = series.find((p) => last.t - p.t <= 60_000) ?? last;
-  const dt = last.t - first.t;
-  if (dt <= 0) return 0;
   let grown = 0;
-  for (let i = series.indexOf(first) + 1; i < series.length; i++) grown += Math.max(0, series[i][key] - series[i - 1][key]);
-  return Math.round((grown * 60_000) / dt);
+  for (let i = series.length - 1; i > 0 && last.t - series[i - 1].t <= 60_000; i--) grown += Math.max(0, series[i][key] - series[i - 1][key]);
+  return grown;
 }
 
 function sparkline(rates, unit) {
