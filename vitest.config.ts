@@ -9,6 +9,8 @@ export default defineConfig(async () => {
       // Under CI a JSON report lets .ci/run print a plain "N passed, N failed" line (both projects).
       reporters: process.env.CI ? ["default", "json"] : ["default"],
       outputFile: { json: ".vitest-results.json" },
+      // Per-request info logs drown the report; warnings and errors still show (a root option: it applies to every project).
+      onConsoleLog: (line: string) => !line.includes('"level":"info"'),
       projects: [
         {
           // Everything but the browser test runs inside workerd (the app, its objects, D1, queues).
@@ -40,8 +42,6 @@ export default defineConfig(async () => {
             include: ["test/**/*.test.ts"],
             exclude: ["test/browser/**"],
             testTimeout: 30_000,
-            // Per-request info logs drown the report; warnings and errors still show.
-            onConsoleLog: (line: string) => !line.includes('"level":"info"'),
             hookTimeout: 30_000,
           },
         },
@@ -49,7 +49,7 @@ export default defineConfig(async () => {
           // Node: Chromium (playwright-core) against `wrangler dev`, started by the test itself.
           test: {
             name: "browser",
-            // After the workerd suites, not beside them: two cores, and its waits are on a live server.
+            // Its own group, never beside the workerd suites: two cores, and its waits are on a live server.
             sequence: { groupOrder: 1 },
             environment: "node",
             include: ["test/browser/**/*.test.ts"],
