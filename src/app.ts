@@ -10,6 +10,7 @@ import { adminRoutes } from "./admin/admin.routes";
 import { adminListRoutes } from "./admin/admin-lists.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
+import { statsRoutes } from "./admin/stats.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { addEdgeConventions } from "./openapi";
@@ -20,6 +21,8 @@ import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { rankingsRoutes } from "./rankings/rankings.routes";
 import { createServices } from "./services";
+import { consoleRoutes } from "./console/console.routes";
+import { docsRoutes } from "./docs/docs.routes";
 import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
 import type { AppEnv } from "./app-env";
@@ -161,6 +164,7 @@ export function createApp(options: AppOptions = {}) {
     .route("/api/v1/admin", adminListRoutes)
     .route("/api/v1/admin", deadLetterRoutes)
     .route("/api/v1/admin", stockShardRoutes)
+    .route("/api/v1/admin", statsRoutes)
     .route("/api/v1/orders", ordersRoutes)
     .route("/api/v1/points", paymentRoutes);
 
@@ -197,11 +201,9 @@ export function createApp(options: AppOptions = {}) {
     );
     return c.json(document);
   });
-  // The docs UI is only loaded when someone opens /docs: off the Worker's startup path.
-  app.get("/docs", async (c, next) => {
-    const { swaggerUI } = await import("@hono/swagger-ui");
-    return swaggerUI<AppEnv>({ url: "/openapi.json" })(c, next);
-  });
+  // Pages outside /api: the docs UI and the operator console, with every asset served from here (no CDN).
+  app.route("/", docsRoutes);
+  app.route("/", consoleRoutes);
 
   app.notFound((c) => errorResponse(c, new AppError("NOT_FOUND")));
   app.onError((err, c) => {

@@ -16,6 +16,7 @@ import { createRedis } from "./infra/redis";
 import { noRankingCache, redisRankingCache } from "./rankings/ranking.store";
 import { RankingsRepo } from "./rankings/rankings.repo";
 import { RankingsService } from "./rankings/rankings.service";
+import { BacklogRepo } from "./admin/backlog.repo";
 import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { RelaySoon } from "./events/relay-soon";
@@ -61,6 +62,8 @@ export interface Services {
     /** Publishes due outbox rows (bounded); safe to run concurrently with the cron. */
     relay(): Promise<RelayResult>;
     deadLetters: DeadLettersRepo;
+    /** Pending outbox rows and waiting dead letters, counted by bounded index ranges (GET /admin/stats). */
+    backlog: BacklogRepo;
     /** Re-sends a dead letter's event to the events queue. */
     replay(payload: unknown): Promise<void>;
   };
@@ -132,6 +135,7 @@ export function createServices(
       transport,
       relay,
       deadLetters: new DeadLettersRepo(d1),
+      backlog: new BacklogRepo(d1),
       replay: async (payload) => {
         await env.EVENTS_QUEUE.send(payload, { contentType: "json" });
       },

@@ -348,5 +348,7 @@ export const deadLetters = sqliteTable(
     index("dead_letters_event_id_idx").on(t.eventId),
     // Retention deletes replayed letters by age; partial, so letters awaiting an admin cost nothing.
     index("dead_letters_replayed_at_idx").on(t.replayedAt).where(sql`replayed_at IS NOT NULL`),
+    // The operator console's backlog count: letters awaiting an admin, by id (partial: replayed history is not in it).
+    index("dead_letters_waiting_idx").on(t.id).where(sql`replayed_at IS NULL`),
   ],
 );

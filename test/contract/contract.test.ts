@@ -65,6 +65,7 @@ beforeAll(async () => {
     "PATCH /api/v1/admin/products/{productId}/stock": () => ({ path: `/api/v1/admin/products/${productId}/stock`, json: { delta: 5 }, headers: admin, status: 200 }),
     "PUT /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, json: { stockShards: 2 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, headers: admin, status: 200 }),
+    "GET /api/v1/admin/stats": () => ({ path: "/api/v1/admin/stats", headers: admin, status: 200 }),
     "GET /api/v1/admin/dead-letters": () => ({ path: "/api/v1/admin/dead-letters?limit=10", headers: admin, status: 200 }),
     "POST /api/v1/admin/dead-letters/{deadLetterId}/replay": () => ({ path: `/api/v1/admin/dead-letters/${deadLetterId}/replay`, json: {}, headers: admin, status: 200 }),
     "POST /api/v1/orders": () => ({ path: "/api/v1/orders", json: { userId, orderProducts: [{ productId, quantity: 1 }] }, status: 201 }),

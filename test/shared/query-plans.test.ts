@@ -163,6 +163,7 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("GET /api/v1/admin/dead-letters", () => api.get(`/api/v1/admin/dead-letters?limit=5&cursor=${encodeCursor(letters.body.data.deadLetters[0].id, "dl")}`, adminHeaders));
     const letter = letters.body.data.deadLetters[0].id;
     await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () => api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders));
+    await op("GET /api/v1/admin/stats", () => api.get("/api/v1/admin/stats", adminHeaders));
 
     for (const cron of Object.keys(JOBS)) await runCron(cron);
     // A second expiry round at a time past every deadline and grace: the settle sweep finds work too.
