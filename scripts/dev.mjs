@@ -20,6 +20,8 @@ execFileSync("npx", ["wrangler", "d1", "migrations", "apply", "DB", "--local"], 
   stdio: ["ignore", "ignore", "inherit"],
   env: { ...offline, CI: "true" },
 });
+// The console and docs pages are string modules made from their sources (scripts/gen-assets.mjs): current before serving.
+execFileSync("npx", ["node", "scripts/gen-assets.mjs"], { stdio: "inherit", env: offline });
 execFileSync("npx", ["node", "scripts/seed.mjs"], { stdio: "inherit", env: offline });
 
 const args = ["wrangler", "dev", "--port", port, "--inspector-port", inspectorPort, "--ip", "127.0.0.1", "--test-scheduled"];
@@ -35,6 +37,7 @@ if (await redisReachable(process.env.REDIS_URL)) {
 console.log(`starting: npx ${args.join(" ")}`);
 console.log(`  API   http://localhost:${port}/api/v1/products`);
 console.log(`  docs  http://localhost:${port}/docs`);
+console.log(`  console http://localhost:${port}/admin/console`);
 const child = spawn("npx", args, { stdio: "inherit", env: offline });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
 child.on("exit", async (code) => {

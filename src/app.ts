@@ -7,9 +7,11 @@ import { matchedRoutes } from "hono/route";
 import { requestId } from "hono/request-id";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
+import { adminListRoutes } from "./admin/admin-lists.routes";
 import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
 import { d1GroupRoutes } from "./admin/d1-groups.routes";
+import { statsRoutes } from "./admin/stats.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { addEdgeConventions } from "./openapi";
@@ -20,6 +22,8 @@ import { pointsRoutes } from "./points/points.routes";
 import { productsRoutes } from "./products/products.routes";
 import { rankingsRoutes } from "./rankings/rankings.routes";
 import { createServices } from "./services";
+import { consoleRoutes } from "./console/console.routes";
+import { docsRoutes } from "./docs/docs.routes";
 import { errorResponse } from "./shared/envelope";
 import { AppError } from "./shared/errors";
 import type { AppEnv } from "./app-env";
@@ -31,6 +35,7 @@ import { HopMeter, ObjectUnavailableError } from "./shared/hops";
 import { BOOKMARK_HEADER, sessionStartFor } from "./shared/d1-session";
 import { edgeCache } from "./shared/edge-cache";
 import { D1UnavailableError } from "./shared/group-commit";
+import { isTransientD1Error, transientD1Cause } from "./shared/d1-errors";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -40,7 +45,7 @@ const JSON_CONTENT_TYPE = /^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i;
 /** Maps anything thrown during a request to one AppError (the only thing clients see). */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  if (err instanceof ObjectUnavailableError || err instanceof D1UnavailableError) return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+  if (err instanceof ObjectUnavailableError || err instanceof D1UnavailableError || isTransientD1Error(err)) return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
   if (err instanceof HTTPException) {
     if (err.status === 400) return new AppError("VALIDATION_FAILED", "body: malformed JSON");
     if (err.status === 401) return new AppError("UNAUTHORIZED");
@@ -83,7 +88,8 @@ export function createApp(options: AppOptions = {}) {
     c.set("meter", meter);
     await next();
     c.header("Server-Timing", meter.serverTiming());
-    log(c.res.status >= 500 ? "error" : "info", "request", {
+    // A 503 is an honest "try again" (an object or D1 under pressure, logged at warn by onError), not a bug.
+    log(c.res.status >= 500 && c.res.status !== 503 ? "error" : c.res.status === 503 ? "warn" : "info", "request", {
       requestId: c.var.requestId,
       method: c.req.method,
       path: c.req.path,
@@ -152,16 +158,20 @@ export function createApp(options: AppOptions = {}) {
   app.use("/api/v1/*", limitWritesByUser(now));
   app.use("/api/v1/*", idempotentPosts({ ...DEFAULT_IDEMPOTENCY_OPTIONS, now, ...options.idempotency }, KEY_IN_EFFECT_BATCH));
   app.use("/api/v1/admin/*", requireAdmin);
-  app.route("/api/v1/points", pointsRoutes);
-  app.route("/api/v1/products", rankingsRoutes);
-  app.route("/api/v1/products", productsRoutes);
-  app.route("/api/v1/coupons", couponsRoutes);
-  app.route("/api/v1/admin", adminRoutes);
-  app.route("/api/v1/admin", deadLetterRoutes);
-  app.route("/api/v1/admin", stockShardRoutes);
-  app.route("/api/v1/admin", d1GroupRoutes);
-  app.route("/api/v1/orders", ordersRoutes);
-  app.route("/api/v1/points", paymentRoutes);
+  // Chained, so the app's type carries every route's request and response types: `AppType`, for hono/client.
+  const routed = app
+    .route("/api/v1/points", pointsRoutes)
+    .route("/api/v1/products", rankingsRoutes)
+    .route("/api/v1/products", productsRoutes)
+    .route("/api/v1/coupons", couponsRoutes)
+    .route("/api/v1/admin", adminRoutes)
+    .route("/api/v1/admin", adminListRoutes)
+    .route("/api/v1/admin", deadLetterRoutes)
+    .route("/api/v1/admin", stockShardRoutes)
+    .route("/api/v1/admin", statsRoutes)
+    .route("/api/v1/admin", d1GroupRoutes)
+    .route("/api/v1/orders", ordersRoutes)
+    .route("/api/v1/points", paymentRoutes);
 
   app.get("/health", (c) => c.json({ status: "ok" }));
 
@@ -196,11 +206,9 @@ export function createApp(options: AppOptions = {}) {
     );
     return c.json(document);
   });
-  // The docs UI is only loaded when someone opens /docs: off the Worker's startup path.
-  app.get("/docs", async (c, next) => {
-    const { swaggerUI } = await import("@hono/swagger-ui");
-    return swaggerUI<AppEnv>({ url: "/openapi.json" })(c, next);
-  });
+  // Pages outside /api: the docs UI and the operator console, with every asset served from here (no CDN).
+  app.route("/", docsRoutes);
+  app.route("/", consoleRoutes);
 
   app.notFound((c) => errorResponse(c, new AppError("NOT_FOUND")));
   app.onError((err, c) => {
@@ -208,12 +216,20 @@ export function createApp(options: AppOptions = {}) {
     // A taken Idempotency-Key is answered by the idempotency middleware (a replay), not here.
     if (err instanceof KeyTakenError) return errorResponse(c, appErr);
     if (appErr.code === "SERVICE_UNAVAILABLE") {
-      const cause = err instanceof ObjectUnavailableError || err instanceof D1UnavailableError ? errorFields(err.cause) : {};
-      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...cause });
+      const cause = err instanceof ObjectUnavailableError || err instanceof D1UnavailableError ? err.cause : transientD1Cause(err);
+      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(cause === undefined ? {} : errorFields(cause)) });
     } else if (appErr.status >= 500) {
       log("error", "unhandled error", { requestId: c.var.requestId, path: c.req.path, ...errorFields(err) });
     }
     return errorResponse(c, appErr);
   });
-  return app;
+  return routed;
 }
+
+/**
+ * The API's routes as a type, for a typed client (README: typed client):
+ * `hc<AppType>(baseUrl)` from `hono/client` gives every route's path, query, body and
+ * per-status response types, taken from the same zod schemas that `/openapi.json` is built from
+ * (so the client and the contract-tested document cannot disagree, and there is no generated file).
+ */
+export type AppType = ReturnType<typeof createApp>;

@@ -22,7 +22,7 @@ export const JOBS: Record<string, Job[]> = {
   ],
   "*/10 * * * *": [
     { name: "ranking-repair", run: (s) => repairRankingJob(s) },
-    { name: "failed-orders-purge", run: (s, now) => purgeFailedOrders({ repo: s.ordersRepo }, now) },
+    { name: "failed-orders-purge", run: (s, now) => purgeFailedOrders({ repo: s.ordersRepo, clock: s.clock }, now) },
     { name: "event-retention", run: (s, now) => s.purgeEvents(now) },
   ],
   "30 15 * * *": [{ name: "best-sellers-refresh", run: (s) => refreshBestSellersJob(s) }],

@@ -7,6 +7,8 @@
  * The contract test (test/contract/) calls every operation and checks each answer
  * against what is declared here.
  */
+import { isPublicRead } from "./shared/request-user";
+
 type Json = Record<string, any>;
 
 const ERROR = { "application/json": { schema: { $ref: "#/components/schemas/Error" } } };
@@ -61,6 +63,7 @@ const OBJECT_BACKED = new Set([
   "post /api/v1/admin/coupons",
   "put /api/v1/admin/coupons/{couponId}/shards",
   "get /api/v1/admin/coupons/{couponId}/shards",
+  "get /api/v1/coupons/{couponId}",
 ]);
 
 const isWrite = (method: string) => method === "post" || method === "patch" || method === "put";
@@ -79,7 +82,8 @@ export function addEdgeConventions(doc: Json): Json {
     for (const [method, op] of Object.entries<Json>(item)) {
       const key = `${method} ${path}`;
       const admin = path.startsWith("/api/v1/admin/");
-      const publicRead = method === "get" && (path === "/api/v1/products" || path.startsWith("/api/v1/products/"));
+      // The same rule the middleware applies to a request's path (the template matches it as a path would).
+      const publicRead = isPublicRead(method.toUpperCase(), path);
       const params: Json[] = (op.parameters ??= []);
       params.push(p("D1Bookmark"));
       const r: Json = op.responses;

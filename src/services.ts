@@ -2,6 +2,7 @@ import type { Config } from "./config";
 import { purgeEventTables, type RetentionReport } from "./events/retention.job";
 import { createDb, primaryD1, sessionAsDatabase, type Db } from "./db/client";
 import { AdminRepo } from "./admin/admin.repo";
+import { AdminListsRepo } from "./admin/admin-lists.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
 import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
 import { noUserCouponCache, redisUserCouponCache, type UserCouponCache } from "./coupons/user-coupon.cache";
@@ -15,6 +16,7 @@ import { createRedis } from "./infra/redis";
 import { noRankingCache, redisRankingCache } from "./rankings/ranking.store";
 import { RankingsRepo } from "./rankings/rankings.repo";
 import { RankingsService } from "./rankings/rankings.service";
+import { BacklogRepo } from "./admin/backlog.repo";
 import { DeadLettersRepo } from "./events/dead-letters.repo";
 import { relayOutbox, type RelayResult } from "./events/outbox.relay";
 import { RelaySoon } from "./events/relay-soon";
@@ -54,12 +56,16 @@ export interface Services {
   /** Owned-coupon lists in Redis; order placement (use), cancel and expiry (restore) evict. */
   userCouponCache: UserCouponCache;
   adminRepo: AdminRepo;
+  /** The operator console's coupon and product lists. */
+  adminLists: AdminListsRepo;
   rankings: RankingsService;
   events: {
     transport: EventTransport;
     /** Publishes due outbox rows (bounded); safe to run concurrently with the cron. */
     relay(): Promise<RelayResult>;
     deadLetters: DeadLettersRepo;
+    /** Pending outbox rows and waiting dead letters, counted by bounded index ranges (GET /admin/stats). */
+    backlog: BacklogRepo;
     /** Re-sends a dead letter's event to the events queue. */
     replay(payload: unknown): Promise<void>;
   };
@@ -156,6 +162,7 @@ export function createServices(
       transport,
       relay,
       deadLetters: new DeadLettersRepo(d1),
+      backlog: new BacklogRepo(d1),
       replay: async (payload) => {
         await env.EVENTS_QUEUE.send(payload, { contentType: "json" });
       },
@@ -173,11 +180,12 @@ export function createServices(
     userCouponCache,
     coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER, meter), clock, userCouponCache),
     adminRepo: new AdminRepo(d1),
+    adminLists: new AdminListsRepo(d1),
     stock,
     stockShards: new StockShardsService(productsRepo, stock),
     ordersRepo,
     d1Groups: () => groupStatsOf(env.DB),
-    purgeEvents: (now) => purgeEventTables(primary, now, config.eventRetentionMs),
+    purgeEvents: (now) => purgeEventTables({ d1: primary, now, retentionMs: config.eventRetentionMs, clock }),
     orderSweep: new OrderSweepRepo(d1),
     orders: new OrdersService({
       repo: ordersRepo,

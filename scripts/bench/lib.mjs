@@ -150,6 +150,51 @@ function splitOutsideQuotes(s, sep) {
 }
 
 /**
+ * The D1 meter of one `Server-Timing` value:
+ * `d1;desc="2 calls (+1 nested), 14 rows read, 3 written, 1 write tx";dur=3.1` ->
+ * `{ calls: 2, nested: 1, rowsRead: 14, rowsWritten: 3, writeTx: 1, dur: 3.1 }`. Rows count
+ * the request's own calls only: `nested` D1 calls (a Durable Object writing D1 before it
+ * answered) are counted, their rows are not reported. A value without a `d1` entry is a
+ * request that made no D1 call (the app leaves zero metrics out), and `0 calls (+N nested)`
+ * one that made none itself: zero rows. A `desc` of own calls that names no row count at all
+ * (a build from before the row meter) gives undefined `rowsRead`/`rowsWritten`/`writeTx`;
+ * once it names one, the others it leaves out are 0. Undefined for a missing header.
+ * @param {string | null | undefined} value
+ * @returns {{ calls: number, nested: number, rowsRead?: number, rowsWritten?: number, writeTx?: number, dur: number } | undefined}
+ */
+export function parseD1Meter(value) {
+  if (value === null || value === undefined) return undefined;
+  for (const entry of splitOutsideQuotes(value, ",")) {
+    const [name, ...params] = splitOutsideQuotes(entry, ";").map((p) => p.trim());
+    if (name?.toLowerCase() !== "d1") continue;
+    let desc = "";
+    let dur = 0;
+    for (const p of params) {
+      const eq = p.indexOf("=");
+      if (eq < 0) continue;
+      const key = p.slice(0, eq).trim().toLowerCase();
+      const v = p.slice(eq + 1).trim();
+      if (key === "desc") desc = v.startsWith('"') && v.endsWith('"') ? v.slice(1, -1).replace(/\\(.)/g, "$1") : v;
+      else if (key === "dur") dur = Number(v);
+    }
+    const count = (re) => {
+      const m = re.exec(desc);
+      return m ? Number(m[1]) : undefined;
+    };
+    const calls = count(/^\s*(\d+)\s+calls?\b/) ?? 1;
+    const nested = count(/\(\+(\d+) nested\)/) ?? 0;
+    const rowsRead = count(/(\d+)\s+rows?\s+read\b/);
+    const rowsWritten = count(/(\d+)\s+(?:rows?\s+)?written\b/);
+    const writeTx = count(/(\d+)\s+write\s+tx\b/);
+    const metered = calls === 0 || rowsRead !== undefined || rowsWritten !== undefined || writeTx !== undefined;
+    return metered
+      ? { calls, nested, rowsRead: rowsRead ?? 0, rowsWritten: rowsWritten ?? 0, writeTx: writeTx ?? 0, dur }
+      : { calls, nested, rowsRead: undefined, rowsWritten: undefined, writeTx: undefined, dur };
+  }
+  return { calls: 0, nested: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0, dur: 0 };
+}
+
+/**
  * A header from autocannon's `onResponse` headers (raw names as keys: matched in any case;
  * repeated headers joined with ", "), or undefined.
  */

@@ -174,6 +174,7 @@ export const adminRoutes = createRouter<AppEnv>()
         openTransfers: s.openTransfers,
         requests: s.requests,
         d1Batches: s.d1Batches,
+        d1: s.d1,
       })),
     });
   })

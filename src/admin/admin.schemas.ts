@@ -67,6 +67,16 @@ export const SetCouponShardsBodySchema = z
 
 export const CouponShardsSchema = z.object({ couponId: z.number().int(), shards: z.number().int() }).openapi("CouponShards");
 
+/** What an object's own D1 calls cost since it started (src/shared/hops.ts D1Cost). */
+export const D1CostSchema = z
+  .object({
+    calls: z.number().int(),
+    rowsRead: z.number().int(),
+    rowsWritten: z.number().int(),
+    writeTx: z.number().int().openapi({ description: "D1 calls (a batch is one) that changed the database" }),
+  })
+  .openapi("D1Cost", { description: "The object's own D1 calls, rows read and written, and write transactions, since its current incarnation started (in memory)" });
+
 export const CouponShardStateSchema = z
   .object({
     shard: z.number().int(),
@@ -78,6 +88,7 @@ export const CouponShardStateSchema = z
     openTransfers: z.number().int(),
     requests: z.number().int().openapi({ description: "Issuance requests the shard's current incarnation answered" }),
     d1Batches: z.number().int().openapi({ description: "D1 write batches the shard's current incarnation sent" }),
+    d1: D1CostSchema,
   })
   .openapi("CouponShardState");
 
@@ -92,7 +103,8 @@ export const CouponShardsViewSchema = z
   })
   .openapi("CouponShardsView");
 
-export const CreatedIdSchema = (name: string) => z.object({ [name]: z.number().int() });
+/** `{<name>: id}`, typed by the literal name (a typed client sees `data.userId: number`, not an optional index). */
+export const CreatedIdSchema = <K extends string>(name: K) => z.object({ [name]: z.number().int() } as { [P in K]: z.ZodNumber });
 
 export const AdjustStockBodySchema = z
   .strictObject({

@@ -5,6 +5,10 @@ import { createRouter, errorResponses, okResponse } from "../shared/http";
 import type { AppEnv } from "../app-env";
 import { idParamSchema, intQuery } from "../shared/validation";
 import { toIso, toIsoOrNull } from "../shared/clock";
+import { decodeCursor, encodeCursor } from "../shared/cursor";
+
+/** Dead-letter cursors carry their own tag: another list's cursor is a 400 here. */
+const DEAD_LETTER_CURSOR_TAG = "dl";
 
 const security = [{ adminBearer: [] }];
 
@@ -26,9 +30,32 @@ const listRoute = createRoute({
   tags: ["admin"],
   security,
   summary: "Events that exhausted their delivery retries",
-  request: { query: z.strictObject({ afterId: intQuery(0, Number.MAX_SAFE_INTEGER, 0), limit: intQuery(1, 100, 50) }) },
+  request: {
+    query: z.strictObject({
+      cursor: z.string().max(64).optional().openapi({ description: "`nextCursor` of the previous page" }),
+      afterId: z
+        .string()
+        .regex(/^(0|[1-9][0-9]{0,15})$/, "must be a non-negative integer")
+        .transform(Number)
+        .refine((n) => Number.isSafeInteger(n), "must be a safe integer")
+        .optional()
+        .openapi({
+          type: "integer",
+          minimum: 0,
+          param: { deprecated: true, description: "Deprecated (removed in the next release): use `cursor`. The id after which the page starts." },
+        }),
+      limit: intQuery(1, 100, 50),
+    }),
+  },
   responses: {
-    ...okResponse(200, "Dead letters", z.object({ deadLetters: z.array(DeadLetterSchema) })),
+    ...okResponse(
+      200,
+      "Dead letters, oldest first",
+      z.object({
+        deadLetters: z.array(DeadLetterSchema),
+        nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next page; null on the last page" }),
+      }),
+    ),
     ...errorResponses(400, 401, 403),
   },
 });
@@ -49,8 +76,13 @@ const replayRoute = createRoute({
 /** `/api/v1/admin/dead-letters` */
 export const deadLetterRoutes = createRouter<AppEnv>()
   .openapi(listRoute, async (c) => {
-    const { afterId, limit } = c.req.valid("query");
-    const rows = await c.var.services.events.deadLetters.list(afterId, limit);
+    const { cursor, afterId, limit } = c.req.valid("query");
+    if (cursor !== undefined && afterId !== undefined) throw new AppError("VALIDATION_FAILED", "cursor, afterId: give one (afterId is deprecated)");
+    const after = afterId ?? decodeCursor(cursor, DEAD_LETTER_CURSOR_TAG);
+    // One row more than the page, to know whether another follows.
+    const read = await c.var.services.events.deadLetters.list(after, limit + 1);
+    const rows = read.slice(0, limit);
+    const last = rows[rows.length - 1];
     return ok(c, {
       deadLetters: rows.map((r) => ({
         id: r.id,
@@ -61,6 +93,7 @@ export const deadLetterRoutes = createRouter<AppEnv>()
         replayedAt: toIsoOrNull(r.replayedAt),
         payload: JSON.parse(r.payload) as unknown,
       })),
+      nextCursor: read.length > limit && last ? encodeCursor(last.id, DEAD_LETTER_CURSOR_TAG) : null,
     });
   })
   .openapi(replayRoute, async (c) => {

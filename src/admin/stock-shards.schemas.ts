@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
 import { MAX_SHARDS } from "../shared/sharded-quantity";
+import { D1CostSchema } from "./admin.schemas";
 
 export const SetStockShardsBodySchema = z
   .strictObject({
@@ -33,6 +34,7 @@ export const StockShardsViewSchema = z
         openTransfers: z.number().int().openapi({ description: "Transfers the shard asked its siblings for and has not closed (units possibly in flight to it)" }),
         requests: z.number().int().openapi({ description: "Reserve calls the shard's current incarnation answered (in memory: a load indicator, 0 again after a restart)" }),
         d1Batches: z.number().int().openapi({ description: "D1 projection batches the shard's current incarnation sent (in memory: a load indicator, 0 again after a restart)" }),
+        d1: D1CostSchema,
       }),
     ),
     total: z.object(units),

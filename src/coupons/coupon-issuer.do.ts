@@ -1,10 +1,13 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
 import { canSetQuantity, decideIssue, type IssueRefusal, type IssuerCoupon } from "./coupon.rules";
-import { IssuanceRepo, ROWS_PER_BATCH, type IssuanceRecord, type IssuanceStore } from "./issuance.repo";
+import { IssuanceRepo, type IssuanceStore } from "./issuance.repo";
+import { IssuanceLoader, LOAD_PROGRESS_SCHEMA, type LoadedCoupon } from "./issuance-load";
+import { BATCH_INTERVAL_MS, IssuanceProjection } from "./issuance-projection";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
 import { primaryD1 } from "../db/client";
+import { type D1Cost, HopMeter, meterD1 } from "../shared/hops";
 import {
   fairShare,
   homeShard,
@@ -80,14 +83,31 @@ export interface IssuerState {
   requests: number;
   /** D1 projection batches this incarnation wrote (group commits and alarm retries; a load indicator). */
   d1Batches: number;
+  /** What this incarnation's own D1 calls cost: calls, rows read and written, write transactions. */
+  d1: D1Cost;
+}
+
+/** What the public availability read needs of one shard: no issuance list, no counting of unsynced rows. */
+export interface IssuerCounts {
+  /** False when this shard never loaded its coupon (it issued nothing). */
+  loaded: boolean;
+  /** The coupon's quantity as this shard knows it (shard 0's is authoritative: quantity changes go there). */
+  quantity: number;
+  /** Issued by this shard. */
+  issued: number;
 }
 
 /** The write-behind alarm fires this long after an issuance whose D1 write is not yet confirmed. */
 export const SYNC_DELAY_MS = 500;
-/** Most wins written to D1 in one group-commit batch (the projection chunk size). */
-const GROUP_ROWS = ROWS_PER_BATCH;
 /** Retry interval while D1 keeps failing. */
 const RETRY_DELAY_MS = 1_000;
+/**
+ * Chunks (D1 batches of up to 100 rows) one alarm re-syncs; the rest of a backlog waits
+ * RESYNC_INTERVAL_MS for the next alarm. So draining a long outage's backlog costs D1 at most
+ * 4 write transactions per second per shard, and one alarm's work stays small.
+ */
+export const SYNC_CHUNKS_PER_ALARM = 4;
+const RESYNC_INTERVAL_MS = 1_000;
 
 type CouponRow = {
   id: number;
@@ -141,10 +161,11 @@ export class CouponIssuer extends DurableObject<Env> {
   siblingPort: SiblingPort | undefined;
   private readonly userCoupons: UserCouponCache;
   private coupon: CouponRow | undefined;
-  private loading: Promise<"done" | "failed"> | undefined;
-  /** Wins waiting for the next group-commit batch, and whether one is being written. */
-  private readonly groupQueue: { record: IssuanceRecord; resolve: (ids: Map<number, number> | undefined) => void }[] = [];
-  private groupDraining = false;
+  /** The one load of this incarnation (every request that finds no coupon waits for it). */
+  private loading: Promise<{ result: "done" | "failed"; d1Calls: number }> | undefined;
+  private readonly loader: IssuanceLoader;
+  /** The D1 write queue (group commit, re-sync): one batch in flight per object. */
+  private readonly projection: IssuanceProjection;
   /** Users whose issuance this incarnation is writing to D1 right now (their twins hear ALREADY_ISSUED). */
   private readonly projecting = new Set<number>();
   /**
@@ -157,14 +178,16 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
   private requests = 0;
-  private d1Batches = 0;
+
+  /** This incarnation's D1 calls, rows and write transactions (the admin view shows them). */
+  private readonly d1Meter = new HopMeter();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    // Its D1 writes and the reads that check them need the latest state: a primary session,
-    // which keeps this object's queries in order for its lifetime.
-    this.store = new IssuanceRepo(primaryD1(env.DB));
+    // Its D1 writes and the reads that check them need the latest state: the primary
+    // (src/db/client.ts primaryD1), metered so the object's own D1 cost shows in its admin view.
+    this.store = new IssuanceRepo(meterD1(primaryD1(env.DB), this.d1Meter));
     this.userCoupons = createUserCouponCache(loadConfig(env));
     const host = {
       available: () => (this.coupon ? this.coupon.held - this.coupon.issued : 0),
@@ -178,6 +201,31 @@ export class CouponIssuer extends DurableObject<Env> {
     this.ledger = new ShardLedger(this.sql, host);
     // A shard that proved every sibling empty believes it as long as the Worker believes a sold-out answer.
     this.balancer = new ShardBalancer(host, this.ledger, () => this.siblings(), SOLD_OUT_TTL_MS);
+    this.projection = new IssuanceProjection({
+      sql: this.sql,
+      paceMs: () => ((this.coupon?.shards ?? 1) > 1 ? BATCH_INTERVAL_MS : 0),
+      store: () => this.store,
+      couponId: () => this.coupon!.id,
+      tx: (body) => this.tx(body),
+      rolledBack: () => {
+        this.coupon = this.readCoupon();
+        this.balancer.forgetDry();
+      },
+      committed: async (ids) => {
+        await this.clearAlarmIfSynced();
+        // The owners' cached lists are stale once their row exists in D1 (also on the write-behind path).
+        if (ids.size > 0) this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
+      },
+      failed: () => this.scheduleSync(Date.now() + RETRY_DELAY_MS),
+    });
+    this.loader = new IssuanceLoader({
+      sql: this.sql,
+      store: () => this.store,
+      schemaReady: () => this.schemaReady,
+      createSchema: () => this.createSchema(),
+      transactionSync: (body) => this.ctx.storage.transactionSync(body),
+      finish: (c) => this.insertCoupon(c),
+    });
     // Invariant: no request sees the object before its state is read, and an
     // issuance persisted by a previous incarnation but never confirmed in D1
     // (or a transfer left open) gets an alarm again (covers a crash between the
@@ -213,6 +261,8 @@ export class CouponIssuer extends DurableObject<Env> {
     const load = await this.ensureLoaded(couponId, route.shard);
     let d1Calls = load.d1Calls;
     let doCalls = 0;
+    // A load D1 interrupted is no fault of the request: it resumes at its cursor on the next one (503, try again).
+    if (load.result === "INTERNAL_ERROR") return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
     if (load.result !== "ok") return { ok: false, code: load.result, d1Calls, doCalls };
     const coupon = this.coupon!;
     if (route.shards !== coupon.shards || homeShard(userId, coupon.shards) !== coupon.shard) {
@@ -245,7 +295,7 @@ export class CouponIssuer extends DurableObject<Env> {
     try {
       await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
       d1Calls++;
-      ids = await this.projectGrouped({ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt });
+      ids = await this.projection.project([{ userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt }]);
     } finally {
       this.projecting.delete(userId);
     }
@@ -368,10 +418,19 @@ export class CouponIssuer extends DurableObject<Env> {
     this.balancer.acknowledged(transferIds);
   }
 
+  /**
+   * The two numbers a sale page polls (GET /coupons/{id}): one row of the object's storage, never a
+   * D1 load (a shard that never loaded issued nothing). Invariant protected: none (no writes).
+   */
+  async counts(): Promise<IssuerCounts> {
+    const coupon = this.readCoupon();
+    return coupon ? { loaded: true, quantity: coupon.quantity, issued: coupon.issued } : { loaded: false, quantity: 0, issued: 0 };
+  }
+
   /** Read-only view of the DO's state. Invariant protected: none (no writes). */
   async state(): Promise<IssuerState> {
     const coupon = this.readCoupon();
-    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.d1Batches };
+    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, requests: this.requests, d1Batches: this.projection.batches, d1: this.d1Meter.d1Cost() };
     const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
     const openTransfers = this.ledger.openTransfers(coupon.shard).length;
@@ -386,7 +445,8 @@ export class CouponIssuer extends DurableObject<Env> {
       held: coupon.held,
       openTransfers,
       requests: this.requests,
-      d1Batches: this.d1Batches,
+      d1Batches: this.projection.batches,
+      d1: this.d1Meter.d1Cost(),
     };
   }
 
@@ -411,14 +471,6 @@ export class CouponIssuer extends DurableObject<Env> {
         log("warn", "coupon shard transfer recovery failed", { couponId: coupon.id, shard: coupon.shard, ...errorFields(err) });
       }
     }
-    const pending = this.sql
-      .exec<{ user_id: number; issued_at: number; expires_at: number }>(
-        "SELECT user_id, issued_at, expires_at FROM issuances WHERE synced = 0 ORDER BY user_id",
-      )
-      .toArray()
-      // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
-      .filter((r) => !this.projecting.has(r.user_id))
-      .map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
     const current = this.coupon!;
     if (current.quantity_synced === 0) {
       try {
@@ -429,9 +481,13 @@ export class CouponIssuer extends DurableObject<Env> {
         log("warn", "coupon quantity D1 retry failed", { couponId: current.id, ...errorFields(err) });
       }
     }
-    if (pending.length > 0 && (await this.syncToD1(pending)) === undefined) failed = true;
+    // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
+    const resynced = await this.projection.resync({ maxChunks: SYNC_CHUNKS_PER_ALARM, skip: (userId) => this.projecting.has(userId) });
+    if (resynced === "failed") failed = true;
     this.coupon = this.readCoupon();
-    if (failed || this.needsSync()) await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : SYNC_DELAY_MS));
+    if (failed || this.needsSync()) {
+      await this.setAlarm(Date.now() + (failed ? RETRY_DELAY_MS : resynced === "capped" ? RESYNC_INTERVAL_MS : SYNC_DELAY_MS));
+    }
   }
 
   /** A shard other than 0 that has not taken its share yet (it holds and issued nothing). */
@@ -471,134 +527,43 @@ export class CouponIssuer extends DurableObject<Env> {
 
   /**
    * Loads the coupon definition and the issuances D1 already has for the users
-   * whose home this shard is, once. Invariant: state is initialised exactly once
-   * even when many first requests arrive together (`blockConcurrencyWhile`
-   * holds every other event until it is done, and the flag is re-checked
-   * inside). An unknown coupon is not remembered: it may be created later.
-   * `d1Calls` is 1 when this call waited for the load.
+   * whose home this shard is, once (src/coupons/issuance-load.ts: bounded steps,
+   * resumable). Invariant: nothing is decided before the load has finished (the
+   * coupon row is written by its last step), and one incarnation runs one load
+   * however many first requests arrive together (they share `loading`). An
+   * unknown coupon is not remembered: it may be created later. `d1Calls` is the
+   * number of load steps this call waited for.
    */
   private async ensureLoaded(couponId: number, shard: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
     let d1Calls = 0;
+    // The memory copy is dropped after a rolled-back transaction: a stored coupon row is never loaded again.
+    this.coupon ??= this.readCoupon();
     if (!this.coupon) {
-      d1Calls = 1;
-      this.loading ??= this.ctx
-        .blockConcurrencyWhile(() => this.loadFromD1(couponId, shard))
-        .finally(() => {
-          this.loading = undefined;
-        });
+      this.loading ??= this.loader.load(couponId, shard).finally(() => {
+        this.loading = undefined;
+      });
       const loaded = await this.loading;
+      d1Calls = loaded.d1Calls;
       this.coupon = this.readCoupon();
-      if (loaded === "failed" && !this.coupon) return { result: "INTERNAL_ERROR", d1Calls };
+      if (loaded.result === "failed" && !this.coupon) return { result: "INTERNAL_ERROR", d1Calls };
     }
     return { result: this.coupon && this.coupon.id === couponId && this.coupon.shard === shard ? "ok" : "COUPON_NOT_FOUND", d1Calls };
   }
 
-  /** Runs under blockConcurrencyWhile; never throws (that would reset the object). */
-  private async loadFromD1(couponId: number, shard: number): Promise<"done" | "failed"> {
-    if (this.readCoupon()) return "done";
-    try {
-      const snap = await this.store.load(couponId);
-      if (!snap || shard >= Math.max(snap.shards, 1)) return "done";
-      const mine = snap.issued.filter((r) => homeShard(r.userId, snap.shards) === shard);
-      if (shard > 0 && mine.length > 0) {
-        log("error", "coupon shard found issuances it never made; counting them as held", { couponId, shard, rows: mine.length });
-      }
-      this.ctx.storage.transactionSync(() => {
-        this.createSchema();
-        const quantity = Math.max(snap.quantity, snap.issued.length);
-        // Shard 0 starts with the whole quantity; the others with nothing (they take their share when primed).
-        const held = shard === 0 ? quantity - (snap.issued.length - mine.length) : mine.length;
-        this.sql.exec(
-          `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
-          couponId,
-          quantity,
-          mine.length,
-          snap.startsAt,
-          snap.endsAt,
-          snap.validDays,
-          held,
-          shard,
-          Math.max(snap.shards, 1),
-        );
-        for (const r of mine) {
-          this.sql.exec(
-            "INSERT OR IGNORE INTO issuances (user_id, issued_at, expires_at, user_coupon_id, synced) VALUES (?, ?, ?, ?, 1)",
-            r.userId,
-            r.issuedAt,
-            r.expiresAt,
-            r.userCouponId,
-          );
-        }
-      });
-      return "done";
-    } catch (err) {
-      log("error", "coupon issuer could not load from D1", { couponId, shard, ...errorFields(err) });
-      return "failed";
-    }
-  }
-
-  /**
-   * Projects records into D1 and marks them synced; undefined when D1 failed
-   * (the alarm retries). A record D1 refused for want of a user is rolled back:
-   * its unit goes back to the quantity. Returns userId -> user coupon id of the
-   * records D1 now holds.
-   */
-  private async syncToD1(records: IssuanceRecord[]): Promise<Map<number, number> | undefined> {
-    const coupon = this.coupon!;
-    try {
-      this.d1Batches += Math.ceil(records.length / GROUP_ROWS);
-      const ids = await this.store.project(coupon.id, records, Date.now());
-      const unknown = records.filter((r) => !ids.has(r.userId)).map((r) => r.userId);
-      this.tx(() => {
-        for (const [userId, id] of ids) {
-          this.sql.exec("UPDATE issuances SET synced = 1, user_coupon_id = ? WHERE user_id = ?", id, userId);
-        }
-        for (const userId of unknown) {
-          const gone = this.sql.exec("DELETE FROM issuances WHERE user_id = ? AND synced = 0", userId).rowsWritten;
-          if (gone > 0) this.sql.exec("UPDATE coupon SET issued = issued - 1");
-        }
-      });
-      if (unknown.length > 0) {
-        this.coupon = this.readCoupon();
-        this.balancer.forgetDry();
-        log("warn", "coupon issuance rolled back: unknown user", { couponId: coupon.id, users: unknown });
-      }
-      await this.clearAlarmIfSynced();
-      // The owners' cached lists are stale once their row exists in D1 (also on the write-behind path).
-      if (ids.size > 0) this.ctx.waitUntil(this.userCoupons.evict([...ids.keys()]));
-      return ids;
-    } catch (err) {
-      log("warn", "user_coupons D1 write failed; alarm will retry", { couponId: coupon.id, rows: records.length, ...errorFields(err) });
-      await this.scheduleSync(Date.now() + RETRY_DELAY_MS);
-      return undefined;
-    }
-  }
-
-  /**
-   * Group commit of wins: one D1 batch is in flight at a time, and every win that
-   * arrives meanwhile joins the next one (up to GROUP_ROWS), so a storm of wins
-   * costs D1 a few dozen batches instead of one per win. Each win still waits for
-   * exactly one batch that carries its own row: one round trip (the time spent
-   * queued behind the batch in flight is queueing, like waiting for the input gate).
-   */
-  private projectGrouped(record: IssuanceRecord): Promise<Map<number, number> | undefined> {
-    return new Promise((resolve) => {
-      this.groupQueue.push({ record, resolve });
-      if (!this.groupDraining) void this.drainGroups();
-    });
-  }
-
-  private async drainGroups(): Promise<void> {
-    this.groupDraining = true;
-    try {
-      while (this.groupQueue.length > 0) {
-        const group = this.groupQueue.splice(0, GROUP_ROWS);
-        const ids = await this.syncToD1(group.map((g) => g.record));
-        for (const g of group) g.resolve(ids);
-      }
-    } finally {
-      this.groupDraining = false;
-    }
+  /** The load's last step: the coupon row (counts as the load found them; D1 already has its quantity). */
+  private insertCoupon(c: LoadedCoupon): void {
+    this.sql.exec(
+      `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
+      c.couponId,
+      c.quantity,
+      c.issued,
+      c.startsAt,
+      c.endsAt,
+      c.validDays,
+      c.held,
+      c.shard,
+      c.shards,
+    );
   }
 
   /** Arms the alarm no later than `at` (an earlier pending alarm is kept, so a storm cannot postpone it). */
@@ -652,6 +617,7 @@ export class CouponIssuer extends DurableObject<Env> {
       synced INTEGER NOT NULL DEFAULT 0
     )`);
     this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
+    this.sql.exec(LOAD_PROGRESS_SCHEMA);
     this.ledger.createSchema();
   }
 
@@ -660,6 +626,8 @@ export class CouponIssuer extends DurableObject<Env> {
    * ledger: it was the coupon's only object, so it holds the whole quantity as shard 0 of 1.
    */
   private upgradeSchema(): void {
+    // An object of before the paged load has no progress table (and, having its coupon row, never needs one).
+    this.sql.exec(LOAD_PROGRESS_SCHEMA);
     const columns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(coupon)").toArray().map((c) => c.name));
     if (columns.has("held")) return;
     this.ctx.storage.transactionSync(() => {

@@ -54,3 +54,20 @@ export function userCouponStatus(usedAt: number | null, expiresAt: number, now: 
   if (usedAt !== null) return "USED";
   return now >= expiresAt ? "EXPIRED" : "AVAILABLE";
 }
+
+export const COUPON_AVAILABILITY_STATUSES = ["UPCOMING", "OPEN", "SOLD_OUT", "ENDED"] as const;
+export type CouponAvailabilityStatus = (typeof COUPON_AVAILABILITY_STATUSES)[number];
+
+/**
+ * What a sale page shows: UPCOMING before the window, ENDED from its end on (sold out or not: the
+ * sale is over), else SOLD_OUT when nothing remains, else OPEN. `remaining` is never below zero.
+ */
+export function couponAvailability(
+  c: { quantity: number; issued: number; startsAt: number; endsAt: number },
+  now: number,
+): { remaining: number; status: CouponAvailabilityStatus } {
+  const remaining = Math.max(0, c.quantity - c.issued);
+  if (now < c.startsAt) return { remaining, status: "UPCOMING" };
+  if (now >= c.endsAt) return { remaining, status: "ENDED" };
+  return { remaining, status: remaining === 0 ? "SOLD_OUT" : "OPEN" };
+}

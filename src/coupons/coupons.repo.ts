@@ -1,4 +1,4 @@
-import { asc, eq } from "drizzle-orm";
+import { and, asc, eq, gt } from "drizzle-orm";
 import type { Db } from "../db/client";
 import { coupons, userCoupons, users, type DiscountType } from "../db/schema";
 
@@ -81,8 +81,12 @@ export class CouponsRepo {
     return row !== undefined;
   }
 
-  /** The user's coupons, oldest issuance (lowest id) first. */
-  async listUserCoupons(userId: number): Promise<UserCouponRow[]> {
+  /**
+   * Up to `limit` of the user's coupons after user coupon `afterId`, oldest issuance
+   * (lowest id) first: a range of the user's rows by id (user_coupons_user_id_idx),
+   * so a page reads its own rows however many coupons the user collected before.
+   */
+  async listUserCoupons(userId: number, afterId = 0, limit = 101): Promise<UserCouponRow[]> {
     return this.db
       .select({
         userCouponId: userCoupons.id,
@@ -96,8 +100,9 @@ export class CouponsRepo {
       })
       .from(userCoupons)
       .innerJoin(coupons, eq(coupons.id, userCoupons.couponId))
-      .where(eq(userCoupons.userId, userId))
+      .where(and(eq(userCoupons.userId, userId), gt(userCoupons.id, afterId)))
       .orderBy(asc(userCoupons.id))
+      .limit(limit)
       .all();
   }
 }

@@ -1,5 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import { idParamSchema, idSchema } from "../shared/validation";
+import { idParamSchema, idSchema, intQuery } from "../shared/validation";
+import { COUPON_AVAILABILITY_STATUSES } from "./coupon.rules";
 
 export const IssueBodySchema = z
   .strictObject({
@@ -16,8 +17,13 @@ export const CouponIdParamSchema = z.strictObject({
   couponId: idParamSchema.openapi({ type: "integer", example: 1, param: { name: "couponId", in: "path" } }),
 });
 
+/** Owned coupons per page by default (and at most): a page costs D1 its own rows, whatever the user's past. */
+export const OWNED_COUPONS_PAGE = 100;
+
 export const OwnerQuerySchema = z.strictObject({
   userId: idParamSchema.openapi({ type: "integer", example: 1 }),
+  limit: intQuery(1, OWNED_COUPONS_PAGE, OWNED_COUPONS_PAGE),
+  cursor: z.string().max(64).optional().openapi({ description: "`nextCursor` of the previous page" }),
 });
 
 export const IssuedCouponSchema = z
@@ -45,5 +51,23 @@ export const OwnedCouponsSchema = z
         status: z.enum(["AVAILABLE", "USED", "EXPIRED"]),
       }),
     ),
+    nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next page; null on the last page" }),
   })
   .openapi("OwnedCoupons");
+
+export const CouponAvailabilitySchema = z
+  .object({
+    couponId: z.number().int(),
+    couponTitle: z.string(),
+    discountType: z.enum(["RATE", "AMOUNT"]),
+    discountValue: z.number().int(),
+    quantity: z.number().int(),
+    issued: z.number().int().openapi({ description: "Issued so far, counted by the issuing objects (summed over the coupon's shards)" }),
+    remaining: z.number().int().min(0).openapi({ description: "quantity - issued, never below 0" }),
+    startsAt: z.string().openapi({ format: "date-time" }),
+    endsAt: z.string().openapi({ format: "date-time" }),
+    status: z.enum(COUPON_AVAILABILITY_STATUSES).openapi({
+      description: "UPCOMING before the window, ENDED from its end, else SOLD_OUT when nothing remains, else OPEN",
+    }),
+  })
+  .openapi("CouponAvailability");

@@ -2,12 +2,14 @@ import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
-import type { IssueOutcome, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
+import type { IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
 import { homeShard, shardObjectName } from "../shared/sharded-quantity";
-import { userCouponStatus, type UserCouponStatus } from "./coupon.rules";
+import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";
 import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
+import { decodeCursor, encodeCursor } from "../shared/cursor";
+import { OWNED_COUPONS_PAGE } from "./coupons.schemas";
 
 /** The port to the per-coupon serializer (the CouponIssuer shards in production). */
 export interface CouponIssuerPort {
@@ -20,6 +22,8 @@ export interface CouponIssuerPort {
   setShards(couponId: number, shards: number, now: number): Promise<SetShardsOutcome>;
   /** Every shard's state (admin view, tests, the sharded benchmark). */
   shardStates(couponId: number, shards: number): Promise<IssuerState[]>;
+  /** Every shard's issued count and quantity, in one parallel fan-out (the public availability read). */
+  shardCounts(couponId: number, shards: number): Promise<IssuerCounts[]>;
 }
 
 /** Calls one issuance may make while it learns the coupon's shard count (DESIGN §9). */
@@ -85,6 +89,8 @@ export function couponIssuerClient(
     },
     shardStates: (couponId, shards) =>
       Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerState>(meter, () => stub(couponId, s).state()))),
+    shardCounts: (couponId, shards) =>
+      Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerCounts>(meter, () => stub(couponId, s).counts()))),
   };
 }
 
@@ -105,6 +111,20 @@ export interface OwnedCoupon {
   expiresAt: string;
   usedAt: string | null;
   status: UserCouponStatus;
+}
+
+/** A coupon as a sale page shows it (GET /coupons/{couponId}). */
+export interface CouponAvailability {
+  couponId: number;
+  couponTitle: string;
+  discountType: "RATE" | "AMOUNT";
+  discountValue: number;
+  quantity: number;
+  issued: number;
+  remaining: number;
+  startsAt: string;
+  endsAt: string;
+  status: CouponAvailabilityStatus;
 }
 
 /** Coupon use cases: first-come issuance, the owner's list, quantity changes. */
@@ -139,17 +159,28 @@ export class CouponsService {
     return { userCouponId: out.userCouponId, couponId, userId, expiresAt: toIso(out.expiresAt) };
   }
 
-  async listOwned(userId: number): Promise<{ userId: number; coupons: OwnedCoupon[] }> {
+  /**
+   * A page of the user's coupons (oldest first). The first page at the default size is
+   * read through the owned-coupon cache; other pages go to D1. Each page reads one row
+   * more than it answers, to know whether another follows.
+   */
+  async listOwned(userId: number, page: { limit?: number; cursor?: string } = {}): Promise<{ userId: number; coupons: OwnedCoupon[]; nextCursor: string | null }> {
     const now = this.clock();
+    const limit = page.limit ?? OWNED_COUPONS_PAGE;
+    const afterId = decodeCursor(page.cursor, "uc");
+    const cacheable = afterId === 0 && limit === OWNED_COUPONS_PAGE;
     // Read-through: a cached list implies the user exists; a miss reads D1 and fills the cache.
     // The generation read here guards the refill: an eviction in between makes `set` a no-op.
-    const cached = await this.cache.get(userId);
+    const cached = cacheable ? await this.cache.get(userId) : { rows: undefined, generation: undefined };
     let rows = cached.rows;
     if (!rows) {
       if (!(await this.repo.userExists(userId))) throw new AppError("USER_NOT_FOUND");
-      rows = await this.repo.listUserCoupons(userId);
-      await this.cache.set(userId, rows, cached.generation);
+      rows = await this.repo.listUserCoupons(userId, afterId, limit + 1);
+      if (cacheable) await this.cache.set(userId, rows, cached.generation);
     }
+    const more = rows.length > limit;
+    rows = rows.slice(0, limit);
+    const last = rows[rows.length - 1];
     return {
       userId,
       coupons: rows.map((r) => ({
@@ -163,6 +194,7 @@ export class CouponsService {
         usedAt: toIsoOrNull(r.usedAt),
         status: userCouponStatus(r.usedAt, r.expiresAt, now),
       })),
+      nextCursor: more && last ? encodeCursor(last.userCouponId, "uc") : null,
     };
   }
 
@@ -213,6 +245,33 @@ export class CouponsService {
     if (!out.ok) throw new AppError(out.code === "INTERNAL_ERROR" ? "SERVICE_UNAVAILABLE" : out.code, undefined, { "Retry-After": "1" });
     await this.prime(couponId);
     return { couponId, shards };
+  }
+
+  /**
+   * How much of a coupon is left, from the issuing objects (each win is counted there before it is
+   * answered): the definition from D1, then one parallel fan-out over its K shards for their issued
+   * counts. Shard 0's quantity wins over D1's (a quantity change reaches D1 after the object).
+   * `issued + remaining = quantity` in every answer; the route is edge-cached for a second.
+   */
+  async availability(couponId: number): Promise<CouponAvailability> {
+    const coupon = await this.repo.findById(couponId);
+    if (!coupon) throw new AppError("COUPON_NOT_FOUND");
+    const counts = await this.issuer.shardCounts(couponId, coupon.shards);
+    const quantity = counts[0]?.loaded ? counts[0].quantity : coupon.quantity;
+    const issued = Math.min(quantity, counts.reduce((n, c) => n + c.issued, 0));
+    const { remaining, status } = couponAvailability({ quantity, issued, startsAt: coupon.startsAt, endsAt: coupon.endsAt }, this.clock());
+    return {
+      couponId,
+      couponTitle: coupon.name,
+      discountType: coupon.discountType,
+      discountValue: coupon.discountValue,
+      quantity,
+      issued,
+      remaining,
+      startsAt: toIso(coupon.startsAt),
+      endsAt: toIso(coupon.endsAt),
+      status,
+    };
   }
 
   /** Per-shard units, issuances and open transfers (admin view). */

@@ -1,6 +1,6 @@
 /**
  * D1 side of coupon issuance, used only by the CouponIssuer DO: loading its
- * state on first use and projecting its decisions into `user_coupons`,
+ * state on first use (in pages) and projecting its decisions into `user_coupons`,
  * `coupons.issued_quantity` and the outbox. Every write is idempotent
  * (UNIQUE(user_id, coupon_id), outbox event_id UNIQUE, issued_quantity set
  * from the DO's count rather than incremented), so the DO may retry freely.
@@ -13,23 +13,42 @@ export interface IssuanceRecord {
   expiresAt: number;
 }
 
-/** The coupon definition plus the issuances D1 already holds for it. */
-export interface IssuerSnapshot {
+/** The coupon's definition as D1 holds it. */
+export interface IssuerCouponDef {
   quantity: number;
   /** The coupon's shard count (`coupons.shards`). */
   shards: number;
   startsAt: number;
   endsAt: number;
   validDays: number;
-  issued: (IssuanceRecord & { userCouponId: number })[];
 }
+
+/** An issuance D1 already holds, with its `user_coupons.id` (the load's cursor). */
+export type LoadedIssuance = IssuanceRecord & { userCouponId: number };
+
+/** One step of an object's first load: the definition and the next rows of the coupon, by id. */
+export interface IssuerPage {
+  coupon: IssuerCouponDef;
+  /** Rows with `userCouponId > afterId`, ascending, at most `limit`: fewer means the last page. */
+  rows: LoadedIssuance[];
+}
+
+/**
+ * Rows one load step reads (one D1 call, about 40 bytes a row): a 1,000,000-issuance
+ * coupon loads in 200 steps, each a bounded read and a bounded SQLite write.
+ */
+export const LOAD_PAGE_ROWS = 5_000;
 
 /** Rows per D1 batch (four statements, one JSON parameter): one group-commit batch of the CouponIssuer. */
 export const ROWS_PER_BATCH = 100;
 
 /** Port the DO writes through; tests swap it to simulate a D1 outage. */
 export interface IssuanceStore {
-  load(couponId: number): Promise<IssuerSnapshot | undefined>;
+  /**
+   * The coupon's definition and its rows after `afterId` (undefined: no such coupon).
+   * `recount` also sets `issued_quantity` from the rows D1 holds (shard 0's first step).
+   */
+  loadPage(couponId: number, step: { afterId: number; limit: number; recount: boolean }): Promise<IssuerPage | undefined>;
   project(couponId: number, records: IssuanceRecord[], at: number): Promise<Map<number, number>>;
   updateQuantity(couponId: number, quantity: number): Promise<void>;
 }
@@ -40,30 +59,31 @@ export const couponIssuedEventId = (couponId: number, userId: number) => `coupon
 export class IssuanceRepo implements IssuanceStore {
   constructor(private readonly d1: D1Database) {}
 
-  async load(couponId: number): Promise<IssuerSnapshot | undefined> {
-    const [, coupon, rows] = await this.d1.batch([
-      // issued_quantity counts rows from here on (project adds what it inserts); rows that reached
-      // D1 some other way (an import, an older version) are counted once, when an object first loads.
+  async loadPage(couponId: number, step: { afterId: number; limit: number; recount: boolean }): Promise<IssuerPage | undefined> {
+    const reads = [
+      this.d1.prepare("SELECT quantity, starts_at, ends_at, valid_days, shards FROM coupons WHERE id = ?1").bind(couponId),
+      // Keyset paging on user_coupons_coupon_id_idx (coupon_id, then rowid): a step reads only its own rows.
       this.d1
-        .prepare("UPDATE coupons SET issued_quantity = min(quantity, (SELECT count(*) FROM user_coupons WHERE coupon_id = ?1)) WHERE id = ?1")
-        .bind(couponId),
-      this.d1
-        .prepare("SELECT quantity, starts_at, ends_at, valid_days, shards FROM coupons WHERE id = ?1")
-        .bind(couponId),
-      this.d1
-        .prepare("SELECT id, user_id, issued_at, expires_at FROM user_coupons WHERE coupon_id = ?1 ORDER BY id")
-        .bind(couponId),
-    ]);
+        .prepare("SELECT id, user_id, issued_at, expires_at FROM user_coupons WHERE coupon_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
+        .bind(couponId, step.afterId, step.limit),
+    ];
+    const recount = step.recount
+      ? [
+          // issued_quantity counts rows from here on (project adds what it inserts); rows that reached D1 some
+          // other way (an import, an older version) are counted once, when the coupon's shard 0 first loads.
+          this.d1
+            .prepare("UPDATE coupons SET issued_quantity = min(quantity, (SELECT count(*) FROM user_coupons WHERE coupon_id = ?1)) WHERE id = ?1")
+            .bind(couponId),
+        ]
+      : [];
+    const results = await this.d1.batch([...recount, ...reads]);
+    const [coupon, rows] = results.slice(recount.length);
     const c = coupon?.results[0] as { quantity: number; starts_at: number; ends_at: number; valid_days: number; shards: number } | undefined;
     if (!c) return undefined;
     const issued = (rows?.results ?? []) as { id: number; user_id: number; issued_at: number; expires_at: number }[];
     return {
-      quantity: c.quantity,
-      shards: c.shards,
-      startsAt: c.starts_at,
-      endsAt: c.ends_at,
-      validDays: c.valid_days,
-      issued: issued.map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at, userCouponId: r.id })),
+      coupon: { quantity: c.quantity, shards: c.shards, startsAt: c.starts_at, endsAt: c.ends_at, validDays: c.valid_days },
+      rows: issued.map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at, userCouponId: r.id })),
     };
   }
 

@@ -153,6 +153,8 @@ export const userCoupons = sqliteTable(
   (t) => [
     uniqueIndex("user_coupons_user_coupon_uq").on(t.userId, t.couponId),
     index("user_coupons_coupon_id_idx").on(t.couponId),
+    // A user's coupons a page at a time: user_id = ? AND id > ? ORDER BY id is a range of this index (rowid rides along).
+    index("user_coupons_user_id_idx").on(t.userId),
     check("user_coupons_used_consistent", sql`(used_at IS NULL) = (order_id IS NULL)`),
   ],
 );
@@ -188,6 +190,9 @@ export const orders = sqliteTable(
   },
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.id),
+    // GET /orders?userId=&status=: a page of one status is a range of this index (newest first), not a sort of the
+    // user's whole history. The unfiltered list keeps orders_user_id_idx (user_id, id).
+    index("orders_user_status_idx").on(t.userId, t.status, t.id),
     index("orders_status_expires_idx").on(t.status, t.expiresAt),
     // The foreign key from orders to user_coupons: without it every user_coupons insert scans orders.
     index("orders_user_coupon_id_idx").on(t.userCouponId),
@@ -196,6 +201,9 @@ export const orders = sqliteTable(
     index("orders_unsettled_idx")
       .on(t.settleAfter, t.id)
       .where(sql`status IN ('PAID','EXPIRED','CANCELLED','FAILED') AND closed_at IS NULL`),
+    // FAILED placement attempts by age, for the purge (orders.repo purgeFailed): its range holds only the attempts
+    // past their retention, never the paid history. Partial, so only failed attempts pay for it.
+    index("orders_failed_idx").on(t.updatedAt).where(sql`status = 'FAILED'`),
     check(
       "orders_status",
       sql`status IN ('PENDING','NOT_PAID','PAID','EXPIRED','CANCELLED','FAILED')`,
@@ -317,11 +325,16 @@ export const batchGuards = sqliteTable(
 );
 
 /** Events the consumer delivered to the data platform: makes redelivery of a duplicate message a no-op. */
-export const eventDeliveries = sqliteTable("event_deliveries", {
-  eventId: text("event_id").primaryKey(),
-  type: text("type").notNull(),
-  deliveredAt: integer("delivered_at").notNull(),
-});
+export const eventDeliveries = sqliteTable(
+  "event_deliveries",
+  {
+    eventId: text("event_id").primaryKey(),
+    type: text("type").notNull(),
+    deliveredAt: integer("delivered_at").notNull(),
+  },
+  // Retention (events/retention.job.ts) reads only the records past it, never the whole table.
+  (t) => [index("event_deliveries_delivered_at_idx").on(t.deliveredAt)],
+);
 
 /** Messages that exhausted their retries (written by the dead-letter queue's consumer); admins replay them. */
 export const deadLetters = sqliteTable(
@@ -335,5 +348,11 @@ export const deadLetters = sqliteTable(
     createdAt: integer("created_at").notNull(),
     replayedAt: integer("replayed_at"),
   },
-  (t) => [index("dead_letters_event_id_idx").on(t.eventId)],
+  (t) => [
+    index("dead_letters_event_id_idx").on(t.eventId),
+    // Retention deletes replayed letters by age; partial, so letters awaiting an admin cost nothing.
+    index("dead_letters_replayed_at_idx").on(t.replayedAt).where(sql`replayed_at IS NOT NULL`),
+    // The operator console's backlog count: letters awaiting an admin, by id (partial: replayed history is not in it).
+    index("dead_letters_waiting_idx").on(t.id).where(sql`replayed_at IS NULL`),
+  ],
 );

@@ -2,6 +2,7 @@ import type { StockPort } from "../products/product-stock.client";
 import type { UserCouponCache } from "../coupons/user-coupon.cache";
 import { SubrequestBudget } from "../shared/budget";
 import { errorFields, log } from "../shared/logger";
+import { runRounds, type RoundsReport } from "../shared/rounds";
 import type { OrdersRepo } from "./orders.repo";
 import type { OrderSweepRepo, SweptOrder } from "./order-sweep.repo";
 import { settleSwept } from "./order-settlement";
@@ -116,11 +117,46 @@ export async function settleUnsettledOrders(deps: OrderJobDeps, now: number, bat
 
 /** How long FAILED placement attempts are kept (for diagnosis) before the purge deletes them. */
 export const FAILED_RETENTION_MS = 7 * 86_400_000;
-const PURGE_BATCH_SIZE = 500;
+/** Attempts one purge round deletes (one D1 batch: their items, then them). */
+export const FAILED_PURGE_BATCH = 500;
+/**
+ * Rounds a purge run may make (of the ten-minute cron invocation's 1,000 subrequests): 20 x 500 =
+ * 10,000 attempts a run, 1.44 million a day at 144 runs, far above any day's failed placements.
+ */
+export const FAILED_PURGE_SUBREQUESTS = 20;
+/** No purge round starts this long after the run began (each is a write transaction on the one D1 primary). */
+export const FAILED_PURGE_TIME_BUDGET_MS = 5_000;
 
-/** Deletes FAILED attempts older than the retention, in one bounded batch per run. */
-export async function purgeFailedOrders(deps: { repo: OrdersRepo }, now: number): Promise<number> {
-  return deps.repo.purgeFailed(now - FAILED_RETENTION_MS, PURGE_BATCH_SIZE);
+/** Rows the purge deleted per table, with its rounds and why it stopped. */
+export interface FailedPurgeReport extends RoundsReport {
+  orders: number;
+  items: number;
+}
+
+/**
+ * Deletes FAILED attempts older than the retention, in rounds of FAILED_PURGE_BATCH while a
+ * round finds a full batch, inside FAILED_PURGE_SUBREQUESTS and FAILED_PURGE_TIME_BUDGET_MS.
+ */
+export async function purgeFailedOrders(
+  deps: { repo: OrdersRepo; budget?: SubrequestBudget; clock?: () => number; batchSize?: number },
+  now: number,
+): Promise<FailedPurgeReport> {
+  const clock = deps.clock ?? Date.now;
+  const limit = deps.batchSize ?? FAILED_PURGE_BATCH;
+  const deleted = { orders: 0, items: 0 };
+  const report = await runRounds({
+    cost: 1,
+    budget: deps.budget ?? new SubrequestBudget(FAILED_PURGE_SUBREQUESTS),
+    deadline: clock() + FAILED_PURGE_TIME_BUDGET_MS,
+    clock,
+    round: async () => {
+      const r = await deps.repo.purgeFailed(now - FAILED_RETENTION_MS, limit);
+      deleted.orders += r.orders;
+      deleted.items += r.items;
+      return r.orders >= limit;
+    },
+  });
+  return { ...deleted, ...report };
 }
 
 /** The every-minute order maintenance: expire, clean up dead placements, settle leftovers, on one budget. */

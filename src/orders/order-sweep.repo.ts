@@ -30,8 +30,15 @@ export class OrderSweepRepo {
    * in one batch (two round trips: pick by `orders_status_expires_idx`, then the
    * batch). The flip is conditional on NOT_PAID and the deadline again, so a
    * payment or cancel that won meanwhile keeps its order; a coupon is given back
-   * only while it still points at an order that is EXPIRED now, so a coupon that
-   * another order re-used is never touched.
+   * only while it still points at an order of this batch that is EXPIRED now, so a
+   * coupon that another order re-used is never touched.
+   *
+   * Every row after the pick is reached by primary key: the picked orders by id, their
+   * coupons through `orders.user_coupon_id` (placement sets it and `user_coupons.order_id`
+   * together, so the pair matches exactly the coupons the orders used), never through
+   * `user_coupons.order_id`, which has no index. The `+` on `status` and `expires_at`
+   * keeps SQLite from reading every EXPIRED order (or every due one) through the status
+   * index instead of the few ids it was given.
    */
   async expireDue(now: number, limit: number): Promise<SweptOrder[]> {
     const ids = await this.pick("SELECT id FROM orders WHERE status = 'NOT_PAID' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2", now, limit);
@@ -40,14 +47,15 @@ export class OrderSweepRepo {
     const [flipped, , items] = await this.d1.batch([
       this.d1
         .prepare(
-          `UPDATE orders SET status = 'EXPIRED', updated_at = ?2 WHERE id IN ${IDS} AND status = 'NOT_PAID' AND expires_at <= ?2
+          `UPDATE orders SET status = 'EXPIRED', updated_at = ?2 WHERE id IN ${IDS} AND +status = 'NOT_PAID' AND +expires_at <= ?2
            RETURNING id, user_id AS userId, user_coupon_id AS userCouponId`,
         )
         .bind(json, now),
       this.d1
         .prepare(
           `UPDATE user_coupons SET used_at = NULL, order_id = NULL
-           WHERE order_id IN ${IDS} AND order_id IN (SELECT id FROM orders WHERE id IN ${IDS} AND status = 'EXPIRED')`,
+           FROM (SELECT id AS expired_id, user_coupon_id FROM orders WHERE id IN ${IDS} AND +status = 'EXPIRED') AS o
+           WHERE user_coupons.id = o.user_coupon_id AND user_coupons.order_id = o.expired_id`,
         )
         .bind(json),
       this.itemsOf(json),
@@ -55,14 +63,17 @@ export class OrderSweepRepo {
     return this.assemble(flipped!.results as Omit<SweptOrder, "lines" | "status">[], items!.results as ItemRow[], "EXPIRED");
   }
 
-  /** PENDING placements older than `createdBefore` (their Worker died before the commit) -> FAILED; two round trips. */
+  /**
+   * PENDING placements older than `createdBefore` (their Worker died before the commit) -> FAILED; two round trips.
+   * The pick reads the PENDING rows (placements in flight, never history); the flip reaches the picked ids by key.
+   */
   async failStalePending(createdBefore: number, now: number, limit: number): Promise<SweptOrder[]> {
     const ids = await this.pick("SELECT id FROM orders WHERE status = 'PENDING' AND created_at < ?1 ORDER BY id LIMIT ?2", createdBefore, limit);
     if (ids.length === 0) return [];
     const json = JSON.stringify(ids);
     const [flipped, items] = await this.d1.batch([
       this.d1
-        .prepare(`UPDATE orders SET status = 'FAILED', updated_at = ?2 WHERE id IN ${IDS} AND status = 'PENDING' RETURNING id, user_id AS userId, user_coupon_id AS userCouponId`)
+        .prepare(`UPDATE orders SET status = 'FAILED', updated_at = ?2 WHERE id IN ${IDS} AND +status = 'PENDING' RETURNING id, user_id AS userId, user_coupon_id AS userCouponId`)
         .bind(json, now),
       this.itemsOf(json),
     ]);

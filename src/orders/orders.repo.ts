@@ -56,6 +56,39 @@ export interface NewOrder {
   items: OrderItemRow[];
 }
 
+/** A line of an order in the user's list: the product's current name with the price snapshot. */
+export interface ListedItemRow {
+  orderId: number;
+  productId: number;
+  productName: string;
+  quantity: number;
+  unitPrice: number;
+}
+
+/**
+ * Which of a user's orders a list page holds, by the status the client sees (order.rules.ts
+ * effectiveStatus): each arm is one index range, newest first. `ALL` is every public status on
+ * orders_user_id_idx (user_id, id), named with INDEXED BY: without table statistics SQLite may
+ * take orders_user_status_idx for the IN list and sort the user's whole history. A status is a
+ * range of orders_user_status_idx (user_id, status, id); EXPIRED is two (swept, and unpaid past
+ * the deadline but not yet swept), merged: a page reads at most two pages of rows.
+ */
+export type OrderListFilter = "ALL" | "NOT_PAID" | "PAID" | "EXPIRED" | "CANCELLED";
+
+const LIST_ARMS: Record<OrderListFilter, string[]> = {
+  ALL: ["INDEXED BY orders_user_id_idx WHERE user_id = ?1 AND id < ?2 AND status IN ('NOT_PAID','PAID','EXPIRED','CANCELLED')"],
+  NOT_PAID: ["WHERE user_id = ?1 AND status = 'NOT_PAID' AND id < ?2 AND expires_at > ?4"],
+  PAID: ["WHERE user_id = ?1 AND status = 'PAID' AND id < ?2"],
+  CANCELLED: ["WHERE user_id = ?1 AND status = 'CANCELLED' AND id < ?2"],
+  EXPIRED: ["WHERE user_id = ?1 AND status = 'EXPIRED' AND id < ?2", "WHERE user_id = ?1 AND status = 'NOT_PAID' AND id < ?2 AND expires_at <= ?4"],
+};
+
+/** The page's orders (columns `cols`), newest first: `?1` user, `?2` before id, `?3` limit, `?4` now. */
+function listPageSql(filter: OrderListFilter, cols: string): string {
+  const arms = LIST_ARMS[filter].map((where) => `SELECT * FROM (SELECT ${cols} FROM orders ${where} ORDER BY id DESC LIMIT ?3)`);
+  return `${arms.join(" UNION ALL ")} ORDER BY id DESC LIMIT ?3`;
+}
+
 const ORDER_COLUMNS = `id, user_id AS userId, user_coupon_id AS userCouponId, status, items_amount AS itemsAmount,
   discount_amount AS discountAmount, total_amount AS totalAmount, created_at AS createdAt, expires_at AS expiresAt,
   paid_at AS paidAt, closed_at AS closedAt`;
@@ -236,6 +269,38 @@ export class OrdersRepo {
     return row ?? undefined;
   }
 
+  /**
+   * A page of the user's orders (newest first, ids below `beforeId`) and their lines, in one
+   * round trip: a batch of the user check, the page (`limit` rows) and the lines of its first
+   * `linesOf` orders (order_items by order_id IN the same page, so the lines cost their own rows).
+   * Rows read: the page's orders twice and its lines, whatever the user's history.
+   */
+  async listUserOrders(
+    q: { userId: number; filter: OrderListFilter; beforeId: number; limit: number; linesOf: number; now: number },
+  ): Promise<{ userExists: boolean; orders: OrderRow[]; items: ListedItemRow[] }> {
+    const d1 = this.d1;
+    // D1 refuses a binding the SQL does not use: `now` (?4) only goes to the arms that compare deadlines.
+    const withNow = LIST_ARMS[q.filter].some((arm) => arm.includes("?4"));
+    const params = (limit: number) => (withNow ? [q.userId, q.beforeId, limit, q.now] : [q.userId, q.beforeId, limit]);
+    const [user, page, lines] = await d1.batch([
+      d1.prepare("SELECT 1 AS x FROM users WHERE id = ?").bind(q.userId),
+      d1.prepare(listPageSql(q.filter, ORDER_COLUMNS)).bind(...params(q.limit)),
+      d1
+        .prepare(
+          `SELECT oi.order_id AS orderId, oi.product_id AS productId, p.name AS productName, oi.quantity, oi.unit_price AS unitPrice
+           FROM order_items oi JOIN products p ON p.id = oi.product_id
+           WHERE oi.order_id IN (${listPageSql(q.filter, "id")})
+           ORDER BY oi.order_id DESC, oi.product_id`,
+        )
+        .bind(...params(q.linesOf)),
+    ]);
+    return {
+      userExists: (user?.results.length ?? 0) > 0,
+      orders: (page?.results ?? []) as OrderRow[],
+      items: (lines?.results ?? []) as ListedItemRow[],
+    };
+  }
+
   /** The order's lines, with the stock shard each is reserved on. */
   async findItems(orderId: number): Promise<(OrderItemRow & StockLine)[]> {
     const rows = await this.d1
@@ -299,13 +364,17 @@ export class OrdersRepo {
    * Deletes up to `limit` FAILED placement attempts (and their items) last touched before
    * `before` whose DO side is settled (`closed_at` set). They never were orders a user saw;
    * keeping them forever only grows the table. One batch: items first (foreign key), then orders.
+   * Both pick the same oldest attempts through the partial index `orders_failed_idx`, whose
+   * range `updated_at < before` holds only attempts past their retention (named with INDEXED BY:
+   * without table statistics SQLite prefers the status index and reads every FAILED attempt).
    */
-  async purgeFailed(before: number, limit: number): Promise<number> {
-    const pick = `SELECT id FROM orders WHERE status = 'FAILED' AND closed_at IS NOT NULL AND updated_at < ?1 ORDER BY id LIMIT ?2`;
-    const [, deleted] = await this.d1.batch([
+  async purgeFailed(before: number, limit: number): Promise<{ orders: number; items: number }> {
+    const pick = `SELECT id FROM orders INDEXED BY orders_failed_idx
+                  WHERE status = 'FAILED' AND updated_at < ?1 AND closed_at IS NOT NULL ORDER BY updated_at, id LIMIT ?2`;
+    const [items, deleted] = await this.d1.batch([
       this.d1.prepare(`DELETE FROM order_items WHERE order_id IN (${pick})`).bind(before, limit),
       this.d1.prepare(`DELETE FROM orders WHERE id IN (${pick})`).bind(before, limit),
     ]);
-    return deleted?.meta.changes ?? 0;
+    return { orders: deleted?.meta.changes ?? 0, items: items?.meta.changes ?? 0 };
   }
 }

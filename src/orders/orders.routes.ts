@@ -5,6 +5,8 @@ import type { AppEnv } from "../app-env";
 import {
   CancelOrderBodySchema,
   OrderIdParamSchema,
+  OrderListQuerySchema,
+  OrderPageSchema,
   OrderSchema,
   PlacedOrderSchema,
   PlaceOrderBodySchema,
@@ -20,6 +22,18 @@ const placeRoute = createRoute({
   responses: {
     ...okResponse(201, "Order placed, awaiting payment", PlacedOrderSchema),
     ...errorResponses(400, 404, 409, 413, 415),
+  },
+});
+
+const listRoute = createRoute({
+  method: "get",
+  path: "/",
+  tags: ["orders"],
+  summary: "The user's orders, newest first, a page at a time (limit 1..100, default 20; `cursor` = the previous page's `nextCursor`)",
+  request: { query: OrderListQuerySchema },
+  responses: {
+    ...okResponse(200, "A page of orders with their lines", OrderPageSchema),
+    ...errorResponses(400, 404),
   },
 });
 
@@ -51,6 +65,10 @@ const cancelRoute = createRoute({
 export const ordersRoutes = createRouter<AppEnv>()
   .openapi(placeRoute, async (c) => {
     return ok(c, await c.var.services.orders.placeOrder(c.req.valid("json"), c.var.idempotency), 201);
+  })
+  .openapi(listRoute, async (c) => {
+    const { userId, status, limit, cursor } = c.req.valid("query");
+    return ok(c, await c.var.services.orders.listOrders(userId, { status, limit, cursor }));
   })
   .openapi(getRoute, async (c) => {
     const { orderId } = c.req.valid("param");

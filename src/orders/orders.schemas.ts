@@ -1,8 +1,12 @@
 import { z } from "@hono/zod-openapi";
-import { idParamSchema, idSchema } from "../shared/validation";
+import { idParamSchema, idSchema, intQuery } from "../shared/validation";
 import { MAX_LINE_QUANTITY, MAX_ORDER_LINES, PUBLIC_ORDER_STATUSES } from "./order.rules";
 
 const iso = z.string().openapi({ format: "date-time" });
+
+/** Orders per page by default and at most (GET /orders). */
+export const ORDER_PAGE_DEFAULT = 20;
+export const ORDER_PAGE_MAX = 100;
 
 export const OrderProductSchema = z.strictObject({
   productId: idSchema.openapi({ example: 1 }),
@@ -67,3 +71,35 @@ export const OrderSchema = z
 export const PaymentReceiptSchema = z
   .object({ orderId: z.number().int(), status: z.literal("PAID"), paidAmount: z.number().int(), balance: z.number().int() })
   .openapi("PaymentReceipt");
+
+export const OrderListQuerySchema = z.strictObject({
+  userId: idParamSchema.openapi({ type: "integer", example: 1 }),
+  status: z
+    .enum(PUBLIC_ORDER_STATUSES)
+    .optional()
+    .openapi({ description: "Only orders the client would see in this status (an unpaid order past its deadline is EXPIRED)" }),
+  limit: intQuery(1, ORDER_PAGE_MAX, ORDER_PAGE_DEFAULT),
+  cursor: z.string().max(64).optional().openapi({ description: "`nextCursor` of the previous page" }),
+});
+
+export const OrderPageSchema = z
+  .object({
+    userId: z.number().int(),
+    items: z.array(
+      z.object({
+        orderId: z.number().int(),
+        status: z.enum(PUBLIC_ORDER_STATUSES),
+        itemsAmount: z.number().int(),
+        discountAmount: z.number().int(),
+        totalAmount: z.number().int(),
+        createdAt: iso,
+        expiresAt: iso,
+        paidAt: iso.nullable(),
+        items: z.array(
+          z.object({ productId: z.number().int(), productName: z.string(), quantity: z.number().int(), unitPrice: z.number().int() }),
+        ),
+      }),
+    ),
+    nextCursor: z.string().nullable().openapi({ description: "Pass as `cursor` for the next (older) page; null on the last page" }),
+  })
+  .openapi("OrderPage");

@@ -4,7 +4,9 @@ import { AppError } from "../shared/errors";
 import { noUserCouponCache, type UserCouponCache } from "../coupons/user-coupon.cache";
 import { errorFields, log } from "../shared/logger";
 import { couponUsability, effectiveStatus, isPublicStatus, orderAmounts, type PublicOrderStatus } from "./order.rules";
-import type { OrderItemRow, OrderRow, OrdersRepo, StockLine } from "./orders.repo";
+import type { OrderItemRow, OrderListFilter, OrderRow, OrdersRepo, StockLine } from "./orders.repo";
+import { decodeCursor, encodeCursor } from "../shared/cursor";
+import { ORDER_PAGE_DEFAULT } from "./orders.schemas";
 import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
 import { envelopeJson } from "../shared/envelope";
 
@@ -36,6 +38,28 @@ export interface OrderView {
   paidAt: string | null;
   items: OrderItemRow[];
 }
+
+/** One order in the user's list (GET /orders): its lines carry the product's name, not where its stock lives. */
+export interface ListedOrder {
+  orderId: number;
+  status: PublicOrderStatus;
+  itemsAmount: number;
+  discountAmount: number;
+  totalAmount: number;
+  createdAt: string;
+  expiresAt: string;
+  paidAt: string | null;
+  items: { productId: number; productName: string; quantity: number; unitPrice: number }[];
+}
+
+export interface OrderPage {
+  userId: number;
+  items: ListedOrder[];
+  nextCursor: string | null;
+}
+
+/** Order-list cursors carry their own tag (src/shared/cursor.ts): another list's cursor is a 400 here. */
+const ORDER_CURSOR_TAG = "o";
 
 /**
  * Order placement (a saga over D1 and the ProductStock DOs), reading and cancel.
@@ -233,6 +257,44 @@ export class OrdersService {
     const order = await this.repo.findOrder(orderId);
     if (!order || order.userId !== userId || !isPublicStatus(order.status)) throw new AppError("ORDER_NOT_FOUND");
     return this.view(order, await this.repo.findItems(orderId));
+  }
+
+  /**
+   * A page of the user's orders, newest first, by the status the client sees (an unpaid order past
+   * its deadline is EXPIRED before the sweep gets to it); PENDING and FAILED attempts never show.
+   * One D1 round trip: the page reads one order more than it answers (to know whether another
+   * follows) and the lines of the orders it answers.
+   */
+  async listOrders(userId: number, page: { status?: PublicOrderStatus; limit?: number; cursor?: string } = {}): Promise<OrderPage> {
+    const now = this.clock();
+    const limit = page.limit ?? ORDER_PAGE_DEFAULT;
+    const after = decodeCursor(page.cursor, ORDER_CURSOR_TAG);
+    const filter: OrderListFilter = page.status ?? "ALL";
+    const read = await this.repo.listUserOrders({ userId, filter, beforeId: after === 0 ? Number.MAX_SAFE_INTEGER : after, limit: limit + 1, linesOf: limit, now });
+    if (!read.userExists) throw new AppError("USER_NOT_FOUND");
+    const orders = read.orders.slice(0, limit);
+    const lines = new Map<number, ListedOrder["items"]>();
+    for (const l of read.items) {
+      let list = lines.get(l.orderId);
+      if (!list) lines.set(l.orderId, (list = []));
+      list.push({ productId: l.productId, productName: l.productName, quantity: l.quantity, unitPrice: l.unitPrice });
+    }
+    const last = orders[orders.length - 1];
+    return {
+      userId,
+      items: orders.map((o) => ({
+        orderId: o.id,
+        status: effectiveStatus(o.status as PublicOrderStatus, o.expiresAt, now),
+        itemsAmount: o.itemsAmount,
+        discountAmount: o.discountAmount,
+        totalAmount: o.totalAmount,
+        createdAt: toIso(o.createdAt),
+        expiresAt: toIso(o.expiresAt),
+        paidAt: toIsoOrNull(o.paidAt),
+        items: lines.get(o.id) ?? [],
+      })),
+      nextCursor: read.orders.length > limit && last ? encodeCursor(last.id, ORDER_CURSOR_TAG) : null,
+    };
   }
 
   /**

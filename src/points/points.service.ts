@@ -3,6 +3,7 @@ import { toIso } from "../shared/clock";
 import type { PointHistoryRow, PointsRepo } from "./points.repo";
 import { assertChargeAmount } from "./points.rules";
 import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
+import { decodeCursor, encodeCursor } from "../shared/cursor";
 
 export interface HistoryPage {
   userId: number;
@@ -10,23 +11,8 @@ export interface HistoryPage {
   nextCursor: string | null;
 }
 
-/** Opaque cursor: base64url of the last history id seen. */
-export function encodeCursor(id: number): string {
-  return btoa(`h:${id}`).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
-}
-
-export function decodeCursor(cursor: string | undefined): number {
-  if (cursor === undefined) return 0;
-  try {
-    const text = atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
-    const match = /^h:([1-9][0-9]{0,15})$/.exec(text);
-    const id = match ? Number(match[1]) : NaN;
-    if (Number.isSafeInteger(id)) return id;
-  } catch {
-    // fall through
-  }
-  throw new AppError("VALIDATION_FAILED", "cursor: not a cursor returned by this API");
-}
+/** History cursors (tag `h`): src/shared/cursor.ts. */
+export { decodeCursor, encodeCursor };
 
 /** Point use cases: charge, balance, history. */
 export class PointsService {

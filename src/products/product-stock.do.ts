@@ -1,8 +1,11 @@
 import { DurableObject } from "cloudflare:workers";
 import { errorFields, log } from "../shared/logger";
 import { primaryD1 } from "../db/client";
+import { HopMeter, meterD1 } from "../shared/hops";
 import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../shared/sharded-quantity";
-import { projectShard } from "./stock-projection";
+import { SiblingProjections } from "./sibling-projections";
+import type { ShardValue } from "./stock-projection";
+import { StockProjector } from "./stock-projector";
 import { SHORT, StockShardStore } from "./stock-shard.store";
 import type {
   ConfirmResult,
@@ -19,11 +22,7 @@ import type {
 
 export type * from "./product-stock.types";
 export { FINISHED_RETENTION_MS, HOLD_TTL_MS } from "./stock-shard.store";
-
-/** Retry delay of the write-behind projection when a D1 write failed. */
-const FLUSH_RETRY_MS = 500;
-/** The D1 projection (`product_stock_shards`, `products.stock`) trails the object by about this much under load. */
-export const PROJECTION_DELAY_MS = 50;
+export { PROJECTION_INTERVAL_MS, PROJECTION_LAG_MS } from "./stock-projector";
 /**
  * How long a shard believes its proof that every sibling was empty: it answers "out of
  * stock" without asking again. Units come back elsewhere only by a release or a restock
@@ -36,6 +35,19 @@ const RECOVERY_DELAY_MS = 2_000;
 const RECOVERY_RETRY_MS = 1_000;
 /** Borrowing rounds one reservation may start before it answers SHARDS_BUSY (each borrow runs up to MAX_BORROW_ROUNDS). */
 const RESERVE_BORROWS = 2;
+
+/**
+ * A shard's first load could not read D1 (overloaded, reset, unreachable). Thrown out of the
+ * RPC, after blockConcurrencyWhile has returned, so the object is not reset: nothing was
+ * decided, nothing is kept, and the next call tries the load again. The Worker sees a failed
+ * object call (ObjectUnavailableError) and answers 503 with Retry-After.
+ */
+export class StockNotLoadedError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`stock not loaded: D1 unavailable, retry (${cause instanceof Error ? cause.message : String(cause)})`);
+    this.name = "StockNotLoadedError";
+  }
+}
 
 const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
 
@@ -52,38 +64,60 @@ const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: Nest
  *
  * Shard 0 loads the product's stock from D1 on first use; shards i > 0 start
  * empty and borrow from their siblings (ShardBalancer: persisted transfers,
- * exactly-once grants, a dryness proof before "out of stock"). Each shard
- * projects its value into its `product_stock_shards` row behind the answer, and
- * `products.stock` is recomputed as their sum in the same D1 batch.
+ * exactly-once grants, a dryness proof before "out of stock"). Each shard's value
+ * is projected into its `product_stock_shards` row behind the answer, with
+ * `products.stock` recomputed as their sum in the same D1 batch; shard 0 writes
+ * those batches for the whole product at a bounded pace (StockProjector).
  * Business outcomes are returned as discriminated unions, never thrown.
  */
 export class ProductStock extends DurableObject<Env> {
+  /** What this incarnation cost D1 (calls, rows, write transactions): its admin view shows it. */
+  private readonly d1Meter = new HopMeter();
   /**
-   * D1 through a primary session: the first load must read the latest stock (a replica could
-   * hand back an old value and re-create sold units), and the projection writes check their
-   * own stamps. One session for the object's lifetime keeps those queries in order.
+   * D1 on the primary (src/db/client.ts primaryD1): the first load must read the latest stock
+   * (a replica could hand back an old value and re-create sold units), and the projection
+   * writes check their own stamps. Metered, so the object's own D1 cost is visible.
    */
-  private readonly d1 = primaryD1(this.env.DB);
+  private readonly d1 = meterD1(primaryD1(this.env.DB), this.d1Meter);
   private readonly store: StockShardStore;
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
+  private readonly siblingValues: SiblingProjections;
+  private readonly projector: StockProjector;
   /** How this shard reaches its siblings. A field so tests can cut a transfer off half-way. */
   siblingPort: SiblingPort | undefined;
+  /** The clock that paces the D1 projection. A field so tests can run a storm in simulated time. */
+  clock: () => number = Date.now;
   /** The stored alarm time as this object last set it (undefined: not read yet); only this object sets it. */
   private alarmAt: number | null | undefined;
-  private flushing: Promise<boolean> | undefined;
   /** Borrowing rounds this incarnation is running: the alarm leaves their transfers to them. */
   private borrowing = 0;
   /** `reserve` calls this incarnation answered (not persisted: a load indicator, like the coupon shards'). */
   private requests = 0;
-  /** D1 projection batches this incarnation sent (one per `projectShard`, retries included; a load indicator). */
-  private d1Batches = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.store = new StockShardStore(ctx.storage);
     this.ledger = new ShardLedger(ctx.storage.sql, this.store);
-    this.store.onRollback = () => this.ledger.invalidate();
+    this.siblingValues = new SiblingProjections(ctx.storage.sql);
+    this.store.onRollback = () => {
+      this.ledger.invalidate();
+      this.siblingValues.invalidate();
+    };
+    this.projector = new StockProjector(
+      {
+        store: this.store,
+        d1: () => this.d1,
+        now: () => this.clock(),
+        handOver: async (value) => {
+          await this.shardStub(0).acceptProjection(this.store.stock()!.product_id, value);
+        },
+        flushSibling: async (shard) => {
+          await this.shardStub(shard).flush();
+        },
+      },
+      this.siblingValues,
+    );
     this.balancer = new ShardBalancer(
       {
         available: () => this.store.available(),
@@ -98,6 +132,7 @@ export class ProductStock extends DurableObject<Env> {
     void ctx.blockConcurrencyWhile(async () => {
       this.store.createSchema();
       this.ledger.createSchema();
+      this.siblingValues.createSchema();
       this.alarmAt = await ctx.storage.getAlarm();
     });
   }
@@ -263,7 +298,7 @@ export class ProductStock extends DurableObject<Env> {
   async state(productId: number, shard = 0): Promise<StockShardState | undefined> {
     const snap = await this.snapshot(productId, shard);
     if (!snap) return undefined;
-    return { ...snap, openTransfers: this.ledger.openTransfers(shard).length, requests: this.requests, d1Batches: this.d1Batches };
+    return { ...snap, openTransfers: this.ledger.openTransfers(shard).length, requests: this.requests, d1Batches: this.projector.batches, d1: this.d1Meter.d1Cost() };
   }
 
   /**
@@ -286,10 +321,24 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   /**
+   * Shard 0 takes a sibling's value for the product's next D1 projection batch (a
+   * sibling never writes behind itself: K writers would cost D1 K times the write
+   * transactions; StockProjector). Invariant: the newest value per sibling wins (by
+   * stamp), and it is persisted, with the alarm that writes it, before the answer, so
+   * the sibling may stop caring about it.
+   */
+  async acceptProjection(productId: number, value: ShardValue): Promise<void> {
+    if (!(await this.ensureStock(productId, 0, value.shard + 1)).found) return;
+    this.store.tx(() => this.projector.accept(value));
+    await this.afterChange();
+  }
+
+  /**
    * Releases holds that timed out (crash safety: a saga that died between reserve
    * and confirm cannot strand stock), finishes transfers a crash left open (re-sent
    * under their ids, so each grant is applied once) and acknowledgements owed, and
-   * writes the projection behind. Stays armed while recovery work is left.
+   * takes the projection's paced step (shard 0 writes the product's batch, a sibling
+   * hands its value to shard 0). Stays armed while any of that work is left.
    */
   override async alarm(): Promise<void> {
     this.alarmAt = null; // the alarm that fired is spent
@@ -303,24 +352,18 @@ export class ProductStock extends DurableObject<Env> {
         log("warn", "stock shard recovery failed; the alarm retries", { productId: stock.product_id, shard: stock.shard, ...errorFields(err) });
       }
     }
-    // When D1 refused the projection, the next try waits FLUSH_RETRY_MS instead of the usual delay.
-    const projected = await this.flush();
-    await this.afterChange(projected ? PROJECTION_DELAY_MS : FLUSH_RETRY_MS);
+    await this.projector.runBehind();
+    await this.afterChange();
   }
 
   /**
-   * Writes the projection now (coalesced: one D1 write in flight per object, later
-   * callers ride on the next one); true when D1 holds the current value.
-   * Invariant protected: none beyond the projection's (stamp-guarded, idempotent).
+   * Writes the projection now, unpaced (admin calls, tests): true when D1 holds this
+   * shard's current value (shard 0: and every sibling value it was handed). Coalesced:
+   * one D1 write in flight per object. Invariant protected: none beyond the
+   * projection's (stamp-guarded, idempotent).
    */
   async flush(): Promise<boolean> {
-    for (let round = 0; round < 3 && this.store.isDirty(); round++) {
-      this.flushing ??= this.writeProjection().finally(() => {
-        this.flushing = undefined;
-      });
-      if (!(await this.flushing)) return false;
-    }
-    return !this.store.isDirty();
+    return this.projector.flush();
   }
 
   /** One transaction of sell/release transitions, then the alarm; units given back void a dryness proof. */
@@ -344,12 +387,17 @@ export class ProductStock extends DurableObject<Env> {
     }
   }
 
+  /** The RPC stub of shard `shard` of this product (known once loaded). */
+  private shardStub(shard: number): DurableObjectStub<ProductStock> {
+    const ns = this.env.PRODUCT_STOCK;
+    return ns.get(ns.idFromName(shardObjectName(this.store.stock()!.product_id, shard))) as DurableObjectStub<ProductStock>;
+  }
+
   /** The RPC stubs of this product's other shards (built once the product is known). */
   private siblings(): SiblingPort {
     if (!this.siblingPort) {
       const productId = this.store.stock()!.product_id;
-      const ns = this.env.PRODUCT_STOCK;
-      const stub = (s: number) => ns.get(ns.idFromName(shardObjectName(productId, s)));
+      const stub = (s: number) => this.shardStub(s);
       this.siblingPort = {
         give: async (s, request) => (await stub(s).give(productId, s, request)) as GiveAnswer,
         acknowledge: async (s, ids) => {
@@ -366,20 +414,31 @@ export class ProductStock extends DurableObject<Env> {
    * shard keeps the product's stock as the size hint of its batches. Then raises the
    * known K to `shards`. blockConcurrencyWhile keeps every other call out while D1
    * is read, so two first calls cannot both initialise. `d1Calls` is 1 when it read D1.
+   * A failed read throws StockNotLoadedError (retryable) without resetting the object:
+   * the callback never throws, since a throwing callback resets the object and fails every
+   * call waiting on it; the next call loads again.
    */
   private async ensureStock(productId: number, shard: number, shards: number): Promise<{ found: boolean; d1Calls: number }> {
     let d1Calls = 0;
     if (!this.store.stock()) {
+      let failed: unknown;
       await this.ctx.blockConcurrencyWhile(async () => {
         if (this.store.stock()) return;
         d1Calls = 1;
-        const row = await this.d1
-          .prepare(
-            `SELECT p.stock AS stock, p.stock_shards AS shards, p.updated_at AS updatedAt, s.available AS shardAvailable, s.stamp AS shardStamp
-             FROM products p LEFT JOIN product_stock_shards s ON s.product_id = p.id AND s.shard = ?2 WHERE p.id = ?1`,
-          )
-          .bind(productId, shard)
-          .first<{ stock: number; shards: number; updatedAt: number; shardAvailable: number | null; shardStamp: number | null }>();
+        let row: { stock: number; shards: number; updatedAt: number; shardAvailable: number | null; shardStamp: number | null } | null;
+        try {
+          row = await this.d1
+            .prepare(
+              `SELECT p.stock AS stock, p.stock_shards AS shards, p.updated_at AS updatedAt, s.available AS shardAvailable, s.stamp AS shardStamp
+               FROM products p LEFT JOIN product_stock_shards s ON s.product_id = p.id AND s.shard = ?2 WHERE p.id = ?1`,
+            )
+            .bind(productId, shard)
+            .first();
+        } catch (err) {
+          // Not thrown from here: a callback of blockConcurrencyWhile that throws resets the object.
+          failed = err;
+          return;
+        }
         if (!row) return;
         const base = { productId, shard, shards: Math.max(shards, row.shards), hint: row.stock };
         if (shard === 0) {
@@ -391,6 +450,10 @@ export class ProductStock extends DurableObject<Env> {
           this.store.tx(() => this.store.init({ ...base, available: 0, stamp: Math.max(Date.now(), projectedStamp + 1), projectedStamp }));
         }
       });
+      if (failed !== undefined) {
+        log("warn", "stock shard not loaded: D1 read failed; the next call retries", { productId, shard, ...errorFields(failed) });
+        throw new StockNotLoadedError(failed);
+      }
     }
     if (!this.store.stock()) return { found: false, d1Calls };
     if (shards > this.store.stock()!.shards) this.store.tx(() => this.store.raiseShards(shards));
@@ -403,17 +466,18 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   /**
-   * Arms the alarm for whatever is due: the projection (write-behind, within
-   * PROJECTION_DELAY_MS), the next hold timeout, and recovery work left. Invariant:
+   * Arms the alarm for whatever is due: the projection's next paced step
+   * (StockProjector.dueAt), the next hold timeout, and recovery work left. Invariant:
    * a change is never answered before the alarm that projects it is stored, so a
    * crash or eviction right after the answer still brings D1 up to date. No D1 call
    * is awaited here: a stock change costs its caller one round trip (DESIGN §8).
    */
-  private async afterChange(projectWithinMs = PROJECTION_DELAY_MS): Promise<void> {
+  private async afterChange(): Promise<void> {
     const stock = this.store.stock();
     if (!stock) return;
     let at = this.store.nextHoldExpiry();
-    if (this.store.isDirty()) at = Math.min(at ?? Infinity, Date.now() + projectWithinMs);
+    const projectAt = this.projector.dueAt();
+    if (projectAt !== null) at = Math.min(at ?? Infinity, projectAt);
     if (stock.shards > 1 && this.balancer.needsRecovery()) at = Math.min(at ?? Infinity, Date.now() + RECOVERY_RETRY_MS);
     if (at === null) {
       this.alarmAt ??= await this.ctx.storage.getAlarm();
@@ -433,14 +497,4 @@ export class ProductStock extends DurableObject<Env> {
     }
   }
 
-  /** Writes the current value; true when D1 took it (or holds a newer stamp, which the next round writes past). */
-  private async writeProjection(): Promise<boolean> {
-    const s = this.store.stock()!;
-    this.d1Batches++;
-    const out = await projectShard(this.d1, { productId: s.product_id, shard: s.shard, available: s.available, stamp: s.stamp });
-    if (out.kind === "failed") return false;
-    if (out.kind === "ahead") this.store.stampPast(out.stamp);
-    else this.store.markProjected(s.stamp);
-    return true;
-  }
 }

@@ -1,3 +1,4 @@
+import type { D1Cost } from "../shared/hops";
 /** What the ProductStock DO answers: discriminated unions, never thrown errors (they cross RPC). */
 export type ReservationStatus = "held" | "confirmed" | "sold" | "released";
 
@@ -63,4 +64,6 @@ export interface StockShardState extends StockSnapshot {
   requests: number;
   /** D1 projection batches this incarnation sent (in memory; 0 again after a restart). */
   d1Batches: number;
+  /** What this incarnation's own D1 calls cost (in memory; 0 again after a restart). */
+  d1: D1Cost;
 }

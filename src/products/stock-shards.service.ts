@@ -1,7 +1,10 @@
+import type { D1Cost } from "../shared/hops";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
 import type { StockPort } from "./product-stock.client";
 import type { ProductsRepo } from "./products.repo";
+
+const NO_D1_COST: D1Cost = { calls: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0 };
 
 export interface ShardView {
   shard: number;
@@ -17,6 +20,8 @@ export interface ShardView {
   requests: number;
   /** D1 projection batches the shard's current incarnation sent (a load indicator; 0 again after a restart). */
   d1Batches: number;
+  /** The shard's own D1 calls, rows read and written and write transactions (its current incarnation). */
+  d1: D1Cost;
 }
 
 export interface StockShardsView {
@@ -73,7 +78,7 @@ export class StockShardsService {
     const shards = snapshots.map((snap, shard) => {
       const v = { available: snap?.available ?? 0, held: snap?.held ?? 0, confirmed: snap?.confirmed ?? 0, sold: snap?.sold ?? 0 };
       for (const k of ["available", "held", "confirmed", "sold"] as const) total[k] += v[k];
-      const load = { openTransfers: snap?.openTransfers ?? 0, requests: snap?.requests ?? 0, d1Batches: snap?.d1Batches ?? 0 };
+      const load = { openTransfers: snap?.openTransfers ?? 0, requests: snap?.requests ?? 0, d1Batches: snap?.d1Batches ?? 0, d1: snap?.d1 ?? NO_D1_COST };
       return { shard, ...v, projected: projected.get(shard) ?? null, ...load };
     });
     return { productId, stockShards: known.stockShards, shards, total };

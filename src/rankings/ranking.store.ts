@@ -19,6 +19,8 @@ export interface BestSellersCacheEntry {
  * dropped with a warning (the repair cron heals the ranking).
  */
 export interface RankingCache {
+  /** False when there is no Redis at all: then nothing reads what the repair would write. */
+  readonly enabled: boolean;
   /** Counts one paid order in its day's ranking, at most once, and never again after a repair that included it. */
   incrementSales(date: string, sale: PaidSale): Promise<void>;
   topSales(date: string, size: number): Promise<SalesRow[] | undefined>;
@@ -37,6 +39,7 @@ export interface PaidSale {
 
 /** Used when Redis is not configured. */
 export const noRankingCache: RankingCache = {
+  enabled: false,
   incrementSales: async () => {},
   topSales: async () => undefined,
   replaceDay: async () => false,
@@ -49,6 +52,7 @@ export function redisRankingCache(redis: Redis, prefix: string): RankingCache {
   const bestKey = (date: string) => `${prefix}bestSellers:${date}`;
   const dayKeys = (date: string) => [rankingKey(date), `${rankingKey(date)}:asof`, `${rankingKey(date)}:recent`];
   return {
+    enabled: true,
     async incrementSales(date, sale) {
       if (sale.items.length === 0) return;
       const items = JSON.stringify(sale.items.map((i) => [i.productId, i.quantity]));

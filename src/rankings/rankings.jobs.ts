@@ -1,14 +1,11 @@
 import type { Services } from "../services";
-import { log } from "../shared/logger";
 
-/** Cron: rebuild today's ranking ZSET from D1 (heals lost increments). */
-export async function repairRankingJob(services: Services): Promise<void> {
-  const result = await services.rankings.repairToday();
-  log("info", "ranking repaired", result);
+/** Cron: rebuild today's ranking ZSET from D1 (heals lost increments); the result is the job's `job done` result. */
+export function repairRankingJob(services: Services): Promise<{ date: string; products: number; written: boolean }> {
+  return services.rankings.repairToday();
 }
 
-/** Cron at 00:30 business time: refresh the best-seller snapshot (D1 + Redis). */
-export async function refreshBestSellersJob(services: Services): Promise<void> {
-  const result = await services.rankings.refreshBestSellers();
-  log("info", "best sellers refreshed", result);
+/** Cron at 00:30 business time: refresh the best-seller snapshot (D1 + Redis); the result is the job's `job done` result. */
+export function refreshBestSellersJob(services: Services): Promise<{ date: string; count: number }> {
+  return services.rankings.refreshBestSellers();
 }

@@ -96,10 +96,14 @@ export class RankingsService {
    * sales paid up to a watermark REPAIR_LAG_MS before now (a payment's batch has committed
    * by then) and stores that watermark with the ZSET in one atomic step, so a late
    * increment of a sale already counted is dropped and one paid after it is kept.
+   * Its D1 read is one range of `order_items_paid_at_product_idx` over today's paid lines
+   * (the day it rebuilds, never earlier days); with no Redis configured there is no ZSET to
+   * rebuild, and it reads nothing.
    */
   async repairToday(): Promise<{ date: string; products: number; written: boolean }> {
     const now = this.clock();
     const date = businessDate(now, this.timeZone);
+    if (!this.cache.enabled) return { date, products: 0, written: false };
     const [from, to] = this.dayWindow(date);
     const watermark = Math.min(now - REPAIR_LAG_MS, to - 1);
     const rows = watermark < from ? [] : await this.repo.salesBetween(from, watermark + 1, REPAIR_LIMIT);

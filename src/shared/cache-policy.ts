@@ -10,9 +10,14 @@ import { addDays, businessDate, startOfBusinessDay } from "./clock";
  * - `/products/best`: the best-seller period. The answer changes only when the business
  *   day turns and when the 00:30 refresh rewrites the snapshot, so it is cached until the
  *   next of those two instants.
+ * - `/coupons/{id}` (a sale page's poll of what is left): a 1 s time bucket, no
+ *   stale-while-revalidate, so a page polled by thousands costs the issuing objects one
+ *   read a second per data centre and shows a count at most a second old.
  * User-specific answers are never cached (`private, no-store`).
  */
 export const CATALOGUE_TTL_S = 5;
+/** How long a coupon's availability may be served from the edge. */
+export const COUPON_AVAILABILITY_TTL_S = 1;
 /** How long a downstream cache may serve a stale copy while it revalidates. */
 export const STALE_WHILE_REVALIDATE_S = 25;
 /** The daily best-seller refresh, minutes after business midnight (cron `30 15 * * *` for Seoul). */
@@ -46,6 +51,10 @@ export function cachePolicyFor(path: string, now: number, timeZone: string, gene
     const ttlS = Math.max(1, Math.ceil((period.endsAt - now) / 1000));
     // No stale-while-revalidate: past the period end the old list is simply wrong.
     return { version: `best.${period.id}`, ttlS, cacheControl: sharedFor(ttlS, 0) };
+  }
+  if (path.startsWith("/api/v1/coupons/")) {
+    const second = Math.floor(now / (COUPON_AVAILABILITY_TTL_S * 1000));
+    return { version: `c${second}`, ttlS: COUPON_AVAILABILITY_TTL_S, cacheControl: sharedFor(COUPON_AVAILABILITY_TTL_S, 0) };
   }
   const bucket = Math.floor(now / (CATALOGUE_TTL_S * 1000));
   return { version: `t${bucket}.g${generation}`, ttlS: CATALOGUE_TTL_S, cacheControl: sharedFor(CATALOGUE_TTL_S, STALE_WHILE_REVALIDATE_S) };

@@ -20,13 +20,18 @@ export function createRouter<E extends HonoEnv>() {
   });
 }
 
-/** OpenAPI error responses for a route, by status. */
-export function errorResponses(...statuses: number[]) {
-  const out: Record<number, { description: string; content: { "application/json": { schema: typeof ErrorEnvelopeSchema } } }> = {};
+type ErrorResponse = { description: string; content: { "application/json": { schema: typeof ErrorEnvelopeSchema } } };
+
+/**
+ * OpenAPI error responses for a route, by status. Keyed by the literal statuses, so the
+ * route's type (and a `hc<AppType>` client) knows each error answer's status and body.
+ */
+export function errorResponses<S extends number>(...statuses: S[]): { [K in S]: ErrorResponse } {
+  const out: Record<number, ErrorResponse> = {};
   for (const s of statuses) {
     out[s] = { description: `Error (${s})`, content: { "application/json": { schema: ErrorEnvelopeSchema } } };
   }
-  return out;
+  return out as { [K in S]: ErrorResponse };
 }
 
 /** The JSON request body block of a route definition. */

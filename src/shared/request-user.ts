@@ -16,12 +16,18 @@ export function isAdminPath(path: string): boolean {
   return path === "/api/v1/admin" || path.startsWith("/api/v1/admin/");
 }
 
+/** One coupon's availability (`/coupons/{couponId}`, and any one-segment path under /coupons: a bad id is 400 for everyone). */
+const COUPON_READ = /^\/api\/v1\/coupons\/[^/]+$/;
+
 /**
  * Catalogue reads are public: GET/HEAD on /products, /products/{id}, /products/top,
- * /products/best. They need no identity, may read a D1 replica and are edge-cached.
+ * /products/best, and a coupon's availability (/coupons/{couponId}, a sale page's poll).
+ * They need no identity, may read a D1 replica and are edge-cached. A user's own
+ * coupons (/coupons?userId=) are not.
  */
 export function isPublicRead(method: string, path: string): boolean {
-  return (method === "GET" || method === "HEAD") && (path === "/api/v1/products" || path.startsWith("/api/v1/products/"));
+  if (method !== "GET" && method !== "HEAD") return false;
+  return path === "/api/v1/products" || path.startsWith("/api/v1/products/") || COUPON_READ.test(path);
 }
 
 /**

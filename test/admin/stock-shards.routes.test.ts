@@ -32,7 +32,7 @@ describe("POST /api/v1/admin/products with stockShards", () => {
     expect((await api.get(path(p), adminHeaders)).body.data).toEqual({
       productId: p,
       stockShards: 1,
-      shards: [{ shard: 0, available: 7, held: 0, confirmed: 0, sold: 0, projected: 7, openTransfers: 0, requests: 0, d1Batches: 0 }],
+      shards: [{ shard: 0, available: 7, held: 0, confirmed: 0, sold: 0, projected: 7, openTransfers: 0, requests: 0, d1Batches: 0, d1: { calls: 1, rowsRead: 2, rowsWritten: 0, writeTx: 0 } }],
       total: { available: 7, held: 0, confirmed: 0, sold: 0 },
     });
     for (const stockShards of [0, MAX_SHARDS + 1, 1.5]) {
@@ -51,6 +51,8 @@ describe("GET /api/v1/admin/products/{productId}/stock-shards load indicators", 
     for (const s of before.shards) {
       expect(s.requests, `shard ${s.shard}`).toBe(0);
       expect(s.d1Batches, `shard ${s.shard}`).toBeGreaterThan(0);
+      // The object meters its own D1 work: every projection batch it sent wrote (one write transaction each).
+      expect(s.d1.writeTx, `shard ${s.shard}: write tx`).toBe(s.d1Batches);
       expect(s.openTransfers, `shard ${s.shard}`).toBe(0);
     }
     const orders = [];

@@ -48,6 +48,7 @@ beforeAll(async () => {
     "POST /api/v1/coupons/issue": () => ({ path: "/api/v1/coupons/issue", json: { userId, couponId }, status: 201 }),
     "POST /api/v1/coupons/{couponId}/issue": () => ({ path: `/api/v1/coupons/${pathCoupon}/issue`, json: { userId }, status: 201 }),
     "GET /api/v1/coupons": () => ({ path: `/api/v1/coupons?userId=${userId}`, status: 200 }),
+    "GET /api/v1/coupons/{couponId}": () => ({ path: `/api/v1/coupons/${couponId}`, status: 200 }),
     "POST /api/v1/admin/users": () => ({ path: "/api/v1/admin/users", json: { name: "contract", initialBalance: 10 }, headers: admin, status: 201 }),
     "POST /api/v1/admin/products": () => ({ path: "/api/v1/admin/products", json: { name: "contract", description: "d", price: 10, stock: 1 }, headers: admin, status: 201 }),
     "POST /api/v1/admin/coupons": () => ({
@@ -56,16 +57,20 @@ beforeAll(async () => {
       headers: admin,
       status: 201,
     }),
+    "GET /api/v1/admin/coupons": () => ({ path: "/api/v1/admin/coupons?limit=5", headers: admin, status: 200 }),
+    "GET /api/v1/admin/products": () => ({ path: "/api/v1/admin/products?limit=5", headers: admin, status: 200 }),
     "PATCH /api/v1/admin/coupons/{couponId}": () => ({ path: `/api/v1/admin/coupons/${couponId}`, json: { quantity: 150 }, headers: admin, status: 200 }),
     "PUT /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, json: { shards: 4 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, headers: admin, status: 200 }),
     "PATCH /api/v1/admin/products/{productId}/stock": () => ({ path: `/api/v1/admin/products/${productId}/stock`, json: { delta: 5 }, headers: admin, status: 200 }),
     "PUT /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, json: { stockShards: 2 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, headers: admin, status: 200 }),
+    "GET /api/v1/admin/stats": () => ({ path: "/api/v1/admin/stats", headers: admin, status: 200 }),
     "GET /api/v1/admin/dead-letters": () => ({ path: "/api/v1/admin/dead-letters?limit=10", headers: admin, status: 200 }),
     "GET /api/v1/admin/d1-groups": () => ({ path: "/api/v1/admin/d1-groups", headers: admin, status: 200 }),
     "POST /api/v1/admin/dead-letters/{deadLetterId}/replay": () => ({ path: `/api/v1/admin/dead-letters/${deadLetterId}/replay`, json: {}, headers: admin, status: 200 }),
     "POST /api/v1/orders": () => ({ path: "/api/v1/orders", json: { userId, orderProducts: [{ productId, quantity: 1 }] }, status: 201 }),
+    "GET /api/v1/orders": () => ({ path: `/api/v1/orders?userId=${userId}&limit=5`, status: 200 }),
     "GET /api/v1/orders/{orderId}": () => ({ path: `/api/v1/orders/${toPay}?userId=${userId}`, status: 200 }),
     "POST /api/v1/orders/{orderId}/cancel": () => ({ path: `/api/v1/orders/${toCancel}/cancel`, json: { userId }, status: 200 }),
     "POST /api/v1/points/use": () => ({ path: "/api/v1/points/use", json: { userId, orderId: toPay }, status: 200 }),
@@ -118,7 +123,7 @@ describe("contract: every documented operation", () => {
       if (key.includes("/admin/")) continue;
       const req = fixtures[key]!();
       const res = await secured.call(method, req.path, { json: req.json });
-      const publicRead = method === "GET" && key.startsWith("GET /api/v1/products");
+      const publicRead = method === "GET" && (key.startsWith("GET /api/v1/products") || key === "GET /api/v1/coupons/{couponId}");
       expect(res.status, key).toBe(publicRead ? 200 : 401);
       checkAgainstDocument(key, op, res);
     }
@@ -131,6 +136,9 @@ describe("contract: every documented operation", () => {
       ["GET /api/v1/products/{productId}", "GET", "/api/v1/products/987600"],
       ["GET /api/v1/products", "GET", "/api/v1/products?size=0"],
       ["GET /api/v1/points", "GET", "/api/v1/points?userId=987601"],
+      ["GET /api/v1/coupons/{couponId}", "GET", "/api/v1/coupons/987603"],
+      ["GET /api/v1/orders", "GET", "/api/v1/orders?userId=1&cursor=nope"],
+      ["GET /api/v1/orders", "GET", "/api/v1/orders?userId=987604"],
       ["POST /api/v1/points/charge", "POST", "/api/v1/points/charge", { userId: 1, amount: 2_000_000 }],
       ["POST /api/v1/orders", "POST", "/api/v1/orders", { userId: 1, orderProducts: [] }],
       ["POST /api/v1/admin/users", "POST", "/api/v1/admin/users", { name: "x" }, {}],

@@ -1,16 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import type { CouponIssuer } from "../../src/coupons/coupon-issuer.do";
-import type { IssuanceStore } from "../../src/coupons/issuance.repo";
+import { SYNC_CHUNKS_PER_ALARM, type CouponIssuer } from "../../src/coupons/coupon-issuer.do";
+import { ROWS_PER_BATCH, type IssuanceStore } from "../../src/coupons/issuance.repo";
 import { adminHeaders, api, createCoupon, createUser } from "../support/http";
-import { createUsers, d1State, issue, issuerOf } from "./support";
+import { createUsers, d1State, insertUsers, issue, issuerOf } from "./support";
 
 /** Swaps the DO's D1 adapter for one whose writes fail; returns the real one. */
 async function breakD1Writes(couponId: number): Promise<IssuanceStore> {
   return runInDurableObject(issuerOf(couponId), (instance: CouponIssuer) => {
     const real = instance.store;
     instance.store = {
-      load: (id) => real.load(id),
+      loadPage: (id, step) => real.loadPage(id, step),
       project: async () => {
         throw new Error("D1 unavailable (simulated)");
       },
@@ -21,6 +21,56 @@ async function breakD1Writes(couponId: number): Promise<IssuanceStore> {
     return real;
   });
 }
+
+/**
+ * What a long D1 outage (or a crash before the D1 write) leaves behind: provisional issuances
+ * for `users`, decided and persisted in the object but not in D1, and no alarm. The object is
+ * evicted after, so its next incarnation reads them from storage.
+ */
+async function leaveProvisional(couponId: number, users: number[]) {
+  const stub = issuerOf(couponId);
+  await runInDurableObject(stub, async (_i, state) => {
+    const now = Date.now();
+    state.storage.transactionSync(() => {
+      for (const u of users) {
+        state.storage.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", u, now, now + 86_400_000);
+      }
+      state.storage.sql.exec("UPDATE coupon SET issued = issued + ?", users.length);
+    });
+    await state.storage.deleteAlarm();
+  });
+  await evictDurableObject(stub);
+}
+
+/**
+ * Swaps the object's D1 adapter for one that writes chunk by chunk (ROWS_PER_BATCH rows, one D1
+ * batch each, as IssuanceRepo does) and fails on chunk number `failOn` (counted over its life).
+ * `committed` lists the sizes of the chunks D1 committed.
+ */
+async function chunkedStore(couponId: number, failOn?: number) {
+  const probe = { committed: [] as number[], failOn };
+  await runInDurableObject(issuerOf(couponId), (instance: CouponIssuer) => {
+    const real = instance.store;
+    let chunks = 0;
+    instance.store = {
+      loadPage: (id, step) => real.loadPage(id, step),
+      updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+      project: async (id, records, at) => {
+        const ids = new Map<number, number>();
+        for (let i = 0; i < records.length; i += ROWS_PER_BATCH) {
+          if (++chunks === probe.failOn) throw new Error(`D1 unavailable (simulated) on chunk ${chunks}`);
+          const chunk = records.slice(i, i + ROWS_PER_BATCH);
+          for (const [userId, rowId] of await real.project(id, chunk, at)) ids.set(userId, rowId);
+          probe.committed.push(chunk.length);
+        }
+        return ids;
+      },
+    };
+  });
+  return probe;
+}
+
+const alarmOf = (couponId: number) => runInDurableObject(issuerOf(couponId), (_i, s) => s.storage.getAlarm());
 
 describe("CouponIssuer write-behind alarm", () => {
   it("answers 503 while the D1 write fails (a 201 always means D1 has the row), and the alarm converges D1 to exactly the DO's list", async () => {
@@ -129,5 +179,97 @@ describe("CouponIssuer write-behind alarm", () => {
     await runDurableObjectAlarm(stub);
     expect(await d1State(couponId)).toMatchObject({ quantity: 8, issuedQuantity: 1 });
     expect((await stub.state()).quantity).toBe(8);
+  });
+
+  it("keeps every chunk D1 committed when a later one fails: the third chunk fails, the first two stay synced, and a later alarm sends only the rest", async () => {
+    const users = await insertUsers(250);
+    const couponId = await createCoupon({ quantity: 300 });
+    const stub = issuerOf(couponId);
+    await leaveProvisional(couponId, users);
+    const probe = await chunkedStore(couponId, 3);
+
+    await runDurableObjectAlarm(stub);
+    const sorted = [...users].sort((a, b) => a - b);
+    expect(probe.committed).toEqual([100, 100]);
+    expect(await stub.state()).toMatchObject({ issued: 250, unsynced: 50 });
+    expect(await d1State(couponId)).toEqual({ users: sorted.slice(0, 200), issuedQuantity: 200, quantity: 300, events: 200 });
+    expect(await alarmOf(couponId), "re-armed for the rest").not.toBeNull();
+
+    // D1 is back: the next alarm re-sends the 50 rows left, not the 200 already confirmed.
+    probe.failOn = undefined;
+    await runDurableObjectAlarm(stub);
+    expect(probe.committed).toEqual([100, 100, 50]);
+    const state = await stub.state();
+    expect(state).toMatchObject({ issued: 250, unsynced: 0 });
+    expect(state.users).toEqual(sorted);
+    expect(await d1State(couponId)).toEqual({ users: state.users, issuedQuantity: 250, quantity: 300, events: 250 });
+    expect(await alarmOf(couponId)).toBeNull();
+  });
+
+  it(`re-syncs at most ${SYNC_CHUNKS_PER_ALARM} chunks per alarm and re-arms itself for the rest of a backlog`, async () => {
+    const users = await insertUsers(SYNC_CHUNKS_PER_ALARM * ROWS_PER_BATCH + 30);
+    const couponId = await createCoupon({ quantity: users.length });
+    const stub = issuerOf(couponId);
+    await leaveProvisional(couponId, users);
+    const probe = await chunkedStore(couponId);
+
+    await runDurableObjectAlarm(stub);
+    expect(probe.committed).toEqual(Array(SYNC_CHUNKS_PER_ALARM).fill(ROWS_PER_BATCH));
+    expect(await stub.state()).toMatchObject({ issued: users.length, unsynced: 30 });
+    expect((await d1State(couponId)).issuedQuantity).toBe(SYNC_CHUNKS_PER_ALARM * ROWS_PER_BATCH);
+    expect(await alarmOf(couponId), "re-armed for the rest").not.toBeNull();
+
+    await runDurableObjectAlarm(stub);
+    expect(probe.committed).toEqual([...Array(SYNC_CHUNKS_PER_ALARM).fill(ROWS_PER_BATCH), 30]);
+    const state = await stub.state();
+    expect(state).toMatchObject({ issued: users.length, unsynced: 0 });
+    expect(await d1State(couponId)).toEqual({ users: state.users, issuedQuantity: users.length, quantity: users.length, events: users.length });
+    expect(await alarmOf(couponId)).toBeNull();
+  });
+
+  it("sends one D1 batch at a time per object: the alarm's re-sync queues behind a win's batch in flight instead of writing beside it", async () => {
+    const users = await insertUsers(151);
+    const couponId = await createCoupon({ quantity: 200 });
+    const stub = issuerOf(couponId);
+    await leaveProvisional(couponId, users.slice(1));
+    const seen = await runInDurableObject(stub, async (instance: CouponIssuer) => {
+      const real = instance.store;
+      let release!: () => void;
+      const gate = new Promise<void>((resolve) => (release = resolve));
+      let entered!: () => void;
+      const winInStore = new Promise<void>((resolve) => (entered = resolve));
+      const batches: number[] = [];
+      let inFlight = 0;
+      let maxInFlight = 0;
+      instance.store = {
+        loadPage: (id, step) => real.loadPage(id, step),
+        updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+        project: async (id, records, at) => {
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          batches.push(records.length);
+          try {
+            if (batches.length === 1) {
+              entered();
+              await gate; // the win's batch stays in flight until the alarm has had its chance to write
+            }
+            return await real.project(id, records, at);
+          } finally {
+            inFlight--;
+          }
+        },
+      };
+      const win = instance.issue(couponId, users[0]!, Date.now());
+      await winInStore;
+      const alarm = instance.alarm();
+      const whileWinInFlight = [...batches];
+      release();
+      const [outcome] = await Promise.all([win, alarm]);
+      return { whileWinInFlight, batches, maxInFlight, won: outcome.ok };
+    });
+    // The alarm's first chunk (the 100 lowest unsynced user ids) leaves out the win's own row, which its request is writing.
+    expect(seen).toEqual({ whileWinInFlight: [1], batches: [1, 99, 51], maxInFlight: 1, won: true });
+    const state = await stub.state();
+    expect(state).toMatchObject({ issued: 151, unsynced: 0 });
+    expect(await d1State(couponId)).toEqual({ users: state.users, issuedQuantity: 151, quantity: 200, events: 151 });
   });
 });

@@ -2,7 +2,8 @@ import { CouponIssuedV1 } from "../../src/events/event.schemas";
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
-import { adminHeaders, api, createCoupon, createUser, errorCode } from "../support/http";
+import { adminHeaders, api, type ApiResponse, createCoupon, createUser, errorCode } from "../support/http";
+import { d1CostOf } from "../../src/shared/hops";
 import { d1State, issue, issuerOf } from "./support";
 
 const DAY = 86_400_000;
@@ -188,10 +189,52 @@ describe("GET /api/v1/coupons", () => {
 
   it("returns an empty list for a user without coupons, 404 for an unknown user, 400 for a bad id", async () => {
     const userId = await createUser();
-    expect((await api.get(`/api/v1/coupons?userId=${userId}`)).body.data).toEqual({ userId, coupons: [] });
+    expect((await api.get(`/api/v1/coupons?userId=${userId}`)).body.data).toEqual({ userId, coupons: [], nextCursor: null });
     expect(errorCode(await api.get("/api/v1/coupons?userId=999888"))).toBe("USER_NOT_FOUND");
     expect(errorCode(await api.get("/api/v1/coupons?userId=abc"))).toBe("INVALID_USER_ID");
     expect(errorCode(await api.get(`/api/v1/coupons?userId=${userId}&extra=1`))).toBe("VALIDATION_FAILED");
+  });
+});
+
+describe("GET /coupons pages", () => {
+  it("pages through 250 coupons 100 at a time, oldest first, nothing repeated or skipped, each page reading its own rows", async () => {
+    const userId = await createUser();
+    const coupon = await env.DB.prepare(
+      "INSERT INTO coupons (name, discount_type, discount_value, quantity, starts_at, ends_at, created_at) VALUES ('paged', 'AMOUNT', 100, 1000, 0, ?1, 0) RETURNING id",
+    )
+      .bind(Date.now() + 86_400_000)
+      .first<{ id: number }>();
+    // 250 coupons of one user need 250 coupons (one per user and coupon): clone the coupon row.
+    await env.DB.prepare(
+      `WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < 249)
+       INSERT INTO coupons (name, discount_type, discount_value, quantity, starts_at, ends_at, created_at) SELECT 'paged', 'AMOUNT', 100, 1000, 0, ?1, 0 FROM seq`,
+    )
+      .bind(Date.now() + 86_400_000)
+      .run();
+    await env.DB.prepare(
+      "INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) SELECT ?1, id, 0, ?2 FROM coupons WHERE name = 'paged' AND id >= ?3 ORDER BY id",
+    )
+      .bind(userId, Date.now() + 86_400_000, coupon!.id)
+      .run();
+    const ids: number[] = [];
+    const pages: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const res: ApiResponse = await api.get(`/api/v1/coupons?userId=${userId}${cursor ? `&cursor=${cursor}` : ""}`);
+      expect(res.status).toBe(200);
+      pages.push(res.body.data.coupons.length);
+      ids.push(...res.body.data.coupons.map((c: { userCouponId: number }) => c.userCouponId));
+      // A page of 100 reads its rows (+1 to know more follow), their coupons and the user: never the other pages.
+      expect(d1CostOf(res.headers.get("server-timing")).rowsRead).toBeLessThanOrEqual(2 * 101 + 2);
+      cursor = res.body.data.nextCursor;
+    } while (cursor);
+    expect(pages).toEqual([100, 100, 50]);
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(new Set(ids).size).toBe(250);
+    const small = await api.get(`/api/v1/coupons?userId=${userId}&limit=3`);
+    expect(small.body.data.coupons.map((c: { userCouponId: number }) => c.userCouponId)).toEqual(ids.slice(0, 3));
+    expect(errorCode(await api.get(`/api/v1/coupons?userId=${userId}&limit=101`))).toBe("VALIDATION_FAILED");
+    expect(errorCode(await api.get(`/api/v1/coupons?userId=${userId}&cursor=bm90LWEtY3Vyc29y`))).toBe("VALIDATION_FAILED");
   });
 });
 

@@ -23,4 +23,10 @@ describe("query plans of the coupon hot path", () => {
     expect(steps.join(" | ")).not.toMatch(/SCAN orders/);
     expect(steps.join(" | ")).toMatch(/SEARCH orders USING COVERING INDEX orders_user_coupon_id_idx/);
   });
+
+  it("reads a load step's page by (coupon_id, id) on user_coupons_coupon_id_idx: no scan, no sort, whatever the coupon's size", async () => {
+    const steps = await plan("SELECT id, user_id, issued_at, expires_at FROM user_coupons WHERE coupon_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3", 1, 0, 10);
+    expect(steps).toEqual([expect.stringContaining("SEARCH user_coupons USING INDEX user_coupons_coupon_id_idx (coupon_id=? AND rowid>?)")]);
+  });
 });
+

@@ -37,3 +37,16 @@ export function tally(responses: { status: number; body: any }[]): Record<string
   }
   return out;
 }
+
+/** `n` users inserted straight into D1, 1,000 a statement (for tests that need thousands; no balances). */
+export async function insertUsers(n: number): Promise<number[]> {
+  const ids: number[] = [];
+  for (let i = 0; i < n; i += 1_000) {
+    const m = Math.min(1_000, n - i);
+    const rows = await env.DB.prepare("INSERT INTO users (name, created_at) SELECT 'bulk', 0 FROM json_each(?) RETURNING id")
+      .bind(JSON.stringify(Array(m).fill(0)))
+      .all<{ id: number }>();
+    ids.push(...rows.results.map((r) => r.id));
+  }
+  return ids;
+}

@@ -3,12 +3,13 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { loadConfig } from "../../src/config";
-import { expireOrders, FAILED_RETENTION_MS, STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
+import { expireOrders, FAILED_RETENTION_MS, purgeFailedOrders, STALE_PENDING_MS } from "../../src/orders/order-expiry.job";
+import { SubrequestBudget } from "../../src/shared/budget";
 import { JOBS } from "../../src/jobs";
 import { createServices } from "../../src/services";
 import { api, createCoupon, createProduct, createUser } from "../support/http";
 import { assertStockConservation } from "../support/invariants";
-import { available, backdateExpiry, createUserCoupon, orderRow, placedOrderId, stockStub, userCouponRow } from "../support/orders";
+import { available, backdateExpiry, createUserCoupon, orderRow, placedOrderId, seedFailedAttempts, stockStub, userCouponRow } from "../support/orders";
 
 /** Runs the Worker's scheduled handler for the every-minute cron and waits for its jobs. */
 async function runCron(cron = "* * * * *") {
@@ -117,5 +118,14 @@ describe("purge of failed placement attempts", () => {
     const items = await env.DB.prepare("SELECT count(*) AS n FROM order_items WHERE order_id IN (?, ?)").bind(old1, old2).first("n");
     expect(items).toBe(0);
     await assertStockConservation([p], 1);
+  });
+
+  it("keeps deleting while a round finds a full batch, and stops at its subrequest budget saying so", async () => {
+    const userId = await seedFailedAttempts(5);
+    const repo = createServices(env, loadConfig(env)).ordersRepo;
+    const now = Date.now();
+    expect(await purgeFailedOrders({ repo, batchSize: 2, budget: new SubrequestBudget(1) }, now)).toEqual({ orders: 2, items: 2, rounds: 1, stoppedOn: "subrequests" });
+    expect(await purgeFailedOrders({ repo, batchSize: 2 }, now)).toEqual({ orders: 3, items: 3, rounds: 2, stoppedOn: null });
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM orders WHERE user_id = ?").bind(userId).first("n")).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { api, createProduct, createUser, errorCode } from "../support/http";
+import { runJob } from "../support/jobs";
 import { insertPaidOrder } from "../support/sales";
 import { RankingsRepo } from "../../src/rankings/rankings.repo";
 import { addDays, businessDate, startOfBusinessDay } from "../../src/shared/clock";
@@ -8,6 +9,12 @@ import { addDays, businessDate, startOfBusinessDay } from "../../src/shared/cloc
 const TZ = "Asia/Seoul";
 
 describe("rankings without Redis (D1 path)", () => {
+  it("the ranking repair job reads nothing from D1 when there is no Redis ranking to rebuild", async () => {
+    const { result, d1 } = await runJob("*/10 * * * *", "ranking-repair");
+    expect(result).toEqual({ date: businessDate(Date.now(), TZ), products: 0, written: false });
+    expect(d1).toEqual({ calls: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0 });
+  });
+
   it("GET /products/top ranks today's paid quantity, ties by id, and ignores other days", async () => {
     const userId = await createUser();
     const [a, b, c] = [await createProduct(100), await createProduct(200), await createProduct(300)];

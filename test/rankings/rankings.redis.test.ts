@@ -12,6 +12,10 @@ import { RankingsRepo } from "../../src/rankings/rankings.repo";
 import { redisRankingCache } from "../../src/rankings/ranking.store";
 import { ProductsRepo } from "../../src/products/products.repo";
 import { createDb } from "../../src/db/client";
+import { JOBS } from "../../src/jobs";
+import { HopMeter } from "../../src/shared/hops";
+import { seedSettledHistory } from "../support/settled-history";
+import { historyWalks, planOf, statementsOf } from "../support/plans";
 
 const TZ = "Asia/Seoul";
 const prefix = () => `t:${crypto.randomUUID()}:`;
@@ -72,6 +76,28 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     expect(await redis.zscore(key, String(a))).toBe(9);
     expect(await redis.zscore(key, String(b))).toBe(4);
     expect(await redis.ttl(key)).toBeGreaterThan(0);
+  });
+
+  it("the repair job reads today's paid lines through the paid_at range: 5,000 lines paid on earlier days change nothing", async () => {
+    const app = appWithRedis({ prefix: prefix() });
+    const repair = async () => {
+      const meter = new HopMeter();
+      const job = JOBS["*/10 * * * *"]!.find((j) => j.name === "ranking-repair")!;
+      const result = await job.run(createServices(app.env, loadConfig(app.env), undefined, meter), Date.now());
+      return { result: result as { products: number; written: boolean }, rowsRead: meter.rowsRead };
+    };
+    const userId = await createUser();
+    await insertPaidOrder(userId, Date.now() - 2 * REPAIR_LAG_MS, [{ productId: await createProduct(), quantity: 2 }]);
+    const before = await repair();
+    await seedSettledHistory({ n: 5_000, tag: "ranking", now: Date.now() });
+    const after = await repair();
+    expect(after.result).toMatchObject({ products: before.result.products, written: true });
+    expect(after.rowsRead - before.rowsRead).toBeLessThanOrEqual(3);
+    const statements = await statementsOf(repair);
+    expect(statements).toHaveLength(1);
+    const plan = await planOf(statements[0]!);
+    expect(historyWalks(plan)).toEqual([]);
+    expect(plan).toMatch(/^SEARCH order_items USING COVERING INDEX order_items_paid_at_product_idx \(paid_at>\? AND paid_at<\?\)/);
   });
 
   it("the daily refresh stores best sellers in Redis (25 h TTL) and in the D1 snapshot; reads prefer Redis", async () => {

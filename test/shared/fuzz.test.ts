@@ -170,6 +170,11 @@ describe("fuzzed malformed requests on every route", () => {
         { path: "/api/v1/products/best", admin: false, params: () => ({}), bad: [] },
         { path: `/api/v1/orders/${orderId}`, admin: false, params: () => ({ userId: String(userId) }), bad: ["userId"] },
         { path: "/api/v1/admin/dead-letters", admin: true, params: () => ({ afterId: "0", limit: "10" }), bad: ["afterId", "limit"] },
+        { path: "/api/v1/admin/dead-letters", admin: true, params: () => ({ limit: "10" }), bad: ["cursor", "limit"] },
+        { path: "/api/v1/orders", admin: false, params: () => ({ userId: String(userId), limit: "10" }), bad: ["userId", "limit", "cursor", "status"] },
+        { path: `/api/v1/coupons/${couponId}`, admin: false, params: () => ({}), bad: [], pathIds: (id) => `/api/v1/coupons/${id}` },
+        { path: "/api/v1/admin/coupons", admin: true, params: () => ({ limit: "10" }), bad: ["limit", "cursor"] },
+        { path: "/api/v1/admin/products", admin: true, params: () => ({ limit: "10" }), bad: ["limit", "cursor"] },
       ],
     };
   }

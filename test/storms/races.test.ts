@@ -79,6 +79,31 @@ describe("cancel races", () => {
 });
 
 describe("overlapping cron runs", () => {
+  it("an expiry round that lost its order to an overlapping run never gives back the coupon a new order re-used", async () => {
+    const userId = await createUser();
+    const p = await createProduct(100, 5);
+    const uc = await createUserCoupon(userId, await createCoupon());
+    const first = await placedOrderId(userId, [[p, 1]], uc);
+    await backdateExpiry(first);
+    let second = 0;
+    // Between this round's pick and its batch, another run expires the order (coupon back) and a new order re-uses the coupon.
+    class OverlappedRun extends OrderSweepRepo {
+      protected override async pick(sql: string, bound: number, limit: number) {
+        const picked = await super.pick(sql, bound, limit);
+        if (sql.includes("NOT_PAID") && second === 0) {
+          expect(await expireOrders({ sweep: new OrderSweepRepo(env.DB), stock }, Date.now())).toBe(1);
+          second = await placedOrderId(userId, [[p, 2]], uc);
+        }
+        return picked;
+      }
+    }
+    expect(await expireOrders({ sweep: new OverlappedRun(env.DB), stock }, Date.now())).toBe(0);
+    expect(await userCouponRow(uc)).toEqual({ used_at: expect.any(Number), order_id: second });
+    expect((await orderRow(second))!.status).toBe("NOT_PAID");
+    expect((await cancelOrder(userId, second)).status).toBe(200); // (leaves no NOT_PAID order for the sweeps below)
+    await assertStockConservation([p], 5);
+  });
+
   it("two maintenance runs at once expire each of 30 orders once, with stock and coupons back", async () => {
     const userId = await createUser();
     const p = await createProduct(100, 60);

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { shardObjectName } from "../../src/shared/sharded-quantity";
-import { api, type ApiResponse } from "./http";
+import { FAILED_RETENTION_MS } from "../../src/orders/order-expiry.job";
+import { api, createProduct, createUser, type ApiResponse } from "./http";
 
 /**
  * Gives `userId` a coupon by inserting the user_coupons row directly (issuance
@@ -72,4 +73,22 @@ export async function balanceOf(userId: number): Promise<number> {
 /** Pushes an order's payment deadline into the past, as if its window had run out. */
 export async function backdateExpiry(orderId: number): Promise<void> {
   await env.DB.prepare("UPDATE orders SET expires_at = ? WHERE id = ?").bind(Date.now() - 1_000, orderId).run();
+}
+
+/** `n` FAILED placement attempts past their retention, settled, with one item each (one INSERT ... SELECT); returns their user. */
+export async function seedFailedAttempts(n: number): Promise<number> {
+  const userId = await createUser();
+  const p = await createProduct(100, 1);
+  const at = Date.now() - FAILED_RETENTION_MS - 60_000;
+  await env.DB.batch([
+    env.DB.prepare(
+      `WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq WHERE x < ?1)
+       INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, closed_at, updated_at)
+       SELECT ?2, 'FAILED', 0, 0, 0, ?3, ?3, ?3, ?3 FROM seq`,
+    ).bind(n, userId, at),
+    env.DB.prepare(
+      `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) SELECT id, ?2, 1, 100, 100 FROM orders WHERE user_id = ?1`,
+    ).bind(userId, p),
+  ]);
+  return userId;
 }

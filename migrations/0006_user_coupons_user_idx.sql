@@ -1,0 +1,2 @@
+-- GET /coupons?userId= a page at a time: a range of the user's rows by id (the index carries the rowid), not a sort of every coupon they ever got.
+CREATE INDEX `user_coupons_user_id_idx` ON `user_coupons` (`user_id`);

@@ -1,0 +1,54 @@
+import type { DiscountType } from "../db/schema";
+
+export interface AdminCouponRow {
+  id: number;
+  name: string;
+  discountType: DiscountType;
+  discountValue: number;
+  quantity: number;
+  issuedQuantity: number;
+  startsAt: number;
+  endsAt: number;
+  shards: number;
+  createdAt: number;
+}
+
+export interface AdminProductRow {
+  id: number;
+  name: string;
+  price: number;
+  stock: number;
+  stockShards: number;
+  createdAt: number;
+}
+
+/**
+ * The operator console's lists (newest first, ids below `beforeId`): each a range of the
+ * table's primary key, so a page reads its own rows (plus one, to know whether another follows).
+ */
+export class AdminListsRepo {
+  constructor(private readonly d1: D1Database) {}
+
+  async coupons(beforeId: number, limit: number): Promise<AdminCouponRow[]> {
+    const res = await this.d1
+      .prepare(
+        `SELECT id, name, discount_type AS discountType, discount_value AS discountValue, quantity, issued_quantity AS issuedQuantity,
+                starts_at AS startsAt, ends_at AS endsAt, shards, created_at AS createdAt
+         FROM coupons WHERE id < ?1 ORDER BY id DESC LIMIT ?2`,
+      )
+      .bind(beforeId, limit)
+      .all<AdminCouponRow>();
+    return res.results;
+  }
+
+  async products(beforeId: number, limit: number): Promise<AdminProductRow[]> {
+    const res = await this.d1
+      .prepare(
+        `SELECT id, name, price, stock, stock_shards AS stockShards, created_at AS createdAt
+         FROM products WHERE id < ?1 ORDER BY id DESC LIMIT ?2`,
+      )
+      .bind(beforeId, limit)
+      .all<AdminProductRow>();
+    return res.results;
+  }
+}
