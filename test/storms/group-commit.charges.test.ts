@@ -63,13 +63,14 @@ describe("charges share D1 batches", () => {
   it("refusals in the middle of a batch leave their neighbours applied: a crossed cap and an unknown user", async () => {
     const near = await createUser(4_990_000);
     const other = await createUser(0);
-    const { group, batches } = await inOneBatch({
+    const { group, batches, split } = await inOneBatch({
       kind: "points.charge",
       lead: charge(other, 1),
       // Headroom 10,000: exactly two of the three 5,000 charges fit, whatever their order in the batch.
       group: [charge(near, 5_000), charge(other, 10), charge(987_123, 100), charge(near, 5_000), charge(other, 10), charge(near, 5_000)],
     });
-    expect(batches).toBe(2);
+    // One batch for all six, none of it aborted and resent piecemeal.
+    expect({ batches, split }).toEqual({ batches: 2, split: 0 });
     const codes = group.map((r) => (r.status === 200 ? 200 : errorCode(r)));
     expect(codes.filter((c) => c === "BALANCE_LIMIT_EXCEEDED")).toHaveLength(1);
     expect(codes[2]).toBe("USER_NOT_FOUND");
@@ -96,11 +97,12 @@ describe("charges share D1 batches", () => {
 describe("Idempotency-Key in shared charge batches", () => {
   it("10 twins with one key in one batch charge once; the other 9 replay the same answer", async () => {
     const userId = await createUser(0);
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "points.charge",
       lead: charge(await createUser(0), 1),
       group: Array.from({ length: 10 }, () => charge(userId, 1_000, withKey("twin"))),
     });
+    expect(split).toBe(0);
     expect(group.map((r) => r.status)).toEqual(Array(10).fill(200));
     for (const r of group) expect(r.body).toEqual(group[0]!.body);
     expect(group[0]!.body.data.balance).toBe(1_000);
@@ -114,11 +116,12 @@ describe("Idempotency-Key in shared charge batches", () => {
   it("a keyed charge refused in a batch stores its refusal; its keyed neighbour stores its success", async () => {
     const full = await createUser(5_000_000);
     const fine = await createUser(0);
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "points.charge",
       lead: charge(fine, 1),
       group: [charge(full, 1, withKey("over")), charge(fine, 50, withKey("ok"))],
     });
+    expect(split).toBe(0);
     expect(errorCode(group[0]!)).toBe("BALANCE_LIMIT_EXCEEDED");
     expect(group[1]!.body.data).toEqual({ userId: fine, balance: 51 });
     const [again, okAgain] = [await charge(full, 1, withKey("over"))(), await charge(fine, 50, withKey("ok"))()];

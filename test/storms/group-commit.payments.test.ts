@@ -59,11 +59,12 @@ describe("payments share D1 batches", () => {
     const poorOrders: number[] = [];
     for (let i = 0; i < 5; i++) poorOrders.push(await placedOrderId(poor, [[p, 1]]));
     const richOrders = [await placedOrderId(rich, [[p, 1]]), await placedOrderId(rich, [[p, 1]])];
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "orders.pay",
       lead: pay(rich, richOrders[0]!),
       group: [pay(poor, poorOrders[0]!), pay(poor, poorOrders[1]!), pay(rich, richOrders[1]!), pay(poor, poorOrders[2]!), pay(poor, poorOrders[3]!), pay(poor, poorOrders[4]!)],
     });
+    expect(split).toBe(0);
     const poorResults = group.filter((_, i) => i !== 2);
     expect(poorResults.filter((r) => r.status === 200)).toHaveLength(2);
     for (const r of poorResults.filter((x) => x.status !== 200)) expect(errorCode(r)).toBe("INSUFFICIENT_BALANCE");
@@ -90,11 +91,12 @@ describe("payments share D1 batches", () => {
     ];
     expect((await cancelOrder(a, cancelled!)).status).toBe(200);
     await env.DB.prepare("UPDATE orders SET expires_at = ? WHERE id = ?").bind(Date.now() - 1_000, late).run();
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "orders.pay",
       lead: pay(b, await placedOrderId(b, [[p, 1]])),
       group: [pay(a, twice!), pay(a, twice!), pay(a, cancelled!), pay(a, late!), pay(a, other!), pay(a, fine!)],
     });
+    expect(split).toBe(0);
     expect(group.map((r) => (r.status === 200 ? 200 : errorCode(r)))).toEqual([200, "ORDER_NOT_PAYABLE", "ORDER_NOT_PAYABLE", "ORDER_NOT_PAYABLE", "ORDER_NOT_FOUND", 200]);
     expect(await balanceOf(a)).toBe(10_000 - 500 - 1_000);
     expect(await uses(a)).toBe(2);
@@ -108,11 +110,12 @@ describe("payments share D1 batches", () => {
     const p = await createProduct(1_000, 10);
     const userId = await createUser(10_000);
     const orderId = await placedOrderId(userId, [[p, 3]]);
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "orders.pay",
       lead: pay(userId, await placedOrderId(userId, [[p, 1]])),
       group: Array.from({ length: 6 }, () => pay(userId, orderId, { "idempotency-key": "pay-twin" })),
     });
+    expect(split).toBe(0);
     expect(group.map((r) => r.status)).toEqual(Array(6).fill(200));
     for (const r of group) expect(r.body).toEqual(group[0]!.body);
     expect(group.filter((r) => r.headers.get("idempotent-replayed") === "true")).toHaveLength(5);

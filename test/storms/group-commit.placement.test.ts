@@ -73,11 +73,12 @@ describe("placements share D1 batches", () => {
     const p = await createProduct(500, 50);
     const theirs = await createUserCoupon(b, await createCoupon({ discountType: "AMOUNT", discountValue: 100 }));
     const mine = await createUserCoupon(a, await createCoupon({ discountType: "RATE", discountValue: 10 }));
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "orders.place.attempt",
       lead: place(b, [[p, 1]]),
       group: [place(a, [[p, 1]]), place(a, [[p, 1], [987_321, 1]]), place(a, [[p, 2]], { userCouponId: theirs }), place(a, [[p, 4]], { userCouponId: mine }), place(987_654, [[p, 1]])],
     });
+    expect(split).toBe(0);
     expect(group.map((r) => (r.status === 201 ? 201 : errorCode(r)))).toEqual([201, "PRODUCT_NOT_FOUND", "COUPON_NOT_OWNED", 201, "USER_NOT_FOUND"]);
     expect(await linesOf(group[0]!.body.data.orderId)).toEqual([[p, 1]]);
     expect(await linesOf(group[3]!.body.data.orderId)).toEqual([[p, 4]]);
@@ -92,11 +93,12 @@ describe("placements share D1 batches", () => {
     const userId = await createUser(0);
     const p = await createProduct(1_000, 10);
     const uc = await createUserCoupon(userId, await createCoupon({ discountType: "AMOUNT", discountValue: 300 }));
-    const { group } = await inOneBatch({
+    const { group, split } = await inOneBatch({
       kind: "orders.place.commit",
       lead: place(await createUser(0), [[p, 1]]),
       group: [place(userId, [[p, 2]], { userCouponId: uc }), place(userId, [[p, 3]], { userCouponId: uc })],
     });
+    expect(split).toBe(0);
     const won = group.filter((r) => r.status === 201);
     expect(won).toHaveLength(1);
     expect(errorCode(group.find((r) => r.status !== 201)!)).toBe("COUPON_ALREADY_USED");

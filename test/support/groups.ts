@@ -20,7 +20,8 @@ export async function inOneBatch<T>(opts: { kind: string; lead: () => Promise<T>
   await q.whenQueued(opts.group.length);
   release();
   const out = { lead: await lead, group: await Promise.all(group) };
-  return { ...out, batches: q.stats.batches - before.batches, requests: q.stats.requests - before.requests };
+  // `split`: batches D1 refused with a constraint error and that went out again request by request (a statement that aborts).
+  return { ...out, batches: q.stats.batches - before.batches, requests: q.stats.requests - before.requests, split: q.stats.split - before.split };
 }
 
 /** What the meters of these answers say D1 did: write transactions, and the shared batches each rode in. */
