@@ -28,8 +28,13 @@
  * Nothing is ever applied twice.
  */
 
-/** Most requests in one batch, and most statements: bounds one transaction's time and size. */
-export const GROUP_LIMITS = { requests: 32, statements: 256 } as const;
+/**
+ * Most requests in one batch, and most statements: bounds one transaction's time and size.
+ * `stallMs`: a batch in flight longer than this (D1's own query limit is 30 s) is taken as
+ * lost with its sender (a request the runtime cancelled never resumes): its members answer
+ * D1UnavailableError, and the queue moves on instead of waiting forever.
+ */
+export const GROUP_LIMITS = { requests: 32, statements: 256, stallMs: 30_000 } as const;
 
 /** What one member learns about the batch its statements went out in. */
 export interface SharedBatch {
@@ -129,13 +134,14 @@ class Waiter {
 export class GroupCommitter {
   readonly stats: GroupStats = { batches: 0, requests: 0, largest: 0, split: 0, failed: 0 };
   private readonly queue: Waiter[] = [];
-  private sending = false;
+  /** The batch in flight (its members) and when it was sent, or undefined. */
+  private inFlight: { group: Waiter[]; since: number } | undefined;
   private gate: Promise<void> | undefined;
   private queuedWatch: { n: number; resolve: () => void }[] = [];
   private heldWatch: (() => void)[] = [];
   private heldNow = false;
 
-  constructor(private readonly limits: { requests: number; statements: number } = GROUP_LIMITS) {}
+  constructor(private readonly limits: { requests: number; statements: number; stallMs: number } = GROUP_LIMITS) {}
 
   /** Members waiting for a batch (not counting one in flight). */
   get queued(): number {
@@ -151,8 +157,11 @@ export class GroupCommitter {
     this.queue.push(me);
     this.noteQueued();
     while (!me.settled) {
-      if (!this.sending) await this.sendNext(me);
-      else await me.nap();
+      if (!this.inFlight) await this.sendNext(me);
+      else {
+        await me.nap();
+        this.giveUpOnStall();
+      }
     }
     const settled: Settled = me.settled;
     if (settled.kind === "done") return settled.batch;
@@ -191,10 +200,28 @@ export class GroupCommitter {
     for (const w of due) w.resolve();
   }
 
+  /**
+   * A batch in flight past `stallMs` lost its sender: its members fail (their writes may or
+   * may not have landed, like any lost answer) and the next batch may go. Should the lost
+   * batch still answer, it settles nobody twice and frees nothing (`inFlight` moved on).
+   */
+  private giveUpOnStall(): void {
+    const flight = this.inFlight;
+    if (!flight || Date.now() - flight.since < this.limits.stallMs) return;
+    this.inFlight = undefined;
+    this.stats.failed++;
+    const error = new D1UnavailableError(new Error(`a shared batch was in flight for more than ${this.limits.stallMs} ms: its sender is gone`));
+    for (const w of flight.group) {
+      w.settled ??= { kind: "failed", error };
+      w.rouse();
+    }
+  }
+
   /** Forms the next batch around `sender` (it always rides in the batch it sends) and sends it from the sender's request. */
   private async sendNext(sender: Waiter): Promise<void> {
-    this.sending = true;
     const group = this.take(sender);
+    const flight = { group, since: Date.now() };
+    this.inFlight = flight;
     try {
       if (this.gate) {
         this.heldNow = true;
@@ -211,22 +238,23 @@ export class GroupCommitter {
       let at = 0;
       for (const w of group) {
         const own = results.slice(at, (at += w.member.statements.length));
-        w.settled = { kind: "done", batch: { results: own, size: group.length, sent: w === sender, wrote, bookmark } };
+        w.settled ??= { kind: "done", batch: { results: own, size: group.length, sent: w === sender, wrote, bookmark } };
       }
     } catch (err) {
       if (group.length > 1 && isDefiniteAbort(err)) {
         this.stats.split++;
-        for (const w of group) w.settled = { kind: "alone" };
+        for (const w of group) w.settled ??= { kind: "alone" };
       } else {
         this.stats.failed++;
         const error = group.length === 1 && isDefiniteAbort(err) ? err : new D1UnavailableError(err);
-        for (const w of group) w.settled = { kind: "failed", error };
+        for (const w of group) w.settled ??= { kind: "failed", error };
       }
     } finally {
       this.stats.batches++;
       this.stats.requests += group.length;
       this.stats.largest = Math.max(this.stats.largest, group.length);
-      this.sending = false;
+      // A batch given up on (giveUpOnStall) no longer owns the queue.
+      if (this.inFlight === flight) this.inFlight = undefined;
       for (const w of group) w.rouse();
       // The next sender: the oldest waiter, and one spare in case its request is gone (a cancelled
       // request never wakes). Everyone else naps on: the batch they ride in wakes them, and their

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { D1UnavailableError, GroupCommitter, type GroupMember } from "../../src/shared/group-commit";
 
 /**
@@ -56,7 +56,7 @@ describe("group commit queue", () => {
   });
 
   it("keeps a batch within its limits: 40 waiting requests go out as 32 and 8", async () => {
-    const q = new GroupCommitter({ requests: 32, statements: 256 });
+    const q = new GroupCommitter({ requests: 32, statements: 256, stallMs: 30_000 });
     const d1 = fakeD1();
     const release = q.hold();
     const first = q.submit(member(d1, "x"));
@@ -118,5 +118,34 @@ describe("group commit queue", () => {
     // b sent the second batch from its own session; c rode in it and gets b's bookmark.
     expect([b.sent, c.sent]).toEqual([true, false]);
     expect(c.bookmark).toBe("00000002-00000000-00000000-00000000000000000000000000000002");
+  });
+
+  describe("a sender whose request never comes back", () => {
+    afterEach(() => vi.useRealTimers());
+
+    it("fails its batch's members with D1UnavailableError after the stall limit, and the queue moves on", async () => {
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+      const q = new GroupCommitter({ requests: 32, statements: 256, stallMs: 5_000 });
+      const d1 = fakeD1();
+      const release = q.hold();
+      const first = q.submit(member(d1, "first"));
+      // The next batch's sender: its D1 call never answers (the runtime cancelled its request).
+      void q.submit({ statements: [stmt("lost")], send: () => new Promise<D1Result[]>(() => {}), bookmark: () => null });
+      const rider = q.submit(member(d1, "rider"));
+      await q.whenQueued(2);
+      release();
+      await first;
+      const later = q.submit(member(d1, "later"));
+      const outcomes = Promise.allSettled([rider, later]);
+      await vi.advanceTimersByTimeAsync(4_000);
+      expect(d1.sent).toEqual([["first"]]);
+      await vi.advanceTimersByTimeAsync(2_000);
+      const [r, l] = await outcomes;
+      // The rider of the lost batch is told its write may or may not have landed; the next request went out.
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(D1UnavailableError);
+      expect(l).toMatchObject({ status: "fulfilled", value: { size: 1, sent: true } });
+      expect(d1.sent).toEqual([["first"], ["later"]]);
+      expect(q.stats).toMatchObject({ failed: 1 });
+    });
   });
 });
