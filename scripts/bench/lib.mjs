@@ -237,8 +237,7 @@ class TimingCollector {
       return;
     }
     this.withHeader++;
-    const tx = /(?:^|,\s*)d1;desc="[^"]*?(\d+) write tx/.exec(value);
-    if (tx) this.writeTx += Number(tx[1]);
+    this.writeTx += parseD1Meter(value)?.writeTx ?? 0;
     // One `d1group` entry per shared batch the request rode in; `sent` on the one request that sent it.
     for (const g of value.matchAll(/(?:^|,\s*)d1group;desc="([^,"]+), (\d+) requests?(, sent)?"/g)) {
       let agg = this.groups.get(g[1]);
