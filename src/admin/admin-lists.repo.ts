@@ -1,17 +1,7 @@
-import type { DiscountType } from "../db/schema";
+import type { CouponRow } from "../coupons/coupons.repo";
 
-export interface AdminCouponRow {
-  id: number;
-  name: string;
-  discountType: DiscountType;
-  discountValue: number;
-  quantity: number;
-  issuedQuantity: number;
-  startsAt: number;
-  endsAt: number;
-  shards: number;
-  createdAt: number;
-}
+/** A coupon as the admin list shows it: the coupon row without its validity days, with its creation time. */
+export type AdminCouponRow = Omit<CouponRow, "validDays"> & { createdAt: number };
 
 export interface AdminProductRow {
   id: number;

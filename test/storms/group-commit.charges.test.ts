@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { groupCommitter } from "../../src/shared/group-commit";
 import { createUser, errorCode } from "../support/http";
-import { inOneBatch, meteredWrites } from "../support/groups";
+import { failingSessionBatches, inOneBatch, meteredWrites } from "../support/groups";
 import { pointsState, testApp } from "../support/secure-app";
 
 /**
@@ -133,31 +133,9 @@ describe("Idempotency-Key in shared charge batches", () => {
 });
 
 describe("a shared charge batch that D1 fails as a whole", () => {
-  /** The test file's D1, except that the n-th batch sent on a session fails: before it is applied, or after (its answer lost). */
-  function failingD1(failing: { batch: number; applied: boolean }) {
-    let sent = 0;
-    const db = {
-      prepare: (q: string) => env.DB.prepare(q),
-      batch: (s: D1PreparedStatement[]) => env.DB.batch(s),
-      withSession: (arg: string) => {
-        const session = env.DB.withSession(arg);
-        return {
-          prepare: (q: string) => session.prepare(q),
-          getBookmark: () => session.getBookmark(),
-          batch: async (statements: D1PreparedStatement[]) => {
-            if (++sent !== failing.batch) return session.batch(statements);
-            if (failing.applied) await session.batch(statements);
-            throw new Error("D1_ERROR: Network connection lost");
-          },
-        };
-      },
-    };
-    return db as unknown as D1Database;
-  }
-
   for (const applied of [false, true]) {
     it(`answers each of its requests 503 and applies nothing twice (the batch ${applied ? "landed, its answer was lost" : "never landed"}); keyed retries then settle it`, async () => {
-      const DB = failingD1({ batch: 2, applied });
+      const DB = failingSessionBatches((_, n) => n === 2, applied);
       const failingApp = testApp({ DB } as unknown as Record<string, string>, { shareWriteBatches: true });
       const users = await Promise.all(Array.from({ length: 5 }, () => createUser(100)));
       const run = (userId: number, key: string) => () => failingApp.post(CHARGE, { userId, amount: 7 }, withKey(key));

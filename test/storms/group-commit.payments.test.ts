@@ -5,7 +5,7 @@ import { expireOrders } from "../../src/orders/order-expiry.job";
 import { createServices } from "../../src/services";
 import { groupCommitter } from "../../src/shared/group-commit";
 import { createCoupon, createProduct, createUser, errorCode } from "../support/http";
-import { inOneBatch, meteredWrites } from "../support/groups";
+import { failingSessionBatches, inOneBatch, meteredWrites } from "../support/groups";
 import { assertStockConservation } from "../support/invariants";
 import { balanceOf, cancelOrder, createUserCoupon, orderRow, placedOrderId, userCouponRow } from "../support/orders";
 import { testApp } from "../support/secure-app";
@@ -184,27 +184,6 @@ describe("exactly one of payment, cancel and expiry wins, with payments in share
 });
 
 describe("a shared payment batch that D1 fails as a whole", () => {
-  function failingD1(failing: { batch: number; applied: boolean }) {
-    let sent = 0;
-    const db = {
-      prepare: (q: string) => env.DB.prepare(q),
-      batch: (s: D1PreparedStatement[]) => env.DB.batch(s),
-      withSession: (arg: string) => {
-        const session = env.DB.withSession(arg);
-        return {
-          prepare: (q: string) => session.prepare(q),
-          getBookmark: () => session.getBookmark(),
-          batch: async (statements: D1PreparedStatement[]) => {
-            if (++sent !== failing.batch) return session.batch(statements);
-            if (failing.applied) await session.batch(statements);
-            throw new Error("D1_ERROR: Network connection lost");
-          },
-        };
-      },
-    };
-    return db as unknown as D1Database;
-  }
-
   for (const applied of [false, true]) {
     it(`${applied ? "landed, answer lost: each payment is read back from the primary and answered 200 PAID" : "never landed: each payment is answered 503, nothing deducted"}; paid at most once`, async () => {
       const p = await createProduct(1_000, 30);
@@ -213,7 +192,7 @@ describe("a shared payment batch that D1 fails as a whole", () => {
         const userId = await createUser(5_000);
         buyers.push({ userId, orderId: await placedOrderId(userId, [[p, 1]]) });
       }
-      const DB = failingD1({ batch: 2, applied });
+      const DB = failingSessionBatches((_, n) => n === 2, applied);
       const failingApp = testApp({ DB } as unknown as Record<string, string>, { shareWriteBatches: true });
       const payOn = (b: { userId: number; orderId: number }) => () => failingApp.post(USE, { userId: b.userId, orderId: b.orderId });
       const { lead, group, batches } = await inOneBatch({ binding: DB, kind: "orders.pay", lead: payOn(buyers[0]!), group: buyers.slice(1).map(payOn) });

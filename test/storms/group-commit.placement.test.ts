@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createCoupon, createProduct, createUser, errorCode } from "../support/http";
-import { inOneBatch, meteredWrites } from "../support/groups";
+import { failingSessionBatches, inOneBatch, meteredWrites } from "../support/groups";
 import { assertStockConservation } from "../support/invariants";
 import { createUserCoupon, orderRow, userCouponRow } from "../support/orders";
 import { testApp } from "../support/secure-app";
@@ -125,36 +125,15 @@ describe("placements share D1 batches", () => {
 });
 
 describe("a shared commit batch that D1 fails as a whole", () => {
-  /** The test file's D1, except that a batch committing two or more placements fails: before it is applied, or after. */
-  function failingD1(applied: boolean) {
-    let failed = false;
-    const commits = (statements: D1PreparedStatement[]) =>
-      statements.filter((s) => (s as unknown as { statement: string }).statement.includes("SET status = 'NOT_PAID'")).length;
-    const db = {
-      prepare: (q: string) => env.DB.prepare(q),
-      batch: (s: D1PreparedStatement[]) => env.DB.batch(s),
-      withSession: (arg: string) => {
-        const session = env.DB.withSession(arg);
-        return {
-          prepare: (q: string) => session.prepare(q),
-          getBookmark: () => session.getBookmark(),
-          batch: async (statements: D1PreparedStatement[]) => {
-            if (failed || commits(statements) < 2) return session.batch(statements);
-            failed = true;
-            if (applied) await session.batch(statements);
-            throw new Error("D1_ERROR: Network connection lost");
-          },
-        };
-      },
-    };
-    return db as unknown as D1Database;
-  }
-
   for (const applied of [false, true]) {
     it(`${applied ? "landed, answer lost: each placement is read back and answered 201" : "never landed: each placement is answered 503 and its stock released"}`, async () => {
       const p = await createProduct(1_000, 30);
       const users = await Promise.all(Array.from({ length: 5 }, () => createUser(0)));
-      const DB = failingD1(applied);
+      // A batch committing two or more placements fails once: before it is applied, or after.
+      let failed = false;
+      const commits = (statements: D1PreparedStatement[]) =>
+        statements.filter((st) => (st as unknown as { statement: string }).statement.includes("SET status = 'NOT_PAID'")).length;
+      const DB = failingSessionBatches((statements) => !failed && commits(statements) >= 2 && (failed = true), applied);
       const on = testApp({ DB } as unknown as Record<string, string>, { shareWriteBatches: true });
       const { lead, group, batches } = await inOneBatch({
         binding: DB,

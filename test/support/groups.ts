@@ -34,3 +34,28 @@ export function meteredWrites(responses: ApiResponse[]) {
     sizes: groups.map((g) => g.size),
   };
 }
+
+/**
+ * The test file's D1, except that a session batch for which `fails(statements, n)` is true (n: 1-based count of
+ * session batches sent) fails with a lost connection: before it is applied, or, with `applied`, after (its answer lost).
+ */
+export function failingSessionBatches(fails: (statements: D1PreparedStatement[], n: number) => boolean, applied: boolean): D1Database {
+  let sent = 0;
+  const db = {
+    prepare: (q: string) => env.DB.prepare(q),
+    batch: (s: D1PreparedStatement[]) => env.DB.batch(s),
+    withSession: (arg: string) => {
+      const session = env.DB.withSession(arg);
+      return {
+        prepare: (q: string) => session.prepare(q),
+        getBookmark: () => session.getBookmark(),
+        batch: async (statements: D1PreparedStatement[]) => {
+          if (!fails(statements, ++sent)) return session.batch(statements);
+          if (applied) await session.batch(statements);
+          throw new Error("D1_ERROR: Network connection lost");
+        },
+      };
+    },
+  };
+  return db as unknown as D1Database;
+}
