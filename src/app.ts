@@ -34,6 +34,7 @@ import { limitWritesByIp, limitWritesByUser } from "./shared/rate-limit";
 import { HopMeter, ObjectUnavailableError } from "./shared/hops";
 import { BOOKMARK_HEADER, sessionStartFor } from "./shared/d1-session";
 import { edgeCache } from "./shared/edge-cache";
+import { PROJECTION_DELAY_MS, PROJECTION_LAG_MS } from "./products/stock-projector";
 import { D1UnavailableError } from "./shared/group-commit";
 import { isTransientD1Error, transientD1Cause } from "./shared/d1-errors";
 
@@ -67,6 +68,8 @@ const KEY_IN_EFFECT_BATCH: ReadonlySet<string> = new Set(["POST /api/v1/points/c
 /** Test seams of the edge guards: the clock of rate-limit windows and idempotency expiry, the wait for an in-flight twin. */
 export interface AppOptions {
   now?: () => number;
+  /** The edge cache's timer (its trailing generation bump and in-flight deadline); default: setTimeout. */
+  wait?: (ms: number) => Promise<void>;
   idempotency?: Partial<IdempotencyOptions>;
   /** Share D1 write batches across concurrent requests (src/services.ts ServicesOptions); default: when the runtime allows it. */
   shareWriteBatches?: boolean;
@@ -141,7 +144,8 @@ export function createApp(options: AppOptions = {}) {
     }),
   );
   // Before the services: a cached catalogue read answers without building them or touching D1.
-  app.use("/api/*", edgeCache(now));
+  // A sale's stock reaches D1 through the objects' write-behind projection: its generation bump waits for that.
+  app.use("/api/*", edgeCache({ now, wait: options.wait, saleSettleMs: PROJECTION_LAG_MS + PROJECTION_DELAY_MS }));
   app.use("/api/*", async (c, next) => {
     const services = createServices(c.env, c.var.config, c.executionCtx, c.var.meter, sessionStartFor(c), { shareWriteBatches: options.shareWriteBatches });
     c.set("services", services);

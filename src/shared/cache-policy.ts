@@ -69,10 +69,13 @@ export function changesCatalogue(method: string, path: string): boolean {
   return path.startsWith("/api/v1/admin/products") || path.startsWith("/api/v1/orders") || path === "/api/v1/points/use";
 }
 
-/** The cache key of a request: path, sorted query, version (the host is never served). */
+/**
+ * The cache key of a request: its own origin and path, sorted query, version. A real
+ * hostname, as Cloudflare asks of cache keys (and each hostname's answers apart).
+ */
 export function cacheKeyOf(url: URL, version: string): string {
   const params = [...url.searchParams.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   const query = new URLSearchParams(params);
   query.set("__v", version);
-  return `https://edge-cache.internal${url.pathname}?${query.toString()}`;
+  return `${url.origin}${url.pathname}?${query.toString()}`;
 }

@@ -1,5 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { cacheKeyOf, cachePolicyFor, changesCatalogue, PRIVATE_NO_STORE, type CachePolicy } from "./cache-policy";
+import { CatalogueGeneration } from "./catalogue-generation";
 import { BOOKMARK_HEADER } from "./d1-session";
 import type { HopMeter } from "./hops";
 import { errorFields, log } from "./logger";
@@ -10,31 +11,38 @@ export interface EdgeCacheEnv {
   Variables: { meter: HopMeter; config: { businessTimeZone: string }; requestId: string };
 }
 
-/** This data centre's catalogue generation lives in the cache itself (the Cache API is per data centre). */
-const GENERATION_KEY = "https://edge-cache.internal/__catalogue-generation";
+/** Where this data centre's catalogue generation lives, under the request's own origin (the Cache API is per data centre). */
+const generationKeyOf = (url: URL) => `${url.origin}/__edge-cache/catalogue-generation`;
 
 /**
- * This isolate's view of the generation, re-read from the cache at most once a second
- * (a lookup per read would double the cached path's cost); a bump made here updates it at once.
+ * Longest a miss waits for the same key's miss already in flight before it reads for itself:
+ * far above a healthy origin read, and it bounds what a first request that never finishes
+ * (its client went away and the runtime never resumed it) can cost the requests behind it.
  */
-const GENERATION_MEMO_MS = 1_000;
-let generationMemo: { value: string; readAt: number } | undefined;
-/** At most one generation bump per this interval for sale writes (orders, cancels, payments), per isolate. */
-const SALE_BUMP_INTERVAL_MS = 1_000;
-let lastSaleBump = -Infinity;
+export const INFLIGHT_WAIT_MS = 2_000;
 
-/**
- * Misses in flight in this isolate, by cache key: when a bucket turns under load, the
- * requests that arrive before the first answer is stored share that answer instead of each
- * reading D1 (one read per key per isolate, not one per waiting request).
- */
-const inflight = new Map<string, Promise<{ body: ArrayBuffer; etag: string; contentType: string } | undefined>>();
+/** A cacheable answer as shared between the misses of one key. */
+interface Shared {
+  body: ArrayBuffer;
+  etag: string;
+  contentType: string;
+}
 
-async function generationOf(c: Context<EdgeCacheEnv>, store: Cache, at: number): Promise<string> {
-  if (generationMemo && at - generationMemo.readAt < GENERATION_MEMO_MS) return generationMemo.value;
-  const value = (await quietly(c, "generation read", async () => (await store.match(GENERATION_KEY))?.text())) ?? "0";
-  generationMemo = { value, readAt: at };
-  return value;
+/** A miss in flight: its answer (undefined when it is not cacheable) and the instant after which nobody waits for it. */
+interface InFlight {
+  answer: Promise<Shared | undefined>;
+  deadline: number;
+}
+
+/** Test seams and dependencies of the edge cache; every field has a production default. */
+export interface EdgeCacheOptions {
+  now?: () => number;
+  /** The Workers Cache API (`caches.default`); undefined outside workerd. */
+  openCache?: () => Cache | undefined;
+  /** Resolves after `ms`: the deferred generation bump and the in-flight deadline. */
+  wait?: (ms: number) => Promise<void>;
+  /** How long after a sale write D1 shows it (src/shared/catalogue-generation.ts); default 0. */
+  saleSettleMs?: number;
 }
 
 /** The Workers Cache API; absent outside workerd. */
@@ -69,16 +77,36 @@ function answer(c: Context<EdgeCacheEnv>, body: ArrayBuffer, etag: string, polic
   return c.body(body, 200, { ...headers, "Content-Type": contentType });
 }
 
+/** Runs `work` after the answer (`waitUntil`), or inline when there is no execution context (a direct app.request in a test). */
+async function afterAnswer(c: Context<EdgeCacheEnv>, work: Promise<unknown>): Promise<void> {
+  try {
+    c.executionCtx.waitUntil(work);
+  } catch {
+    await work;
+  }
+}
+
 /**
  * HTTP caching of the public catalogue reads (DESIGN §1), served from `caches.default`
- * under versioned keys (src/shared/cache-policy.ts says how stale each may be):
+ * under versioned keys on the request's own origin (src/shared/cache-policy.ts says how
+ * stale each may be; the Cache API does nothing on `*.workers.dev`, only on a custom domain):
  * - a hit answers without services or D1 (0 hops; `Server-Timing: cache;desc="hit"`);
+ * - concurrent misses of one key in this isolate share the first one's answer, waiting for it
+ *   at most INFLIGHT_WAIT_MS;
  * - a request with `x-d1-bookmark` skips the lookup: it asked for at least that state;
  * - 200s get an ETag and `Cache-Control`; `If-None-Match` gets a 304; errors get `no-store`;
  * - every other `/api` answer is user-specific or a write: `private, no-store`, and a
- *   successful catalogue-changing write bumps this data centre's generation.
+ *   successful catalogue-changing write bumps this data centre's generation
+ *   (src/shared/catalogue-generation.ts: admin writes at once, a sale once D1 shows it).
  */
-export function edgeCache(now: () => number = Date.now, openCache: () => Cache | undefined = defaultCache): MiddlewareHandler<EdgeCacheEnv> {
+export function edgeCache(options: EdgeCacheOptions = {}): MiddlewareHandler<EdgeCacheEnv> {
+  const now = options.now ?? Date.now;
+  const openCache = options.openCache ?? defaultCache;
+  const wait = options.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  // Per middleware instance, i.e. per isolate in production (the Worker builds one app).
+  const generation = new CatalogueGeneration({ now, wait, settleMs: options.saleSettleMs ?? 0 });
+  const inflight = new Map<string, InFlight>();
+
   return async (c, next) => {
     const { method, path } = c.req;
     const store = openCache();
@@ -86,30 +114,22 @@ export function edgeCache(now: () => number = Date.now, openCache: () => Cache |
       await next();
       if (!c.res.headers.has("cache-control")) c.header("Cache-Control", PRIVATE_NO_STORE);
       if (store && c.res.status < 300 && changesCatalogue(method, path)) {
-        const t = now();
         const admin = path.startsWith("/api/v1/admin/");
-        // Orders, cancels and payments come in storms: one bump a second per isolate, after the answer,
-        // is enough for "shows at once here" and keeps a Cache API write off every flash-sale request.
-        if (!admin && t - lastSaleBump < SALE_BUMP_INTERVAL_MS) return;
-        if (!admin) lastSaleBump = t;
-        const value = String(t);
-        generationMemo = { value, readAt: t };
-        const bump = quietly(c, "generation bump", () => store.put(GENERATION_KEY, new Response(value, { headers: { "Cache-Control": "public, max-age=86400" } })));
-        if (admin) await bump;
-        else {
-          try {
-            c.executionCtx.waitUntil(bump);
-          } catch {
-            await bump; // no execution context (a direct app.request in a test)
-          }
-        }
+        const key = generationKeyOf(new URL(c.req.url));
+        const bump = generation.changed(admin ? "admin" : "sale", async (value) => {
+          await quietly(c, "generation bump", () => store.put(key, new Response(value, { headers: { "Cache-Control": "public, max-age=86400" } })));
+        });
+        // An admin sees its change on its next read anywhere here; sale writes bump after the answer.
+        if (bump && admin) await bump;
+        else if (bump) await afterAnswer(c, bump);
       }
       return;
     }
+    const url = new URL(c.req.url);
     const at = now();
-    const generation = store ? await generationOf(c, store, at) : "0";
-    const policy = cachePolicyFor(path, at, c.var.config.businessTimeZone, generation);
-    const key = cacheKeyOf(new URL(c.req.url), policy.version);
+    const version = store ? await generation.read(at, () => quietly(c, "generation read", async () => (await store.match(generationKeyOf(url)))?.text())) : "0";
+    const policy = cachePolicyFor(path, at, c.var.config.businessTimeZone, version);
+    const key = cacheKeyOf(url, policy.version);
     const lookup = store !== undefined && method === "GET" && !c.req.header(BOOKMARK_HEADER)?.trim();
     if (lookup) {
       const hit = await quietly(c, "lookup", () => store.match(key));
@@ -118,24 +138,37 @@ export function edgeCache(now: () => number = Date.now, openCache: () => Cache |
         return answer(c, await hit.arrayBuffer(), hit.headers.get("etag") ?? "", policy, hit.headers.get("content-type") ?? "application/json");
       }
     }
-    const pending = lookup ? inflight.get(key) : undefined;
-    const shared = pending ? await pending : undefined;
+    let ahead = lookup ? inflight.get(key) : undefined;
+    if (ahead && at >= ahead.deadline) {
+      // Abandoned: its request never finished. The next miss replaces it.
+      inflight.delete(key);
+      ahead = undefined;
+    }
+    const shared = ahead ? await Promise.race([ahead.answer, wait(ahead.deadline - at).then(() => undefined)]) : undefined;
     if (shared) {
       c.var.meter.cache = "hit";
       return answer(c, shared.body, shared.etag, policy, shared.contentType);
     }
     c.var.meter.cache = lookup ? "miss" : "bypass";
-    let settle: (v: { body: ArrayBuffer; etag: string; contentType: string } | undefined) => void = () => {};
-    if (lookup) {
-      inflight.set(key, new Promise((resolve) => (settle = resolve)));
+    let settle: (v: Shared | undefined) => void = () => {};
+    let mine: InFlight | undefined;
+    // A miss that gave up waiting takes the key over from the one it waited for.
+    if (lookup && (!inflight.has(key) || inflight.get(key) === ahead)) {
+      mine = { answer: new Promise((resolve) => (settle = resolve)), deadline: now() + INFLIGHT_WAIT_MS };
+      inflight.set(key, mine);
     }
+    const release = () => {
+      if (mine && inflight.get(key) === mine) inflight.delete(key);
+    };
     try {
       await next();
     } finally {
-      if (c.res.status !== 200) settle(undefined);
+      if (c.res.status !== 200) {
+        settle(undefined);
+        release();
+      }
     }
     if (c.res.status !== 200) {
-      if (lookup) inflight.delete(key);
       c.header("Cache-Control", "no-store");
       return;
     }
@@ -143,15 +176,10 @@ export function edgeCache(now: () => number = Date.now, openCache: () => Cache |
     const etag = await etagOf(body);
     const contentType = c.res.headers.get("content-type") ?? "application/json";
     settle({ body, etag, contentType });
-    if (lookup) inflight.delete(key);
+    release();
     if (store && method === "GET") {
       const copy = new Response(body, { headers: { "Content-Type": contentType, ETag: etag, "Cache-Control": `public, max-age=${policy.ttlS}` } });
-      const put = quietly(c, "store", () => store.put(key, copy));
-      try {
-        c.executionCtx.waitUntil(put);
-      } catch {
-        await put; // no execution context (a direct app.request in a test)
-      }
+      await afterAnswer(c, quietly(c, "store", () => store.put(key, copy)));
     }
     // The origin answer's body is consumed; `answer` rebuilds it with its headers plus ETag and Cache-Control.
     c.res = answer(c, body, etag, policy, contentType);

@@ -1,5 +1,8 @@
 import { env } from "cloudflare:workers";
+import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
+import { edgeCache, INFLIGHT_WAIT_MS, type EdgeCacheEnv } from "../../src/shared/edge-cache";
+import { HopMeter } from "../../src/shared/hops";
 import { bestSellerPeriod, cacheKeyOf, cachePolicyFor, changesCatalogue } from "../../src/shared/cache-policy";
 import { hopsOf } from "../../src/shared/hops";
 import { adminHeaders, api, call, createProduct, createUser, errorCode, type ApiResponse } from "../support/http";
@@ -103,6 +106,79 @@ describe("public catalogue reads at the edge", () => {
   });
 });
 
+describe("misses in flight", () => {
+  /**
+   * The middleware over an origin whose first answer never comes (its client went away and the
+   * runtime never resumed it), with a clock and timers the test drives.
+   */
+  function originThatHangsOnce() {
+    let now = Date.now();
+    const waits: { ms: number; fire: () => void }[] = [];
+    let release: () => void = () => {};
+    const hung = new Promise<void>((resolve) => (release = resolve));
+    let calls = 0;
+    const app = new Hono<EdgeCacheEnv>();
+    app.use("*", async (c, next) => {
+      c.set("meter", new HopMeter());
+      c.set("config", { businessTimeZone: "Asia/Seoul" });
+      c.set("requestId", crypto.randomUUID());
+      await next();
+      c.header("x-cache", c.var.meter.cache ?? "");
+    });
+    app.use("*", edgeCache({ now: () => now, wait: (ms) => new Promise<void>((fire) => waits.push({ ms, fire })) }));
+    app.get("/api/v1/products/:id", async (c) => {
+      const call = ++calls;
+      if (call === 1) await hung;
+      return c.json({ call });
+    });
+    return {
+      app,
+      waits,
+      calls: () => calls,
+      advance: (ms: number) => (now += ms),
+      release,
+    };
+  }
+  const flush = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+  it("wait for the first one at most INFLIGHT_WAIT_MS, then read for themselves: a miss that never finishes cannot wedge its key", async () => {
+    const o = originThatHangsOnce();
+    const url = `http://shop.test/api/v1/products/1?k=${crypto.randomUUID()}`;
+    const first = o.app.request(url);
+    await flush();
+    expect(o.calls()).toBe(1);
+    const second = o.app.request(url);
+    await flush();
+    expect(o.waits.map((w) => w.ms), "the second waits for the first, with a deadline").toEqual([INFLIGHT_WAIT_MS]);
+    expect(o.calls()).toBe(1);
+    o.waits[0]!.fire();
+    const res = await second;
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ call: 2 });
+    expect(res.headers.get("x-cache")).toBe("miss");
+    // It took the key over and stored its answer: the next request is a plain hit.
+    const third = await o.app.request(url);
+    expect(await third.json()).toEqual({ call: 2 });
+    expect(third.headers.get("x-cache")).toBe("hit");
+    expect(o.calls()).toBe(2);
+    o.release();
+    expect((await first).status).toBe(200);
+  });
+
+  it("a miss that arrives after the first one's deadline does not wait at all", async () => {
+    const o = originThatHangsOnce();
+    const url = `http://shop.test/api/v1/products/2?k=${crypto.randomUUID()}`;
+    const first = o.app.request(url);
+    await flush();
+    o.advance(INFLIGHT_WAIT_MS);
+    const late = await o.app.request(url);
+    expect(await late.json()).toEqual({ call: 2 });
+    expect(o.waits).toEqual([]);
+    o.release();
+    await first;
+  });
+});
+
 describe("user-specific answers", () => {
   it("are private, no-store: balances, history, coupons, orders, writes, admin", async () => {
     const userId = await createUser(1_000);
@@ -143,7 +219,13 @@ describe("cache policy", () => {
     expect(cachePolicyFor("/api/v1/products", 14_999, TZ, "1").version).toBe(a.version);
     expect(cachePolicyFor("/api/v1/products", 15_000, TZ, "1").version).not.toBe(a.version);
     expect(cachePolicyFor("/api/v1/products", 10_000, TZ, "2").version).not.toBe(a.version);
-    expect(cacheKeyOf(new URL("http://x/api/v1/products?size=5&page=0"), "v")).toBe(cacheKeyOf(new URL("http://y/api/v1/products?page=0&size=5"), "v"));
+    expect(cacheKeyOf(new URL("http://x/api/v1/products?size=5&page=0"), "v")).toBe(cacheKeyOf(new URL("http://x/api/v1/products?page=0&size=5"), "v"));
+  });
+
+  it("keys an answer under the request's own origin, never a made-up host (Cloudflare's advice for cache keys)", () => {
+    const key = cacheKeyOf(new URL("https://shop.example.com/api/v1/products/7?b=2&a=1"), "t1.g2");
+    expect(key).toBe("https://shop.example.com/api/v1/products/7?a=1&b=2&__v=t1.g2");
+    expect(cacheKeyOf(new URL("https://staging.example.com/api/v1/products/7?a=1&b=2"), "t1.g2")).not.toBe(key);
   });
 
   it("counts admin product changes, orders, cancels and payments as catalogue changes; charges and coupons not", () => {
