@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RelaySoon } from "../../src/events/relay-soon";
+import { RELAY_LEASE_MS, RELAY_ROUNDS_PER_RUN, RELAY_RUN_BUDGET_MS, RelaySoon } from "../../src/events/relay-soon";
 
 /** A relay whose runs finish when the test says so. */
 function controlledRelay() {
@@ -49,5 +49,72 @@ describe("RelaySoon: one relay at a time per isolate", () => {
     expect(await a).toEqual({ published: 0, failed: 3 });
     expect(await b).toEqual({ published: 0, failed: 3 });
     expect(runs).toBe(1);
+  });
+});
+
+describe("RelaySoon: bounded per invocation (a waitUntil the runtime cuts after 30 s)", () => {
+  /** A clock and timers the test drives. */
+  function testTime() {
+    let now = 1_000_000;
+    const timers: { at: number; fire: () => void }[] = [];
+    return {
+      clock: () => now,
+      wait: (ms: number) => new Promise<void>((fire) => timers.push({ at: now + ms, fire })),
+      advance(ms: number) {
+        now += ms;
+        for (const t of timers.filter((x) => x.at <= now)) t.fire();
+      },
+    };
+  }
+
+  it(`makes at most ${RELAY_ROUNDS_PER_RUN} relays per run however many requests keep coming; the next request starts a new run`, async () => {
+    const time = testTime();
+    const soon = new RelaySoon(time);
+    let runs = 0;
+    // Every relay is followed by another payment's request while it runs: a storm that never lets up.
+    const relay = async () => {
+      runs++;
+      void soon.request(relay);
+      return { published: 1, failed: 0 };
+    };
+    expect(await soon.request(relay)).toEqual({ published: RELAY_ROUNDS_PER_RUN, failed: 0 });
+    expect(runs).toBe(RELAY_ROUNDS_PER_RUN);
+    await soon.request(async () => ({ published: 7, failed: 0 })).then((r) => expect(r.published).toBe(7));
+  });
+
+  it(`starts no relay ${RELAY_RUN_BUDGET_MS} ms after its run started`, async () => {
+    const time = testTime();
+    const soon = new RelaySoon(time);
+    let runs = 0;
+    const slow = async () => {
+      runs++;
+      time.advance(RELAY_RUN_BUDGET_MS / 2); // each relay takes half the budget
+      void soon.request(slow);
+      return { published: 1, failed: 0 };
+    };
+    expect((await soon.request(slow)).published).toBe(2);
+    expect(runs).toBe(2);
+  });
+
+  it("a run the runtime cut (it never settles) does not stay running: its lease ends, joiners stop waiting, the next request relays", async () => {
+    const time = testTime();
+    const soon = new RelaySoon(time);
+    let runs = 0;
+    const cut = () => {
+      runs++;
+      return new Promise<{ published: number; failed: number }>(() => {});
+    };
+    void soon.request(cut);
+    time.advance(RELAY_LEASE_MS - 1);
+    const joiner = soon.request(cut);
+    expect(runs, "within the lease a request joins the run").toBe(1);
+    time.advance(1);
+    expect(await joiner).toEqual({ published: 0, failed: 0 });
+    const fresh = soon.request(async () => {
+      runs++;
+      return { published: 3, failed: 0 };
+    });
+    expect(await fresh).toEqual({ published: 3, failed: 0 });
+    expect(runs).toBe(2);
   });
 });
