@@ -5,6 +5,9 @@
 //   POST /            body ["CMD", ...args]          -> {"result": ...}
 //   POST /pipeline    body [["CMD", ...], ...]       -> [{"result": ...} | {"error": "..."}]
 //   POST /multi-exec  same, atomically (MULTI/EXEC)  -> same shape
+//   A path may start with a fault, to show how the clients' timeouts and retries behave:
+//     /slow/<ms>/...        every request is held <ms> before it runs (not run if the client left meanwhile);
+//     /drop-first/<tag>/... the first request with <tag> is never run nor answered; later ones are served.
 //   Authorization: Bearer <token> (401 otherwise); `Upstash-Encoding: base64` makes every
 //   string in a result base64 except the literal "OK" (what the client expects); errors are
 //   non-2xx with {"error": "..."}.
@@ -51,6 +54,7 @@ export async function startBridge(options = {}) {
   client.on("error", () => {}); // reported per request instead
   await client.connect();
   const raw = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
+  const dropped = new Set();
 
   const server = createServer(async (req, res) => {
     const send = (status, body) => {
@@ -69,7 +73,21 @@ export async function startBridge(options = {}) {
         return send(400, { error: "ERR body is not valid JSON" });
       }
       const base64 = String(req.headers["upstash-encoding"] ?? "").toLowerCase() === "base64";
-      const path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
+      let path = (req.url ?? "/").split("?")[0].replace(/\/+$/, "") || "/";
+      const fault = /^\/(slow|drop-first)\/([^/]+)(\/.*)?$/.exec(path);
+      if (fault) {
+        path = fault[3] ?? "/";
+        if (fault[1] === "drop-first" && !dropped.has(fault[2])) {
+          dropped.add(fault[2]);
+          return; // held open, unanswered, until the client gives up
+        }
+        if (fault[1] === "slow") {
+          let gone = false;
+          res.on("close", () => (gone = true));
+          await new Promise((resolve) => setTimeout(resolve, Number(fault[2])));
+          if (gone) return;
+        }
+      }
       if (path === "/") {
         try {
           return send(200, { result: toJson(await raw.sendCommand(toArgs(body)), base64) });

@@ -33,6 +33,10 @@ const ConfigSchema = z.object({
   EVENT_RETRY_BASE_SECONDS: z.coerce.number().int().min(0).max(60).default(2),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
   EVENT_RETENTION_DAYS: z.coerce.number().int().min(1).max(3_650).default(7),
+  // Redis timeouts per purpose (src/infra/redis.ts): a request's path, and background work (crons, objects, after the answer).
+  REDIS_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1).max(5_000).default(250),
+  REDIS_BACKGROUND_TIMEOUT_MS: z.coerce.number().int().min(1).max(10_000).default(1_000),
+  REDIS_BACKGROUND_RETRIES: z.coerce.number().int().min(0).max(3).default(1),
 });
 
 /** Typed configuration; also says which optional adapters are switched on. */
@@ -41,6 +45,8 @@ export interface Config {
   orderPaymentTtlMs: number;
   adminToken: string | undefined;
   redis: { url: string; token: string } | undefined;
+  /** Per-purpose Redis timeouts (src/infra/redis.ts RedisLane). */
+  redisTimeouts: { requestMs: number; backgroundMs: number; backgroundRetries: number };
   kafka: { url: string; username: string; password: string } | undefined;
   dataPlatformUrl: string | undefined;
   jwtSecret: string | undefined;
@@ -72,6 +78,11 @@ export function loadConfig(env: Env): Config {
       raw.UPSTASH_REDIS_REST_URL && raw.UPSTASH_REDIS_REST_TOKEN
         ? { url: raw.UPSTASH_REDIS_REST_URL, token: raw.UPSTASH_REDIS_REST_TOKEN }
         : undefined,
+    redisTimeouts: {
+      requestMs: raw.REDIS_REQUEST_TIMEOUT_MS,
+      backgroundMs: raw.REDIS_BACKGROUND_TIMEOUT_MS,
+      backgroundRetries: raw.REDIS_BACKGROUND_RETRIES,
+    },
     kafka:
       raw.UPSTASH_KAFKA_REST_URL && raw.UPSTASH_KAFKA_REST_USERNAME && raw.UPSTASH_KAFKA_REST_PASSWORD
         ? {

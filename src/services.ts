@@ -92,6 +92,11 @@ export interface ServicesOptions {
    * (`runtimeSettlesAcrossRequests`); tests that drive the app from one context turn it on.
    */
   shareWriteBatches?: boolean;
+  /**
+   * Services of a cron run, not of a request: their Redis writes (evictions included) take the
+   * background lane, with its longer timeout and retry (src/infra/redis.ts). Default: a request's.
+   */
+  background?: boolean;
 }
 
 /** One coalescing relay per D1 binding, i.e. per isolate (src/events/relay-soon.ts). */
@@ -137,7 +142,7 @@ export function createServices(
   const productsRepo = new ProductsRepo(db);
   const redis = createRedis(config);
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
-  const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix) : noUserCouponCache;
+  const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix, options.background ? "background" : "request") : noUserCouponCache;
   const transport = createEventTransport(env, config);
   const relay = () => relayOutbox(d1, transport, clock());
   const rankings = new RankingsService(new RankingsRepo(d1), productsRepo, rankingCache, config.businessTimeZone, clock);

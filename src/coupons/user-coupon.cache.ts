@@ -1,6 +1,5 @@
-import type { Redis } from "@upstash/redis/cloudflare";
 import type { Config } from "../config";
-import { createRedis, tryRedis } from "../infra/redis";
+import { createRedis, tryRedis, type RedisLanes } from "../infra/redis";
 import type { UserCouponRow } from "./coupons.repo";
 
 /** Owned-coupon lists live 30 minutes in Redis. */
@@ -42,24 +41,30 @@ export const noUserCouponCache: UserCouponCache = {
 const SET_IF_GENERATION = `if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) return 1 end return 0`;
 
-export function redisUserCouponCache(redis: Redis, prefix: string): UserCouponCache {
+/**
+ * Reads and refills run on a request's path (the request lane); evictions run on the lane of
+ * whoever evicts: a request's own eviction (read-your-writes before its answer) on the request
+ * lane, the objects' and the crons' on the background lane (a longer timeout and a retry: a
+ * lost eviction leaves a stale list for up to 30 minutes).
+ */
+export function redisUserCouponCache(lanes: RedisLanes, prefix: string, evictOn: keyof RedisLanes = "request"): UserCouponCache {
   const key = (userId: number) => `${prefix}userCoupons:${userId}`;
   const gen = (userId: number) => `${prefix}userCoupons:${userId}:gen`;
   return {
     async get(userId) {
-      const hit = await tryRedis("userCoupons.get", () => redis.mget<[UserCouponRow[] | null, number | string | null]>(key(userId), gen(userId)));
+      const hit = await tryRedis(lanes.request, "userCoupons.get", (redis) => redis.mget<[UserCouponRow[] | null, number | string | null]>(key(userId), gen(userId)));
       if (!hit) return { rows: undefined, generation: undefined };
       return { rows: hit[0] ?? undefined, generation: String(hit[1] ?? 0) };
     },
     async set(userId, rows, generation) {
       if (generation === undefined) return;
-      await tryRedis("userCoupons.set", () =>
+      await tryRedis(lanes.request, "userCoupons.set", (redis) =>
         redis.eval(SET_IF_GENERATION, [key(userId), gen(userId)], [generation, JSON.stringify(rows), String(USER_COUPONS_TTL_SECONDS)]),
       );
     },
     async evict(userIds) {
       if (userIds.length === 0) return;
-      await tryRedis("userCoupons.evict", async () => {
+      await tryRedis(lanes[evictOn], "userCoupons.evict", async (redis) => {
         const m = redis.multi();
         for (const u of userIds) {
           m.incr(gen(u));
@@ -72,7 +77,8 @@ export function redisUserCouponCache(redis: Redis, prefix: string): UserCouponCa
   };
 }
 
+/** The cache as a background caller (a Durable Object) uses it: evictions on the background lane. */
 export function createUserCouponCache(config: Config): UserCouponCache {
-  const redis = createRedis(config);
-  return redis ? redisUserCouponCache(redis, config.redisKeyPrefix) : noUserCouponCache;
+  const lanes = createRedis(config);
+  return lanes ? redisUserCouponCache(lanes, config.redisKeyPrefix, "background") : noUserCouponCache;
 }

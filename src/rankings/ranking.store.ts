@@ -1,5 +1,4 @@
-import type { Redis } from "@upstash/redis/cloudflare";
-import { tryRedis } from "../infra/redis";
+import { tryRedis, type RedisLanes } from "../infra/redis";
 import type { SalesRow } from "./rankings.repo";
 import { INCREMENT_ONCE, REPLACE_DAY } from "./ranking.scripts";
 
@@ -47,7 +46,8 @@ export const noRankingCache: RankingCache = {
   writeBestSellers: async () => {},
 };
 
-export function redisRankingCache(redis: Redis, prefix: string): RankingCache {
+/** Reads on the request lane (a request waits, then D1 answers); increments (after the answer) and the crons' writes on the background lane. */
+export function redisRankingCache(lanes: RedisLanes, prefix: string): RankingCache {
   const rankingKey = (date: string) => `${prefix}ranking:daily:${date}`;
   const bestKey = (date: string) => `${prefix}bestSellers:${date}`;
   const dayKeys = (date: string) => [rankingKey(date), `${rankingKey(date)}:asof`, `${rankingKey(date)}:recent`];
@@ -56,12 +56,12 @@ export function redisRankingCache(redis: Redis, prefix: string): RankingCache {
     async incrementSales(date, sale) {
       if (sale.items.length === 0) return;
       const items = JSON.stringify(sale.items.map((i) => [i.productId, i.quantity]));
-      await tryRedis("ranking.increment", () =>
+      await tryRedis(lanes.background, "ranking.increment", (redis) =>
         redis.eval(INCREMENT_ONCE, dayKeys(date), [String(sale.paidAt), String(sale.orderId), items, String(RANKING_TTL_SECONDS)]),
       );
     },
     async topSales(date, size) {
-      const rows = await tryRedis("ranking.top", () =>
+      const rows = await tryRedis(lanes.request, "ranking.top", (redis) =>
         redis.zrange<[number, number][]>(rankingKey(date), 0, size - 1, { rev: true, withScores: true }),
       );
       if (rows === undefined) return undefined;
@@ -75,18 +75,18 @@ export function redisRankingCache(redis: Redis, prefix: string): RankingCache {
     },
     async replaceDay(date, rows, watermark) {
       const pairs = rows.flatMap((r) => [String(r.sales), String(r.productId)]);
-      const done = await tryRedis("ranking.replace", async () => {
+      const done = await tryRedis(lanes.background, "ranking.replace", async (redis) => {
         await redis.eval(REPLACE_DAY, dayKeys(date), [String(watermark), String(RANKING_TTL_SECONDS), ...pairs]);
         return true;
       });
       return done === true;
     },
     async readBestSellers(date) {
-      const hit = await tryRedis("bestSellers.read", () => redis.get<BestSellersCacheEntry>(bestKey(date)));
+      const hit = await tryRedis(lanes.request, "bestSellers.read", (redis) => redis.get<BestSellersCacheEntry>(bestKey(date)));
       return hit ?? undefined;
     },
     async writeBestSellers(date, entry) {
-      await tryRedis("bestSellers.write", () => redis.set(bestKey(date), entry, { ex: BEST_SELLERS_TTL_SECONDS }));
+      await tryRedis(lanes.background, "bestSellers.write", (redis) => redis.set(bestKey(date), entry, { ex: BEST_SELLERS_TTL_SECONDS }));
     },
   };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { createCoupon, createUser } from "../support/http";
-import { appWithRedis, rawRedis, redisAvailable } from "../support/redis";
+import { appWithRedis, rawLanes, rawRedis, redisAvailable } from "../support/redis";
 
 const prefix = () => `t:${crypto.randomUUID()}:`;
 
@@ -85,10 +85,9 @@ describe.skipIf(!redisAvailable)("owned-coupon cache against a concurrent evicti
     const { CouponsRepo } = await import("../../src/coupons/coupons.repo");
     const { CouponsService } = await import("../../src/coupons/coupons.service");
     const { redisUserCouponCache } = await import("../../src/coupons/user-coupon.cache");
-    const { Redis } = await import("@upstash/redis/cloudflare");
     const { createDb } = await import("../../src/db/client");
     const p = prefix();
-    const cache = redisUserCouponCache(new Redis({ url: env.TEST_REDIS_URL, token: env.TEST_REDIS_TOKEN, retry: false }), p);
+    const cache = redisUserCouponCache(rawLanes(), p);
     const userId = await createUser();
     const [c1, c2] = [await createCoupon({ name: "first" }), await createCoupon({ name: "second" })];
     await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(userId, c1, Date.now(), Date.now() + 86_400_000).run();

@@ -1,8 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
-import { REDIS_TIMEOUT_MS } from "../../src/infra/redis";
 import { env } from "cloudflare:workers";
 import { createProduct, createUser } from "../support/http";
-import { appWithRedis, rawRedis, redisAvailable } from "../support/redis";
+import { appWithRedis, rawLanes, rawRedis, redisAvailable } from "../support/redis";
 import { insertPaidOrder } from "../support/sales";
 import { createServices } from "../../src/services";
 import { loadConfig } from "../../src/config";
@@ -149,7 +148,7 @@ describe("a Redis that hangs costs a bounded delay, never an error", () => {
     const userId = await createUser();
     const p = await createProduct();
     await insertPaidOrder(userId, Date.now(), [{ productId: p, quantity: 2 }]);
-    // Deterministic hook instead of a stopwatch: every Redis call arms the client's timeout (REDIS_TIMEOUT_MS);
+    // Deterministic hook instead of a stopwatch: every Redis call arms its lane's timeout (request reads: REDIS_REQUEST_TIMEOUT_MS);
     // here that timeout fires at once. The server never answers, so only the timeout can end the call: a request
     // that returns 200 from D1 proves the bound, whatever the machine's load.
     const armed: number[] = [];
@@ -169,7 +168,7 @@ describe("a Redis that hangs costs a bounded delay, never an error", () => {
     expect(last.body.data.products.find((x: any) => x.productId === p)?.sales).toBe(2);
     timeouts.mockRestore();
     expect(armed.length).toBeGreaterThanOrEqual(4);
-    expect(new Set(armed)).toEqual(new Set([REDIS_TIMEOUT_MS]));
+    expect(new Set(armed)).toEqual(new Set([loadConfig(hung.env).redisTimeouts.requestMs]));
   });
 });
 
@@ -198,7 +197,7 @@ describe.skipIf(!redisAvailable)("rankings fed by real payments", () => {
 describe.skipIf(!redisAvailable)("the ranking repair and a late increment never count a sale twice", () => {
   /** The rankings service with its clock at `now()` (the repair's watermark is REPAIR_LAG_MS before it). */
   const at = (appEnv: ReturnType<typeof appWithRedis>["env"], now: () => number) =>
-    new RankingsService(new RankingsRepo(env.DB), new ProductsRepo(createDb(env.DB)), redisRankingCache(rawRedis(), appEnv.REDIS_KEY_PREFIX), TZ, now);
+    new RankingsService(new RankingsRepo(env.DB), new ProductsRepo(createDb(env.DB)), redisRankingCache(rawLanes(), appEnv.REDIS_KEY_PREFIX), TZ, now);
 
   it("a repair that already counted a sale drops its late ZINCRBY; a retried increment counts once", async () => {
     const app = appWithRedis({ prefix: prefix() });

@@ -2,6 +2,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { Redis } from "@upstash/redis/cloudflare";
 import { createApp } from "../../src/app";
+import type { RedisLanes } from "../../src/infra/redis";
 import type { ApiResponse } from "./http";
 
 /** Whether the global setup found a redis-server (under CI=true it fails instead of skipping). */
@@ -10,6 +11,12 @@ export const redisAvailable = Boolean(env.TEST_REDIS_URL);
 /** A raw client on the real Redis, for assertions. */
 export function rawRedis(): Redis {
   return new Redis({ url: env.TEST_REDIS_URL, token: env.TEST_REDIS_TOKEN, retry: false, enableAutoPipelining: false });
+}
+
+/** Both Redis lanes (src/infra/redis.ts) on the raw client: for stores built by hand in a test. */
+export function rawLanes(): RedisLanes {
+  const redis = rawRedis();
+  return { request: { name: "request", redis, attempts: 1 }, background: { name: "background", redis, attempts: 1 } };
 }
 
 /**
