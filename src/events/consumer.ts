@@ -10,9 +10,37 @@ export interface ConsumerDeps {
   now: () => number;
 }
 
-/** Delay before a failed delivery is retried: base x 2^(attempts-1), at most 60 s. */
+/**
+ * Message retention both queues are created with (`wrangler queues create <name>
+ * --message-retention-period-secs 604800`): 7 days. Cloudflare's default is 4 days, the
+ * most 14 days (Workers Paid; 1 day fixed on the free plan). A message is deleted when its
+ * retention ends, retries or not, so every retry schedule below must end well before it
+ * (test/events/retry-schedule.test.ts checks wrangler.toml's max_retries against this).
+ */
+export const QUEUE_RETENTION_SECONDS = 7 * 86_400;
+/** What a schedule leaves unused of the retention: a consumer that was down or behind, batch waits. */
+export const RETENTION_MARGIN_SECONDS = 86_400;
+/** The most a Queues retry may be delayed (`delaySeconds`). */
+export const QUEUES_MAX_DELAY_SECONDS = 43_200;
+
+/** `max_retries` of the events queue's consumer in wrangler.toml. */
+export const EVENT_MAX_RETRIES = 5;
+/** The longest delay between two deliveries of an event. */
+export const EVENT_MAX_DELAY_SECONDS = 60;
+
+/** Delay before a failed delivery is retried: base x 2^(attempts-1), at most EVENT_MAX_DELAY_SECONDS. */
 export function retryDelaySeconds(attempts: number, baseSeconds = 2): number {
-  return Math.min(baseSeconds * 2 ** Math.max(attempts - 1, 0), 60);
+  return Math.min(baseSeconds * 2 ** Math.max(attempts - 1, 0), EVENT_MAX_DELAY_SECONDS);
+}
+
+/**
+ * Seconds from a message's first delivery to its last, when every try fails: the delays
+ * before retries 1..maxRetries (`delayOf(attempts)`, attempts counting from 1).
+ */
+export function retryScheduleSeconds(maxRetries: number, delayOf: (attempts: number) => number): number {
+  let total = 0;
+  for (let attempts = 1; attempts <= maxRetries; attempts++) total += delayOf(attempts);
+  return total;
 }
 
 /**
@@ -56,18 +84,28 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
   }
 }
 
-/** Delay before a dead letter whose D1 insert failed is offered again: 30 s doubling, at most 12 h (the Queues maximum). */
+/** `max_retries` of the dead-letter queue's consumer in wrangler.toml. */
+export const DEAD_LETTER_MAX_RETRIES = 30;
+/** The longest delay between two tries of a dead letter. */
+export const DEAD_LETTER_MAX_DELAY_SECONDS = 6 * 3_600;
+
+/**
+ * Delay before a dead letter whose D1 insert failed is offered again: 30 s doubling, at most
+ * DEAD_LETTER_MAX_DELAY_SECONDS. With DEAD_LETTER_MAX_RETRIES that keeps a dead letter for
+ * about 5.4 days of D1 refusals, inside QUEUE_RETENTION_SECONDS less its margin.
+ */
 export function deadLetterRetrySeconds(attempts: number): number {
-  return Math.min(30 * 2 ** Math.max(attempts - 1, 0), 43_200);
+  return Math.min(30 * 2 ** Math.max(attempts - 1, 0), DEAD_LETTER_MAX_DELAY_SECONDS);
 }
 
 /**
  * The dead-letter queue's consumer: keeps each dead message in D1 for inspection
  * and replay. Each message is acked only once its row is written; when D1 refuses,
- * the message is retried with a growing delay (wrangler.toml gives this queue
- * max_retries = 100, so a D1 outage of days still keeps the event). The insert is
- * idempotent on the event id (a row not yet replayed), so a retry after a lost ack
- * adds no second row.
+ * the message is retried with a growing delay (deadLetterRetrySeconds, up to
+ * DEAD_LETTER_MAX_RETRIES: a D1 outage of days still keeps the event, within the
+ * queue's retention). The last try that fails logs the whole message, the operator's
+ * last copy. The insert is idempotent on the event id (a row not yet replayed), so a
+ * retry after a lost ack adds no second row.
  */
 export async function consumeDeadLetters(batch: MessageBatch<unknown>, deps: ConsumerDeps): Promise<void> {
   const kept: string[] = [];
@@ -86,7 +124,12 @@ export async function consumeDeadLetters(batch: MessageBatch<unknown>, deps: Con
       kept.push(eventId);
       msg.ack();
     } catch (err) {
-      log("error", "dead letter not stored; retrying the message", { eventId, attempts: msg.attempts, ...errorFields(err) });
+      if (msg.attempts > DEAD_LETTER_MAX_RETRIES) {
+        // The queue deletes it after this try: the log line is what is left of the event.
+        log("error", "dead letter lost: not stored after every retry", { eventId, attempts: msg.attempts, payload: msg.body, ...errorFields(err) });
+      } else {
+        log("error", "dead letter not stored; retrying the message", { eventId, attempts: msg.attempts, ...errorFields(err) });
+      }
       msg.retry({ delaySeconds: deadLetterRetrySeconds(msg.attempts) });
     }
   }

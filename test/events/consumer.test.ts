@@ -1,7 +1,7 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
-import { consumeDeadLetters, consumeEvents, retryDelaySeconds } from "../../src/events/consumer";
+import { consumeDeadLetters, consumeEvents, DEAD_LETTER_MAX_RETRIES, retryDelaySeconds } from "../../src/events/consumer";
 import { sampleOrderEvent, sinkRecords } from "../support/events";
 
 const deps = () => ({ d1: env.DB, dataPlatformUrl: `${env.TEST_SINK_URL}/platform`, retryBaseSeconds: 2, now: Date.now });
@@ -108,6 +108,21 @@ describe("events consumer -> data platform", () => {
     }
     expect(await rows(e.eventId)).toBe(1);
     expect(await rows(other.eventId)).toBe(1);
+  });
+
+  it("the dead letter's last try that D1 refuses logs the whole message (the queue deletes it after that try)", async () => {
+    const e = sampleOrderEvent(`dead-last-${crypto.randomUUID()}`);
+    const refusing = { prepare: () => ({ bind: () => ({ run: () => Promise.reject(new Error("D1_ERROR: overloaded")) }) }) } as unknown as D1Database;
+    const lines: { msg: string; payload?: unknown }[] = [];
+    const spy = vi.spyOn(console, "error").mockImplementation((line: unknown) => void lines.push(JSON.parse(String(line))));
+    for (const attempts of [DEAD_LETTER_MAX_RETRIES, DEAD_LETTER_MAX_RETRIES + 1]) {
+      const batch = createMessageBatch("edge-commerce-events-dlq", [{ id: `last-${attempts}`, timestamp: new Date(), attempts, body: e.event }]);
+      await consumeDeadLetters(batch, { ...deps(), d1: refusing });
+      expect((await getQueueResult(batch, createExecutionContext())).retryMessages).toHaveLength(1);
+    }
+    spy.mockRestore();
+    expect(lines.map((l) => l.msg)).toEqual(["dead letter not stored; retrying the message", "dead letter lost: not stored after every retry"]);
+    expect(lines[1]!.payload).toEqual(e.event);
   });
 
   it("backs off exponentially up to a minute", () => {

@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+// The deploy's own file, as text (Vite's ?raw): the schedule is checked against what wrangler deploys.
+import wranglerToml from "../../wrangler.toml?raw";
+import {
+  DEAD_LETTER_MAX_RETRIES,
+  deadLetterRetrySeconds,
+  EVENT_MAX_RETRIES,
+  QUEUE_RETENTION_SECONDS,
+  QUEUES_MAX_DELAY_SECONDS,
+  RETENTION_MARGIN_SECONDS,
+  retryDelaySeconds,
+  retryScheduleSeconds,
+} from "../../src/events/consumer";
+
+/** Every `[[…queues.consumers]]` table of wrangler.toml (top level and per environment): its queue and max_retries. */
+function consumersOf(toml: string): { table: string; queue: string; maxRetries: number }[] {
+  const out: { table: string; queue: string; maxRetries: number }[] = [];
+  const tables = toml.split(/^(?=\[)/m);
+  for (const t of tables) {
+    const header = /^\[\[([\w.-]*queues\.consumers)\]\]/.exec(t);
+    if (!header) continue;
+    const queue = /^queue\s*=\s*"([^"]+)"/m.exec(t)?.[1];
+    const retries = /^max_retries\s*=\s*(\d+)/m.exec(t)?.[1];
+    if (!queue || retries === undefined) throw new Error(`consumer table without queue or max_retries: ${t}`);
+    out.push({ table: header[1]!, queue, maxRetries: Number(retries) });
+  }
+  return out;
+}
+
+/** The events consumer's delay at its slowest configuration (EVENT_RETRY_BASE_SECONDS at its maximum, 60). */
+const slowestEventDelay = (attempts: number) => retryDelaySeconds(attempts, 60);
+const usable = QUEUE_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS;
+
+describe("queue retry schedules fit the queues' message retention", () => {
+  it("a retention Cloudflare can create: more than the 4-day default, at most 14 days", () => {
+    expect(QUEUE_RETENTION_SECONDS).toBeGreaterThan(4 * 86_400);
+    expect(QUEUE_RETENTION_SECONDS).toBeLessThanOrEqual(14 * 86_400);
+  });
+
+  it("the dead-letter schedule: 30 s doubling, capped, every delay within the Queues maximum; ~5.4 days in all", () => {
+    expect([1, 2, 3, 10, 11, 12, 30].map(deadLetterRetrySeconds)).toEqual([30, 60, 120, 15_360, 21_600, 21_600, 21_600]);
+    for (let a = 1; a <= DEAD_LETTER_MAX_RETRIES; a++) expect(deadLetterRetrySeconds(a)).toBeLessThanOrEqual(QUEUES_MAX_DELAY_SECONDS);
+    expect(retryScheduleSeconds(DEAD_LETTER_MAX_RETRIES, deadLetterRetrySeconds)).toBe(462_690);
+    expect(retryScheduleSeconds(DEAD_LETTER_MAX_RETRIES, deadLetterRetrySeconds)).toBeLessThanOrEqual(usable);
+    // The old 100 retries with 12 h delays needed ~45 days: no retention holds that.
+    expect(retryScheduleSeconds(100, (a) => Math.min(30 * 2 ** (a - 1), 43_200))).toBeGreaterThan(14 * 86_400);
+  });
+
+  it("wrangler.toml's consumers retry no longer than the retention allows (raising max_retries past it fails here)", () => {
+    const consumers = consumersOf(wranglerToml);
+    expect(consumers.map((c) => c.queue)).toEqual(expect.arrayContaining(["edge-commerce-events", "edge-commerce-events-dlq"]));
+    for (const c of consumers) {
+      const deadLetters = c.queue.endsWith("-dlq");
+      const schedule = retryScheduleSeconds(c.maxRetries, deadLetters ? deadLetterRetrySeconds : slowestEventDelay);
+      expect(schedule, `${c.table} ${c.queue}: max_retries = ${c.maxRetries} spans ${schedule} s`).toBeLessThanOrEqual(usable);
+      expect(c.maxRetries, `${c.table} ${c.queue} matches the code's constant`).toBe(deadLetters ? DEAD_LETTER_MAX_RETRIES : EVENT_MAX_RETRIES);
+    }
+  });
+
+  it("the check catches a schedule that outgrows the retention", () => {
+    const raised = wranglerToml.replace(/max_retries = 30/, "max_retries = 60");
+    const dlq = consumersOf(raised).find((c) => c.queue.endsWith("-dlq"))!;
+    expect(retryScheduleSeconds(dlq.maxRetries, deadLetterRetrySeconds)).toBeGreaterThan(usable);
+  });
+});
