@@ -1,4 +1,3 @@
-import { Kafka } from "@upstash/kafka";
 import type { OutboxEvent } from "./event.schemas";
 
 /**
@@ -35,14 +34,22 @@ export interface KafkaSettings {
  * Adapter for a Kafka REST endpoint speaking Upstash's API (`POST {url}/produce`,
  * basic auth): topic = event type, key = aggregate id, value = the event JSON.
  * Upstash discontinued its Kafka service in 2024; this stays for compatible endpoints.
+ * `@upstash/kafka` is imported on the first publish, so a deployment without Kafka
+ * settings (the default: the queue) never loads it.
  */
 export function upstashKafkaTransport(settings: KafkaSettings): EventTransport {
-  const producer = new Kafka(settings).producer();
+  let producer: Promise<{ produceMany: (requests: { topic: string; key: string; value: string }[]) => Promise<unknown> }> | undefined;
   return {
     name: "upstash-kafka",
     async publish(events) {
       if (events.length === 0) return;
-      await producer.produceMany(events.map((e) => ({ topic: e.type, key: e.aggregateId, value: JSON.stringify(e.event) })));
+      producer ??= import("@upstash/kafka").then(({ Kafka }) => new Kafka(settings).producer());
+      // A failed import is not kept: the next publish tries again.
+      const loaded = await producer.catch((err) => {
+        producer = undefined;
+        throw err;
+      });
+      await loaded.produceMany(events.map((e) => ({ topic: e.type, key: e.aggregateId, value: JSON.stringify(e.event) })));
     },
   };
 }
