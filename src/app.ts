@@ -12,6 +12,7 @@ import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
 import { d1GroupRoutes } from "./admin/d1-groups.routes";
 import { statsRoutes } from "./admin/stats.routes";
+import { issuanceSeriesRoutes } from "./admin/issuance-series.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { addEdgeConventions } from "./openapi";
@@ -170,6 +171,7 @@ export function createApp(options: AppOptions = {}) {
     .route("/api/v1/admin", stockShardRoutes)
     .route("/api/v1/admin", statsRoutes)
     .route("/api/v1/admin", d1GroupRoutes)
+    .route("/api/v1/admin", issuanceSeriesRoutes)
     .route("/api/v1/orders", ordersRoutes)
     .route("/api/v1/points", paymentRoutes);
 

@@ -155,6 +155,9 @@ export const userCoupons = sqliteTable(
     index("user_coupons_coupon_id_idx").on(t.couponId),
     // A user's coupons a page at a time: user_id = ? AND id > ? ORDER BY id is a range of this index (rowid rides along).
     index("user_coupons_user_id_idx").on(t.userId),
+    // The console's issuances-per-second chart: coupon_id = ? AND issued_at in [from, to) is a range of this
+    // covering index (GET /admin/coupons/{couponId}/issuances reads the wins in its span, nothing else).
+    index("user_coupons_coupon_issued_idx").on(t.couponId, t.issuedAt),
     check("user_coupons_used_consistent", sql`(used_at IS NULL) = (order_id IS NULL)`),
   ],
 );
