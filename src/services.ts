@@ -42,7 +42,7 @@ export interface Services {
   clock: () => number;
   /** Deletes event rows older than EVENT_RETENTION_DAYS, one bounded batch (the retention cron). */
   purgeEvents: (now: number) => Promise<RetentionReport>;
-  /** This request's round-trip accounting (DESIGN §8); every D1 and DO call below goes through it. */
+  /** This request's round-trip accounting (docs/ARCHITECTURE.md §8); every D1 and DO call below goes through it. */
   meter: HopMeter;
   /** This request's D1 session: where it started, and the bookmark to answer (`x-d1-bookmark`). */
   session: { start: SessionStart; bookmark(): string | null };
@@ -119,7 +119,7 @@ export function createServices(
   // Every query of the bare binding runs on the primary (src/db/client.ts primaryD1): the
   // read-backs after an ambiguous commit use it, metered with the request's other calls.
   const primary = meterD1(primaryD1(env.DB), meter);
-  // A request's D1 work runs in one session (read replicas, DESIGN §1), unless it asked for the primary.
+  // A request's D1 work runs in one session (read replicas, docs/ARCHITECTURE.md §1), unless it asked for the primary.
   const session = start.kind === "primary" ? undefined : env.DB.withSession(withSessionArg(start));
   const bare = session ? sessionAsDatabase(session) : primaryD1(env.DB);
   const d1 = session ? meterD1(bare, meter) : primary;

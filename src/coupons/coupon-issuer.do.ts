@@ -20,7 +20,7 @@ import {
 } from "../shared/sharded-quantity";
 import { SOLD_OUT_TTL_MS } from "./sold-out";
 
-/** Which shard a call is meant for and the shard count the caller routed by (DESIGN §9). */
+/** Which shard a call is meant for and the shard count the caller routed by (docs/ARCHITECTURE.md §9). */
 export interface ShardRoute {
   shard: number;
   shards: number;
@@ -138,7 +138,7 @@ const BORROW_TRIES = 5;
  * await between the check and the write, so no other request can interleave),
  * persisted before the answer, and only then projected into D1.
  *
- * Sharding (DESIGN §9, src/shared/sharded-quantity.ts): shard 0 starts with the
+ * Sharding (docs/ARCHITECTURE.md §9, src/shared/sharded-quantity.ts): shard 0 starts with the
  * whole quantity and is the authority on the shard count K; every other shard
  * takes its fair share from shard 0 when it is primed, and a shard that runs dry
  * borrows from its siblings. COUPON_SOLD_OUT is only answered when every shard is

@@ -26,7 +26,7 @@ export interface CouponIssuerPort {
   shardCounts(couponId: number, shards: number): Promise<IssuerCounts[]>;
 }
 
-/** Calls one issuance may make while it learns the coupon's shard count (DESIGN §9). */
+/** Calls one issuance may make while it learns the coupon's shard count (docs/ARCHITECTURE.md §9). */
 const ROUTE_ATTEMPTS = 3;
 
 /**
@@ -224,7 +224,7 @@ export class CouponsService {
   }
 
   /**
-   * Raises a coupon's shard count (DESIGN §9). Only before the window opens and
+   * Raises a coupon's shard count (docs/ARCHITECTURE.md §9). Only before the window opens and
    * while nothing is issued (a user's home shard must never change after they
    * could have got the coupon); never down. D1 is written first, so a shard that
    * loads from now on serves under the new count; then every shard is told, shard

@@ -1,5 +1,5 @@
 /**
- * The whole D1 model (DESIGN §1). Constraints make the database refuse invalid
+ * The whole D1 model (docs/ARCHITECTURE.md §1). Constraints make the database refuse invalid
  * states by itself, so a D1 batch aborts as a whole when a precondition fails.
  * Instants are epoch milliseconds (INTEGER). No ON DELETE CASCADE anywhere.
  */
@@ -68,7 +68,7 @@ export const products = sqliteTable(
     price: integer("price").notNull(),
     /** Projection of the ProductStock DOs' available stock: the sum over `product_stock_shards`. */
     stock: integer("stock").notNull(),
-    /** Stock shard objects (DESIGN §9); 1 is one ProductStock object, as before sharding. */
+    /** Stock shard objects (docs/ARCHITECTURE.md §9); 1 is one ProductStock object, as before sharding. */
     stockShards: integer("stock_shards").notNull().default(1),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
@@ -117,7 +117,7 @@ export const coupons = sqliteTable(
     startsAt: integer("starts_at").notNull(),
     endsAt: integer("ends_at").notNull(),
     validDays: integer("valid_days").notNull().default(7),
-    /** CouponIssuer shard objects (DESIGN §9); 1 is one object, as before sharding. Fixed once the window opens. */
+    /** CouponIssuer shard objects (docs/ARCHITECTURE.md §9); 1 is one object, as before sharding. Fixed once the window opens. */
     shards: integer("shards").notNull().default(1),
     createdAt: integer("created_at").notNull(),
   },

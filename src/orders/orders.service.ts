@@ -112,7 +112,7 @@ export class OrdersService {
   }
 
   /**
-   * Three round trips, however many lines (DESIGN §8): (1) one D1 batch
+   * Three round trips, however many lines (docs/ARCHITECTURE.md §8): (1) one D1 batch
    * validates user, products and coupon and records the attempt as a PENDING
    * order with its priced lines, each with its stock shard; (2) one parallel
    * fan-out reserves and confirms every line in its ProductStock shard, keyed by

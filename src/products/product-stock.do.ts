@@ -52,7 +52,7 @@ export class StockNotLoadedError extends Error {
 const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
 
 /**
- * One shard of a product's stock (DESIGN §3, §9), named
+ * One shard of a product's stock (docs/ARCHITECTURE.md §3, §9), named
  * `idFromName(shardObjectName(productId, shard))`: shard 0 is the object named
  * `String(productId)`, so a product with one shard (K = 1) is the one object of
  * before. Each shard is the source of truth for the units it holds and for the
@@ -470,7 +470,7 @@ export class ProductStock extends DurableObject<Env> {
    * (StockProjector.dueAt), the next hold timeout, and recovery work left. Invariant:
    * a change is never answered before the alarm that projects it is stored, so a
    * crash or eviction right after the answer still brings D1 up to date. No D1 call
-   * is awaited here: a stock change costs its caller one round trip (DESIGN §8).
+   * is awaited here: a stock change costs its caller one round trip (docs/ARCHITECTURE.md §8).
    */
   private async afterChange(): Promise<void> {
     const stock = this.store.stock();

@@ -70,7 +70,7 @@ function answer(c: Context<EdgeCacheEnv>, body: ArrayBuffer, etag: string, polic
 }
 
 /**
- * HTTP caching of the public catalogue reads (DESIGN §1), served from `caches.default`
+ * HTTP caching of the public catalogue reads (docs/ARCHITECTURE.md §1), served from `caches.default`
  * under versioned keys (src/shared/cache-policy.ts says how stale each may be):
  * - a hit answers without services or D1 (0 hops; `Server-Timing: cache;desc="hit"`);
  * - a request with `x-d1-bookmark` skips the lookup: it asked for at least that state;

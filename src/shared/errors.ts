@@ -3,7 +3,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 /**
  * The one table of error codes: code -> HTTP status and the default Korean detail.
  * Every failure the API reports goes through `AppError` and this table, so the
- * contract in DESIGN §4 lives in exactly one place.
+ * contract in docs/ARCHITECTURE.md §4 lives in exactly one place.
  */
 export const ERROR_TABLE = {
   INVALID_USER_ID: [400, "유효하지 않은 사용자 ID입니다."],
@@ -48,7 +48,7 @@ export const ERROR_TABLE = {
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
 
-/** The generic `message` of the envelope, by HTTP status (DESIGN §4). */
+/** The generic `message` of the envelope, by HTTP status (docs/ARCHITECTURE.md §4). */
 export const STATUS_MESSAGES: Record<number, string> = {
   200: "요청이 정상적으로 처리되었습니다.",
   201: "리소스가 성공적으로 생성되었습니다.",

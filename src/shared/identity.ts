@@ -10,7 +10,7 @@ const CHALLENGE = { "WWW-Authenticate": 'Bearer realm="api"' };
 const INVALID_TOKEN = { "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"' };
 
 /**
- * User identity for `/api/v1` (DESIGN §4, §5). With `JWT_SECRET` unset the API
+ * User identity for `/api/v1` (docs/ARCHITECTURE.md §4, §5). With `JWT_SECRET` unset the API
  * is open (local default). With it set, every route except admin and public
  * catalogue reads needs `Authorization: Bearer <HS256 JWT>` whose `sub` equals
  * every `userId` the request names (query and JSON body):

@@ -61,7 +61,7 @@ const rateLimited = (d: RateLimitDecision) => new AppError("RATE_LIMITED", undef
  * to the next window). It runs before identity, so unauthenticated floods are
  * counted too, but it does not wait: its counter call runs while identity is
  * checked and is awaited together with the per-user one (one round trip for both,
- * DESIGN §8). A request refused before that (401/403/400) is still answered 429
+ * docs/ARCHITECTURE.md §8). A request refused before that (401/403/400) is still answered 429
  * when its IP is over the limit.
  */
 export const limitWritesByIp = (now: () => number): MiddlewareHandler<RateLimitEnv> => async (c, next) => {

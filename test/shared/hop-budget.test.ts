@@ -11,7 +11,7 @@ import { homeShard } from "../../src/shared/sharded-quantity";
 import { isolateShardCounts, isolateSoldOut } from "../../src/coupons/sold-out";
 
 /**
- * The round-trip budgets of DESIGN §8, pinned per route on its success and
+ * The round-trip budgets of docs/ARCHITECTURE.md §8, pinned per route on its success and
  * refusal paths. The counts come from the `Server-Timing` header the app sends
  * (`hops;desc="N sequential"`): D1 calls and Durable Object calls in sequence,
  * a parallel fan-out counting once, plus what an object reported it waited for.
