@@ -142,7 +142,7 @@ export class CouponsService {
    * D1 row, which also proves the user exists), none while this isolate knows
    * the coupon is sold out. Because the DO decides before D1 is asked, a sold-out,
    * closed or already-owned coupon is refused before the user is looked up
-   * (README: error precedence).
+   * (docs/ARCHITECTURE.md §3: coupon issuance).
    */
   async issue(userId: number, couponId: number): Promise<IssuedCoupon> {
     const now = this.clock();
