@@ -186,7 +186,8 @@ export function createApp(options: AppOptions = {}) {
     type: "http",
     scheme: "bearer",
     bearerFormat: "JWT",
-    description: "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced only when JWT_SECRET is set.",
+    description:
+      "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced when JWT_SECRET is set; without it, open in local development only (a deployed environment answers 503 MISCONFIGURED).",
   });
   // Built on the first request for it, not at startup, then kept for the isolate's life.
   let document: Record<string, unknown> | undefined;
@@ -217,6 +218,8 @@ export function createApp(options: AppOptions = {}) {
     const appErr = toAppError(err);
     // A taken Idempotency-Key is answered by the idempotency middleware (a replay), not here.
     if (err instanceof KeyTakenError) return errorResponse(c, appErr);
+    // A missing secret was logged once for the isolate (src/config.ts); a line per refusal would flood the log.
+    if (appErr.code === "MISCONFIGURED") return errorResponse(c, appErr);
     if (appErr.code === "SERVICE_UNAVAILABLE") {
       const cause = err instanceof ObjectUnavailableError || err instanceof D1UnavailableError ? err.cause : transientD1Cause(err);
       log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(cause === undefined ? {} : errorFields(cause)) });

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { setLogLevel, type Level } from "./shared/logger";
+import { log, setLogLevel, type Level } from "./shared/logger";
+import { isLocationHint, type LocationHint } from "./shared/object-placement";
 
 const optionalString = z
   .string()
@@ -7,6 +8,9 @@ const optionalString = z
   .transform((v) => (v === undefined || v.trim() === "" ? undefined : v.trim()));
 
 const ConfigSchema = z.object({
+  // Unset counts as deployed: only an explicit "development" (wrangler.toml's top-level vars) runs without secrets.
+  ENVIRONMENT: optionalString,
+  DO_LOCATION_HINT: optionalString.refine((v) => v === undefined || isLocationHint(v), "DO_LOCATION_HINT must be a Durable Object location hint (wnam, enam, weur, eeur, apac, oc, ...)"),
   BUSINESS_TIMEZONE: z
     .string()
     .default("Asia/Seoul")
@@ -37,6 +41,16 @@ const ConfigSchema = z.object({
 
 /** Typed configuration; also says which optional adapters are switched on. */
 export interface Config {
+  /** `ENVIRONMENT` ("development", "staging", "production"); "production" when unset. */
+  environment: string;
+  /**
+   * Secrets this deployment needs and lacks. Outside development a missing JWT_SECRET or
+   * ADMIN_TOKEN is a misconfiguration: user routes and the admin API answer 503 MISCONFIGURED
+   * (src/shared/identity.ts, src/admin/admin-auth.ts) rather than run open. Empty in development.
+   */
+  missingSecrets: readonly ("JWT_SECRET" | "ADMIN_TOKEN")[];
+  /** Where new Durable Objects are created (src/shared/object-placement.ts); undefined: near the caller. */
+  doLocationHint: LocationHint | undefined;
   businessTimeZone: string;
   orderPaymentTtlMs: number;
   adminToken: string | undefined;
@@ -64,7 +78,13 @@ export function loadConfig(env: Env): Config {
   const hit = cache.get(env);
   if (hit) return hit;
   const raw = ConfigSchema.parse(env);
+  const environment = raw.ENVIRONMENT ?? "production";
+  const missingSecrets =
+    environment === "development" ? [] : (["JWT_SECRET", "ADMIN_TOKEN"] as const).filter((name) => raw[name] === undefined);
   const config: Config = {
+    environment,
+    missingSecrets,
+    doLocationHint: raw.DO_LOCATION_HINT as LocationHint | undefined,
     businessTimeZone: raw.BUSINESS_TIMEZONE,
     orderPaymentTtlMs: raw.ORDER_PAYMENT_TTL_SECONDS * 1000,
     adminToken: raw.ADMIN_TOKEN,
@@ -93,6 +113,24 @@ export function loadConfig(env: Env): Config {
     eventRetentionMs: raw.EVENT_RETENTION_DAYS * 86_400_000,
   };
   setLogLevel(config.logLevel);
+  if (missingSecrets.length > 0) reportMissingSecrets(environment, missingSecrets);
   cache.set(env, config);
   return config;
+}
+
+let missingSecretsReported = false;
+
+/**
+ * One error line per isolate (not per request: a flash sale against a misconfigured deploy
+ * would otherwise log a line per refusal). Written when the isolate first reads its config,
+ * so a cron or queue batch reports it too, before any user has been refused.
+ */
+function reportMissingSecrets(environment: string, missing: readonly string[]): void {
+  if (missingSecretsReported) return;
+  missingSecretsReported = true;
+  log("error", "misconfigured: required secrets are unset; user routes and the admin API answer 503 MISCONFIGURED", {
+    environment,
+    missing,
+    fix: `npx wrangler secret put <NAME> --env ${environment}`,
+  });
 }

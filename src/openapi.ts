@@ -3,7 +3,7 @@
  * document in one place rather than repeated in each route: the headers the middleware
  * reads and writes (x-d1-bookmark, Idempotency-Key, If-None-Match, Server-Timing,
  * X-Request-Id, Cache-Control, ETag, Retry-After) and the answers the guards give
- * (401/403 identity, 429 write limits, 503 unreachable objects, 304 revalidation).
+ * (401/403 identity, 429 write limits, 503 unreachable objects or a missing secret, 304 revalidation).
  * The contract test (test/contract/) calls every operation and checks each answer
  * against what is declared here.
  */
@@ -102,7 +102,12 @@ export function addEdgeConventions(doc: Json): Json {
           r["409"] ??= errorAnswer("Business refusal, or IDEMPOTENCY_KEY_REUSED / IDEMPOTENCY_KEY_IN_PROGRESS.");
         }
       }
-      if (OBJECT_BACKED.has(key)) r["503"] ??= errorAnswer("SERVICE_UNAVAILABLE: a Durable Object was unreachable or overloaded; retry.", { "Retry-After": h("RetryAfter") });
+      // Every route that takes an identity (user JWT or admin token) is closed when its secret is missing outside development.
+      const unavailable = [
+        ...(OBJECT_BACKED.has(key) ? ["SERVICE_UNAVAILABLE: a Durable Object was unreachable or overloaded; retry."] : []),
+        ...(publicRead ? [] : [`MISCONFIGURED: this deployment lacks ${admin ? "ADMIN_TOKEN" : "JWT_SECRET"} (only local development runs without it); retry once the operator has set it.`]),
+      ];
+      if (unavailable.length > 0) r["503"] ??= errorAnswer(unavailable.join(" "), { "Retry-After": h("RetryAfter") });
       for (const [status, answer] of Object.entries<Json>(r)) {
         answer.headers = { "X-Request-Id": h("XRequestId"), "Server-Timing": h("ServerTiming"), "Cache-Control": h("CacheControl"), ...answer.headers };
         if (status !== "304") answer.headers["x-d1-bookmark"] = h("D1Bookmark");

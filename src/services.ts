@@ -11,6 +11,7 @@ import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
 import { StockShardsService } from "./products/stock-shards.service";
 import { now } from "./shared/clock";
+import { placeObjects } from "./shared/object-placement";
 import { errorFields, log } from "./shared/logger";
 import { createRedis } from "./infra/redis";
 import { noRankingCache, redisRankingCache } from "./rankings/ranking.store";
@@ -153,7 +154,7 @@ export function createServices(
     ? new SharedWrites({ binding: env.DB, session: primaryD1(env.DB), bookmark: () => null, meter: detachedMeter(), keepAlive })
     : aloneOn(primaryD1(env.DB));
   const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB), settleWrites).markSettled(orderId, clock()));
-  const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
+  const stock = new DurableObjectStock(placeObjects(env.PRODUCT_STOCK, config.doLocationHint), meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1, writes);
   const readBackRepo = new OrdersRepo(primary);
@@ -178,7 +179,7 @@ export function createServices(
     productsRepo,
     couponsRepo,
     userCouponCache,
-    coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER, meter), clock, userCouponCache),
+    coupons: new CouponsService(couponsRepo, couponIssuerClient(placeObjects(env.COUPON_ISSUER, config.doLocationHint), meter), clock, userCouponCache),
     adminRepo: new AdminRepo(d1),
     adminLists: new AdminListsRepo(d1),
     stock,

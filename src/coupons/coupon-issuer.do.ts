@@ -6,6 +6,7 @@ import { IssuanceLoader, LOAD_PROGRESS_SCHEMA, type LoadedCoupon } from "./issua
 import { BATCH_INTERVAL_MS, IssuanceProjection } from "./issuance-projection";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
+import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { type D1Cost, HopMeter, meterD1 } from "../shared/hops";
 import {
@@ -506,7 +507,8 @@ export class CouponIssuer extends DurableObject<Env> {
   private siblings(): SiblingPort {
     if (this.siblingPort) return this.siblingPort;
     const couponId = this.coupon!.id;
-    const ns = this.env.COUPON_ISSUER;
+    // A sibling created by this call is placed where the Worker would place it (DO_LOCATION_HINT).
+    const ns = placeObjects(this.env.COUPON_ISSUER, loadConfig(this.env).doLocationHint);
     const stub = (shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
     return {
       give: (shard, request) => stub(shard).give(couponId, shard, request),

@@ -2,7 +2,8 @@ import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
-import type { IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
+import type { ObjectNamespace } from "../shared/object-placement";
+import type { CouponIssuer, IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
 import { homeShard, shardObjectName } from "../shared/sharded-quantity";
 import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
@@ -36,7 +37,7 @@ const ROUTE_ATTEMPTS = 3;
  * otherwise: shard 0, which is the unsharded object and says the real count).
  */
 export function couponIssuerClient(
-  ns: Env["COUPON_ISSUER"],
+  ns: ObjectNamespace<CouponIssuer>,
   meter: HopMeter = new HopMeter(),
   counts: ShardCountMemo = isolateShardCounts,
 ): CouponIssuerPort {

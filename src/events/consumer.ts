@@ -65,7 +65,8 @@ export function deadLetterRetrySeconds(attempts: number): number {
  * The dead-letter queue's consumer: keeps each dead message in D1 for inspection
  * and replay. Each message is acked only once its row is written; when D1 refuses,
  * the message is retried with a growing delay (wrangler.toml gives this queue
- * max_retries = 100, so a D1 outage of days still keeps the event). The insert is
+ * max_retries = 36: about 13 days of retries, inside the 14-day message retention
+ * `npm run deploy:setup` gives the queue, so a D1 outage of days still keeps the event). The insert is
  * idempotent on the event id (a row not yet replayed), so a retry after a lost ack
  * adds no second row.
  */

@@ -1,5 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
+import { loadConfig } from "../config";
 import { errorFields, log } from "../shared/logger";
+import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { HopMeter, meterD1 } from "../shared/hops";
 import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../shared/sharded-quantity";
@@ -389,7 +391,8 @@ export class ProductStock extends DurableObject<Env> {
 
   /** The RPC stub of shard `shard` of this product (known once loaded). */
   private shardStub(shard: number): DurableObjectStub<ProductStock> {
-    const ns = this.env.PRODUCT_STOCK;
+    // A sibling created by this call is placed where the Worker would place it (DO_LOCATION_HINT).
+    const ns = placeObjects(this.env.PRODUCT_STOCK, loadConfig(this.env).doLocationHint);
     return ns.get(ns.idFromName(shardObjectName(this.store.stock()!.product_id, shard))) as DurableObjectStub<ProductStock>;
   }
 

@@ -44,6 +44,8 @@ export const ERROR_TABLE = {
   RATE_LIMITED: [429, "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요."],
   INTERNAL_ERROR: [500, "서버 내부 오류가 발생했습니다."],
   SERVICE_UNAVAILABLE: [503, "일시적으로 요청을 처리할 수 없습니다. 잠시 후 다시 시도해 주세요."],
+  // A deployed environment without JWT_SECRET / ADMIN_TOKEN: refused rather than served unauthenticated (which secret is in the log, not here).
+  MISCONFIGURED: [503, "서버 설정이 완료되지 않아 요청을 처리할 수 없습니다. 운영자에게 문의해 주세요."],
 } as const satisfies Record<string, readonly [ContentfulStatusCode, string]>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
