@@ -33,6 +33,7 @@ const ConfigSchema = z.object({
   JWT_SECRET: optionalString,
   ALLOWED_ORIGINS: optionalString,
   RATE_LIMIT_WRITES_PER_MINUTE: z.coerce.number().int().min(0).default(0),
+  RATE_LIMIT_IP_WRITES_PER_MINUTE: z.coerce.number().int().min(0).default(0),
   REDIS_KEY_PREFIX: z.string().default(""),
   EVENT_RETRY_BASE_SECONDS: z.coerce.number().int().min(0).max(60).default(2),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -59,7 +60,12 @@ export interface Config {
   dataPlatformUrl: string | undefined;
   jwtSecret: string | undefined;
   allowedOrigins: string[];
-  rateLimitWritesPerMinute: number;
+  /**
+   * Write limits per acting user and per client IP (0 = off). Each switches its `[[ratelimits]]`
+   * binding on and is the limit announced in `RateLimit-Limit`: it must equal that binding's
+   * `simple.limit` in wrangler.toml, which is what is enforced (`npm run config:check`).
+   */
+  writeLimits: { perUser: number; perIp: number };
   /** Prepended to every Redis key (lets several deployments or test files share one Redis). */
   redisKeyPrefix: string;
   eventRetryBaseSeconds: number;
@@ -106,7 +112,7 @@ export function loadConfig(env: Env): Config {
       .split(",")
       .map((s) => s.trim())
       .filter(Boolean),
-    rateLimitWritesPerMinute: raw.RATE_LIMIT_WRITES_PER_MINUTE,
+    writeLimits: { perUser: raw.RATE_LIMIT_WRITES_PER_MINUTE, perIp: raw.RATE_LIMIT_IP_WRITES_PER_MINUTE },
     redisKeyPrefix: raw.REDIS_KEY_PREFIX,
     eventRetryBaseSeconds: raw.EVENT_RETRY_BASE_SECONDS,
     logLevel: raw.LOG_LEVEL,

@@ -29,8 +29,11 @@ import { PaymentRepo } from "./orders/payment.repo";
 import { PaymentService } from "./orders/payment.service";
 import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
-import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
-import { detachedMeter, HopMeter, meterD1 } from "./shared/hops";
+import type { WriteLimiters } from "./shared/rate-limit";
+import { analyticsMetrics, type Metrics } from "./shared/metrics";
+import { HEALTH_PROBE_OBJECT, type HealthProbes } from "./admin/health";
+import { isolateSoldOut } from "./coupons/sold-out";
+import { callObject, detachedMeter, HopMeter, meterD1 } from "./shared/hops";
 import { laterBookmark, withSessionArg, type SessionStart } from "./shared/d1-session";
 import { aloneOn, SharedWrites, type WriteBatcher } from "./shared/write-batches";
 import { groupStatsOf, runtimeSettlesAcrossRequests, type GroupStats } from "./shared/group-commit";
@@ -72,8 +75,12 @@ export interface Services {
   };
   /** Idempotency-Key claims and stored responses (D1 `idempotency_keys`). */
   idempotency: IdempotencyStore;
-  /** Write counters per user / IP (RateLimiter DOs). */
-  rateLimiter: RateLimiterClient;
+  /** Analytics Engine data points (binding METRICS; a no-op without it). */
+  metrics: Metrics;
+  /** What GET /admin/health probes (src/admin/health.ts). */
+  health: HealthProbes;
+  /** The `[[ratelimits]]` bindings of the write limits (src/shared/rate-limit.ts). */
+  writeLimiters: WriteLimiters;
   stock: StockPort;
   /** Priming, raising and viewing a product's stock shards (admin). */
   stockShards: StockShardsService;
@@ -158,6 +165,7 @@ export function createServices(
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1, writes);
   const readBackRepo = new OrdersRepo(primary);
+  const metrics = analyticsMetrics(env.METRICS as AnalyticsEngineDataset | undefined);
   return {
     events: {
       transport,
@@ -179,7 +187,7 @@ export function createServices(
     productsRepo,
     couponsRepo,
     userCouponCache,
-    coupons: new CouponsService(couponsRepo, couponIssuerClient(placeObjects(env.COUPON_ISSUER, config.doLocationHint), meter), clock, userCouponCache),
+    coupons: new CouponsService(couponsRepo, couponIssuerClient(placeObjects(env.COUPON_ISSUER, config.doLocationHint), meter), clock, userCouponCache, isolateSoldOut, metrics),
     adminRepo: new AdminRepo(d1),
     adminLists: new AdminListsRepo(d1),
     stock,
@@ -196,6 +204,7 @@ export function createServices(
       couponCache: userCouponCache,
       markSettledLater,
       readBack: readBackRepo,
+      metrics,
     }),
     payments: new PaymentService({
       orders: ordersRepo,
@@ -214,6 +223,14 @@ export function createServices(
     }),
     // Stored answers are read where they were written: a replay after KEY_TAKEN must see the twin's commit.
     idempotency: new IdempotencyRepo(primary),
-    rateLimiter: rateLimiterClient(env.RATE_LIMITER, meter),
+    metrics,
+    health: {
+      // The request's session, which for an admin route starts at the primary (the database that takes the writes).
+      backlog: (cap) => new BacklogRepo(d1).read(cap),
+      couponObject: () => callObject(meter, () => env.COUPON_ISSUER.get(env.COUPON_ISSUER.idFromName(HEALTH_PROBE_OBJECT)).counts()),
+      redis: redis ? () => meter.time("redis", () => redis.ping()) : undefined,
+    },
+    // Optional at run time (a harness that binds less, e.g. scripts/bench): a missing one lets writes through, logged.
+    writeLimiters: { perUser: env.WRITES_PER_USER as RateLimit | undefined, perIp: env.WRITES_PER_IP as RateLimit | undefined },
   };
 }

@@ -11,6 +11,7 @@ import type { UserCouponCache } from "./user-coupon.cache";
 import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
 import { decodeCursor, encodeCursor } from "../shared/cursor";
 import { OWNED_COUPONS_PAGE } from "./coupons.schemas";
+import { noMetrics, type Metrics } from "../shared/metrics";
 
 /** The port to the per-coupon serializer (the CouponIssuer shards in production). */
 export interface CouponIssuerPort {
@@ -136,6 +137,8 @@ export class CouponsService {
     private readonly clock: () => number,
     private readonly cache: UserCouponCache,
     private readonly soldOut: SoldOutMemo = isolateSoldOut,
+    /** Issuances and sold-out refusals, for the operator's charts (src/shared/metrics.ts). */
+    private readonly metrics: Metrics = noMetrics,
   ) {}
 
   /**
@@ -150,10 +153,14 @@ export class CouponsService {
     if (this.soldOut.isSoldOut(couponId, now)) throw new AppError("COUPON_SOLD_OUT");
     const out = await this.issuer.issue(couponId, userId, now);
     if (!out.ok) {
-      if (out.code === "COUPON_SOLD_OUT") this.soldOut.remember(couponId, now);
+      if (out.code === "COUPON_SOLD_OUT") {
+        this.soldOut.remember(couponId, now);
+        this.metrics.event("coupon.sold_out", couponId);
+      }
       if (out.code === "SERVICE_UNAVAILABLE") throw new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
       throw new AppError(out.code);
     }
+    this.metrics.event("coupon.issued", couponId);
     // The DO evicts too once the D1 row exists (covering its write-behind path); this one keeps the
     // common path read-your-writes for the caller even before the DO's eviction lands.
     await this.cache.evict([userId]);

@@ -67,6 +67,7 @@ beforeAll(async () => {
     "PUT /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, json: { stockShards: 2 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, headers: admin, status: 200 }),
     "GET /api/v1/admin/stats": () => ({ path: "/api/v1/admin/stats", headers: admin, status: 200 }),
+    "GET /api/v1/admin/health": () => ({ path: "/api/v1/admin/health", headers: admin, status: 200 }),
     "GET /api/v1/admin/dead-letters": () => ({ path: "/api/v1/admin/dead-letters?limit=10", headers: admin, status: 200 }),
     "GET /api/v1/admin/d1-groups": () => ({ path: "/api/v1/admin/d1-groups", headers: admin, status: 200 }),
     "POST /api/v1/admin/dead-letters/{deadLetterId}/replay": () => ({ path: `/api/v1/admin/dead-letters/${deadLetterId}/replay`, json: {}, headers: admin, status: 200 }),

@@ -166,6 +166,7 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () => api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders));
     await op("GET /api/v1/admin/d1-groups", () => api.get("/api/v1/admin/d1-groups", adminHeaders));
     await op("GET /api/v1/admin/stats", () => api.get("/api/v1/admin/stats", adminHeaders));
+    await op("GET /api/v1/admin/health", () => api.get("/api/v1/admin/health", adminHeaders));
 
     for (const cron of Object.keys(JOBS)) await runCron(cron);
     // A second expiry round at a time past every deadline and grace: the settle sweep finds work too.
