@@ -31,6 +31,13 @@ export default defineConfig(async () => {
                   DATA_PLATFORM_URL: `${inject("sinkUrl")}/platform`,
                   EVENT_RETRY_BASE_SECONDS: "0",
                 },
+                // Test-only write limits small enough to reach (test/security/rate-limit.test.ts); the
+                // app's own WRITES_PER_USER / WRITES_PER_IP come from wrangler.toml.
+                ratelimits: {
+                  TEST_WRITES_1: { namespace_id: "9001", simple: { limit: 1, period: 60 } },
+                  TEST_WRITES_2: { namespace_id: "9002", simple: { limit: 2, period: 60 } },
+                  TEST_WRITES_3: { namespace_id: "9003", simple: { limit: 3, period: 60 } },
+                },
               },
             })),
           ],

@@ -32,5 +32,5 @@ if (!secret) {
   process.exit(1);
 }
 const now = Math.floor(Date.now() / 1000);
-// sub is the user id as a string (DESIGN §4); exp is required by the API.
+// sub is the user id as a string (docs/ARCHITECTURE.md §4); exp is required by the API.
 process.stdout.write(`${await sign({ sub: userArg, iat: now, exp: now + ttl }, secret, "HS256")}\n`);

@@ -46,7 +46,7 @@ const coupons = [
   ["선착순 5,000원 할인", "AMOUNT", 5000, 100, now - DAY, now + 30 * DAY, 7, 1],
   ["선착순 10% 할인", "RATE", 10, 1000, now - DAY, now + 60 * DAY, 14, 1],
   ["다음 주 오픈 20% 할인", "RATE", 20, 50, now + 7 * DAY, now + 14 * DAY, 7, 1],
-  // A flash-sale coupon split over 4 CouponIssuer shards (README: "Sharding a hot coupon or product").
+  // A flash-sale coupon split over 4 CouponIssuer shards (docs/SHARDING.md, "When and how to shard").
   ["타임딜 1,000원 (샤드 4개)", "AMOUNT", 1000, 10_000, now - DAY, now + 30 * DAY, 7, 4],
 ];
 

@@ -3,8 +3,8 @@ import type { Services } from "./services";
 import type { HopMeter } from "./shared/hops";
 import type { IdempotencyEnv, KeyClaim } from "./shared/idempotency";
 import type { IdentityEnv } from "./shared/identity";
-import type { RateLimitDecision } from "./shared/rate-limiter.do";
 import type { RateLimitEnv } from "./shared/rate-limit";
+import type { ErrorCodeEnv } from "./shared/envelope";
 
 /**
  * Hono generics of the app and every router. It lives beside the composition
@@ -25,7 +25,9 @@ export interface AppEnv {
     /** The request's Idempotency-Key, when it sent one (src/shared/idempotency.ts). */
     idempotency?: KeyClaim;
     /** The per-IP write limit's decision, started before identity and awaited with the per-user one. */
-    ipLimit?: Promise<RateLimitDecision | undefined>;
+    ipLimit?: RateLimitEnv["Variables"]["ipLimit"];
+    /** The error code this request was answered with, if any (set by errorResponse; request log and metrics). */
+    errorCode?: ErrorCodeEnv["Variables"]["errorCode"];
   };
 }
 
@@ -35,4 +37,5 @@ export type _EdgeSlices = [
   Satisfies<AppEnv["Variables"], IdempotencyEnv["Variables"]>,
   Satisfies<AppEnv["Variables"], RateLimitEnv["Variables"]>,
   Satisfies<AppEnv["Variables"], IdentityEnv["Variables"]>,
+  Satisfies<AppEnv["Variables"], ErrorCodeEnv["Variables"]>,
 ];

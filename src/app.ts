@@ -4,7 +4,7 @@ import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { matchedRoutes } from "hono/route";
-import { requestId } from "hono/request-id";
+import type { Context } from "hono";
 import { secureHeaders } from "hono/secure-headers";
 import { adminRoutes } from "./admin/admin.routes";
 import { adminListRoutes } from "./admin/admin-lists.routes";
@@ -12,6 +12,8 @@ import { deadLetterRoutes } from "./admin/dead-letters.routes";
 import { stockShardRoutes } from "./admin/stock-shards.routes";
 import { d1GroupRoutes } from "./admin/d1-groups.routes";
 import { statsRoutes } from "./admin/stats.routes";
+import { issuanceSeriesRoutes } from "./admin/issuance-series.routes";
+import { healthRoutes } from "./admin/health.routes";
 import { requireAdmin } from "./admin/admin-auth";
 import { loadConfig } from "./config";
 import { addEdgeConventions } from "./openapi";
@@ -36,6 +38,8 @@ import { BOOKMARK_HEADER, sessionStartFor } from "./shared/d1-session";
 import { edgeCache } from "./shared/edge-cache";
 import { PROJECTION_DELAY_MS, PROJECTION_LAG_MS } from "./products/stock-projector";
 import { D1UnavailableError } from "./shared/group-commit";
+import { analyticsMetrics } from "./shared/metrics";
+import { requestIdFromRay } from "./shared/request-id";
 import { isTransientD1Error, transientD1Cause } from "./shared/d1-errors";
 
 /** Request bodies above this are refused with 413 before they are parsed. */
@@ -65,6 +69,12 @@ export function toAppError(err: unknown): AppError {
  */
 const KEY_IN_EFFECT_BATCH: ReadonlySet<string> = new Set(["POST /api/v1/points/charge", "POST /api/v1/points/use", "POST /api/v1/orders"]);
 
+/** The template of the route that served the request (`/api/v1/coupons/:couponId/issue`), or `unmatched`. */
+function routeTemplate(c: Context): string {
+  const route = matchedRoutes(c).findLast((r) => r.method !== "ALL");
+  return route?.path ?? "unmatched";
+}
+
 /** Test seams of the edge guards: the clock of rate-limit windows and idempotency expiry, the wait for an in-flight twin. */
 export interface AppOptions {
   now?: () => number;
@@ -84,22 +94,46 @@ export function createApp(options: AppOptions = {}) {
   const now = options.now ?? Date.now;
   const app = new OpenAPIHono<AppEnv>();
 
-  app.use("*", requestId({ headerName: "X-Request-Id" }));
+  app.use("*", requestIdFromRay());
   app.use("*", async (c, next) => {
     const started = Date.now();
     const meter = new HopMeter();
     c.set("meter", meter);
     await next();
     c.header("Server-Timing", meter.serverTiming());
+    const ms = Date.now() - started;
+    const status = c.res.status;
+    const errorCode = c.var.errorCode;
     // A 503 is an honest "try again" (an object or D1 under pressure, logged at warn by onError), not a bug.
-    log(c.res.status >= 500 && c.res.status !== 503 ? "error" : c.res.status === 503 ? "warn" : "info", "request", {
+    log(status >= 500 && status !== 503 ? "error" : status === 503 ? "warn" : "info", "request", {
       requestId: c.var.requestId,
       method: c.req.method,
       path: c.req.path,
-      status: c.res.status,
-      ms: Date.now() - started,
+      status,
+      ...(errorCode ? { errorCode } : {}),
+      ms,
       ...meter.logFields(),
     });
+    // One Analytics Engine data point per API request (src/shared/metrics.ts; docs/OPERATIONS.md).
+    if (c.req.path.startsWith("/api/")) {
+      const d1 = meter.d1Cost();
+      analyticsMetrics(c.env.METRICS as AnalyticsEngineDataset | undefined).request({
+        method: c.req.method,
+        route: routeTemplate(c),
+        status,
+        errorCode,
+        cache: meter.cache,
+        requestId: c.var.requestId,
+        colo: typeof c.req.raw.cf?.colo === "string" ? c.req.raw.cf.colo : undefined,
+        hops: meter.hops,
+        ms,
+        d1WriteTx: d1.writeTx,
+        d1Calls: d1.calls,
+        doCalls: meter.calls.do,
+        d1RowsRead: d1.rowsRead,
+        d1RowsWritten: d1.rowsWritten,
+      });
+    }
   });
   app.use("*", secureHeaders({ crossOriginResourcePolicy: false }));
   app.use("*", async (c, next) => {
@@ -112,7 +146,7 @@ export function createApp(options: AppOptions = {}) {
     return cors({
       origin: origins,
       allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key", BOOKMARK_HEADER, "If-None-Match"],
-      exposeHeaders: ["X-Request-Id", "Retry-After", "Idempotent-Replayed", "Server-Timing", BOOKMARK_HEADER, "ETag"],
+      exposeHeaders: ["X-Request-Id", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Idempotent-Replayed", "Server-Timing", BOOKMARK_HEADER, "ETag"],
     })(c, next);
   });
   app.use(
@@ -174,6 +208,8 @@ export function createApp(options: AppOptions = {}) {
     .route("/api/v1/admin", stockShardRoutes)
     .route("/api/v1/admin", statsRoutes)
     .route("/api/v1/admin", d1GroupRoutes)
+    .route("/api/v1/admin", issuanceSeriesRoutes)
+    .route("/api/v1/admin", healthRoutes)
     .route("/api/v1/orders", ordersRoutes)
     .route("/api/v1/points", paymentRoutes);
 
@@ -188,7 +224,8 @@ export function createApp(options: AppOptions = {}) {
     type: "http",
     scheme: "bearer",
     bearerFormat: "JWT",
-    description: "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced only when JWT_SECRET is set.",
+    description:
+      "HS256 JWT signed with JWT_SECRET; `sub` = the request's userId. Enforced when JWT_SECRET is set; without it, open in local development only (a deployed environment answers 503 MISCONFIGURED).",
   });
   // Built on the first request for it, not at startup, then kept for the isolate's life.
   let document: Record<string, unknown> | undefined;
@@ -219,6 +256,8 @@ export function createApp(options: AppOptions = {}) {
     const appErr = toAppError(err);
     // A taken Idempotency-Key is answered by the idempotency middleware (a replay), not here.
     if (err instanceof KeyTakenError) return errorResponse(c, appErr);
+    // A missing secret was logged once for the isolate (src/config.ts); a line per refusal would flood the log.
+    if (appErr.code === "MISCONFIGURED") return errorResponse(c, appErr);
     if (appErr.code === "SERVICE_UNAVAILABLE") {
       const cause = err instanceof ObjectUnavailableError || err instanceof D1UnavailableError ? err.cause : transientD1Cause(err);
       log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(cause === undefined ? {} : errorFields(cause)) });

@@ -8,7 +8,6 @@ import { log } from "./shared/logger";
 
 export { CouponIssuer } from "./coupons/coupon-issuer.do";
 export { ProductStock } from "./products/product-stock.do";
-export { RateLimiter } from "./shared/rate-limiter.do";
 
 const app = createApp();
 

@@ -2,8 +2,8 @@
  * The edge conventions every `/api/v1` operation shares, added to the generated OpenAPI
  * document in one place rather than repeated in each route: the headers the middleware
  * reads and writes (x-d1-bookmark, Idempotency-Key, If-None-Match, Server-Timing,
- * X-Request-Id, Cache-Control, ETag, Retry-After) and the answers the guards give
- * (401/403 identity, 429 write limits, 503 unreachable objects, 304 revalidation).
+ * X-Request-Id, Cache-Control, ETag, Retry-After, RateLimit-*) and the answers the guards give
+ * (401/403 identity, 429 write limits, 503 unreachable objects or a missing secret, 304 revalidation).
  * The contract test (test/contract/) calls every operation and checks each answer
  * against what is declared here.
  */
@@ -28,6 +28,9 @@ const HEADERS: Json = {
   CacheControl: { description: "`public, max-age=0, s-maxage=…` on catalogue reads; `private, no-store` on user-specific answers; `no-store` on errors.", schema: { type: "string" } },
   ETag: { description: "Strong tag of the body; send it as `If-None-Match` to get a 304.", schema: { type: "string" } },
   RetryAfter: { description: "Seconds to wait before retrying.", schema: { type: "string" } },
+  RateLimitLimit: { description: "The write limit that refused this request, per minute (IETF draft-ietf-httpapi-ratelimit-headers).", schema: { type: "string" } },
+  RateLimitRemaining: { description: "Writes left in the window: `0` on a 429.", schema: { type: "string" } },
+  RateLimitReset: { description: "Seconds until the window ends (equal to Retry-After).", schema: { type: "string" } },
   IdempotentReplayed: { description: "`true` when this is the stored answer of an earlier request with the same Idempotency-Key.", schema: { type: "string" } },
 };
 
@@ -64,6 +67,8 @@ const OBJECT_BACKED = new Set([
   "put /api/v1/admin/coupons/{couponId}/shards",
   "get /api/v1/admin/coupons/{couponId}/shards",
   "get /api/v1/coupons/{couponId}",
+  // D1 or its CouponIssuer probe failing is this route's 503 (src/admin/health.routes.ts).
+  "get /api/v1/admin/health",
 ]);
 
 const isWrite = (method: string) => method === "post" || method === "patch" || method === "put";
@@ -96,13 +101,23 @@ export function addEdgeConventions(doc: Json): Json {
         r["403"] ??= errorAnswer("FORBIDDEN: the token's `sub` is not the request's userId.");
       }
       if (isWrite(method) && !admin) {
-        r["429"] ??= errorAnswer("RATE_LIMITED: over RATE_LIMIT_WRITES_PER_MINUTE for this user or IP.", { "Retry-After": h("RetryAfter") });
+        r["429"] ??= errorAnswer("RATE_LIMITED: over RATE_LIMIT_WRITES_PER_MINUTE for this user or RATE_LIMIT_IP_WRITES_PER_MINUTE for this IP.", {
+          "Retry-After": h("RetryAfter"),
+          "RateLimit-Limit": h("RateLimitLimit"),
+          "RateLimit-Remaining": h("RateLimitRemaining"),
+          "RateLimit-Reset": h("RateLimitReset"),
+        });
         if (method === "post") {
           params.push(p("IdempotencyKey"));
           r["409"] ??= errorAnswer("Business refusal, or IDEMPOTENCY_KEY_REUSED / IDEMPOTENCY_KEY_IN_PROGRESS.");
         }
       }
-      if (OBJECT_BACKED.has(key)) r["503"] ??= errorAnswer("SERVICE_UNAVAILABLE: a Durable Object was unreachable or overloaded; retry.", { "Retry-After": h("RetryAfter") });
+      // Every route that takes an identity (user JWT or admin token) is closed when its secret is missing outside development.
+      const unavailable = [
+        ...(OBJECT_BACKED.has(key) ? ["SERVICE_UNAVAILABLE: a Durable Object was unreachable or overloaded; retry."] : []),
+        ...(publicRead ? [] : [`MISCONFIGURED: this deployment lacks ${admin ? "ADMIN_TOKEN" : "JWT_SECRET"} (only local development runs without it); retry once the operator has set it.`]),
+      ];
+      if (unavailable.length > 0) r["503"] ??= errorAnswer(unavailable.join(" "), { "Retry-After": h("RetryAfter") });
       for (const [status, answer] of Object.entries<Json>(r)) {
         answer.headers = { "X-Request-Id": h("XRequestId"), "Server-Timing": h("ServerTiming"), "Cache-Control": h("CacheControl"), ...answer.headers };
         if (status !== "304") answer.headers["x-d1-bookmark"] = h("D1Bookmark");

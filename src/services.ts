@@ -11,6 +11,7 @@ import { PointsService } from "./points/points.service";
 import { ProductsRepo } from "./products/products.repo";
 import { StockShardsService } from "./products/stock-shards.service";
 import { now } from "./shared/clock";
+import { placeObjects } from "./shared/object-placement";
 import { errorFields, log } from "./shared/logger";
 import { createRedis } from "./infra/redis";
 import { noRankingCache, redisRankingCache } from "./rankings/ranking.store";
@@ -28,8 +29,11 @@ import { PaymentRepo } from "./orders/payment.repo";
 import { PaymentService } from "./orders/payment.service";
 import { DurableObjectStock, type StockPort } from "./products/product-stock.client";
 import { IdempotencyRepo, type IdempotencyStore } from "./shared/idempotency.repo";
-import { rateLimiterClient, type RateLimiterClient } from "./shared/rate-limit";
-import { detachedMeter, HopMeter, meterD1 } from "./shared/hops";
+import type { WriteLimiters } from "./shared/rate-limit";
+import { analyticsMetrics, type Metrics } from "./shared/metrics";
+import { HEALTH_PROBE_OBJECT, type HealthProbes } from "./admin/health";
+import { isolateSoldOut } from "./coupons/sold-out";
+import { callObject, detachedMeter, HopMeter, meterD1 } from "./shared/hops";
 import { laterBookmark, withSessionArg, type SessionStart } from "./shared/d1-session";
 import { aloneOn, SharedWrites, type WriteBatcher } from "./shared/write-batches";
 import { groupStatsOf, runtimeSettlesAcrossRequests, type GroupStats } from "./shared/group-commit";
@@ -42,7 +46,7 @@ export interface Services {
   clock: () => number;
   /** Deletes event rows older than EVENT_RETENTION_DAYS, one bounded batch (the retention cron). */
   purgeEvents: (now: number) => Promise<RetentionReport>;
-  /** This request's round-trip accounting (DESIGN §8); every D1 and DO call below goes through it. */
+  /** This request's round-trip accounting (docs/ARCHITECTURE.md §8); every D1 and DO call below goes through it. */
   meter: HopMeter;
   /** This request's D1 session: where it started, and the bookmark to answer (`x-d1-bookmark`). */
   session: { start: SessionStart; bookmark(): string | null };
@@ -71,8 +75,12 @@ export interface Services {
   };
   /** Idempotency-Key claims and stored responses (D1 `idempotency_keys`). */
   idempotency: IdempotencyStore;
-  /** Write counters per user / IP (RateLimiter DOs). */
-  rateLimiter: RateLimiterClient;
+  /** Analytics Engine data points (binding METRICS; a no-op without it). */
+  metrics: Metrics;
+  /** What GET /admin/health probes (src/admin/health.ts). */
+  health: HealthProbes;
+  /** The `[[ratelimits]]` bindings of the write limits (src/shared/rate-limit.ts). */
+  writeLimiters: WriteLimiters;
   stock: StockPort;
   /** Priming, raising and viewing a product's stock shards (admin). */
   stockShards: StockShardsService;
@@ -124,7 +132,7 @@ export function createServices(
   // Every query of the bare binding runs on the primary (src/db/client.ts primaryD1): the
   // read-backs after an ambiguous commit use it, metered with the request's other calls.
   const primary = meterD1(primaryD1(env.DB), meter);
-  // A request's D1 work runs in one session (read replicas, DESIGN §1), unless it asked for the primary.
+  // A request's D1 work runs in one session (read replicas, docs/ARCHITECTURE.md §1), unless it asked for the primary.
   const session = start.kind === "primary" ? undefined : env.DB.withSession(withSessionArg(start));
   const bare = session ? sessionAsDatabase(session) : primaryD1(env.DB);
   const d1 = session ? meterD1(bare, meter) : primary;
@@ -158,10 +166,11 @@ export function createServices(
     ? new SharedWrites({ binding: env.DB, session: primaryD1(env.DB), bookmark: () => null, meter: detachedMeter(), keepAlive })
     : aloneOn(primaryD1(env.DB));
   const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB), settleWrites).markSettled(orderId, clock()));
-  const stock = new DurableObjectStock(env.PRODUCT_STOCK, meter);
+  const stock = new DurableObjectStock(placeObjects(env.PRODUCT_STOCK, config.doLocationHint), meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1, writes);
   const readBackRepo = new OrdersRepo(primary);
+  const metrics = analyticsMetrics(env.METRICS as AnalyticsEngineDataset | undefined);
   return {
     events: {
       transport,
@@ -183,7 +192,7 @@ export function createServices(
     productsRepo,
     couponsRepo,
     userCouponCache,
-    coupons: new CouponsService(couponsRepo, couponIssuerClient(env.COUPON_ISSUER, meter), clock, userCouponCache),
+    coupons: new CouponsService(couponsRepo, couponIssuerClient(placeObjects(env.COUPON_ISSUER, config.doLocationHint), meter), clock, userCouponCache, isolateSoldOut, metrics),
     adminRepo: new AdminRepo(d1),
     adminLists: new AdminListsRepo(d1),
     stock,
@@ -200,6 +209,7 @@ export function createServices(
       couponCache: userCouponCache,
       markSettledLater,
       readBack: readBackRepo,
+      metrics,
     }),
     payments: new PaymentService({
       orders: ordersRepo,
@@ -218,6 +228,15 @@ export function createServices(
     }),
     // Stored answers are read where they were written: a replay after KEY_TAKEN must see the twin's commit.
     idempotency: new IdempotencyRepo(primary),
-    rateLimiter: rateLimiterClient(env.RATE_LIMITER, meter),
+    metrics,
+    health: {
+      // The request's session, which for an admin route starts at the primary (the database that takes the writes).
+      backlog: (cap) => new BacklogRepo(d1).read(cap),
+      couponObject: () => callObject(meter, () => env.COUPON_ISSUER.get(env.COUPON_ISSUER.idFromName(HEALTH_PROBE_OBJECT)).counts()),
+      // On the request lane: the health of Redis as a request sees it (its timeout included).
+      redis: redis ? () => meter.time("redis", () => redis.request.redis.ping()) : undefined,
+    },
+    // Optional at run time (a harness that binds less, e.g. scripts/bench): a missing one lets writes through, logged.
+    writeLimiters: { perUser: env.WRITES_PER_USER as RateLimit | undefined, perIp: env.WRITES_PER_IP as RateLimit | undefined },
   };
 }

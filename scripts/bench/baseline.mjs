@@ -2,7 +2,7 @@
 /**
  * `npm run bench:baseline`: the ceilings everything else is compared with, in one run:
  *   1. `GET /health` on bare `workerd serve --experimental wrangler.json` (no D1 binding
- *      possible in that mode, so only /health), the number DESIGN §6 quotes;
+ *      possible in that mode, so only /health), the number docs/ARCHITECTURE.md §6 quotes;
  *   2. `GET /health` on the bench server (Miniflare/workerd with D1 and DOs);
  *   3. `GET /api/v1/products?page=0&size=10` on the bench server (two D1 reads) with 50 products.
  *

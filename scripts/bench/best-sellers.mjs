@@ -3,7 +3,7 @@
  * `npm run bench:best-sellers`: the live best-seller query over 1,000,000 order items,
  * with and without its index, beside the original system's MySQL numbers.
  *
- * Data (DESIGN §3 "Ranking and best sellers"): 1,000 products, 10,000 users, PAID orders of
+ * Data (docs/ARCHITECTURE.md §3 "Ranking and best sellers"): 1,000 products, 10,000 users, PAID orders of
  * 1 to 3 distinct products (2 on average, quantity 1 to 3) paid evenly over the last 10
  * business days (Asia/Seoul, today so far included), until there are exactly 1,000,000
  * `order_items` rows with `paid_at` set. Product popularity is Zipf-like (s = 1) and the hot
@@ -15,7 +15,7 @@
  * Worker uses, `server.d1.raw`): one D1 batch (one transaction) per chunk of orders, two
  * statements each, `INSERT ... SELECT ... FROM json_each(?1)`. The rows travel as ONE bound
  * parameter (a JSON array of numbers, < 1 MB), so a statement stays far under D1's
- * 100-bound-parameter limit (DESIGN §7) and under its 100 KB SQL-text limit, and SQLite
+ * 100-bound-parameter limit (docs/ARCHITECTURE.md §7) and under its 100 KB SQL-text limit, and SQLite
  * does the row expansion. The CHECK constraints hold by construction: amount = unit_price
  * x quantity (computed in SQL), quantity 1..3, items_amount = total_amount, discount 0,
  * status PAID with paid_at set. Orders are written in paid_at order (index appends).
@@ -31,7 +31,7 @@
  *     with the migration's statement, and the build time is printed)
  *   - `GET /api/v1/products/best` over HTTP, sequential requests, both ways. With no Redis
  *     configured and no D1 snapshot for today, every request runs the live query and then
- *     loads the 5 products (DESIGN §3: Redis, then D1 snapshot, then live).
+ *     loads the 5 products (docs/ARCHITECTURE.md §3: Redis, then D1 snapshot, then live).
  *   - the same query over a narrow window of ~100 items (--narrow), both ways: the shape of the
  *     MySQL reference, whose indexed run processed 100 rows (its unindexed run: 1,000,000)
  *   - the route once today's D1 snapshot exists (the rows the 00:30 refresh job writes,

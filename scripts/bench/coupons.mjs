@@ -11,7 +11,7 @@
  *   - D1 (polled until stable: the DO may write behind): exactly 1,000 user_coupons rows
  *     for the coupon, 1,000 distinct users, the same users that got 201,
  *     coupons.issued_quantity = 1,000
- *   - the retry by winners issues nothing (409 COUPON_ALREADY_ISSUED, DESIGN §3 order)
+ *   - the retry by winners issues nothing (409 COUPON_ALREADY_ISSUED, docs/ARCHITECTURE.md §3 order)
  *   - `GET /coupons?userId=` shows the coupon to a sample of winners and not to losers
  *
  * `npm run bench:coupons:winners` (`--all-winners`): the winners' path under load instead of
@@ -322,7 +322,7 @@ async function runStorm({ k }) {
   if (retry) {
     c.check("winners' retry issues nothing", !retry.statusCounts[201], JSON.stringify(retry.statusCounts));
     c.check(
-      "winners' retry answers 409 COUPON_ALREADY_ISSUED (DESIGN §3: duplicate checked before quantity)",
+      "winners' retry answers 409 COUPON_ALREADY_ISSUED (docs/ARCHITECTURE.md §3: duplicate checked before quantity)",
       (retry.errorCodes["409 COUPON_ALREADY_ISSUED"] ?? 0) === retryList.length,
       JSON.stringify(retry.errorCodes),
     );

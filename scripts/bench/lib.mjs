@@ -92,7 +92,7 @@ function percentile(sorted, p) {
 
 // ---------------------------------------------------------------- Server-Timing
 
-/** The metrics the app reports (DESIGN: `Server-Timing` on every /api response). */
+/** The metrics the app reports (docs/ARCHITECTURE.md §8: `Server-Timing` on every /api response). */
 export const TIMING_METRICS = ["d1", "do", "redis"];
 
 /**

@@ -9,7 +9,7 @@
  * with `POST /api/v1/points/use {userId, orderId}`. Both phases print throughput/latency beside
  * the same-run `/health` ceiling (targets: placement 0.2 of it, payments 0.25), and both
  * storms are checked against the latency targets (p99 <= 5 x p50, max < 5,000 ms).
- * Then, per product (DESIGN §3 "Stock conservation"):
+ * Then, per product (docs/ARCHITECTURE.md §3 "Stock conservation"):
  *
  *   initial stock == products.stock (GET /products/{id}, a projection polled until stable)
  *                    + quantity in NOT_PAID orders + quantity in PAID orders

@@ -5,7 +5,7 @@
  * Why not `wrangler dev`: it puts a proxy in front of the Worker that caps this
  * machine near 900 req/s even on a hello route, so it measures the proxy.
  *
- * Why not `workerd serve --experimental wrangler.json` (DESIGN §6): verified on
+ * Why not `workerd serve --experimental wrangler.json` (docs/ARCHITECTURE.md §6): verified on
  * workerd 2026-11-02 (npm workerd 1.20261102.1): that mode only accepts the keys
  * `name, main, compatibility_date, compatibility_flags, vars, durable_objects,
  * exports, migrations, no_bundle` and rejects `d1_databases`
@@ -40,7 +40,7 @@ export const APP_ROOT = process.env.BENCH_APP_ROOT ? resolve(process.env.BENCH_A
 export const ADMIN_TOKEN = "bench-admin-token";
 export const BENCH_VARS = { ADMIN_TOKEN, RATE_LIMIT_WRITES_PER_MINUTE: "0" };
 
-// Offline: wrangler must not reach Cloudflare (DESIGN §7).
+// Offline: wrangler must not reach Cloudflare (docs/ARCHITECTURE.md §7).
 process.env.CLOUDFLARE_CF_FETCH_ENABLED = "false";
 process.env.WRANGLER_SEND_METRICS = "false";
 

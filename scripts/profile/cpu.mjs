@@ -8,7 +8,7 @@
  * then connects to the inspector over WebSocket (DevTools protocol: `GET /json` lists the
  * targets; per target `Profiler.enable`, `Profiler.setSamplingInterval`, `Profiler.start`),
  * runs the storm for `--seconds`, and `Profiler.stop`s. The Worker target is
- * `core:user:<name>`; the Durable Objects (CouponIssuer, ProductStock, RateLimiter) are
+ * `core:user:<name>`; the Durable Objects (CouponIssuer, ProductStock) are
  * classes of the same script and run in the same isolate, so workerd lists no target of
  * their own and their code shows up in the Worker's profile. `--with-d1` also profiles
  * Miniflare's local D1 worker (`d1:db`, the SQLite side; not our code, and not what

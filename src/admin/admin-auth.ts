@@ -6,10 +6,14 @@ import type { AppEnv } from "../app-env";
 /**
  * Admin routes need `Authorization: Bearer <ADMIN_TOKEN>`. No header: 401.
  * A wrong token: 403 (compared in constant time). No ADMIN_TOKEN configured:
- * the admin API is off and every admin call is 403.
+ * in local development the admin API is off (every admin call 401/403); in a
+ * deployed environment it is a misconfiguration and every admin call is 503
+ * MISCONFIGURED, header or not, like the user routes without JWT_SECRET.
  */
 export const requireAdmin: MiddlewareHandler<AppEnv> = async (c, next) => {
   const expected = c.var.config.adminToken;
+  // Logged once per isolate when the config was read (src/config.ts), not per refusal.
+  if (c.var.config.missingSecrets.includes("ADMIN_TOKEN")) throw new AppError("MISCONFIGURED", undefined, { "Retry-After": "60" });
   const header = c.req.header("authorization");
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   if (!match) {

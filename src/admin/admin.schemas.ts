@@ -9,7 +9,7 @@ const shardCount = (what: string) =>
     .int()
     .min(1)
     .max(MAX_SHARDS)
-    .openapi({ example: 8, description: `${what} (DESIGN §9); 1 = one object. At most ${MAX_SHARDS}.` });
+    .openapi({ example: 8, description: `${what} (docs/ARCHITECTURE.md §9); 1 = one object. At most ${MAX_SHARDS}.` });
 
 const isoWithOffset = z.iso
   .datetime({ offset: true })

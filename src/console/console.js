@@ -3,7 +3,11 @@
 // sessionStorage (this tab only); it never writes data into the page as HTML (textContent only).
 
 const POLL_MS = 1500;
-const CHART_POINTS = 120;
+/** Polls kept per product (its orders-per-minute counts need the trailing minute). */
+const POLL_POINTS = 120;
+/** Bucket widths GET /admin/coupons/{id}/issuances offers, and how many buckets one answer spans at most. */
+const BUCKET_SECONDS = [1, 5, 10, 30, 60, 300, 600, 1800, 3600];
+const MAX_BUCKETS = 900;
 const TOKEN_KEY = "console.adminToken";
 const WATCH_KEY = "console.watched";
 
@@ -14,8 +18,11 @@ const state = {
   /** Bumped on sign-in/out, so an answer of an older session is dropped. */
   session: 0,
   watched: loadWatched(),
-  /** couponId -> [{t, issued}] from successive polls (the issuances-per-second chart). */
-  couponSeries: new Map(),
+  /**
+   * couponId -> the issuances chart since the window opened, from the server's series:
+   * {bucketSeconds, counts: Map(bucket start ms -> wins), from (where the next ask starts), to, startsAt, endsAt}.
+   */
+  issuances: new Map(),
   /** productId -> [{t, requests, taken}] (orders and units in the last minute; an order is one reserve call per shard it touches). */
   productSeries: new Map(),
   /** Whether the list routes exist on this deployment (false after a 404: only watched ids are shown). */
@@ -130,8 +137,9 @@ async function refresh(session) {
 
   const coupons = merge(couponList, state.watched.coupon);
   const products = merge(productList, state.watched.product);
-  const [couponViews, productViews] = await Promise.all([
+  const [couponViews, , productViews] = await Promise.all([
     Promise.all(coupons.map(({ id }) => api("GET", `/api/v1/admin/coupons/${id}/shards`))),
+    Promise.all(coupons.map(({ id, item }) => followIssuances(id, item))),
     Promise.all(products.map(({ id }) => api("GET", `/api/v1/admin/products/${id}/stock-shards`))),
   ]);
   if (session !== state.session) return;
@@ -142,7 +150,7 @@ async function refresh(session) {
     $('[data-field="deadLettersWaiting"]').textContent = stats.body.data.deadLettersWaiting;
   }
   renderDeadLetters(letters.ok ? itemsOf(letters.body.data, "deadLetters") : []);
-  renderCards("#coupons", coupons, couponViews, (entry, view) => couponCard(entry, view, now));
+  renderCards("#coupons", coupons, couponViews, (entry, view) => couponCard(entry, view));
   renderCards("#products", products, productViews, (entry, view) => productCard(entry, view, now));
   $("#coupons-note").textContent = state.lists.coupon ? "" : "No coupon list on this deployment: showing the coupons created or watched here.";
   $("#products-note").textContent = state.lists.product ? "" : "No product list on this deployment: showing the products created or watched here.";
@@ -177,7 +185,7 @@ function renderCards(selector, entries, views, card) {
   root.replaceChildren(...entries.map((entry, i) => card(entry, views[i])));
 }
 
-function couponCard({ id, item }, view, now) {
+function couponCard({ id, item }, view) {
   const box = el("article", { class: "card", "data-coupon-id": id });
   const title = item.couponTitle ?? item.name;
   box.append(el("h3", {}, `Coupon #${id}`, title ? el("small", {}, ` ${title}`) : "", item.status ? el("span", { class: "badge" }, item.status) : ""));
@@ -186,11 +194,10 @@ function couponCard({ id, item }, view, now) {
     return box;
   }
   const v = view.body.data;
-  const series = push(state.couponSeries, id, { t: now, issued: v.issued });
-  const rates = ratesOf(series, "issued", 1000);
+  const chart = state.issuances.get(id);
   box.append(
     el("dl", {}, fact("quantity", "quantity", v.quantity), fact("issued", "issued", v.issued), fact("remaining", "remaining", v.quantity - v.issued), fact("shards (K)", "shards", v.shards)),
-    sparkline(rates, "issuances/s"),
+    chart?.to ? issuanceChart(chart) : el("p", { class: "chart" }, "issuances/s: loading…"),
     el(
       "table",
       {},
@@ -235,19 +242,9 @@ function productCard({ id, item }, view, now) {
 function push(map, id, point) {
   const series = map.get(id) ?? [];
   series.push(point);
-  if (series.length > CHART_POINTS + 1) series.shift();
+  if (series.length > POLL_POINTS + 1) series.shift();
   map.set(id, series);
   return series;
-}
-
-/** Per-interval rates between successive polls, per `unitMs` (a counter that went back, e.g. an object restart, counts 0). */
-function ratesOf(series, key, unitMs) {
-  const out = [];
-  for (let i = 1; i < series.length; i++) {
-    const dt = series[i].t - series[i - 1].t;
-    out.push(dt > 0 ? (Math.max(0, series[i][key] - series[i - 1][key]) * unitMs) / dt : 0);
-  }
-  return out;
 }
 
 /** How much the counter grew over the trailing minute of polls (less while the page has watched for under a minute). */
@@ -258,17 +255,58 @@ function perMinute(series, key) {
   return grown;
 }
 
-function sparkline(rates, unit) {
+/** The narrowest bucket that fits `spanMs` in MAX_BUCKETS (one answer, one chart point per bucket). */
+function bucketFor(spanMs) {
+  return BUCKET_SECONDS.find((b) => spanMs <= b * 1000 * MAX_BUCKETS) ?? BUCKET_SECONDS[BUCKET_SECONDS.length - 1];
+}
+
+/**
+ * Brings a coupon's chart up to date from the server's series: the first ask reads the window from its
+ * opening, later ones only from a few buckets back (wins of the current bucket are still arriving) or from
+ * where a cut answer stopped; the bucket widens as the window grows, which starts the chart over once.
+ */
+async function followIssuances(id, item) {
+  let chart = state.issuances.get(id);
+  const startsAt = chart?.startsAt ?? (item.startsAt ? Date.parse(item.startsAt) : undefined);
+  const endsAt = chart?.endsAt ?? (item.endsAt ? Date.parse(item.endsAt) : Infinity);
+  const want = startsAt === undefined ? 1 : bucketFor(Math.min(Date.now(), endsAt) - startsAt);
+  if (!chart || chart.bucketSeconds !== want) {
+    chart = { bucketSeconds: want, counts: new Map(), from: null, to: null, startsAt, endsAt };
+    state.issuances.set(id, chart);
+  }
+  const query = new URLSearchParams({ bucketSeconds: String(chart.bucketSeconds) });
+  if (chart.from) query.set("from", chart.from);
+  const r = await api("GET", `/api/v1/admin/coupons/${id}/issuances?${query}`);
+  if (!r.ok) return r;
+  const d = r.body.data;
+  const from = Date.parse(d.from);
+  const to = Date.parse(d.to);
+  for (const at of [...chart.counts.keys()]) if (at >= from && at < to) chart.counts.delete(at);
+  for (const b of d.buckets) chart.counts.set(Date.parse(b.at), b.issued);
+  chart.startsAt = Date.parse(d.startsAt);
+  chart.endsAt = Date.parse(d.endsAt);
+  chart.to = Math.max(chart.to ?? 0, to);
+  chart.from = d.nextFrom ?? new Date(Math.max(from, to - 5_000 - chart.bucketSeconds * 1000)).toISOString();
+  return r;
+}
+
+/** Issuances per second, one point per bucket from the window's opening to now. */
+function issuanceChart(chart) {
+  const bucketMs = chart.bucketSeconds * 1000;
+  const first = Math.floor(chart.startsAt / bucketMs) * bucketMs;
+  const rates = [];
+  for (let at = Math.max(first, chart.to - MAX_BUCKETS * bucketMs); at < chart.to; at += bucketMs) rates.push((chart.counts.get(at) ?? 0) / chart.bucketSeconds);
+  let total = 0;
+  for (const n of chart.counts.values()) total += n;
   const w = 240;
   const h = 40;
   const peak = Math.max(0, ...rates);
-  const step = w / Math.max(1, CHART_POINTS - 1);
-  const offset = w - step * Math.max(0, rates.length - 1);
-  const points = rates.map((r, i) => `${(offset + i * step).toFixed(1)},${(h - 2 - (peak > 0 ? (r / peak) * (h - 4) : 0)).toFixed(1)}`).join(" ");
-  const total = rates.length;
-  const svg = el("svg", { class: "spark", viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "img", "aria-label": `${unit}, peak ${peak.toFixed(1)}`, "data-peak": peak.toFixed(2), "data-samples": total });
-  svg.append(el("polyline", { points: points || `0,${h - 2} ${w},${h - 2}`, fill: "none" }));
-  return el("figure", { class: "chart" }, svg, el("figcaption", {}, `${unit}: now ${(rates[rates.length - 1] ?? 0).toFixed(1)}, peak ${peak.toFixed(1)} (since this page started watching)`));
+  const step = w / Math.max(1, rates.length - 1);
+  const points = rates.map((r, i) => `${(i * step).toFixed(1)},${(h - 2 - (peak > 0 ? (r / peak) * (h - 4) : 0)).toFixed(1)}`).join(" ");
+  const label = `issuances/s since the window opened (${chart.bucketSeconds} s buckets)`;
+  const svg = el("svg", { class: "spark", viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "img", "aria-label": `${label}, peak ${peak.toFixed(1)}`, "data-peak": peak.toFixed(2), "data-samples": rates.length, "data-total": total });
+  svg.append(el("polyline", { points: rates.length > 1 ? points : `0,${h - 2} ${w},${h - 2}`, fill: "none" }));
+  return el("figure", { class: "chart" }, svg, el("figcaption", {}, `${label}: now ${(rates[rates.length - 1] ?? 0).toFixed(1)}, peak ${peak.toFixed(1)}, ${total} in all`));
 }
 
 function renderDeadLetters(letters) {

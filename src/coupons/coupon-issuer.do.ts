@@ -6,6 +6,7 @@ import { IssuanceLoader, LOAD_PROGRESS_SCHEMA, type LoadedCoupon } from "./issua
 import { BATCH_INTERVAL_MS, IssuanceProjection } from "./issuance-projection";
 import { createUserCouponCache, type UserCouponCache } from "./user-coupon.cache";
 import { loadConfig } from "../config";
+import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { type D1Cost, HopMeter, meterD1 } from "../shared/hops";
 import {
@@ -20,7 +21,7 @@ import {
 } from "../shared/sharded-quantity";
 import { SOLD_OUT_TTL_MS } from "./sold-out";
 
-/** Which shard a call is meant for and the shard count the caller routed by (DESIGN §9). */
+/** Which shard a call is meant for and the shard count the caller routed by (docs/ARCHITECTURE.md §9). */
 export interface ShardRoute {
   shard: number;
   shards: number;
@@ -138,7 +139,7 @@ const BORROW_TRIES = 5;
  * await between the check and the write, so no other request can interleave),
  * persisted before the answer, and only then projected into D1.
  *
- * Sharding (DESIGN §9, src/shared/sharded-quantity.ts): shard 0 starts with the
+ * Sharding (docs/ARCHITECTURE.md §9, src/shared/sharded-quantity.ts): shard 0 starts with the
  * whole quantity and is the authority on the shard count K; every other shard
  * takes its fair share from shard 0 when it is primed, and a shard that runs dry
  * borrows from its siblings. COUPON_SOLD_OUT is only answered when every shard is
@@ -506,7 +507,8 @@ export class CouponIssuer extends DurableObject<Env> {
   private siblings(): SiblingPort {
     if (this.siblingPort) return this.siblingPort;
     const couponId = this.coupon!.id;
-    const ns = this.env.COUPON_ISSUER;
+    // A sibling created by this call is placed where the Worker would place it (DO_LOCATION_HINT).
+    const ns = placeObjects(this.env.COUPON_ISSUER, loadConfig(this.env).doLocationHint);
     const stub = (shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
     return {
       give: (shard, request) => stub(shard).give(couponId, shard, request),

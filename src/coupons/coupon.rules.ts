@@ -30,7 +30,7 @@ export type IssueRefusal = "COUPON_NOT_ISSUABLE" | "COUPON_ALREADY_ISSUED" | "CO
 export type IssueDecision = { ok: true; issuedAt: number; expiresAt: number } | { ok: false; code: IssueRefusal };
 
 /**
- * The first-come issuance rule (DESIGN §3), checked in this order: the window
+ * The first-come issuance rule (docs/ARCHITECTURE.md §3), checked in this order: the window
  * [startsAt, endsAt) contains `now`; the user has not got it; quantity remains.
  * An owner asking again after the coupon sold out hears ALREADY_ISSUED, which
  * tells them more than SOLD_OUT would.

@@ -35,7 +35,7 @@ export interface NewCoupon {
   startsAt: number;
   endsAt: number;
   validDays: number;
-  /** CouponIssuer shards (DESIGN §9); default 1. */
+  /** CouponIssuer shards (docs/ARCHITECTURE.md §9); default 1. */
   shards?: number;
 }
 

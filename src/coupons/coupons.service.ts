@@ -2,7 +2,8 @@ import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
-import type { IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
+import type { ObjectNamespace } from "../shared/object-placement";
+import type { CouponIssuer, IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
 import { homeShard, shardObjectName } from "../shared/sharded-quantity";
 import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
@@ -10,6 +11,7 @@ import type { UserCouponCache } from "./user-coupon.cache";
 import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
 import { decodeCursor, encodeCursor } from "../shared/cursor";
 import { OWNED_COUPONS_PAGE } from "./coupons.schemas";
+import { noMetrics, type Metrics } from "../shared/metrics";
 
 /** The port to the per-coupon serializer (the CouponIssuer shards in production). */
 export interface CouponIssuerPort {
@@ -26,7 +28,7 @@ export interface CouponIssuerPort {
   shardCounts(couponId: number, shards: number): Promise<IssuerCounts[]>;
 }
 
-/** Calls one issuance may make while it learns the coupon's shard count (DESIGN §9). */
+/** Calls one issuance may make while it learns the coupon's shard count (docs/ARCHITECTURE.md §9). */
 const ROUTE_ATTEMPTS = 3;
 
 /**
@@ -36,7 +38,7 @@ const ROUTE_ATTEMPTS = 3;
  * otherwise: shard 0, which is the unsharded object and says the real count).
  */
 export function couponIssuerClient(
-  ns: Env["COUPON_ISSUER"],
+  ns: ObjectNamespace<CouponIssuer>,
   meter: HopMeter = new HopMeter(),
   counts: ShardCountMemo = isolateShardCounts,
 ): CouponIssuerPort {
@@ -135,6 +137,8 @@ export class CouponsService {
     private readonly clock: () => number,
     private readonly cache: UserCouponCache,
     private readonly soldOut: SoldOutMemo = isolateSoldOut,
+    /** Issuances and sold-out refusals, for the operator's charts (src/shared/metrics.ts). */
+    private readonly metrics: Metrics = noMetrics,
   ) {}
 
   /**
@@ -142,17 +146,21 @@ export class CouponsService {
    * D1 row, which also proves the user exists), none while this isolate knows
    * the coupon is sold out. Because the DO decides before D1 is asked, a sold-out,
    * closed or already-owned coupon is refused before the user is looked up
-   * (README: error precedence).
+   * (docs/ARCHITECTURE.md §3: coupon issuance).
    */
   async issue(userId: number, couponId: number): Promise<IssuedCoupon> {
     const now = this.clock();
     if (this.soldOut.isSoldOut(couponId, now)) throw new AppError("COUPON_SOLD_OUT");
     const out = await this.issuer.issue(couponId, userId, now);
     if (!out.ok) {
-      if (out.code === "COUPON_SOLD_OUT") this.soldOut.remember(couponId, now);
+      if (out.code === "COUPON_SOLD_OUT") {
+        this.soldOut.remember(couponId, now);
+        this.metrics.event("coupon.sold_out", couponId);
+      }
       if (out.code === "SERVICE_UNAVAILABLE") throw new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
       throw new AppError(out.code);
     }
+    this.metrics.event("coupon.issued", couponId);
     // The DO evicts too once the D1 row exists (covering its write-behind path); this one keeps the
     // common path read-your-writes for the caller even before the DO's eviction lands.
     await this.cache.evict([userId]);
@@ -224,7 +232,7 @@ export class CouponsService {
   }
 
   /**
-   * Raises a coupon's shard count (DESIGN §9). Only before the window opens and
+   * Raises a coupon's shard count (docs/ARCHITECTURE.md §9). Only before the window opens and
    * while nothing is issued (a user's home shard must never change after they
    * could have got the coupon); never down. D1 is written first, so a shard that
    * loads from now on serves under the new count; then every shard is told, shard

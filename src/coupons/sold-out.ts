@@ -1,8 +1,8 @@
-/** Per-isolate memories of the Worker in front of the CouponIssuer shards (DESIGN §8, §9). */
+/** Per-isolate memories of the Worker in front of the CouponIssuer shards (docs/ARCHITECTURE.md §8, §9). */
 
 /**
  * How long a Worker isolate believes a CouponIssuer that said COUPON_SOLD_OUT:
- * for that long it refuses the coupon itself, with no round trip (DESIGN §8).
+ * for that long it refuses the coupon itself, with no round trip (docs/ARCHITECTURE.md §8).
  * It can only refuse, never grant; an admin quantity change handled by the same
  * isolate forgets it at once, other isolates within this bound.
  */

@@ -1,5 +1,5 @@
 /**
- * The whole D1 model (DESIGN §1). Constraints make the database refuse invalid
+ * The whole D1 model (docs/ARCHITECTURE.md §1). Constraints make the database refuse invalid
  * states by itself, so a D1 batch aborts as a whole when a precondition fails.
  * Instants are epoch milliseconds (INTEGER). No ON DELETE CASCADE anywhere.
  */
@@ -68,7 +68,7 @@ export const products = sqliteTable(
     price: integer("price").notNull(),
     /** Projection of the ProductStock DOs' available stock: the sum over `product_stock_shards`. */
     stock: integer("stock").notNull(),
-    /** Stock shard objects (DESIGN §9); 1 is one ProductStock object, as before sharding. */
+    /** Stock shard objects (docs/ARCHITECTURE.md §9); 1 is one ProductStock object, as before sharding. */
     stockShards: integer("stock_shards").notNull().default(1),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
@@ -117,7 +117,7 @@ export const coupons = sqliteTable(
     startsAt: integer("starts_at").notNull(),
     endsAt: integer("ends_at").notNull(),
     validDays: integer("valid_days").notNull().default(7),
-    /** CouponIssuer shard objects (DESIGN §9); 1 is one object, as before sharding. Fixed once the window opens. */
+    /** CouponIssuer shard objects (docs/ARCHITECTURE.md §9); 1 is one object, as before sharding. Fixed once the window opens. */
     shards: integer("shards").notNull().default(1),
     createdAt: integer("created_at").notNull(),
   },
@@ -155,6 +155,9 @@ export const userCoupons = sqliteTable(
     index("user_coupons_coupon_id_idx").on(t.couponId),
     // A user's coupons a page at a time: user_id = ? AND id > ? ORDER BY id is a range of this index (rowid rides along).
     index("user_coupons_user_id_idx").on(t.userId),
+    // The console's issuances-per-second chart: coupon_id = ? AND issued_at in [from, to) is a range of this
+    // covering index (GET /admin/coupons/{couponId}/issuances reads the wins in its span, nothing else).
+    index("user_coupons_coupon_issued_idx").on(t.couponId, t.issuedAt),
     check("user_coupons_used_consistent", sql`(used_at IS NULL) = (order_id IS NULL)`),
   ],
 );

@@ -11,15 +11,15 @@ export interface ConsumerDeps {
 }
 
 /**
- * Message retention both queues are created with (`wrangler queues create <name>
- * --message-retention-period-secs 604800`): 7 days. Cloudflare's default is 4 days, the
- * most 14 days (Workers Paid; 1 day fixed on the free plan). A message is deleted when its
- * retention ends, retries or not, so every retry schedule below must end well before it
+ * Message retention both queues are created with by `npm run deploy:setup`
+ * (`--message-retention-period-secs 1209600`): 14 days, the Queues maximum (the default is
+ * 4 days; the free plan keeps 1 day, fixed). A message is deleted when its retention ends,
+ * retries or not, so every retry schedule below must end before it, with a margin
  * (test/events/retry-schedule.test.ts checks wrangler.toml's max_retries against this).
  */
-export const QUEUE_RETENTION_SECONDS = 7 * 86_400;
-/** What a schedule leaves unused of the retention: a consumer that was down or behind, batch waits. */
-export const RETENTION_MARGIN_SECONDS = 86_400;
+export const QUEUE_RETENTION_SECONDS = 14 * 86_400;
+/** What a schedule leaves unused of the retention: batch waits, a consumer that was down or behind. */
+export const RETENTION_MARGIN_SECONDS = 12 * 3_600;
 /** The most a Queues retry may be delayed (`delaySeconds`). */
 export const QUEUES_MAX_DELAY_SECONDS = 43_200;
 
@@ -84,15 +84,16 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
   }
 }
 
-/** `max_retries` of the dead-letter queue's consumer in wrangler.toml. */
-export const DEAD_LETTER_MAX_RETRIES = 30;
-/** The longest delay between two tries of a dead letter. */
-export const DEAD_LETTER_MAX_DELAY_SECONDS = 6 * 3_600;
+/** `max_retries` of the dead-letter queue's consumer in wrangler.toml (every environment). */
+export const DEAD_LETTER_MAX_RETRIES = 36;
+/** The longest delay between two tries of a dead letter (the Queues maximum). */
+export const DEAD_LETTER_MAX_DELAY_SECONDS = QUEUES_MAX_DELAY_SECONDS;
 
 /**
  * Delay before a dead letter whose D1 insert failed is offered again: 30 s doubling, at most
- * DEAD_LETTER_MAX_DELAY_SECONDS. With DEAD_LETTER_MAX_RETRIES that keeps a dead letter for
- * about 5.4 days of D1 refusals, inside QUEUE_RETENTION_SECONDS less its margin.
+ * DEAD_LETTER_MAX_DELAY_SECONDS. With DEAD_LETTER_MAX_RETRIES that keeps a dead letter through
+ * about 13.2 days of D1 refusals, inside QUEUE_RETENTION_SECONDS less its margin.
+ * scripts/deploy-setup.mjs repeats this formula to check the same sum: keep them in step.
  */
 export function deadLetterRetrySeconds(attempts: number): number {
   return Math.min(30 * 2 ** Math.max(attempts - 1, 0), DEAD_LETTER_MAX_DELAY_SECONDS);

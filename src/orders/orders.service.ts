@@ -8,6 +8,7 @@ import type { OrderItemRow, OrderListFilter, OrderRow, OrdersRepo, StockLine } f
 import { decodeCursor, encodeCursor } from "../shared/cursor";
 import { ORDER_PAGE_DEFAULT } from "./orders.schemas";
 import { KeyTakenError, type KeyClaim } from "../shared/idempotency";
+import { noMetrics, type Metrics } from "../shared/metrics";
 import { envelopeJson } from "../shared/envelope";
 
 export interface PlaceOrderInput {
@@ -90,6 +91,8 @@ export interface OrdersServiceDeps {
    * (whose later reads may come from a replica that has not seen the commit). Defaults to `repo`.
    */
   readBack?: OrdersRepo;
+  /** Stock refusals per product, for the operator's charts (src/shared/metrics.ts). Default: none. */
+  metrics?: Metrics;
 }
 
 export class OrdersService {
@@ -100,6 +103,7 @@ export class OrdersService {
   private readonly couponCache: UserCouponCache;
   private readonly markSettledLater: (orderId: number) => void;
   private readonly readBack: OrdersRepo;
+  private readonly metrics: Metrics;
 
   constructor(deps: OrdersServiceDeps) {
     this.repo = deps.repo;
@@ -109,10 +113,11 @@ export class OrdersService {
     this.couponCache = deps.couponCache ?? noUserCouponCache;
     this.markSettledLater = deps.markSettledLater ?? ((orderId) => void this.repo.markSettled(orderId, this.clock()));
     this.readBack = deps.readBack ?? deps.repo;
+    this.metrics = deps.metrics ?? noMetrics;
   }
 
   /**
-   * Three round trips, however many lines (DESIGN §8): (1) one D1 batch
+   * Three round trips, however many lines (docs/ARCHITECTURE.md §8): (1) one D1 batch
    * validates user, products and coupon and records the attempt as a PENDING
    * order with its priced lines, each with its stock shard; (2) one parallel
    * fan-out reserves and confirms every line in its ProductStock shard, keyed by
@@ -146,7 +151,12 @@ export class OrdersService {
         return r.status === "rejected" || r.value.ok;
       });
       await this.abandonUncommitted(orderId, touched);
-      const outOfStock = reserves.some((r) => r.status === "fulfilled" && !r.value.ok && r.value.reason === "INSUFFICIENT_STOCK");
+      let outOfStock = false;
+      reserves.forEach((r, k) => {
+        if (r.status !== "fulfilled" || r.value.ok || r.value.reason !== "INSUFFICIENT_STOCK") return;
+        outOfStock = true;
+        this.metrics.event("stock.insufficient", items[k]!.productId, r.value.available);
+      });
       // Anything but a business refusal (an unreachable or overloaded object, or stock shards that could
       // neither cover the line nor prove the product sold out: SHARDS_BUSY) is transient: 503, retry.
       throw outOfStock ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });

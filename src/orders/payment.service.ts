@@ -23,7 +23,7 @@ export interface PaymentReceipt {
 }
 
 /**
- * Pays an order from the point balance (DESIGN §3 "Paying"). Everything that
+ * Pays an order from the point balance (docs/ARCHITECTURE.md §3 "Paying"). Everything that
  * must agree is one D1 batch; the DOs are told afterwards (sell), and a crash
  * before that is healed by the cron (the order stays unsettled until then).
  * A committed payment is never answered as a failure: when D1's answer is lost
@@ -77,7 +77,7 @@ export class PaymentService {
   }
 
   /**
-   * Two round trips (DESIGN §8): the payment batch, then the sell fan-out to
+   * Two round trips (docs/ARCHITECTURE.md §8): the payment batch, then the sell fan-out to
    * the stock shard of each line. Recording that the objects were told (`closed_at`), the
    * ranking increment and the outbox relay run after the answer; the crons heal
    * any of them a crash loses.

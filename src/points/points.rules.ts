@@ -1,6 +1,6 @@
 import { AppError } from "../shared/errors";
 
-/** Largest amount one charge may add (DESIGN §3). */
+/** Largest amount one charge may add (docs/ARCHITECTURE.md §3). */
 export const MAX_CHARGE_AMOUNT = 1_000_000;
 /** The balance may never exceed this. */
 export const MAX_BALANCE = 5_000_000;

@@ -1,4 +1,5 @@
 import { callObject, HopMeter } from "../shared/hops";
+import type { ObjectNamespace } from "../shared/object-placement";
 import { shardObjectName } from "../shared/sharded-quantity";
 import type {
   ConfirmResult,
@@ -42,7 +43,7 @@ export interface StockPort {
 /** Adapter over the PRODUCT_STOCK namespace; what a shard waited for before answering counts as nested hops. */
 export class DurableObjectStock implements StockPort {
   constructor(
-    private readonly ns: Env["PRODUCT_STOCK"],
+    private readonly ns: ObjectNamespace<ProductStock>,
     private readonly meter: HopMeter = new HopMeter(),
   ) {}
 

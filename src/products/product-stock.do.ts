@@ -1,5 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
+import { loadConfig } from "../config";
 import { errorFields, log } from "../shared/logger";
+import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { HopMeter, meterD1 } from "../shared/hops";
 import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../shared/sharded-quantity";
@@ -52,7 +54,7 @@ export class StockNotLoadedError extends Error {
 const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
 
 /**
- * One shard of a product's stock (DESIGN §3, §9), named
+ * One shard of a product's stock (docs/ARCHITECTURE.md §3, §9), named
  * `idFromName(shardObjectName(productId, shard))`: shard 0 is the object named
  * `String(productId)`, so a product with one shard (K = 1) is the one object of
  * before. Each shard is the source of truth for the units it holds and for the
@@ -389,7 +391,8 @@ export class ProductStock extends DurableObject<Env> {
 
   /** The RPC stub of shard `shard` of this product (known once loaded). */
   private shardStub(shard: number): DurableObjectStub<ProductStock> {
-    const ns = this.env.PRODUCT_STOCK;
+    // A sibling created by this call is placed where the Worker would place it (DO_LOCATION_HINT).
+    const ns = placeObjects(this.env.PRODUCT_STOCK, loadConfig(this.env).doLocationHint);
     return ns.get(ns.idFromName(shardObjectName(this.store.stock()!.product_id, shard))) as DurableObjectStub<ProductStock>;
   }
 
@@ -470,7 +473,7 @@ export class ProductStock extends DurableObject<Env> {
    * (StockProjector.dueAt), the next hold timeout, and recovery work left. Invariant:
    * a change is never answered before the alarm that projects it is stored, so a
    * crash or eviction right after the answer still brings D1 up to date. No D1 call
-   * is awaited here: a stock change costs its caller one round trip (DESIGN §8).
+   * is awaited here: a stock change costs its caller one round trip (docs/ARCHITECTURE.md §8).
    */
   private async afterChange(): Promise<void> {
     const stock = this.store.stock();

@@ -12,7 +12,7 @@ export interface Reservation {
 /**
  * Round trips a shard made before answering (present only when it made some):
  * `do`, sequential rounds of calls to its siblings (borrowing); `d1`, its first
- * load. The Worker adds them to the request's depth (DESIGN §8).
+ * load. The Worker adds them to the request's depth (docs/ARCHITECTURE.md §8).
  */
 export interface NestedCalls {
   do: number;

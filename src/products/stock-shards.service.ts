@@ -32,7 +32,7 @@ export interface StockShardsView {
 }
 
 /**
- * The admin side of sharded stock (DESIGN §9): new products are primed on every
+ * The admin side of sharded stock (docs/ARCHITECTURE.md §9): new products are primed on every
  * shard, the shard count is only ever raised, and the shards can be looked at.
  * K is read from D1 by placement (`products.stock_shards`) and told to the shard
  * on each reservation, so a raise is in effect for the next order.

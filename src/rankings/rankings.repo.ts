@@ -31,7 +31,7 @@ export class RankingsRepo {
 
   /**
    * `salesBetween` with each product's name, price and stock joined in, so a
-   * ranking read is one round trip (DESIGN §8).
+   * ranking read is one round trip (docs/ARCHITECTURE.md §8).
    */
   async rankedBetween(fromMs: number, toMs: number, limit: number): Promise<RankedRow[]> {
     const res = await this.d1

@@ -87,7 +87,7 @@ async function afterAnswer(c: Context<EdgeCacheEnv>, work: Promise<unknown>): Pr
 }
 
 /**
- * HTTP caching of the public catalogue reads (DESIGN §1), served from `caches.default`
+ * HTTP caching of the public catalogue reads (docs/ARCHITECTURE.md §1), served from `caches.default`
  * under versioned keys on the request's own origin (src/shared/cache-policy.ts says how
  * stale each may be; the Cache API does nothing on `*.workers.dev`, only on a custom domain):
  * - a hit answers without services or D1 (0 hops; `Server-Timing: cache;desc="hit"`);

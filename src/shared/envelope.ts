@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { z } from "@hono/zod-openapi";
-import { AppError, STATUS_MESSAGES } from "./errors";
+import { AppError, STATUS_MESSAGES, type ErrorCode } from "./errors";
 
 /** Success envelope: `{code, message, data}`. */
 export function ok<T, S extends 200 | 201 = 200>(c: Context, data: T, status?: S) {
@@ -24,7 +24,13 @@ export function errorBody(err: AppError) {
   };
 }
 
+/** The context slice `errorResponse` writes: the code of the error answered (request log, metrics). */
+export interface ErrorCodeEnv {
+  Variables: { errorCode?: ErrorCode };
+}
+
 export function errorResponse(c: Context, err: AppError) {
+  (c as Context<ErrorCodeEnv>).set("errorCode", err.code);
   return c.json(errorBody(err), err.status, err.headers);
 }
 

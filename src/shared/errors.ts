@@ -3,7 +3,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 /**
  * The one table of error codes: code -> HTTP status and the default Korean detail.
  * Every failure the API reports goes through `AppError` and this table, so the
- * contract in DESIGN §4 lives in exactly one place.
+ * contract in docs/ARCHITECTURE.md §4 lives in exactly one place.
  */
 export const ERROR_TABLE = {
   INVALID_USER_ID: [400, "유효하지 않은 사용자 ID입니다."],
@@ -44,11 +44,13 @@ export const ERROR_TABLE = {
   RATE_LIMITED: [429, "요청이 너무 많습니다. 잠시 후 다시 시도해 주세요."],
   INTERNAL_ERROR: [500, "서버 내부 오류가 발생했습니다."],
   SERVICE_UNAVAILABLE: [503, "일시적으로 요청을 처리할 수 없습니다. 잠시 후 다시 시도해 주세요."],
+  // A deployed environment without JWT_SECRET / ADMIN_TOKEN: refused rather than served unauthenticated (which secret is in the log, not here).
+  MISCONFIGURED: [503, "서버 설정이 완료되지 않아 요청을 처리할 수 없습니다. 운영자에게 문의해 주세요."],
 } as const satisfies Record<string, readonly [ContentfulStatusCode, string]>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
 
-/** The generic `message` of the envelope, by HTTP status (DESIGN §4). */
+/** The generic `message` of the envelope, by HTTP status (docs/ARCHITECTURE.md §4). */
 export const STATUS_MESSAGES: Record<number, string> = {
   200: "요청이 정상적으로 처리되었습니다.",
   201: "리소스가 성공적으로 생성되었습니다.",

@@ -1,5 +1,5 @@
 /**
- * Group commit of D1 writes from one Worker isolate (DESIGN §8; docs/PERFORMANCE.md, "Group commit").
+ * Group commit of D1 writes from one Worker isolate (docs/ARCHITECTURE.md §3, §8; docs/PERFORMANCE.md, "Group commit").
  *
  * The D1 primary runs one write transaction at a time, and each costs a fixed ~1.5 ms
  * (the call into the database object and its transaction) however little it does; ten

@@ -1,5 +1,5 @@
 /**
- * Round-trip accounting (docs/ARCHITECTURE.md §8, DESIGN §8): every D1 call (a query or a batch) and
+ * Round-trip accounting (docs/ARCHITECTURE.md §8): every D1 call (a query or a batch) and
  * every Durable Object RPC a request makes is counted, timed, and folded into
  * the request's *sequential depth*, the number of round trips a client waits
  * for one after another. Calls that overlap in time (a parallel fan-out) are

@@ -9,10 +9,16 @@ export const JWT_ALG = "HS256";
 const CHALLENGE = { "WWW-Authenticate": 'Bearer realm="api"' };
 const INVALID_TOKEN = { "WWW-Authenticate": 'Bearer realm="api", error="invalid_token"' };
 
+/** Answer to every user route of a deployment that lacks JWT_SECRET: the operator fixes it, then clients retry. */
+const MISCONFIGURED_RETRY = { "Retry-After": "60" };
+
 /**
- * User identity for `/api/v1` (DESIGN §4, §5). With `JWT_SECRET` unset the API
- * is open (local default). With it set, every route except admin and public
- * catalogue reads needs `Authorization: Bearer <HS256 JWT>` whose `sub` equals
+ * User identity for `/api/v1` (docs/ARCHITECTURE.md §4, §5). Every route except admin and public
+ * catalogue reads (GET/HEAD of /products, /products/{id}, /products/top, /products/best
+ * and /coupons/{couponId}: `isPublicRead`) takes a user's identity. With `JWT_SECRET`
+ * unset, those routes are open in local development (ENVIRONMENT = "development") and
+ * answer 503 MISCONFIGURED anywhere else: a deployment that forgot the secret is closed,
+ * never open. With it set, each needs `Authorization: Bearer <HS256 JWT>` whose `sub` equals
  * every `userId` the request names (query and JSON body):
  * - no / malformed / badly signed / expired token, or no `sub`/`exp`: 401 UNAUTHORIZED;
  * - a valid token for another user, or no `userId` at all: 403 FORBIDDEN (deny by default,
@@ -23,13 +29,18 @@ const INVALID_TOKEN = { "WWW-Authenticate": 'Bearer realm="api", error="invalid_
  */
 /** What the identity middleware reads from the Hono context. */
 export interface IdentityEnv {
-  Variables: { config: { jwtSecret: string | undefined } };
+  Variables: { config: { jwtSecret: string | undefined; missingSecrets: readonly string[] } };
 }
 
 export const requireUserIdentity: MiddlewareHandler<IdentityEnv> = async (c, next) => {
-  const secret = c.var.config.jwtSecret;
+  const { jwtSecret: secret, missingSecrets } = c.var.config;
   const path = c.req.path;
-  if (!secret || isAdminPath(path) || isPublicRead(c.req.method, path)) return next();
+  if (isAdminPath(path) || isPublicRead(c.req.method, path)) return next();
+  if (!secret) {
+    // Logged once per isolate when the config was read (src/config.ts), not per refusal.
+    if (missingSecrets.includes("JWT_SECRET")) throw new AppError("MISCONFIGURED", undefined, MISCONFIGURED_RETRY);
+    return next();
+  }
 
   const header = c.req.header("authorization");
   const match = header ? /^Bearer +([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*) *$/.exec(header) : null;

@@ -1,5 +1,5 @@
 /**
- * Sharded quantity (DESIGN §9): one countable quantity (a coupon's units, a
+ * Sharded quantity (docs/ARCHITECTURE.md §9): one countable quantity (a coupon's units, a
  * product's stock) split over K Durable Objects, written once and used by the
  * CouponIssuer and the ProductStock.
  *

@@ -24,7 +24,7 @@ export function intQuery(min: number, max: number, fallback: number) {
     .openapi({ type: "integer", minimum: min, maximum: max, default: fallback });
 }
 
-/** Which field's failure maps to which dedicated error code (DESIGN §4). */
+/** Which field's failure maps to which dedicated error code (docs/ARCHITECTURE.md §4). */
 const FIELD_CODES: Record<string, ErrorCode> = {
   userId: "INVALID_USER_ID",
   productId: "INVALID_PRODUCT_ID",

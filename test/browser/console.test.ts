@@ -58,6 +58,16 @@ async function expectCouponShown(page: Page, couponId: number, issued: number): 
   expect(perShard).toEqual(view.perShard.map((s: { issued: number }) => s.issued));
 }
 
+/** The coupon's chart counts `issued` wins since its window opened, as the server's series does. */
+async function expectChart(page: Page, couponId: number, issued: number): Promise<void> {
+  const series = (await api("GET", `/api/v1/admin/coupons/${couponId}/issuances`)).body.data;
+  expect(series.issued).toBe(issued);
+  const chart = page.locator(`[data-coupon-id="${couponId}"] svg.spark`);
+  await until(`chart of coupon ${couponId} counts ${issued}`, async () => (await chart.count()) === 1 && (await chart.getAttribute("data-total")) === String(issued));
+  expect(Number(await chart.getAttribute("data-peak"))).toBeGreaterThan(0);
+  expect(Number(await chart.getAttribute("data-samples"))).toBeGreaterThan(1);
+}
+
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)`);
   platform = await startPlatform();
@@ -134,10 +144,20 @@ describe("operator console in Chromium", () => {
     for (let i = 0; i < 10; i++) users.push((await api("POST", "/api/v1/admin/users", { name: `u${i}` })).body.data.userId);
     for (const userId of users.slice(0, 7)) expect((await api("POST", `/api/v1/coupons/${couponId}/issue`, { userId })).status).toBe(201);
     await expectCouponShown(page, couponId, 7);
-    const chart = page.locator(`[data-coupon-id="${couponId}"] svg.spark`);
-    expect(Number(await chart.getAttribute("data-peak"))).toBeGreaterThan(0);
+    await expectChart(page, couponId, 7);
     for (const userId of users.slice(7)) expect((await api("POST", `/api/v1/coupons/${couponId}/issue`, { userId })).status).toBe(201);
     await expectCouponShown(page, couponId, 10);
+    await expectChart(page, couponId, 10);
+
+    // The chart is the server's series since the window opened, not what this page happened to watch:
+    // a page opened now draws all ten wins at once.
+    const fresh = await context.newPage();
+    await fresh.goto(`${server.url}/admin/console`);
+    await fresh.fill("#token", TOKEN); // the token is kept per tab: a new tab signs in again
+    await fresh.click('#login button[type="submit"]');
+    await fresh.locator("body[data-signed-in]").waitFor();
+    await expectChart(fresh, couponId, 10);
+    await fresh.close();
   });
 
   it("shows a real dead letter (failed deliveries of a paid order) and replays it", async () => {

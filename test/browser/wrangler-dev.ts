@@ -8,7 +8,7 @@ import { join, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const WRANGLER = join(ROOT, "node_modules/wrangler/bin/wrangler.js");
-/** wrangler must not reach Cloudflare (DESIGN §7). */
+/** wrangler must not reach Cloudflare (docs/ARCHITECTURE.md §7). */
 const OFFLINE = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", CI: "true" };
 
 /** A free TCP port on loopback (bind port 0, read it, release it). */

@@ -62,10 +62,12 @@ beforeAll(async () => {
     "PATCH /api/v1/admin/coupons/{couponId}": () => ({ path: `/api/v1/admin/coupons/${couponId}`, json: { quantity: 150 }, headers: admin, status: 200 }),
     "PUT /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, json: { shards: 4 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/coupons/{couponId}/shards": () => ({ path: `/api/v1/admin/coupons/${futureCoupon}/shards`, headers: admin, status: 200 }),
+    "GET /api/v1/admin/coupons/{couponId}/issuances": () => ({ path: `/api/v1/admin/coupons/${couponId}/issuances?bucketSeconds=10`, headers: admin, status: 200 }),
     "PATCH /api/v1/admin/products/{productId}/stock": () => ({ path: `/api/v1/admin/products/${productId}/stock`, json: { delta: 5 }, headers: admin, status: 200 }),
     "PUT /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, json: { stockShards: 2 }, headers: admin, status: 200 }),
     "GET /api/v1/admin/products/{productId}/stock-shards": () => ({ path: `/api/v1/admin/products/${productId}/stock-shards`, headers: admin, status: 200 }),
     "GET /api/v1/admin/stats": () => ({ path: "/api/v1/admin/stats", headers: admin, status: 200 }),
+    "GET /api/v1/admin/health": () => ({ path: "/api/v1/admin/health", headers: admin, status: 200 }),
     "GET /api/v1/admin/dead-letters": () => ({ path: "/api/v1/admin/dead-letters?limit=10", headers: admin, status: 200 }),
     "GET /api/v1/admin/d1-groups": () => ({ path: "/api/v1/admin/d1-groups", headers: admin, status: 200 }),
     "POST /api/v1/admin/dead-letters/{deadLetterId}/replay": () => ({ path: `/api/v1/admin/dead-letters/${deadLetterId}/replay`, json: {}, headers: admin, status: 200 }),
@@ -145,6 +147,8 @@ describe("contract: every documented operation", () => {
       ["PUT /api/v1/admin/products/{productId}/stock-shards", "PUT", `/api/v1/admin/products/${sharded}/stock-shards`, { stockShards: 2 }, adminHeaders],
       ["GET /api/v1/admin/products/{productId}/stock-shards", "GET", "/api/v1/admin/products/987602/stock-shards", undefined, adminHeaders],
       ["GET /api/v1/admin/d1-groups", "GET", "/api/v1/admin/d1-groups", undefined, {}],
+      ["GET /api/v1/admin/coupons/{couponId}/issuances", "GET", "/api/v1/admin/coupons/987605/issuances", undefined, adminHeaders],
+      ["GET /api/v1/admin/coupons/{couponId}/issuances", "GET", "/api/v1/admin/coupons/1/issuances?bucketSeconds=7", undefined, adminHeaders],
       ["GET /api/v1/points", "GET", "/api/v1/points?userId=1", undefined, { "x-d1-bookmark": "not-a-bookmark" }],
     ];
     for (const [key, method, path, json, headers] of cases) {

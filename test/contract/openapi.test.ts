@@ -53,6 +53,7 @@ describe("/openapi.json", () => {
         expect(Object.keys(answer.headers ?? {}), `${key} ${status}`).toEqual(expect.arrayContaining(["X-Request-Id", "Server-Timing", "Cache-Control"]));
         if (status !== "304") expect(Object.keys(answer.headers), `${key} ${status}`).toContain("x-d1-bookmark");
         if (status === "429" || status === "503") expect(Object.keys(answer.headers), `${key} ${status}`).toContain("Retry-After");
+        if (status === "429") expect(Object.keys(answer.headers), `${key} ${status}`).toEqual(expect.arrayContaining(["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]));
       }
     }
     for (const key of ["post /api/v1/orders", "post /api/v1/coupons/issue", "post /api/v1/points/use", "patch /api/v1/admin/products/{productId}/stock"]) {

@@ -54,7 +54,7 @@ describe("CouponIssuer under concurrent requests", () => {
 
     expect(tally(first)).toEqual({ "201": 10, "409 COUPON_SOLD_OUT": 20 });
     // This isolate has been told the coupon is sold out: everyone, winners too, hears that for
-    // up to SOLD_OUT_TTL_MS without a round trip (README: error precedence).
+    // up to SOLD_OUT_TTL_MS without a round trip (docs/ARCHITECTURE.md §3: coupon issuance).
     expect(tally(again)).toEqual({ "409 COUPON_SOLD_OUT": 30 });
     // The object itself still tells winners apart.
     const winner = users[first.findIndex((r) => r.status === 201)]!;

@@ -99,7 +99,7 @@ describe("a coupon sharded over K = 8 objects", () => {
     const winners = users.filter((_, i) => responses[i]!.status === 201);
     await assertShardedExact(couponId, quantity, winners);
     // Asking again changes nothing: each owner's home shard says ALREADY_ISSUED (asked directly: for a
-    // second the Worker itself refuses the sold-out coupon, DESIGN §8).
+    // second the Worker itself refuses the sold-out coupon, docs/ARCHITECTURE.md §8).
     const again = await Promise.all(
       winners.slice(0, 40).map((u) => shardOf(couponId, homeShard(u, K)).issue(couponId, u, Date.now(), { shard: homeShard(u, K), shards: K })),
     );

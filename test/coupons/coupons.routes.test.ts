@@ -122,7 +122,7 @@ describe("POST /api/v1/coupons/issue", () => {
     expect(await runInDurableObject(issuerOf(876_543), (_i, state) => state.storage.sql.databaseSize)).toBeLessThan(16_384);
   });
 
-  it("refuses a sold-out coupon before looking the user up: an unknown user hears COUPON_SOLD_OUT (README: error precedence)", async () => {
+  it("refuses a sold-out coupon before looking the user up: an unknown user hears COUPON_SOLD_OUT (docs/ARCHITECTURE.md §3: coupon issuance)", async () => {
     const couponId = await createCoupon({ quantity: 1 });
     expect((await issue(couponId, await createUser())).status).toBe(201);
     const res = await issue(couponId, 987_655);

@@ -33,7 +33,7 @@ function isolate(start = Date.now()) {
   return { service, outcome, calls: () => objectCalls, advance: (ms: number) => (t += ms) };
 }
 
-describe("the isolate's sold-out memory (DESIGN §8: 0 hops for a known sold-out coupon)", () => {
+describe("the isolate's sold-out memory (docs/ARCHITECTURE.md §8: 0 hops for a known sold-out coupon)", () => {
   it("refuses without asking the object for SOLD_OUT_TTL_MS after it said sold out, then asks again", async () => {
     const [a, b, c] = [await createUser(), await createUser(), await createUser()];
     const couponId = await createCoupon({ quantity: 1 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 // The deploy's own file, as text (Vite's ?raw): the schedule is checked against what wrangler deploys.
 import wranglerToml from "../../wrangler.toml?raw";
+import deploySetup from "../../scripts/deploy-setup.mjs?raw";
 import {
   DEAD_LETTER_MAX_RETRIES,
   deadLetterRetrySeconds,
@@ -32,18 +33,23 @@ const slowestEventDelay = (attempts: number) => retryDelaySeconds(attempts, 60);
 const usable = QUEUE_RETENTION_SECONDS - RETENTION_MARGIN_SECONDS;
 
 describe("queue retry schedules fit the queues' message retention", () => {
-  it("a retention Cloudflare can create: more than the 4-day default, at most 14 days", () => {
+  it("a retention Cloudflare can create (at most 14 days), the one deploy:setup creates the queues with", () => {
     expect(QUEUE_RETENTION_SECONDS).toBeGreaterThan(4 * 86_400);
     expect(QUEUE_RETENTION_SECONDS).toBeLessThanOrEqual(14 * 86_400);
+    // scripts/deploy-setup.mjs creates the queues with this retention.
+    const setup = /const RETENTION_SECONDS = ([\d_]+) \* ([\d_]+);/.exec(deploySetup);
+    expect(setup, "scripts/deploy-setup.mjs names its retention").not.toBeNull();
+    const num = (s: string) => Number(s.replace(/_/g, ""));
+    expect(num(setup![1]!) * num(setup![2]!)).toBe(QUEUE_RETENTION_SECONDS);
   });
 
-  it("the dead-letter schedule: 30 s doubling, capped, every delay within the Queues maximum; ~5.4 days in all", () => {
-    expect([1, 2, 3, 10, 11, 12, 30].map(deadLetterRetrySeconds)).toEqual([30, 60, 120, 15_360, 21_600, 21_600, 21_600]);
+  it("the dead-letter schedule: 30 s doubling, capped, every delay within the Queues maximum; ~13.2 days in all", () => {
+    expect([1, 2, 3, 11, 12, 36].map(deadLetterRetrySeconds)).toEqual([30, 60, 120, 30_720, 43_200, 43_200]);
     for (let a = 1; a <= DEAD_LETTER_MAX_RETRIES; a++) expect(deadLetterRetrySeconds(a)).toBeLessThanOrEqual(QUEUES_MAX_DELAY_SECONDS);
-    expect(retryScheduleSeconds(DEAD_LETTER_MAX_RETRIES, deadLetterRetrySeconds)).toBe(462_690);
+    expect(retryScheduleSeconds(DEAD_LETTER_MAX_RETRIES, deadLetterRetrySeconds)).toBe(1_141_410);
     expect(retryScheduleSeconds(DEAD_LETTER_MAX_RETRIES, deadLetterRetrySeconds)).toBeLessThanOrEqual(usable);
-    // The old 100 retries with 12 h delays needed ~45 days: no retention holds that.
-    expect(retryScheduleSeconds(100, (a) => Math.min(30 * 2 ** (a - 1), 43_200))).toBeGreaterThan(14 * 86_400);
+    // The old 100 retries needed ~45 days: no retention holds that.
+    expect(retryScheduleSeconds(100, deadLetterRetrySeconds)).toBeGreaterThan(14 * 86_400);
   });
 
   it("wrangler.toml's consumers retry no longer than the retention allows (raising max_retries past it fails here)", () => {
@@ -58,7 +64,7 @@ describe("queue retry schedules fit the queues' message retention", () => {
   });
 
   it("the check catches a schedule that outgrows the retention", () => {
-    const raised = wranglerToml.replace(/max_retries = 30/, "max_retries = 60");
+    const raised = wranglerToml.replace(/max_retries = 36/, "max_retries = 38");
     const dlq = consumersOf(raised).find((c) => c.queue.endsWith("-dlq"))!;
     expect(retryScheduleSeconds(dlq.maxRetries, deadLetterRetrySeconds)).toBeGreaterThan(usable);
   });

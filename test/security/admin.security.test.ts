@@ -3,7 +3,8 @@ import { env } from "cloudflare:workers";
 import { ADMIN_TOKEN, adminHeaders, createCoupon, errorCode } from "../support/http";
 import { bearer, JWT_SECRET, testApp, tokenFor } from "../support/secure-app";
 
-const app = testApp({ JWT_SECRET, RATE_LIMIT_WRITES_PER_MINUTE: "1" });
+// Both write limits at 1 a minute: admin writes must never be counted against them.
+const app = testApp({ JWT_SECRET, RATE_LIMIT_WRITES_PER_MINUTE: "1", RATE_LIMIT_IP_WRITES_PER_MINUTE: "1", WRITES_PER_USER: env.TEST_WRITES_1, WRITES_PER_IP: env.TEST_WRITES_1 });
 
 async function counts() {
   return env.DB.prepare(

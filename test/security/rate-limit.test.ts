@@ -1,85 +1,118 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { env } from "cloudflare:workers";
-import { adminHeaders, createUser, errorCode } from "../support/http";
+import { adminHeaders, createUser, errorCode, type ApiResponse } from "../support/http";
 import { pointsState, testApp } from "../support/secure-app";
 
 const CHARGE = "/api/v1/points/charge";
 const MINUTE = 60_000;
-/** 10 s into a minute, so the first window has 50 s left. */
+/** 10 s into a minute, so the window the headers announce has 50 s left. */
 const T0 = Math.floor(Date.UTC(2026, 10, 26, 0, 0, 0) / MINUTE) * MINUTE + 10_000;
 
-/** An app limited to `limit` writes per minute whose clock the test moves. */
-function limitedApp(limit: number) {
-  const clock = { now: T0 };
-  const app = testApp({ RATE_LIMIT_WRITES_PER_MINUTE: String(limit) }, { now: () => clock.now });
-  return { app, clock };
+/**
+ * The limits are Miniflare's simulation of the `[[ratelimits]]` binding, whose windows follow
+ * the wall clock's minutes. A test cannot move that clock, so it sends 2 x limit + 1 writes:
+ * at most one window boundary falls inside a test, so at least one of them is refused
+ * whichever side of it they land. The headers are computed from the app's injected clock.
+ */
+function limitedApp(limits: { perUser?: 1 | 2 | 3; perIp?: 1 | 2 | 3 }) {
+  return testApp(
+    {
+      RATE_LIMIT_WRITES_PER_MINUTE: String(limits.perUser ?? 0),
+      RATE_LIMIT_IP_WRITES_PER_MINUTE: String(limits.perIp ?? 0),
+      ...(limits.perUser ? { WRITES_PER_USER: env[`TEST_WRITES_${limits.perUser}`] } : {}),
+      ...(limits.perIp ? { WRITES_PER_IP: env[`TEST_WRITES_${limits.perIp}`] } : {}),
+    },
+    { now: () => T0 },
+  );
 }
 
+/** A client address no other test (or earlier run within the minute) has used. */
+const freshIp = () => `10.${crypto.getRandomValues(new Uint8Array(3)).join(".")}`;
 const from = (ip: string) => ({ "cf-connecting-ip": ip });
 
-describe("write rate limit (RATE_LIMIT_WRITES_PER_MINUTE)", () => {
-  it("lets a user write `limit` times a minute, answers 429 with Retry-After, and recovers in the next window", async () => {
-    const { app, clock } = limitedApp(3);
-    const userId = await createUser(0);
-    for (let i = 0; i < 3; i++) expect((await app.post(CHARGE, { userId, amount: 10 }, from("10.0.0.1"))).status).toBe(200);
-    const refused = await app.post(CHARGE, { userId, amount: 10 }, from("10.0.0.2"));
-    expect(refused.status).toBe(429);
-    expect(errorCode(refused)).toBe("RATE_LIMITED");
-    expect(refused.body.message).toBe("요청이 너무 많습니다.");
-    expect(refused.headers.get("retry-after")).toBe("50");
-    expect(await pointsState(userId)).toEqual({ balance: 30, history: 3 });
+function expectRateLimitHeaders(res: ApiResponse, limit: number) {
+  expect(res.status).toBe(429);
+  expect(errorCode(res)).toBe("RATE_LIMITED");
+  expect(res.body.message).toBe("요청이 너무 많습니다.");
+  expect(res.headers.get("ratelimit-limit")).toBe(String(limit));
+  expect(res.headers.get("ratelimit-remaining")).toBe("0");
+  expect(res.headers.get("ratelimit-reset")).toBe("50");
+  expect(res.headers.get("retry-after")).toBe("50");
+}
 
-    clock.now += 49_000;
-    expect((await app.post(CHARGE, { userId, amount: 10 }, from("10.0.0.3"))).headers.get("retry-after")).toBe("1");
-    clock.now += 1_000; // the next minute starts
-    expect((await app.post(CHARGE, { userId, amount: 10 }, from("10.0.0.4"))).status).toBe(200);
-    expect(await pointsState(userId)).toEqual({ balance: 40, history: 4 });
+describe("write rate limits ([[ratelimits]] bindings)", () => {
+  it("refuses a user over RATE_LIMIT_WRITES_PER_MINUTE from any IP: 429 with RateLimit-Limit/-Remaining/-Reset and Retry-After; a refused write changes nothing", async () => {
+    const app = limitedApp({ perUser: 3 });
+    const userId = await createUser(0);
+    const answers: ApiResponse[] = [];
+    for (let i = 0; i < 7; i++) answers.push(await app.post(CHARGE, { userId, amount: 10 }, from(freshIp())));
+    // A fresh key's first `limit` writes always pass (a new window starts at zero too).
+    expect(answers.slice(0, 3).map((r) => r.status)).toEqual([200, 200, 200]);
+    const refused = answers.filter((r) => r.status !== 200);
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    for (const r of refused) expectRateLimitHeaders(r, 3);
+    // A successful write carries none: the binding answers yes or no, so its remaining count is unknown.
+    expect(answers[0]!.headers.get("ratelimit-remaining")).toBeNull();
+    const passed = answers.length - refused.length;
+    expect(await pointsState(userId)).toEqual({ balance: 10 * passed, history: passed });
   });
 
-  it("limits one IP across users, while another IP still gets through", async () => {
-    const { app } = limitedApp(2);
-    const users = [await createUser(0), await createUser(0), await createUser(0)];
-    expect((await app.post(CHARGE, { userId: users[0], amount: 1 }, from("192.0.2.7"))).status).toBe(200);
-    expect((await app.post(CHARGE, { userId: users[1], amount: 1 }, from("192.0.2.7"))).status).toBe(200);
-    const refused = await app.post(CHARGE, { userId: users[2], amount: 1 }, from("192.0.2.7"));
-    expect(refused.status).toBe(429);
-    expect(refused.headers.get("retry-after")).toBe("50");
-    expect((await app.post(CHARGE, { userId: users[2], amount: 1 }, from("192.0.2.8"))).status).toBe(200);
-    // No CF-Connecting-IP: the "unknown" bucket, limited like any other.
-    expect((await app.post(CHARGE, { userId: users[0], amount: 1 })).status).toBe(200);
+  it("limits one IP across users (RATE_LIMIT_IP_WRITES_PER_MINUTE), while another IP still gets through", async () => {
+    const app = limitedApp({ perIp: 2 });
+    const ip = freshIp();
+    const answers: ApiResponse[] = [];
+    for (let i = 0; i < 5; i++) answers.push(await app.post(CHARGE, { userId: await createUser(0), amount: 1 }, from(ip)));
+    expect(answers.slice(0, 2).map((r) => r.status)).toEqual([200, 200]);
+    const refused = answers.filter((r) => r.status !== 200);
+    expect(refused.length).toBeGreaterThanOrEqual(1);
+    for (const r of refused) expectRateLimitHeaders(r, 2);
+    expect((await app.post(CHARGE, { userId: await createUser(0), amount: 1 }, from(freshIp()))).status).toBe(200);
   });
 
-  it("counts writes on the coupon routes too, but never reads or admin calls", async () => {
-    const { app } = limitedApp(1);
+  it("counts an IP's unauthenticated and invalid writes too, before identity", async () => {
+    const app = testApp({
+      JWT_SECRET: "rate-limit-test-secret-0123456789",
+      RATE_LIMIT_IP_WRITES_PER_MINUTE: "1",
+      WRITES_PER_IP: env.TEST_WRITES_1,
+    }, { now: () => T0 });
+    const ip = freshIp();
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await app.post(CHARGE, { userId: 1, amount: 1 }, from(ip))).status);
+    expect(statuses[0]).toBe(401);
+    expect(statuses).toContain(429);
+  });
+
+  it("counts writes on the coupon routes, but never reads or admin calls", async () => {
+    const app = limitedApp({ perIp: 1 });
+    const ip = freshIp();
     const userId = await createUser(0);
-    expect((await app.post("/api/v1/coupons/issue", { userId, couponId: 999_999 }, from("198.51.100.1"))).status).toBe(404);
-    expect((await app.post(`/api/v1/coupons/999999/issue`, { userId }, from("198.51.100.2"))).status).toBe(429);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await app.post(`/api/v1/coupons/999999/issue`, { userId }, from(ip))).status);
+    expect(statuses[0]).toBe(404);
+    expect(statuses).toContain(429);
     for (let i = 0; i < 5; i++) {
-      expect((await app.get(`/api/v1/points?userId=${userId}`, from("198.51.100.1"))).status).toBe(200);
-      expect((await app.post("/api/v1/admin/users", { name: "ops" }, { ...adminHeaders, ...from("198.51.100.1") })).status).toBe(201);
+      expect((await app.get(`/api/v1/points?userId=${userId}`, from(ip))).status).toBe(200);
+      expect((await app.post("/api/v1/admin/users", { name: "ops" }, { ...adminHeaders, ...from(ip) })).status).toBe(201);
     }
   });
 
-  it("is off at 0 (the default): 20 quick writes from one client all pass", async () => {
-    const { app } = limitedApp(0);
+  it("is off at 0 (the local default), bindings or not: 20 quick writes from one client all pass", async () => {
+    const app = testApp({ WRITES_PER_USER: env.TEST_WRITES_1, WRITES_PER_IP: env.TEST_WRITES_1 });
     const userId = await createUser(0);
     const results = await Promise.all(Array.from({ length: 20 }, () => app.post(CHARGE, { userId, amount: 1 }, from("203.0.113.9"))));
     expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
   });
-});
 
-describe("RateLimiter Durable Object", () => {
-  it("allows exactly `limit` of 30 concurrent hits in one window", async () => {
-    const stub = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName("test:concurrent"));
-    const decisions = await Promise.all(Array.from({ length: 30 }, () => stub.hit(MINUTE, 7, T0)));
-    expect(decisions.filter((d) => d.allowed)).toHaveLength(7);
-    expect(decisions.filter((d) => !d.allowed).every((d) => d.retryAfterSeconds === 50)).toBe(true);
-  });
-
-  it("starts a fresh count when the window moves on", async () => {
-    const stub = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName("test:windows"));
-    expect(await stub.hit(MINUTE, 1, T0)).toEqual({ allowed: true, retryAfterSeconds: 0, remaining: 0 });
-    expect((await stub.hit(MINUTE, 1, T0 + 49_999)).allowed).toBe(false);
-    expect(await stub.hit(MINUTE, 1, T0 + 50_000)).toEqual({ allowed: true, retryAfterSeconds: 0, remaining: 0 });
+  it("lets writes through, with one error log per isolate, when a limit is on but its binding is missing", async () => {
+    const errors = vi.spyOn(console, "error").mockImplementation(() => {});
+    try {
+      const app = testApp({ RATE_LIMIT_WRITES_PER_MINUTE: "1", WRITES_PER_USER: undefined });
+      const userId = await createUser(0);
+      for (let i = 0; i < 3; i++) expect((await app.post(CHARGE, { userId, amount: 1 })).status).toBe(200);
+      const lines = errors.mock.calls.map((c) => String(c[0])).filter((l) => l.includes("[[ratelimits]] binding is missing"));
+      expect(lines.length).toBeLessThanOrEqual(1);
+    } finally {
+      errors.mockRestore();
+    }
   });
 });

@@ -100,6 +100,7 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("GET /api/v1/admin/coupons", () => api.get(`/api/v1/admin/coupons?limit=1&cursor=${coupons.body.data.nextCursor}`, adminHeaders));
     await op("GET /api/v1/admin/products", () => api.get("/api/v1/admin/products?limit=1", adminHeaders));
     await op("GET /api/v1/admin/coupons/{couponId}/shards", () => api.get(`/api/v1/admin/coupons/${couponId}/shards`, adminHeaders));
+    await op("GET /api/v1/admin/coupons/{couponId}/issuances", () => api.get(`/api/v1/admin/coupons/${couponId}/issuances?bucketSeconds=60`, adminHeaders));
     await op("PATCH /api/v1/admin/products/{productId}/stock", () => api.patch(`/api/v1/admin/products/${productId}/stock`, { delta: 5 }, adminHeaders));
     const split = await createProduct(1_000, 40);
     await op("PUT /api/v1/admin/products/{productId}/stock-shards", () => api.put(`/api/v1/admin/products/${split}/stock-shards`, { stockShards: 2 }, adminHeaders));
@@ -165,6 +166,7 @@ describe("plan check: every statement the code sends to D1", () => {
     await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () => api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders));
     await op("GET /api/v1/admin/d1-groups", () => api.get("/api/v1/admin/d1-groups", adminHeaders));
     await op("GET /api/v1/admin/stats", () => api.get("/api/v1/admin/stats", adminHeaders));
+    await op("GET /api/v1/admin/health", () => api.get("/api/v1/admin/health", adminHeaders));
 
     for (const cron of Object.keys(JOBS)) await runCron(cron);
     // A second expiry round at a time past every deadline and grace: the settle sweep finds work too.

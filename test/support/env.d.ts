@@ -8,6 +8,10 @@ declare global {
       TEST_REDIS_TOKEN: string;
       TEST_SINK_URL: string;
       TEST_BLACKHOLE_URL: string;
+      /** Write limiters of 1, 2 and 3 per minute (vitest.config.ts), to swap for WRITES_PER_USER / WRITES_PER_IP. */
+      TEST_WRITES_1: RateLimit;
+      TEST_WRITES_2: RateLimit;
+      TEST_WRITES_3: RateLimit;
     }
   }
 }

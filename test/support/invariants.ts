@@ -12,7 +12,7 @@ async function openTransfers(productId: number, shard: number): Promise<number> 
 }
 
 /**
- * The invariants every storm test ends with (DESIGN §3 "Stock conservation"):
+ * The invariants every storm test ends with (docs/ARCHITECTURE.md §3 "Stock conservation"):
  * for each product, initial stock + restocks = available over all its stock
  * shards + quantity reserved by NOT_PAID orders + quantity sold in PAID orders;
  * each shard's own books agree with the lines routed to it (held+confirmed =

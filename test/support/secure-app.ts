@@ -26,7 +26,7 @@ export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
  * A fresh app (same D1 and DO bindings as the test file) under an env of the
  * test's choosing, e.g. with JWT_SECRET or RATE_LIMIT_WRITES_PER_MINUTE set.
  */
-export function testApp(extraEnv: Record<string, string>, options: AppOptions = {}) {
+export function testApp(extraEnv: Record<string, unknown>, options: AppOptions = {}) {
   const app = createApp(options);
   const appEnv = { ...env, ...extraEnv };
   async function call<T = any>(method: string, path: string, init: { json?: unknown; body?: string; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
