@@ -1,6 +1,6 @@
 import { createApp } from "./app";
 import { loadConfig } from "./config";
-import { consumeDeadLetters, consumeEvents } from "./events/consumer";
+import { consumeDeadLetters, consumeEvents, isDeadLetterQueue } from "./events/consumer";
 import { runScheduled } from "./jobs";
 import { primaryD1 } from "./db/client";
 import { HopMeter, meterD1 } from "./shared/hops";
@@ -23,7 +23,7 @@ export default {
     const meter = new HopMeter();
     const started = Date.now();
     const deps = { d1: meterD1(primaryD1(env.DB), meter), dataPlatformUrl: config.dataPlatformUrl, retryBaseSeconds: config.eventRetryBaseSeconds, now: Date.now };
-    if (batch.queue.endsWith("-dlq")) await consumeDeadLetters(batch, deps);
+    if (isDeadLetterQueue(batch.queue)) await consumeDeadLetters(batch, deps);
     else await consumeEvents(batch, deps);
     const d1 = meter.d1Cost();
     log("info", "queue batch done", {

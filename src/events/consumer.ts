@@ -84,6 +84,15 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
   }
 }
 
+/**
+ * Whether a batch comes from a dead-letter queue (the Worker consumes both queues): `…-dlq`
+ * at the top level, `…-dlq-<environment>` in [env.*] (wrangler.toml; test/events/retry-schedule.test.ts
+ * checks every consumer there against it).
+ */
+export function isDeadLetterQueue(queue: string): boolean {
+  return /-dlq(-[a-z0-9-]+)?$/.test(queue);
+}
+
 /** `max_retries` of the dead-letter queue's consumer in wrangler.toml (every environment). */
 export const DEAD_LETTER_MAX_RETRIES = 36;
 /** The longest delay between two tries of a dead letter (the Queues maximum). */

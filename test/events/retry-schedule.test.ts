@@ -5,6 +5,7 @@ import deploySetup from "../../scripts/deploy-setup.mjs?raw";
 import {
   DEAD_LETTER_MAX_RETRIES,
   deadLetterRetrySeconds,
+  isDeadLetterQueue,
   EVENT_MAX_RETRIES,
   QUEUE_RETENTION_SECONDS,
   QUEUES_MAX_DELAY_SECONDS,
@@ -14,8 +15,8 @@ import {
 } from "../../src/events/consumer";
 
 /** Every `[[…queues.consumers]]` table of wrangler.toml (top level and per environment): its queue and max_retries. */
-function consumersOf(toml: string): { table: string; queue: string; maxRetries: number }[] {
-  const out: { table: string; queue: string; maxRetries: number }[] = [];
+function consumersOf(toml: string): { table: string; queue: string; maxRetries: number; deadLetterQueue?: string }[] {
+  const out: { table: string; queue: string; maxRetries: number; deadLetterQueue?: string }[] = [];
   const tables = toml.split(/^(?=\[)/m);
   for (const t of tables) {
     const header = /^\[\[([\w.-]*queues\.consumers)\]\]/.exec(t);
@@ -23,7 +24,7 @@ function consumersOf(toml: string): { table: string; queue: string; maxRetries: 
     const queue = /^queue\s*=\s*"([^"]+)"/m.exec(t)?.[1];
     const retries = /^max_retries\s*=\s*(\d+)/m.exec(t)?.[1];
     if (!queue || retries === undefined) throw new Error(`consumer table without queue or max_retries: ${t}`);
-    out.push({ table: header[1]!, queue, maxRetries: Number(retries) });
+    out.push({ table: header[1]!, queue, maxRetries: Number(retries), deadLetterQueue: /^dead_letter_queue\s*=\s*"([^"]+)"/m.exec(t)?.[1] });
   }
   return out;
 }
@@ -56,16 +57,25 @@ describe("queue retry schedules fit the queues' message retention", () => {
     const consumers = consumersOf(wranglerToml);
     expect(consumers.map((c) => c.queue)).toEqual(expect.arrayContaining(["edge-commerce-events", "edge-commerce-events-dlq"]));
     for (const c of consumers) {
-      const deadLetters = c.queue.endsWith("-dlq");
+      const deadLetters = isDeadLetterQueue(c.queue);
       const schedule = retryScheduleSeconds(c.maxRetries, deadLetters ? deadLetterRetrySeconds : slowestEventDelay);
       expect(schedule, `${c.table} ${c.queue}: max_retries = ${c.maxRetries} spans ${schedule} s`).toBeLessThanOrEqual(usable);
       expect(c.maxRetries, `${c.table} ${c.queue} matches the code's constant`).toBe(deadLetters ? DEAD_LETTER_MAX_RETRIES : EVENT_MAX_RETRIES);
     }
   });
 
+  it("the Worker routes each consumed queue by name: every dead_letter_queue is a dead-letter queue, every other consumed queue is not", () => {
+    const consumers = consumersOf(wranglerToml);
+    const deadLetterQueues = new Set(consumers.flatMap((c) => (c.deadLetterQueue ? [c.deadLetterQueue] : [])));
+    expect(deadLetterQueues.size).toBeGreaterThanOrEqual(1);
+    for (const c of consumers) expect(isDeadLetterQueue(c.queue), `${c.table} ${c.queue}`).toBe(deadLetterQueues.has(c.queue));
+    expect(["edge-commerce-events-dlq", "edge-commerce-events-dlq-staging", "edge-commerce-events-dlq-production"].every(isDeadLetterQueue)).toBe(true);
+    expect(["edge-commerce-events", "edge-commerce-events-staging", "dlq-events"].some(isDeadLetterQueue)).toBe(false);
+  });
+
   it("the check catches a schedule that outgrows the retention", () => {
     const raised = wranglerToml.replace(/max_retries = 36/, "max_retries = 38");
-    const dlq = consumersOf(raised).find((c) => c.queue.endsWith("-dlq"))!;
+    const dlq = consumersOf(raised).find((c) => isDeadLetterQueue(c.queue))!;
     expect(retryScheduleSeconds(dlq.maxRetries, deadLetterRetrySeconds)).toBeGreaterThan(usable);
   });
 });
