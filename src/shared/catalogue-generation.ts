@@ -75,12 +75,16 @@ export class CatalogueGeneration {
 
   /** The timer: bumps once everything owed has settled (or the first owed has waited SALE_POSTPONE_MS), paced by SALE_BUMP_INTERVAL_MS. */
   private async payOwed(timer: BumpTimer, store: StoreGeneration): Promise<void> {
+    let waitedUntil = -Infinity;
     try {
       while (this.owed && this.timer === timer) {
-        const t = this.deps.now();
         const due = Math.max(Math.min(this.owed.last, this.owed.first + SALE_POSTPONE_MS), this.lastSaleBump + SALE_BUMP_INTERVAL_MS);
+        // A wait that ran to `due` has served its time even when the clock stands still (a test's
+        // frozen `now`); without this the loop would wait for the clock forever.
+        const t = waitedUntil >= due ? Math.max(this.deps.now(), due) : this.deps.now();
         if (t < due) {
           await this.deps.wait(due - t);
+          waitedUntil = due;
           continue;
         }
         this.lastSaleBump = t;
