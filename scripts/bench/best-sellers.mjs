@@ -44,7 +44,12 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { APP_ROOT, startServer } from "./server.mjs";
-import { Checks, arg, printLoad, printMachine, rng, seedUsersD1 } from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { Checks } from "./lib/checks.mjs";
+import { rng, seedUsersD1 } from "./lib/fixtures.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const ITEMS = arg("items", 1_000_000);
 const PRODUCTS = arg("products", 1000);

@@ -43,28 +43,16 @@
  *          --shards K (K = 1 storm, then K = K storm, same server)
  */
 import { startServer } from "./server.mjs";
-import {
-  Checks,
-  api,
-  arg,
-  createUsers,
-  healthCeiling,
-  isoWithOffset,
-  latencyChecks,
-  load,
-  mapLimit,
-  printLoad,
-  printMachine,
-  printRatio,
-  printTable,
-  readStable,
-  routeExists,
-  seedUsersD1,
-  statusSummary,
-  compareShards,
-  fmt,
-  fmtInt,
-} from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api, mapLimit, routeExists } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { fmt, fmtInt, printRatio, printTable, statusSummary } from "./lib/report.mjs";
+import { Checks, latencyChecks, readStable } from "./lib/checks.mjs";
+import { createUsers, isoWithOffset, seedUsersD1 } from "./lib/fixtures.mjs";
+import { compareShards } from "./lib/compare-shards.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const ALL_WINNERS = process.argv.includes("--all-winners");
 const USERS = arg("users", ALL_WINNERS ? 5000 : 10_000);

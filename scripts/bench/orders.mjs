@@ -43,30 +43,16 @@
  * (3,000 orders average about 4 units each: demand ~12,000 > 10,000 in stock.)
  */
 import { startServer } from "./server.mjs";
-import {
-  Checks,
-  adminHeaders,
-  api,
-  arg,
-  healthCeiling,
-  latencyChecks,
-  load,
-  printLoad,
-  printMachine,
-  d1Groups,
-  printD1After,
-  printD1Writes,
-  printRatio,
-  printTable,
-  readStable,
-  rng,
-  routeExists,
-  seedUsersD1,
-  statusSummary,
-  compareShards,
-  fmt,
-  fmtInt,
-} from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { adminHeaders, api, d1Groups, routeExists } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { fmt, fmtInt, printD1After, printD1Writes, printRatio, printTable, statusSummary } from "./lib/report.mjs";
+import { Checks, latencyChecks, readStable } from "./lib/checks.mjs";
+import { rng, seedUsersD1 } from "./lib/fixtures.mjs";
+import { compareShards } from "./lib/compare-shards.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const ORDERS = arg("orders", 3000);
 const USERS = arg("users", 1000);

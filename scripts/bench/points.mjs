@@ -24,22 +24,16 @@
  * was answered, which is the normal case).
  */
 import { startServer } from "./server.mjs";
-import {
-  Checks,
-  api,
-  arg,
-  createUsers,
-  headerValue,
-  healthCeiling,
-  latencyChecks,
-  load,
-  printLoad,
-  printMachine,
-  printD1Writes,
-  printRatio,
-  printTable,
-  rng,
-} from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { headerValue } from "./lib/server-timing.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { printD1Writes, printRatio, printTable } from "./lib/report.mjs";
+import { Checks, latencyChecks } from "./lib/checks.mjs";
+import { createUsers, rng } from "./lib/fixtures.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const USERS = arg("users", 1000);
 const REQUESTS = arg("requests", 5000);

@@ -15,7 +15,15 @@
  * Options: --requests 20000 --connections 100 --warmup 1000
  */
 import { startServer } from "./server.mjs";
-import { Checks, api, arg, headerValue, healthCeiling, load, printHops, printLoad, printMachine, printRatio, printTable } from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { headerValue } from "./lib/server-timing.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { printHops, printRatio, printTable } from "./lib/report.mjs";
+import { Checks } from "./lib/checks.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const REQUESTS = arg("requests", 20_000);
 const CONNECTIONS = arg("connections", 100);

@@ -58,8 +58,16 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ADMIN_TOKEN, APP_ROOT, BENCH_DIR, startServer } from "./server.mjs";
-import { api, arg, assertLoopback, fmt, fmtInt, healthCeiling, isoWithOffset, parseD1Meter, printLoad, printMachine, rng } from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api, assertLoopback } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { parseD1Meter } from "./lib/server-timing.mjs";
+import { healthCeiling } from "./lib/load.mjs";
+import { fmt, fmtInt } from "./lib/report.mjs";
+import { isoWithOffset, rng } from "./lib/fixtures.mjs";
 import { findD1File, historyKey, historySizes, writeHistory } from "../scale/history.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const SIZES = historySizes();
 const SEED = arg("seed", 1);

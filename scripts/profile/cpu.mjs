@@ -35,7 +35,12 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { SourceMap } from "node:module";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { api, arg, assertLoopback, isoWithOffset, load, printLoad, printMachine, printTable, rng, seedUsersD1 } from "../bench/lib.mjs";
+import { arg } from "../bench/lib/args.mjs";
+import { api, assertLoopback } from "../bench/lib/http.mjs";
+import { printLoad, printMachine } from "../bench/lib/machine.mjs";
+import { load } from "../bench/lib/load.mjs";
+import { printTable } from "../bench/lib/report.mjs";
+import { isoWithOffset, rng, seedUsersD1 } from "../bench/lib/fixtures.mjs";
 import { APP_ROOT, BENCH_DIR, ROOT, startServer } from "../bench/server.mjs";
 
 const SCENARIO = arg("scenario", "");

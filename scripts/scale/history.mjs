@@ -46,7 +46,9 @@ import { readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { pathToFileURL } from "node:url";
-import { arg, fmtInt, rng } from "../bench/lib.mjs";
+import { arg } from "../bench/lib/args.mjs";
+import { fmtInt } from "../bench/lib/report.mjs";
+import { rng } from "../bench/lib/fixtures.mjs";
 import { APP_ROOT, ROOT } from "../bench/server.mjs";
 
 const DAY_MS = 86_400_000;

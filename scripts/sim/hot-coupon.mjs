@@ -50,7 +50,7 @@
  *   --service-model empirical|lognormal --service-scale 1 --tail-quantity 100000 --quick
  *   (--quick: only the main table and the machine-readable lines)
  */
-import { rng } from "../bench/lib.mjs"; // mulberry32, the benches' seeded generator
+import { rng } from "../bench/lib/fixtures.mjs"; // mulberry32, the benches' seeded generator
 import { readFileSync } from "node:fs";
 import { dirname, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";

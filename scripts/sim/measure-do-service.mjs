@@ -42,7 +42,13 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { relative, resolve } from "node:path";
-import { api, arg, headerValue, isoWithOffset, load, loadavg, machine, parseServerTiming, seedUsersD1, statusSummary } from "../bench/lib.mjs";
+import { arg } from "../bench/lib/args.mjs";
+import { api } from "../bench/lib/http.mjs";
+import { loadavg, machine } from "../bench/lib/machine.mjs";
+import { headerValue, parseServerTiming } from "../bench/lib/server-timing.mjs";
+import { load } from "../bench/lib/load.mjs";
+import { statusSummary } from "../bench/lib/report.mjs";
+import { isoWithOffset, seedUsersD1 } from "../bench/lib/fixtures.mjs";
 import { ROOT, startServer } from "../bench/server.mjs";
 
 const REFUSALS = arg("refusals", 5000);
