@@ -6,13 +6,13 @@ import { printLoad } from "./machine.mjs";
 
 /**
  * The same storm on K = 1, then on K shards, on one server, with the note that this machine
- * cannot show more than one object's capacity. `runStorm({ k })` returns `{ ok, skipped }`
- * (plus whatever `printComparison` reads).
+ * cannot show more than one object's capacity. `runStorm({ k })` returns `{ skipped: true }`
+ * or the storm's outcome (`ok`, plus whatever `printComparison` reads).
  * Returns the exit code: 0 all checks passed, 1 a check failed, 2 a storm was skipped.
- * @template {{ ok?: boolean, skipped?: boolean }} R
+ * @template {{ ok: boolean }} R
  * @param {number} shards
  * @param {string} what
- * @param {{ runStorm: (o: { k: number }) => Promise<R>, printComparison: (runs: R[], note: string) => void, point: string }} o
+ * @param {{ runStorm: (o: { k: number }) => Promise<R | { skipped: true }>, printComparison: (runs: R[], note: string) => void, point: string }} o
  */
 export async function compareShards(shards, what, { runStorm, printComparison, point }) {
   const note =
@@ -25,7 +25,7 @@ export async function compareShards(shards, what, { runStorm, printComparison, p
   for (const [i, k] of [1, shards].entries()) {
     console.log(`\n## Storm ${i + 1} of 2: K=${k}`);
     const r = await runStorm({ k });
-    if (r.skipped) break;
+    if ("skipped" in r) break;
     runs.push(r);
   }
   if (runs.length < 2) return 2;
