@@ -34,8 +34,8 @@ import { TimingCollector } from "./server-timing.mjs";
  *   called for every response with the parsed JSON body (when `parseBodies` or status >= 400)
  *   and the response headers (autocannon >= 7.x: raw header names as keys)
  * @property {boolean} [parseBodies] parse 2xx bodies too (needed to collect ids)
- * @property {number} [connections] default 100
- * @property {number} [amount]   total requests (takes precedence over duration)
+ * @property {number} [connections] default 100, at most `amount`
+ * @property {number} [amount]   total requests (takes precedence over duration; 0 sends nothing)
  * @property {number} [duration] seconds, when no amount
  * @property {number} [maxSeconds] hard stop, default 90
  * @property {number} [timeout]  per-request timeout in seconds, default 10
@@ -86,8 +86,9 @@ const encode = (b) => (b === undefined ? undefined : typeof b === "string" ? b :
 export async function load(o) {
   const url = new URL(o.path ?? "/", o.url).toString();
   assertTarget(url);
-  const connections = o.connections ?? 100;
   const amount = o.amount ?? 0;
+  // autocannon refuses more connections than requests ("connections cannot be greater than amount").
+  const connections = amount > 0 ? Math.min(o.connections ?? 100, amount) : (o.connections ?? 100);
   const duration = o.duration ?? 10;
   const maxSeconds = o.maxSeconds ?? 90;
   /** @type {Record<string, string>} */
@@ -136,6 +137,9 @@ export async function load(o) {
     }
     o.onResponse?.(status, json, context, resHeaders);
   };
+
+  // An explicit amount of 0 is nothing to send (autocannon would take it as "no amount" and run for `duration`).
+  if (o.amount === 0) return emptyRun(o.label ?? `${request.method} ${request.path}`, connections, timing);
 
   /** @type {import("autocannon").Options} */
   const opts = { url, connections, timeout: o.timeout ?? 10, requests: [request] };
@@ -186,6 +190,19 @@ export async function load(o) {
     hops,
     timing: timingSummary,
   };
+}
+
+/**
+ * The run of zero requests.
+ * @param {string} label
+ * @param {number} connections
+ * @param {TimingCollector} timing
+ * @returns {LoadRun}
+ */
+function emptyRun(label, connections, timing) {
+  const { hops, timing: t } = timing.result();
+  const none = { elapsedS: 0, wallS: 0, rps: NaN, p50: NaN, p95: NaN, p99: NaN, max: NaN };
+  return { label, connections, responses: 0, ...none, statusCounts: {}, errorCodes: {}, socketErrors: 0, timeouts: 0, parseFailures: 0, built: 0, hops, timing: t };
 }
 
 /**
