@@ -14,6 +14,11 @@ import { createServer } from "node:http";
 import { createClient, RESP_TYPES } from "redis";
 
 /** Converts a redis reply (Buffers for bulk strings) to the JSON the REST API returns. */
+/**
+ * @param {unknown} reply
+ * @param {boolean} base64
+ * @returns {unknown}
+ */
 function toJson(reply, base64) {
   if (reply === null || reply === undefined) return null;
   if (Buffer.isBuffer(reply)) return base64 ? reply.toString("base64") : reply.toString("utf8");
@@ -28,6 +33,10 @@ function toJson(reply, base64) {
   return String(reply);
 }
 
+/**
+ * @param {unknown} command
+ * @returns {string[]}
+ */
 function toArgs(command) {
   if (!Array.isArray(command) || command.length === 0) throw new Error("ERR command must be a non-empty JSON array");
   return command.map((a) => {
@@ -38,6 +47,7 @@ function toArgs(command) {
   });
 }
 
+/** @param {unknown} e */
 const errText = (e) => (e instanceof Error ? e.message : String(e));
 
 /**
@@ -53,6 +63,10 @@ export async function startBridge(options = {}) {
   const raw = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
 
   const server = createServer(async (req, res) => {
+    /**
+     * @param {number} status
+     * @param {unknown} body
+     */
     const send = (status, body) => {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(body));
@@ -116,8 +130,8 @@ export async function startBridge(options = {}) {
     }
   });
 
-  await new Promise((resolve) => server.listen(options.port ?? 0, host, resolve));
-  const port = server.address().port;
+  await new Promise((resolve) => server.listen(options.port ?? 0, host, () => resolve(undefined)));
+  const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
   return {
     url: `http://${host}:${port}`,
     port,
@@ -146,6 +160,10 @@ export async function redisReachable(url = process.env.REDIS_URL ?? "redis://127
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  /**
+   * @param {string} name
+   * @param {string | undefined} fallback
+   */
   const arg = (name, fallback) => {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? process.argv[i + 1] : fallback;
