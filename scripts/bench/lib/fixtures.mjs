@@ -11,7 +11,7 @@ import { statusSummary } from "./report.mjs";
  * @typedef {object} LocalD1
  * @property {(sql: string, ...params: unknown[]) => Promise<any[]>} all
  * @property {(sql: string, ...params: unknown[]) => Promise<any>} first
- * @property {{ prepare(sql: string): { bind(...values: unknown[]): unknown }, batch(statements: unknown[]): Promise<unknown> }} raw
+ * @property {Awaited<ReturnType<import("miniflare").Miniflare["getD1Database"]>>} raw
  */
 
 /**
