@@ -323,7 +323,8 @@ async function enableReadReplication(databaseId) {
     headers: { ...headers, "Content-Type": "application/json" },
     body: JSON.stringify({ read_replication: { mode: "auto" } }),
   });
-  const body = await res.json().catch(() => ({}));
+  /** @type {{ success?: boolean, errors?: unknown }} */
+  const body = /** @type {any} */ (await res.json().catch(() => ({})));
   if (!res.ok || body.success === false) fail(`enabling read replication: ${res.status} ${JSON.stringify(body.errors ?? body)}`);
   console.log('   read replication: "auto"');
 }

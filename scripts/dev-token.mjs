@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { sign } from "hono/jwt";
 
+/** @param {string} name */
 function fromDevVars(name) {
   if (!existsSync(".dev.vars")) return undefined;
   for (const line of readFileSync(".dev.vars", "utf8").split(/\r?\n/)) {

@@ -26,6 +26,7 @@ execFileSync("npx", ["node", "scripts/seed.mjs"], { stdio: "inherit", env: offli
 
 const args = ["wrangler", "dev", "--port", port, "--inspector-port", inspectorPort, "--ip", "127.0.0.1", "--test-scheduled"];
 // A local redis-server answering? Put the Upstash-REST bridge in front of it and point the Worker at it.
+/** @type {Awaited<ReturnType<typeof startBridge>> | undefined} */
 let bridge;
 if (await redisReachable(process.env.REDIS_URL)) {
   bridge = await startBridge({ port: Number(process.env.REDIS_BRIDGE_PORT ?? 8079), token: "dev-bridge-token" });
@@ -39,7 +40,7 @@ console.log(`  API   http://localhost:${port}/api/v1/products`);
 console.log(`  docs  http://localhost:${port}/docs`);
 console.log(`  console http://localhost:${port}/admin/console`);
 const child = spawn("npx", args, { stdio: "inherit", env: offline });
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => child.kill(sig));
+for (const sig of /** @type {const} */ (["SIGINT", "SIGTERM"])) process.on(sig, () => child.kill(sig));
 child.on("exit", async (code) => {
   await bridge?.close();
   process.exit(code ?? 0);

@@ -11,7 +11,11 @@
 // CLI: node scripts/http-sink.mjs [--port 8788]
 import { createServer } from "node:http";
 
+/**
+ * @param {{ port?: number, log?: boolean }} [options]
+ */
 export async function startSink(options = {}) {
+  /** @type {{ path: string, headers: import("node:http").IncomingHttpHeaders, body: any, status: number, at: number }[]} */
   const records = [];
   const tries = new Map();
   let offset = 0;
@@ -19,6 +23,7 @@ export async function startSink(options = {}) {
     const chunks = [];
     for await (const c of req) chunks.push(c);
     const text = Buffer.concat(chunks).toString("utf8");
+    /** @type {any} */
     let body = text;
     try {
       body = text ? JSON.parse(text) : null;
@@ -26,6 +31,10 @@ export async function startSink(options = {}) {
       // keep text
     }
     const url = new URL(req.url ?? "/", "http://sink");
+    /**
+     * @param {number} status
+     * @param {unknown} payload
+     */
     const send = (status, payload) => {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(payload));
@@ -56,8 +65,8 @@ export async function startSink(options = {}) {
     }
     record.status = send(404, { error: "unknown sink path" });
   });
-  await new Promise((resolve) => server.listen(options.port ?? 0, "127.0.0.1", resolve));
-  const port = server.address().port;
+  await new Promise((resolve) => server.listen(options.port ?? 0, "127.0.0.1", () => resolve(undefined)));
+  const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
   return {
     url: `http://127.0.0.1:${port}`,
     close: () =>

@@ -8,6 +8,7 @@ import { join } from "node:path";
 
 const now = Date.now();
 const DAY = 86_400_000;
+/** @param {unknown} s */
 const q = (s) => `'${String(s).replaceAll("'", "''")}'`;
 
 const products = [
@@ -34,6 +35,7 @@ const products = [
   ["에어프라이어", "5.5L 디지털", 99000, 50],
   ["전동 칫솔", "음파 진동, 충전식", 69000, 95],
 ];
+/** @type {[string, number][]} [name, balance] */
 const users = [
   ["김민수", 1_000_000],
   ["이서연", 500_000],
@@ -50,6 +52,7 @@ const coupons = [
   ["타임딜 1,000원 (샤드 4개)", "AMOUNT", 1000, 10_000, now - DAY, now + 30 * DAY, 7, 4],
 ];
 
+/** @type {string[]} */
 const sql = [];
 products.forEach(([name, desc, price, stock], i) => {
   sql.push(

@@ -17,6 +17,11 @@ import { createServer } from "node:http";
 import { createClient, RESP_TYPES } from "redis";
 
 /** Converts a redis reply (Buffers for bulk strings) to the JSON the REST API returns. */
+/**
+ * @param {unknown} reply
+ * @param {boolean} base64
+ * @returns {unknown}
+ */
 function toJson(reply, base64) {
   if (reply === null || reply === undefined) return null;
   if (Buffer.isBuffer(reply)) return base64 ? reply.toString("base64") : reply.toString("utf8");
@@ -31,6 +36,10 @@ function toJson(reply, base64) {
   return String(reply);
 }
 
+/**
+ * @param {unknown} command
+ * @returns {string[]}
+ */
 function toArgs(command) {
   if (!Array.isArray(command) || command.length === 0) throw new Error("ERR command must be a non-empty JSON array");
   return command.map((a) => {
@@ -41,6 +50,7 @@ function toArgs(command) {
   });
 }
 
+/** @param {unknown} e */
 const errText = (e) => (e instanceof Error ? e.message : String(e));
 
 /**
@@ -57,6 +67,10 @@ export async function startBridge(options = {}) {
   const dropped = new Set();
 
   const server = createServer(async (req, res) => {
+    /**
+     * @param {number} status
+     * @param {unknown} body
+     */
     const send = (status, body) => {
       res.writeHead(status, { "content-type": "application/json" });
       res.end(JSON.stringify(body));
@@ -134,8 +148,8 @@ export async function startBridge(options = {}) {
     }
   });
 
-  await new Promise((resolve) => server.listen(options.port ?? 0, host, resolve));
-  const port = server.address().port;
+  await new Promise((resolve) => server.listen(options.port ?? 0, host, () => resolve(undefined)));
+  const { port } = /** @type {import("node:net").AddressInfo} */ (server.address());
   return {
     url: `http://${host}:${port}`,
     port,
@@ -164,6 +178,10 @@ export async function redisReachable(url = process.env.REDIS_URL ?? "redis://127
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  /**
+   * @param {string} name
+   * @param {string | undefined} fallback
+   */
   const arg = (name, fallback) => {
     const i = process.argv.indexOf(`--${name}`);
     return i > 0 ? process.argv[i + 1] : fallback;

@@ -9,7 +9,13 @@
  * Options: --connections 100 --duration 10 --no-bare
  */
 import { startBareWorkerd, startServer } from "./server.mjs";
-import { adminHeaders, arg, healthCeiling, load, printMachine, printRatio, printTable } from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { adminHeaders } from "./lib/http.mjs";
+import { printMachine } from "./lib/machine.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { printRatio, printTable } from "./lib/report.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const CONNECTIONS = arg("connections", 100);
 const DURATION = arg("duration", 10);

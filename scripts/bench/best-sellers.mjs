@@ -44,7 +44,12 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { APP_ROOT, startServer } from "./server.mjs";
-import { Checks, arg, printLoad, printMachine, rng, seedUsersD1 } from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { Checks } from "./lib/checks.mjs";
+import { rng, seedUsersD1 } from "./lib/fixtures.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const ITEMS = arg("items", 1_000_000);
 const PRODUCTS = arg("products", 1000);
@@ -74,14 +79,26 @@ function readSalesSql() {
 }
 
 // Same arithmetic as src/shared/clock.ts.
+/**
+ * @param {number} ms
+ * @param {string} timeZone
+ */
 function businessDate(ms, timeZone) {
   return new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date(ms));
 }
+/**
+ * @param {string} date
+ * @param {number} days
+ */
 function addDays(date, days) {
   const d = new Date(`${date}T00:00:00Z`);
   d.setUTCDate(d.getUTCDate() + days);
   return d.toISOString().slice(0, 10);
 }
+/**
+ * @param {number} ms
+ * @param {string} timeZone
+ */
 function zoneOffsetMs(ms, timeZone) {
   const parts = new Intl.DateTimeFormat("en-US", {
     timeZone,
@@ -93,9 +110,14 @@ function zoneOffsetMs(ms, timeZone) {
     minute: "2-digit",
     second: "2-digit",
   }).formatToParts(new Date(ms));
+  /** @param {string} t */
   const get = (t) => Number(parts.find((p) => p.type === t)?.value);
   return Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second")) - Math.floor(ms / 1000) * 1000;
 }
+/**
+ * @param {string} date
+ * @param {string} timeZone
+ */
 function startOfBusinessDay(date, timeZone) {
   const utcMidnight = Date.parse(`${date}T00:00:00Z`);
   return utcMidnight - zoneOffsetMs(utcMidnight, timeZone);
@@ -103,13 +125,22 @@ function startOfBusinessDay(date, timeZone) {
 
 // ---------------------------------------------------------------- small stats
 
+/** @typedef {{ median: number, min: number, max: number, n: number }} Stats */
+/** @param {number[]} xs */
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
+/**
+ * @param {number[]} xs
+ * @returns {Stats}
+ */
 const stats = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), n: xs.length });
+/** @param {number} n */
 const ms = (n) => (Number.isFinite(n) ? (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)) : "-");
+/** @param {number} n */
 const int = (n) => Math.round(n).toLocaleString("en-US");
+/** @param {bigint} t0 */
 const elapsed = (t0) => Number(process.hrtime.bigint() - t0) / 1e6;
 
 // ---------------------------------------------------------------- run
@@ -218,6 +249,7 @@ try {
   }
   // A narrow window of about NARROW items from the start of the 3-day window: the shape of the
   // MySQL reference, whose indexed run read 100 of its 1,000,000 rows.
+  /** @param {number} k */
   const paidAtOfItem = (k) => orderPaidAt[itemOrder[k]];
   let k0 = 0;
   while (k0 < ITEMS && paidAtOfItem(k0) < win.fromMs) k0++;
@@ -286,23 +318,37 @@ try {
   // ---- measurement helpers
   const params = [win.fromMs, win.toMs, TOP];
   const narrowParams = [narrow.fromMs, narrow.toMs, TOP];
+  /** @typedef {{ productId: number, sales: number }} SalesRow */
+  /**
+   * @param {string} sql
+   * @param {unknown[]} binds
+   * @returns {Promise<{ wall: Stats, d1: Stats, rows: SalesRow[] }>}
+   */
   async function timeQuery(sql, binds, runs = RUNS) {
     const stmt = db.prepare(sql).bind(...binds);
     const first = await stmt.all(); // warm-up: page cache, statement cache
     const wall = [];
     const d1 = [];
-    let rows = first.results;
+    let rows = /** @type {SalesRow[]} */ (first.results);
     for (let i = 0; i < runs; i++) {
       const t = process.hrtime.bigint();
       const r = await stmt.all();
       wall.push(elapsed(t));
       d1.push(r.meta?.duration ?? NaN);
-      rows = r.results;
+      rows = /** @type {SalesRow[]} */ (r.results);
     }
     return { wall: stats(wall), d1: stats(d1), rows };
   }
+  /**
+   * @param {string} sql
+   * @param {unknown[]} binds
+   */
   const plan = async (sql, binds) =>
-    (await db.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...binds).all()).results.map((r) => r.detail).join("; ");
+    (await db.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...binds).all()).results.map((/** @type {any} */ r) => r.detail).join("; ");
+  /**
+   * @param {string} path
+   * @returns {Promise<{ lat: Stats, statuses: Record<number, number>, last: { status: number, json: any } }>}
+   */
   async function timeHttp(path) {
     const url = new URL(path, server.url);
     const get = async () => {
@@ -311,6 +357,7 @@ try {
     };
     let last = await get(); // warm-up
     const lat = [];
+    /** @type {Record<number, number>} */
     const statuses = {};
     for (let i = 0; i < HTTP_RUNS; i++) {
       const t = process.hrtime.bigint();
@@ -320,6 +367,7 @@ try {
     }
     return { lat: stats(lat), statuses, last };
   }
+  /** @param {SalesRow[]} rows */
   const sameTop = (rows) => JSON.stringify(rows.map((r) => [r.productId, r.sales])) === JSON.stringify(expected.map((r) => [r.productId, r.sales]));
 
   const c = new Checks("Checks");
@@ -343,7 +391,7 @@ try {
   c.check(
     "GET /products/best (with index): 200, expected top 5, from/to = today-3 .. today-1",
     withHttp.statuses[200] === HTTP_RUNS && sameTop(body?.bestSellers ?? []) && body?.from === win.from && body?.to === win.to,
-    `${JSON.stringify(withHttp.statuses)} ${JSON.stringify({ from: body?.from, to: body?.to, top: (body?.bestSellers ?? []).map((p) => [p.productId, p.sales]) })}`,
+    `${JSON.stringify(withHttp.statuses)} ${JSON.stringify({ from: body?.from, to: body?.to, top: (body?.bestSellers ?? []).map((/** @type {SalesRow} */ p) => [p.productId, p.sales]) })}`,
   );
 
   // ---- WITHOUT the index (dropped: same SQL text, and the route runs without it too)
@@ -390,8 +438,12 @@ try {
   // ---- report
   const n = `${RUNS} runs after 1 warm-up (\`SELECT 1\`: ${HTTP_RUNS})`;
   const nh = `${HTTP_RUNS} sequential requests after 1 warm-up`;
+  /** @typedef {{ wall: Stats, d1: Stats }} Timed */
+  /** @param {Timed} q */
   const d1Col = (q) => (Number.isFinite(q.d1.median) ? ms(q.d1.median) : "-");
+  /** @param {Timed} q */
   const overQ = (q) => ms(q.wall.median - floor.wall.median);
+  /** @param {{ lat: Stats }} h */
   const overH = (h) => ms(h.lat.median - health.lat.median);
   console.log(`\n### Best sellers: live query, ${int(ITEMS)} order items, window ${win.from}..${win.to} (${int(counts.inWindow)} items), LIMIT ${TOP}\n`);
   console.log(`Narrow window: [${new Date(narrow.fromMs).toISOString()}, ${new Date(narrow.toMs).toISOString()}).\n`);

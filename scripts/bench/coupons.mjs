@@ -38,33 +38,30 @@
  * Users are seeded straight into D1 (10,000 admin calls would take longer than the
  * storm; `--http-users` uses the admin API instead). The coupon goes through the admin API.
  *
+ * `--url https://staging.example.com` (issue 20): the same storm against a deployed Worker, to
+ * rehearse a sale (docs/OPERATIONS.md, "Rehearsing a sale on staging"). Nothing is started; users and coupons are
+ * created through the admin API under a unique run tag; the D1 checks become HTTP checks: the
+ * objects' count (`GET /coupons/{id}`: issued, remaining), D1's count (`GET /admin/coupons`:
+ * issued), and every user's own coupon list (`GET /coupons?userId=`) against the 201s. Needs
+ * env ADMIN_TOKEN (or --admin-token), and JWT_SECRET (or --jwt-secret) when user routes need JWTs.
+ *
  * Options: --users 10000 --quantity 1000 --connections 300 --warmup 500 --http-users
  *          --all-winners (defaults become --users 5000 --quantity <users>) --retry <winners>
  *          --shards K (K = 1 storm, then K = K storm, same server)
+ *          --url <base URL> [--admin-token T] [--jwt-secret S]
  */
-import { startServer } from "./server.mjs";
-import {
-  Checks,
-  api,
-  arg,
-  createUsers,
-  healthCeiling,
-  isoWithOffset,
-  latencyChecks,
-  load,
-  mapLimit,
-  printLoad,
-  printMachine,
-  printRatio,
-  printTable,
-  readStable,
-  routeExists,
-  seedUsersD1,
-  statusSummary,
-  compareShards,
-  fmt,
-  fmtInt,
-} from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api, mapLimit, prepareUserTokens, routeExists, userHeaders } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { fmt, fmtInt, printRatio, printTable, statusSummary } from "./lib/report.mjs";
+import { Checks, latencyChecks, readStable } from "./lib/checks.mjs";
+import { createUsers, isoWithOffset, seedUsersD1 } from "./lib/fixtures.mjs";
+import { compareShards } from "./lib/compare-shards.mjs";
+import { adminListRow, readEach } from "./lib/read-back.mjs";
+import { localD1, openTarget } from "./lib/target.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const ALL_WINNERS = process.argv.includes("--all-winners");
 const USERS = arg("users", ALL_WINNERS ? 5000 : 10_000);
@@ -101,6 +98,10 @@ if (SHARDED && !(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= MAX_SHARDS
  * The user's home shard: a copy of `mix32`/`homeShard` in src/shared/sharded-quantity.ts
  * (the check "every shard issued exactly the 201s of its users" fails if the two drift).
  */
+/**
+ * @param {number} userId
+ * @param {number} shards
+ */
 function homeShard(userId, shards) {
   if (shards <= 1) return 0;
   let h = (userId >>> 0) ^ Math.floor(userId / 0x1_0000_0000);
@@ -113,14 +114,14 @@ function homeShard(userId, shards) {
 }
 
 
-const server = await startServer();
+const server = await openTarget();
 let exitCode = 1;
 try {
   printMachine({ server: server.mode });
   if (!SHARDED) {
     console.log(`\n## bench:coupons${ALL_WINNERS ? " --all-winners" : ""}  users=${USERS} quantity=${QUANTITY} connections=${CONNECTIONS}`);
     const r = await runStorm({});
-    exitCode = r.skipped ? 2 : r.ok ? 0 : 1;
+    exitCode = "skipped" in r ? 2 : r.ok ? 0 : 1;
   } else {
     console.log(
       `\n## bench:coupons${ALL_WINNERS ? " --all-winners" : ""} --shards ${SHARDS}  users=${USERS} quantity=${QUANTITY} connections=${CONNECTIONS}, twice on one server: K=1, then K=${SHARDS} (fresh coupon, fresh users)`,
@@ -138,28 +139,34 @@ process.exit(exitCode);
  * One storm: fresh users, a fresh coupon (with `k` shards when given), warm-up, the storm,
  * /health, the winners' retry, and the checks. Without `k` it is the single storm of
  * `npm run bench:coupons` and prints exactly what that always printed.
+ * @param {{ k?: number }} o
+ * @returns {Promise<CouponStorm | { skipped: true }>}
  */
 async function runStorm({ k }) {
   const sharded = k !== undefined;
+  /** @param {string} s */
   const tagged = (s) => (sharded ? `${s}, K=${k}` : s);
+  /** @type {import("./lib/load.mjs").LoadRun[]} */
   const setupRows = [];
+  /** @type {number[]} */
   let users;
   const seedStarted = Date.now();
-  if (HTTP_USERS) {
-    const created = await createUsers(server.url, USERS, { connections: 50 });
+  if (HTTP_USERS || server.remote) {
+    const created = await createUsers(server.url, USERS, { connections: 50, ...(server.remote ? { namePrefix: `${server.tag}-user` } : {}) });
     users = created.ids;
     setupRows.push(created.run);
   } else {
-    users = await seedUsersD1(server.d1, USERS);
+    users = await seedUsersD1(localD1(server), USERS);
     console.log(`\nseeded ${users.length} users into D1 in ${Date.now() - seedStarted} ms`);
   }
+  await prepareUserTokens(users);
   const now = Date.now();
   const coupon = await api(
     server.url,
     "POST",
     "/api/v1/admin/coupons",
     {
-      name: "bench first-come 1,000 won",
+      name: server.remote ? `${server.tag} first-come 1,000 won` : "bench first-come 1,000 won",
       discountType: "AMOUNT",
       discountValue: 1000,
       quantity: QUANTITY,
@@ -189,7 +196,7 @@ async function runStorm({ k }) {
     "POST",
     "/api/v1/admin/coupons",
     {
-      name: "bench warm-up",
+      name: server.remote ? `${server.tag} warm-up` : "bench warm-up",
       discountType: "AMOUNT",
       discountValue: 10,
       quantity: Math.min(WARMUP, USERS),
@@ -207,7 +214,7 @@ async function runStorm({ k }) {
       connections: CONNECTIONS,
       amount: Math.min(WARMUP * 2, USERS),
       maxSeconds: 60,
-      build: (i) => ({ body: { userId: users[i], couponId: warmCoupon.json.data.couponId } }),
+      build: (i) => ({ body: { userId: users[i], couponId: warmCoupon.json.data.couponId }, headers: userHeaders(users[i]) }),
       label: "warm-up (separate coupon, not measured)",
     });
     await healthCeiling(server.url, { connections: CONNECTIONS, amount: 2_000, label: "warm-up /health" });
@@ -233,7 +240,7 @@ async function runStorm({ k }) {
     build: (i, ctx) => {
       ctx.i = i;
       ctx.userId = users[i];
-      return { body: { userId: users[i], couponId } };
+      return { body: { userId: users[i], couponId }, headers: userHeaders(ctx.userId) };
     },
     onResponse: (status, json, ctx) => {
       answered[ctx.i] = 1;
@@ -261,7 +268,7 @@ async function runStorm({ k }) {
         amount: retryList.length,
         maxSeconds: 60,
         timeout: 30,
-        build: (i) => ({ body: { userId: retryList[i], couponId } }),
+        build: (i) => ({ body: { userId: retryList[i], couponId }, headers: userHeaders(retryList[i]) }),
         label: tagged(`POST /coupons/issue (winners retry, ${retryList.length}${retryList.length < winnerList.length ? ` of ${winnerList.length}` : ""}`) + ")",
       })
     : undefined;
@@ -296,26 +303,13 @@ async function runStorm({ k }) {
   }
   c.check("201 bodies name the requesting user and the coupon", badBodies === 0, `${badBodies} mismatches`);
 
-  const read = async () => {
-    const r = await server.d1.first(
-      `SELECT COUNT(*) AS rows_, COUNT(DISTINCT user_id) AS users_,
-              (SELECT issued_quantity FROM coupons WHERE id = ?1) AS issued
-       FROM user_coupons WHERE coupon_id = ?1`,
-      couponId,
-    );
-    return { rows: r.rows_, distinctUsers: r.users_, issuedQuantity: r.issued };
-  };
-  const { value: d1, stable } = await readStable(read, { interval: 500, tries: 20 });
-  c.check("D1 readings stable (write-behind converged)", stable, JSON.stringify(d1));
-  c.check(`D1: exactly ${WINNERS} user_coupons rows for the coupon`, d1.rows === WINNERS, `${d1.rows}`);
-  c.check(`D1: ${WINNERS} distinct users`, d1.distinctUsers === WINNERS, `${d1.distinctUsers}`);
-  c.check(`D1: coupons.issued_quantity = ${WINNERS}`, d1.issuedQuantity === WINNERS, `${d1.issuedQuantity}`);
-  const holders = new Set((await server.d1.all("SELECT user_id AS u FROM user_coupons WHERE coupon_id = ?", couponId)).map((r) => r.u));
+  /** @type {Set<number>} */
+  const holders = server.remote ? await httpCounts(c, { couponId, users, slack }) : await d1Counts(c, localD1(server), couponId);
   const missing = winnerList.filter((u) => !holders.has(u));
   const extra = [...holders].filter((u) => !winners.has(u));
   const extraKnown = extra.filter((u) => !unknownUsers.has(u));
   c.check(
-    "D1 holders are exactly the users answered 201 (plus only unanswered ones)",
+    `${server.remote ? "holders (users whose GET /coupons?userId= lists the coupon)" : "D1 holders"} are exactly the users answered 201 (plus only unanswered ones)`,
     missing.length === 0 && extraKnown.length === 0,
     `${missing.length} missing, ${extra.length} extra (${extra.length - extraKnown.length} of them unanswered)${slack}`,
   );
@@ -329,10 +323,11 @@ async function runStorm({ k }) {
   }
   // What a client sees, for a sample of winners and losers.
   const losers = users.filter((u) => !winners.has(u) && !unknownUsers.has(u));
-  const sample = [...winnerList.slice(0, 20).map((u) => [u, true]), ...losers.slice(0, 20).map((u) => [u, false])];
+  /** @type {[number, boolean][]} */
+  const sample = [...winnerList.slice(0, 20).map((u) => /** @type {[number, boolean]} */ ([u, true])), ...losers.slice(0, 20).map((u) => /** @type {[number, boolean]} */ ([u, false]))];
   const views = await mapLimit(sample, 10, async ([u, won]) => {
-    const r = await api(server.url, "GET", `/api/v1/coupons?userId=${u}`);
-    const has = (r.json?.data?.coupons ?? []).some((x) => x.couponId === couponId);
+    const r = await api(server.url, "GET", `/api/v1/coupons?userId=${u}`, undefined, { user: u });
+    const has = (r.json?.data?.coupons ?? []).some((/** @type {{ couponId: number }} */ x) => x.couponId === couponId);
     return r.status === 200 && has === won ? "" : `user ${u} (${won ? "winner" : "loser"}): ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`;
   });
   const wrong = views.filter(Boolean);
@@ -341,13 +336,111 @@ async function runStorm({ k }) {
   c.check(`GET /coupons?userId= agrees for ${nWinners} winners and ${nLosers} losers`, wrong.length === 0, wrong.length ? `${wrong.length} wrong, e.g. ${wrong[0]}` : `${views.length} users`);
 
   let shardSummary;
-  if (sharded) shardSummary = await shardChecks(c, { k, couponId, users, winners, unknownUsers, before, afterStorm });
+  if (sharded && before && afterStorm) shardSummary = await shardChecks(c, { k, couponId, users, winners, unknownUsers, before, afterStorm });
   latencyChecks(c, storm, { ceiling: health });
   c.print();
   return { ok: c.ok(), k, couponId, storm, health, retry, shardSummary, checksFailed: c.failed };
 }
 
-/** `GET /admin/coupons/{id}/shards` data, or undefined when the route is not in the build. */
+/**
+ * The local run's D1 checks (polled until stable: the objects may write behind): rows, distinct
+ * users and issued_quantity of the coupon. Returns the holders.
+ * @param {Checks} c
+ * @param {import("./lib/fixtures.mjs").LocalD1} d1db
+ * @param {number} couponId
+ * @returns {Promise<Set<number>>}
+ */
+async function d1Counts(c, d1db, couponId) {
+  const read = async () => {
+    const r = await d1db.first(
+      `SELECT COUNT(*) AS rows_, COUNT(DISTINCT user_id) AS users_,
+              (SELECT issued_quantity FROM coupons WHERE id = ?1) AS issued
+       FROM user_coupons WHERE coupon_id = ?1`,
+      couponId,
+    );
+    return { rows: r.rows_, distinctUsers: r.users_, issuedQuantity: r.issued };
+  };
+  const { value: d1, stable } = await readStable(read, { interval: 500, tries: 20 });
+  c.check("D1 readings stable (write-behind converged)", stable, JSON.stringify(d1));
+  c.check(`D1: exactly ${WINNERS} user_coupons rows for the coupon`, d1.rows === WINNERS, `${d1.rows}`);
+  c.check(`D1: ${WINNERS} distinct users`, d1.distinctUsers === WINNERS, `${d1.distinctUsers}`);
+  c.check(`D1: coupons.issued_quantity = ${WINNERS}`, d1.issuedQuantity === WINNERS, `${d1.issuedQuantity}`);
+  return new Set((await d1db.all("SELECT user_id AS u FROM user_coupons WHERE coupon_id = ?", couponId)).map((r) => r.u));
+}
+
+/**
+ * A `--url` run's checks through the API only: the issuing objects' count (`GET /coupons/{id}`,
+ * edge-cached for up to 1 s, so polled 1.5 s apart), D1's count (`GET /admin/coupons`), and every
+ * user's own coupons (`GET /coupons?userId=`, one request per user). Returns the holders.
+ * @param {Checks} c
+ * @param {{ couponId: number, users: number[], slack: string }} o
+ * @returns {Promise<Set<number>>}
+ */
+async function httpCounts(c, { couponId, users, slack }) {
+  const read = async () => {
+    const pub = await api(server.url, "GET", `/api/v1/coupons/${couponId}`);
+    const row = await adminListRow(server.url, "coupons", couponId);
+    return { issued: pub.json?.data?.issued, remaining: pub.json?.data?.remaining, quantity: pub.json?.data?.quantity, adminIssued: row?.issued, adminRemaining: row?.remaining };
+  };
+  const { value: n, stable } = await readStable(read, { interval: 1500, tries: 20 });
+  c.check("GET /coupons/{id} and GET /admin/coupons stable (write-behind converged)", stable, JSON.stringify(n));
+  c.check(`GET /coupons/{id}: quantity ${QUANTITY}, issued ${WINNERS}, remaining ${QUANTITY - WINNERS} (the issuing objects' count)`, n.quantity === QUANTITY && n.issued === WINNERS && n.remaining === QUANTITY - WINNERS, `quantity ${n.quantity}, issued ${n.issued}, remaining ${n.remaining}${slack}`);
+  c.check(`GET /admin/coupons: issued ${WINNERS} (D1's count)`, n.adminIssued === WINNERS && n.adminRemaining === QUANTITY - WINNERS, `issued ${n.adminIssued}, remaining ${n.adminRemaining}`);
+  const owned = await readEach(server.url, users, (u) => ({ path: `/api/v1/coupons?userId=${u}`, userId: u }), `GET /coupons?userId= (read back ${users.length} users)`);
+  printTable("Read-back", [owned.run]);
+  c.check("every user's coupon list read back (GET /coupons?userId=, 200)", owned.failed === 0 && owned.data.size === users.length, `${owned.data.size}/${users.length} ${statusSummary(owned.run)}`);
+  /** @param {any} data */
+  const holds = (data) => (data?.coupons ?? []).some((/** @type {{ couponId: number }} */ x) => x.couponId === couponId);
+  return new Set(users.filter((_, i) => holds(owned.data.get(i))));
+}
+
+/**
+ * @typedef {object} CouponShardState one shard in the admin shards view (src/admin/admin.schemas.ts CouponShardStateSchema)
+ * @property {number} shard
+ * @property {number} shards
+ * @property {number} held
+ * @property {number} issued
+ * @property {number} free
+ * @property {number} unsynced
+ * @property {number} openTransfers
+ * @property {number} requests
+ * @property {number} [d1Batches]
+ */
+/**
+ * @typedef {object} CouponShardsView
+ * @property {number} couponId
+ * @property {number} shards
+ * @property {number} quantity
+ * @property {number} issued
+ * @property {number} free
+ * @property {CouponShardState[]} perShard
+ */
+/**
+ * @typedef {object} ShardSummary
+ * @property {number[]} reached
+ * @property {number} reachedTotal
+ * @property {number[]} homed
+ * @property {number[]} won
+ * @property {CouponShardState[]} per
+ * @property {number[]} shares
+ */
+/**
+ * @typedef {object} CouponStorm one storm's outcome
+ * @property {boolean} ok
+ * @property {number | undefined} k
+ * @property {number} couponId
+ * @property {import("./lib/load.mjs").LoadRun} storm
+ * @property {import("./lib/load.mjs").LoadRun} health
+ * @property {import("./lib/load.mjs").LoadRun | undefined} retry
+ * @property {ShardSummary | undefined} shardSummary
+ * @property {number} checksFailed
+ */
+
+/**
+ * `GET /admin/coupons/{id}/shards` data, or undefined when the route is not in the build.
+ * @param {number} couponId
+ * @returns {Promise<CouponShardsView | undefined>}
+ */
 async function shardView(couponId) {
   const r = await api(server.url, "GET", `/api/v1/admin/coupons/${couponId}/shards`, undefined, { admin: true });
   if (r.status === 404 && r.json?.error === "NOT_FOUND") return undefined;
@@ -355,6 +448,7 @@ async function shardView(couponId) {
   return r.json.data;
 }
 
+/** @param {CouponShardsView} v */
 function settledView(v) {
   return v.perShard.every((s) => s.unsynced === 0 && s.openTransfers === 0);
 }
@@ -364,13 +458,22 @@ function settledView(v) {
  * openTransfers = 0), its checks, and the per-shard table: users homed there (by
  * `homeShard`), issuance requests that reached it during the storm (its `requests` right
  * after the storm minus before), its share of them against a uniform 1/K, and its units.
+ * @param {Checks} c
+ * @param {{ k: number, couponId: number, users: number[], winners: Set<number>, unknownUsers: Set<number>, before: CouponShardsView, afterStorm: CouponShardsView }} o
+ * @returns {Promise<ShardSummary>}
  */
 async function shardChecks(c, { k, couponId, users, winners, unknownUsers, before, afterStorm }) {
-  let view = await shardView(couponId);
+  /** @param {number} id */
+  const mustView = async (id) => {
+    const v = await shardView(id);
+    if (!v) throw new Error(`no shards view of coupon ${id}`);
+    return v;
+  };
+  let view = await mustView(couponId);
   const pollStarted = Date.now();
   for (let i = 0; i < 60 && !settledView(view); i++) {
     await new Promise((r) => setTimeout(r, 250));
-    view = await shardView(couponId);
+    view = await mustView(couponId);
   }
   const pollMs = Date.now() - pollStarted;
   const per = [...view.perShard].sort((a, b) => a.shard - b.shard);
@@ -387,6 +490,7 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
   const reachedTotal = reached.reduce((a, b) => a + b, 0);
   // An object evicted between the two reads restarts its count at 0: the difference would be negative.
   const countsReset = per.filter((s, i) => reached[i] < 0 || (reqAfter.get(s.shard) ?? 0) > s.requests).map((s) => s.shard);
+  /** @param {(s: CouponShardState) => number} f */
   const sum = (f) => per.reduce((n, s) => n + f(s), 0);
   const held = sum((s) => s.held);
   const issued = sum((s) => s.issued);
@@ -436,12 +540,18 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
   return { reached, reachedTotal, homed, won, per, shares };
 }
 
-/** K = 1 and K = K side by side, the machine-readable ratio lines, and the note on this machine. */
+/**
+ * K = 1 and K = K side by side, the machine-readable ratio lines, and the note on this machine.
+ * @param {CouponStorm[]} runs
+ * @param {string} note
+ */
 function printComparison(runs, note) {
   const [a, b] = runs;
   const base = ALL_WINNERS ? "coupons.all-winners" : "coupons.storm";
   console.log(`\n## K=1 vs K=${b.k} (same server, same run; each storm's ratio is to the /health ceiling measured right after it)\n`);
+  /** @param {CouponStorm} r */
   const hist = (r) => (r.storm.hops ? Object.entries(r.storm.hops.histogram).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ") : "n/a");
+  /** @type {[string, (r: CouponStorm) => string][]} */
   const rows = [
     ["coupon", (r) => `${r.couponId}`],
     ["storm req/s", (r) => fmtInt(r.storm.rps)],
@@ -453,9 +563,9 @@ function printComparison(runs, note) {
     ["ratio storm / /health", (r) => fmt(r.storm.rps / r.health.rps, 3)],
     ["status counts", (r) => statusSummary(r.storm)],
     ["client requests", () => fmtInt(USERS)],
-    ["requests that reached the shard objects", (r) => fmtInt(r.shardSummary.reachedTotal)],
-    ["refused by the isolate's sold-out memory", (r) => fmtInt(USERS - r.shardSummary.reachedTotal)],
-    ["requests per shard (min / max share vs uniform)", (r) => (r.k === 1 ? "1 shard" : `${fmt(Math.min(...r.shardSummary.shares), 2)} / ${fmt(Math.max(...r.shardSummary.shares), 2)}`)],
+    ["requests that reached the shard objects", (r) => fmtInt(r.shardSummary?.reachedTotal)],
+    ["refused by the isolate's sold-out memory", (r) => fmtInt(USERS - (r.shardSummary?.reachedTotal ?? NaN))],
+    ["requests per shard (min / max share vs uniform)", (r) => (r.k === 1 ? "1 shard" : `${fmt(Math.min(...(r.shardSummary?.shares ?? [])), 2)} / ${fmt(Math.max(...(r.shardSummary?.shares ?? [])), 2)}`)],
     ["hops: responses", hist],
     ["mean hops", (r) => fmt(r.storm.hops?.mean, 2)],
     ["do calls/resp (+nested)", (r) => `${fmt(r.storm.timing.metrics.do.callsPerResponse, 2)} (+${fmt(r.storm.timing.metrics.do.nestedPerResponse, 2)})`],

@@ -38,35 +38,32 @@
  * cores, so K shards cannot show more than one object's worth of capacity here: the local run is
  * about exactness and the per-shard spread, not capacity.
  *
+ * `--url https://staging.example.com` (issue 20): the same storms against a deployed Worker, to
+ * rehearse a sale (docs/OPERATIONS.md, "Rehearsing a sale on staging"). Nothing is started; products and users (with
+ * their balance) are created through the admin API under a unique run tag; the D1 checks become
+ * HTTP checks: every storm user's balance (`GET /points`), USE history (`GET /points/history`)
+ * and order list (`GET /orders?userId=`, which also shows orders whose answer was lost), and
+ * products.stock as D1 holds it (`GET /admin/products`). Per-line shard checks need D1 and are
+ * left out. Needs env ADMIN_TOKEN (or --admin-token), and JWT_SECRET (or --jwt-secret) when
+ * user routes need JWTs.
+ *
  * Options: --orders 3000 --users 1000 --connections 300 --products 5 --stock 2000 --seed 7 --warmup 300
  *          --shards K (then the defaults are --products 1 --stock 5000)
+ *          --url <base URL> [--admin-token T] [--jwt-secret S]
  * (3,000 orders average about 4 units each: demand ~12,000 > 10,000 in stock.)
  */
-import { startServer } from "./server.mjs";
-import {
-  Checks,
-  adminHeaders,
-  api,
-  arg,
-  healthCeiling,
-  latencyChecks,
-  load,
-  printLoad,
-  printMachine,
-  d1Groups,
-  printD1After,
-  printD1Writes,
-  printRatio,
-  printTable,
-  readStable,
-  rng,
-  routeExists,
-  seedUsersD1,
-  statusSummary,
-  compareShards,
-  fmt,
-  fmtInt,
-} from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { adminHeaders, api, d1Groups, prepareUserTokens, routeExists, userHeaders } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { fmt, fmtInt, printD1After, printD1Writes, printRatio, printTable, statusSummary } from "./lib/report.mjs";
+import { Checks, latencyChecks, readStable } from "./lib/checks.mjs";
+import { createUsers, rng, seedUsersD1 } from "./lib/fixtures.mjs";
+import { compareShards } from "./lib/compare-shards.mjs";
+import { adminListRow, readEach } from "./lib/read-back.mjs";
+import { localD1, openTarget } from "./lib/target.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const ORDERS = arg("orders", 3000);
 const USERS = arg("users", 1000);
@@ -93,14 +90,14 @@ if (SHARDED && !(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= MAX_SHARDS
 }
 
 
-const server = await startServer();
+const server = await openTarget();
 let exitCode = 1;
 try {
   printMachine({ server: server.mode });
   if (!SHARDED) {
     console.log(`\n## bench:orders  orders=${ORDERS} users=${USERS} products=${PRODUCTS}x${STOCK} connections=${CONNECTIONS} seed=${SEED}`);
     const r = await runStorm({});
-    exitCode = r.skipped ? 2 : r.ok ? 0 : 1;
+    exitCode = "skipped" in r ? 2 : r.ok ? 0 : 1;
   } else {
     console.log(
       `\n## bench:orders --shards ${SHARDS}  orders=${ORDERS} users=${USERS} products=${PRODUCTS}x${STOCK} connections=${CONNECTIONS} seed=${SEED}, twice on one server: K=1, then K=${SHARDS} (fresh products, fresh users)`,
@@ -115,15 +112,34 @@ try {
 process.exit(exitCode);
 
 /**
+ * Users with `balance` each: seeded into the local D1, or (with --url) created through the admin API.
+ * @param {number} count
+ * @param {string} namePrefix
+ * @returns {Promise<number[]>}
+ */
+async function makeUsers(count, namePrefix) {
+  const users = server.remote
+    ? (await createUsers(server.url, count, { initialBalance: BALANCE, namePrefix: `${server.tag}-${namePrefix}` })).ids
+    : await seedUsersD1(localD1(server), count, { initialBalance: BALANCE, namePrefix });
+  await prepareUserTokens(users);
+  return users;
+}
+
+/**
  * One run: fresh products (with `k` stock shards when given) and users, warm-up, the placement
  * storm, the payment storm, read-back and the checks. Without `k` it is the single run of
  * `npm run bench:orders` and prints exactly what that always printed.
+ * @param {{ k?: number }} o
+ * @returns {Promise<OrderStorm | { skipped: true }>}
  */
 async function runStorm({ k }) {
   const sharded = k !== undefined;
+  /** @param {string} s */
   const tagged = (s) => (sharded ? `${s}, K=${k}` : s);
   // Setup: hot products via the admin API, users with balance via D1.
+  /** @type {number[]} */
   const productIds = [];
+  /** @type {Map<number, number>} productId -> price */
   const prices = new Map();
   const setup = await load({
     url: server.url,
@@ -135,7 +151,7 @@ async function runStorm({ k }) {
     parseBodies: true,
     build: (i, ctx) => {
       ctx.price = 1000 * (i + 1);
-      return { body: { name: `bench-hot-${i}`, price: ctx.price, stock: STOCK, ...(sharded ? { stockShards: k } : {}) } };
+      return { body: { name: server.remote ? `${server.tag}-hot-${i}` : `bench-hot-${i}`, price: ctx.price, stock: STOCK, ...(sharded ? { stockShards: k } : {}) } };
     },
     onResponse: (status, json, ctx) => {
       if (status === 201) {
@@ -146,8 +162,8 @@ async function runStorm({ k }) {
     label: tagged(`POST /admin/products (setup, ${PRODUCTS}`) + ")",
   });
   if (productIds.length !== PRODUCTS) throw new Error(`product setup: ${JSON.stringify(setup.statusCounts)} ${JSON.stringify(setup.errorCodes)}`);
-  const users = await seedUsersD1(server.d1, USERS, { initialBalance: BALANCE });
-  console.log(`\nsetup: ${PRODUCTS} products${sharded ? ` (${productIds.join(", ")}; stockShards ${k})` : ""}, ${users.length} users seeded into D1 with balance ${BALANCE}`);
+  const users = await makeUsers(USERS, "bench-user");
+  console.log(`\nsetup: ${PRODUCTS} products${sharded ? ` (${productIds.join(", ")}; stockShards ${k})` : ""}, ${users.length} users ${server.remote ? "created through the admin API" : "seeded into D1"} with balance ${BALANCE}`);
 
   const missing = [];
   for (const p of ["/api/v1/orders", "/api/v1/points/use"]) if (!(await routeExists(server.url, p))) missing.push(p);
@@ -175,13 +191,16 @@ async function runStorm({ k }) {
     // Warm-up (not measured, separate product and users): the storms meet a warm isolate, JIT and
     // D1 statement cache, as production traffic does; the /health ceilings are measured warm too.
     if (WARMUP > 0) {
-      const warmProduct = await fetch(new URL("/api/v1/admin/products", server.url), {
-        method: "POST",
-        headers: { "content-type": "application/json", ...adminHeaders() },
+      const { json: warmProduct } = await api(
+        server.url,
+        "POST",
+        "/api/v1/admin/products",
         // With --shards the warm-up product has the storm's K, so the K-shard storm meets warm stock objects' code paths too.
-        body: JSON.stringify({ name: "bench-warm-up", price: 100, stock: WARMUP * 10, ...(sharded ? { stockShards: k } : {}) }),
-      }).then((r) => r.json());
-      const warmUsers = await seedUsersD1(server.d1, WARMUP, { initialBalance: BALANCE, namePrefix: "bench-warm" });
+        { name: server.remote ? `${server.tag}-warm-up` : "bench-warm-up", price: 100, stock: WARMUP * 10, ...(sharded ? { stockShards: k } : {}) },
+        { admin: true },
+      );
+      const warmUsers = await makeUsers(WARMUP, "bench-warm");
+      /** @type {{ userId: number, orderId: number }[]} */
       const warmOrders = [];
       await load({
         url: server.url,
@@ -192,7 +211,7 @@ async function runStorm({ k }) {
         parseBodies: true,
         build: (i, ctx) => {
           ctx.userId = warmUsers[i];
-          return { body: { userId: warmUsers[i], orderProducts: [{ productId: warmProduct.data.productId, quantity: 1 }] } };
+          return { body: { userId: warmUsers[i], orderProducts: [{ productId: warmProduct.data.productId, quantity: 1 }] }, headers: userHeaders(ctx.userId) };
         },
         onResponse: (status, json, ctx) => {
           if (status === 201) warmOrders.push({ userId: ctx.userId, orderId: json.data.orderId });
@@ -205,7 +224,7 @@ async function runStorm({ k }) {
         method: "POST",
         connections: CONNECTIONS,
         amount: warmOrders.length,
-        build: (i) => ({ body: warmOrders[i] }),
+        build: (i) => ({ body: warmOrders[i], headers: userHeaders(warmOrders[i].userId) }),
         label: "warm-up payments",
       });
       await healthCeiling(server.url, { connections: CONNECTIONS, amount: 2_000, label: "warm-up /health" });
@@ -213,10 +232,11 @@ async function runStorm({ k }) {
     }
 
     // Each shard's reserve calls and D1 batches before the storm (the counters live in the objects' memory).
-    const viewsBefore = sharded ? await Promise.all(productIds.map((id) => stockShardsView(id))) : undefined;
+    const viewsBefore = sharded ? await Promise.all(productIds.map((id) => mustStockShardsView(id))) : undefined;
 
     // Phase 1: place.
-    const created = []; // {orderId, userId, lines, totalAmount, expectedTotal}
+    /** @type {{ orderId: number, userId: number, lines: OrderLine[], totalAmount: number, expectedTotal: number }[]} */
+    const created = [];
     const answeredPlace = new Uint8Array(ORDERS);
     const placeStatus = new Uint16Array(ORDERS);
     const groupsBeforePlace = await d1Groups(server.url);
@@ -231,7 +251,7 @@ async function runStorm({ k }) {
       parseBodies: true,
       build: (i, ctx) => {
         ctx.i = i;
-        return { body: plan[i] };
+        return { body: plan[i], headers: userHeaders(plan[i].userId) };
       },
       onResponse: (status, json, ctx) => {
         answeredPlace[ctx.i] = 1;
@@ -243,13 +263,13 @@ async function runStorm({ k }) {
           userId: p.userId,
           lines: p.orderProducts,
           totalAmount: json.data.totalAmount,
-          expectedTotal: p.orderProducts.reduce((s, l) => s + prices.get(l.productId) * l.quantity, 0),
+          expectedTotal: p.orderProducts.reduce((s, l) => s + (prices.get(l.productId) ?? NaN) * l.quantity, 0),
         });
       },
       label: tagged(`POST /orders (storm, ${ORDERS}`) + ")",
     });
     // Read at once: payments do not reserve, but an eviction would restart the counters.
-    const viewsAfterPlace = sharded ? await Promise.all(productIds.map((id) => stockShardsView(id))) : undefined;
+    const viewsAfterPlace = sharded ? await Promise.all(productIds.map((id) => mustStockShardsView(id))) : undefined;
     const healthPlace = await healthCeiling(server.url, {
       connections: CONNECTIONS,
       amount: ORDERS,
@@ -278,7 +298,7 @@ async function runStorm({ k }) {
         parseBodies: true,
         build: (i, ctx) => {
           ctx.i = i;
-          return { body: { userId: toPay[i].userId, orderId: toPay[i].orderId } };
+          return { body: { userId: toPay[i].userId, orderId: toPay[i].orderId }, headers: userHeaders(toPay[i].userId) };
         },
         onResponse: (status, json, ctx) => {
           answeredPay[ctx.i] = 1;
@@ -286,7 +306,7 @@ async function runStorm({ k }) {
         },
         label: tagged(`POST /points/use (pay ${toPay.length}`) + ")",
       });
-      if (sharded) viewsAfterPay = await Promise.all(productIds.map((id) => stockShardsView(id)));
+      if (sharded) viewsAfterPay = await Promise.all(productIds.map((id) => mustStockShardsView(id)));
       healthPay = await healthCeiling(server.url, {
         connections: Math.min(CONNECTIONS, toPay.length),
         amount: toPay.length,
@@ -294,12 +314,12 @@ async function runStorm({ k }) {
       });
       groupsAfterPay = await d1Groups(server.url);
     }
-    printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [setup, place, healthPlace, ...(pay ? [pay, healthPay] : [])]);
+    printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [setup, place, healthPlace, ...(pay && healthPay ? [pay, healthPay] : [])]);
     if (!sharded) {
       printRatio(place, healthPlace, { target: PLACE_TARGET, name: "orders.place" });
       printD1Writes(place, "orders.place");
       printD1After("orders.place", groupsBeforePlace, groupsAfterPlace, place.responses);
-      if (pay) printRatio(pay, healthPay, { target: PAY_TARGET, name: "orders.pay" });
+      if (pay && healthPay) printRatio(pay, healthPay, { target: PAY_TARGET, name: "orders.pay" });
       if (pay) printD1Writes(pay, "orders.pay");
       if (pay) printD1After("orders.pay", groupsAfterPlace, groupsAfterPay, pay.responses);
       printLoad();
@@ -307,15 +327,15 @@ async function runStorm({ k }) {
 
     // Read back: products (projection, polled until stable) and every created order.
     const readStocks = async () => {
+      /** @type {Record<number, number>} */
       const out = {};
-      for (const id of productIds) {
-        const r = await fetch(new URL(`/api/v1/products/${id}`, server.url), { signal: AbortSignal.timeout(10_000) });
-        out[id] = (await r.json())?.data?.stock;
-      }
+      for (const id of productIds) out[id] = (await api(server.url, "GET", `/api/v1/products/${id}`)).json?.data?.stock;
       return out;
     };
-    const { value: stocks, stable } = await readStable(readStocks, { interval: 500, tries: 20 });
-    const orders = new Map(); // orderId -> {status, items}
+    // A deployed Worker may answer catalogue reads from the edge cache for up to 5 s (src/shared/cache-policy.ts): poll slower.
+    const { value: stocks, stable } = await readStable(readStocks, server.remote ? { interval: 6000, tries: 10 } : { interval: 500, tries: 20 });
+    /** @type {Map<number, { status: string, items: OrderLine[] }>} orderId -> the order read back */
+    const orders = new Map();
     const readBack = await load({
       url: server.url,
       path: "/api/v1/orders/0",
@@ -326,7 +346,7 @@ async function runStorm({ k }) {
       parseBodies: true,
       build: (i, ctx) => {
         ctx.o = created[i];
-        return { path: `/api/v1/orders/${created[i].orderId}?userId=${created[i].userId}` };
+        return { path: `/api/v1/orders/${created[i].orderId}?userId=${created[i].userId}`, headers: userHeaders(created[i].userId) };
       },
       onResponse: (status, json, ctx) => {
         if (status === 200) orders.set(ctx.o.orderId, json.data);
@@ -345,13 +365,14 @@ async function runStorm({ k }) {
     );
     const placeOther = Object.keys(place.errorCodes).filter((k) => k !== "409 INSUFFICIENT_STOCK");
     c.check("order storm answers only 201 or 409 INSUFFICIENT_STOCK", placeOther.length === 0, JSON.stringify(place.errorCodes));
-    if (sharded && placeOther.length > 0) await attributeRefusals({ k, productIds, plan, placeStatus });
+    if (sharded && placeOther.length > 0 && !server.remote) await attributeRefusals({ k, productIds, plan, placeStatus });
     c.check("some orders hit 409 INSUFFICIENT_STOCK (demand exceeds stock)", (place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0) > 0, `${place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0}`);
     const badTotals = created.filter((o) => o.totalAmount !== o.expectedTotal);
     c.check("201 totals == sum(price x quantity)", badTotals.length === 0, `${badTotals.length} differ`);
     c.check("products.stock projection stable", stable, JSON.stringify(stocks));
     c.check("every created order reads back", orders.size === created.length, `${orders.size}/${created.length}`);
 
+    /** @param {string} status */
     const qty = (status) => {
       const m = new Map(productIds.map((id) => [id, 0]));
       for (const o of orders.values()) if (o.status === status) for (const it of o.items) m.set(it.productId, (m.get(it.productId) ?? 0) + it.quantity);
@@ -359,13 +380,14 @@ async function runStorm({ k }) {
     };
     const notPaid = qty("NOT_PAID");
     const paidQty = qty("PAID");
+    /** @type {Record<string, number>} */
     const statuses = {};
     for (const o of orders.values()) statuses[o.status] = (statuses[o.status] ?? 0) + 1;
     console.log(`\norder statuses read back: ${JSON.stringify(statuses)}`);
     console.log("\n| product | initial | stock (API) | NOT_PAID qty | PAID qty | sum |\n|---:|---:|---:|---:|---:|---:|");
     let conserved = true;
     for (const id of productIds) {
-      const sum = stocks[id] + notPaid.get(id) + paidQty.get(id);
+      const sum = stocks[id] + (notPaid.get(id) ?? 0) + (paidQty.get(id) ?? 0);
       if (sum !== STOCK) conserved = false;
       console.log(`| ${id} | ${STOCK} | ${stocks[id]} | ${notPaid.get(id)} | ${paidQty.get(id)} | ${sum} |`);
     }
@@ -384,49 +406,188 @@ async function runStorm({ k }) {
     const wrongPaid = [...paid].filter(([id, amount]) => amount !== created.find((o) => o.orderId === id)?.totalAmount);
     c.check("paidAmount == the order's totalAmount", wrongPaid.length === 0, `${wrongPaid.length} differ`);
 
-    // D1 view (the source of truth for balances and orders).
-    const paidSum = [...paid.values()].reduce((s, x) => s + x, 0);
-    // Only the storm's users (the warm-up's users were seeded after them and paid too).
-    const [minUser, maxUser] = [Math.min(...users), Math.max(...users)];
-    const { total } = await server.d1.first(`SELECT COALESCE(SUM(balance), 0) AS total FROM user_balances WHERE user_id BETWEEN ${minUser} AND ${maxUser}`);
-    c.check("sum of balances == initial - sum of paid amounts", unansweredPay > 0 || total === USERS * BALANCE - paidSum, `${total} vs ${USERS * BALANCE} - ${paidSum}`);
-    const { n: useRows } = await server.d1.first(`SELECT COUNT(*) AS n FROM point_history WHERE type = 'USE' AND user_id BETWEEN ${minUser} AND ${maxUser}`);
-    c.check("USE history rows == payments answered 200", unansweredPay > 0 || useRows === paid.size, `${useRows} vs ${paid.size}`);
-    const d1Rows = await server.d1.all(
-      `SELECT oi.product_id AS productId, o.status AS status, SUM(oi.quantity) AS q
-       FROM order_items oi JOIN orders o ON o.id = oi.order_id WHERE oi.product_id IN (${productIds.join(",")}) GROUP BY oi.product_id, o.status`,
-    );
-    const d1Mismatch = d1Rows.filter((r) => {
-      const api = r.status === "NOT_PAID" ? notPaid.get(r.productId) : r.status === "PAID" ? paidQty.get(r.productId) : undefined;
-      return api !== undefined && api !== r.q;
-    });
-    const d1Conserved = productIds.every((id) => {
-      const q = (st) => d1Rows.find((r) => r.productId === id && r.status === st)?.q ?? 0;
-      return stocks[id] + q("NOT_PAID") + q("PAID") === STOCK;
-    });
-    c.check("conservation with every order D1 holds (also those whose answer was lost)", d1Conserved);
-    const d1Statuses = await server.d1.all("SELECT status, COUNT(*) AS n FROM orders GROUP BY status");
-    c.check("D1 order_items per product/status == the API read-back", d1Mismatch.length === 0, `D1 orders by status: ${JSON.stringify(Object.fromEntries(d1Statuses.map((r) => [r.status, r.n])))}`);
-    const d1Stock = await server.d1.all(`SELECT id, stock FROM products WHERE id IN (${productIds.join(",")})`);
-    c.check("D1 products.stock == the API's stock", d1Stock.every((r) => r.stock === stocks[r.id]), JSON.stringify(Object.fromEntries(d1Stock.map((r) => [r.id, r.stock]))));
+    const outcome = { users, productIds, paid, stocks, notPaid, paidQty, unansweredPay };
+    // D1 (local) or the API (--url): the source of truth for balances and orders, and products.stock as D1 holds it.
+    const storedStock = server.remote ? await httpChecks(c, outcome) : await d1Checks(c, localD1(server), outcome);
     let shardSummaries;
-    if (sharded) {
+    if (sharded && viewsBefore && viewsAfterPlace && viewsAfterPay) {
       shardSummaries = [];
       for (const [i, id] of productIds.entries()) {
         shardSummaries.push(
-          await shardChecks(c, { k, productId: id, before: viewsBefore[i], afterPlace: viewsAfterPlace[i], afterPay: viewsAfterPay[i], apiStock: stocks[id] }),
+          await shardChecks(c, { k, productId: id, before: viewsBefore[i], afterPlace: viewsAfterPlace[i], afterPay: viewsAfterPay[i], apiStock: stocks[id], storedStock: storedStock.get(id) }),
         );
       }
     }
     latencyChecks(c, place, { ceiling: healthPlace });
-    if (pay) latencyChecks(c, pay, { ceiling: healthPay });
+    if (pay) latencyChecks(c, pay, healthPay ? { ceiling: healthPay } : {});
     else c.check("payment storm ran (some orders were created)", false, "no order was created, so nothing was paid");
     c.print();
     return { ok: c.ok(), k, productIds, place, healthPlace, pay, healthPay, shardSummaries, checksFailed: c.failed, created: created.length, paid: paid.size };
   }
 }
 
-/** `GET /admin/products/{id}/stock-shards` data, or undefined when the route is not in the build. */
+/** @typedef {{ productId: number, quantity: number }} OrderLine */
+/**
+ * @typedef {object} StockShardState one shard in the admin stock-shards view (src/admin/stock-shards.schemas.ts)
+ * @property {number} shard
+ * @property {number} available
+ * @property {number} held
+ * @property {number} confirmed
+ * @property {number} sold
+ * @property {number | null} projected
+ * @property {number} openTransfers
+ * @property {number} requests
+ * @property {number} [d1Batches]
+ */
+/**
+ * @typedef {object} StockShardsView
+ * @property {number} productId
+ * @property {number} stockShards
+ * @property {{ available: number, held: number, confirmed: number, sold: number }} total
+ * @property {StockShardState[]} shards
+ */
+/**
+ * @typedef {object} ShardSummary
+ * @property {number} productId
+ * @property {StockShardState[]} per
+ * @property {number[]} reached
+ * @property {number} reachedTotal
+ * @property {number[]} shares
+ * @property {number} batchesPlace
+ * @property {number} batchesPay
+ * @property {number} pollMs
+ */
+/**
+ * @typedef {object} OrderStorm one run's outcome
+ * @property {boolean} ok
+ * @property {number | undefined} k
+ * @property {number[]} productIds
+ * @property {import("./lib/load.mjs").LoadRun} place
+ * @property {import("./lib/load.mjs").LoadRun} healthPlace
+ * @property {import("./lib/load.mjs").LoadRun | undefined} pay
+ * @property {import("./lib/load.mjs").LoadRun | undefined} healthPay
+ * @property {ShardSummary[] | undefined} shardSummaries
+ * @property {number} checksFailed
+ * @property {number} created
+ * @property {number} paid
+ */
+
+/**
+ * What a run's checks read back through the API, per product and per order.
+ * @typedef {object} Outcome
+ * @property {number[]} users       the storm's users (not the warm-up's)
+ * @property {number[]} productIds
+ * @property {Map<number, number>} paid      orderId -> paidAmount of every payment answered 200
+ * @property {Record<number, number>} stocks productId -> stock (GET /products/{id})
+ * @property {Map<number, number>} notPaid   productId -> quantity in NOT_PAID orders read back
+ * @property {Map<number, number>} paidQty   productId -> quantity in PAID orders read back
+ * @property {number} unansweredPay
+ */
+
+/**
+ * The local run's checks against D1: balances, USE history, every order of the products (also
+ * those whose answer was lost), products.stock. Returns products.stock per product.
+ * @param {Checks} c
+ * @param {import("./lib/fixtures.mjs").LocalD1} d1
+ * @param {Outcome} o
+ * @returns {Promise<Map<number, number>>}
+ */
+async function d1Checks(c, d1, { users, productIds, paid, stocks, notPaid, paidQty, unansweredPay }) {
+  const paidSum = [...paid.values()].reduce((s, x) => s + x, 0);
+  // Only the storm's users (the warm-up's users were seeded after them and paid too).
+  const [minUser, maxUser] = [Math.min(...users), Math.max(...users)];
+  const { total } = await d1.first(`SELECT COALESCE(SUM(balance), 0) AS total FROM user_balances WHERE user_id BETWEEN ${minUser} AND ${maxUser}`);
+  c.check("sum of balances == initial - sum of paid amounts", unansweredPay > 0 || total === USERS * BALANCE - paidSum, `${total} vs ${USERS * BALANCE} - ${paidSum}`);
+  const { n: useRows } = await d1.first(`SELECT COUNT(*) AS n FROM point_history WHERE type = 'USE' AND user_id BETWEEN ${minUser} AND ${maxUser}`);
+  c.check("USE history rows == payments answered 200", unansweredPay > 0 || useRows === paid.size, `${useRows} vs ${paid.size}`);
+  /** @type {{ productId: number, status: string, q: number }[]} */
+  const d1Rows = await d1.all(
+    `SELECT oi.product_id AS productId, o.status AS status, SUM(oi.quantity) AS q
+     FROM order_items oi JOIN orders o ON o.id = oi.order_id WHERE oi.product_id IN (${productIds.join(",")}) GROUP BY oi.product_id, o.status`,
+  );
+  const d1Mismatch = d1Rows.filter((r) => {
+    const fromApi = r.status === "NOT_PAID" ? notPaid.get(r.productId) : r.status === "PAID" ? paidQty.get(r.productId) : undefined;
+    return fromApi !== undefined && fromApi !== r.q;
+  });
+  const d1Conserved = productIds.every((id) => {
+    /** @param {string} st */
+    const q = (st) => d1Rows.find((r) => r.productId === id && r.status === st)?.q ?? 0;
+    return stocks[id] + q("NOT_PAID") + q("PAID") === STOCK;
+  });
+  c.check("conservation with every order D1 holds (also those whose answer was lost)", d1Conserved);
+  /** @type {{ status: string, n: number }[]} */
+  const d1Statuses = await d1.all("SELECT status, COUNT(*) AS n FROM orders GROUP BY status");
+  c.check("D1 order_items per product/status == the API read-back", d1Mismatch.length === 0, `D1 orders by status: ${JSON.stringify(Object.fromEntries(d1Statuses.map((r) => [r.status, r.n])))}`);
+  /** @type {{ id: number, stock: number }[]} */
+  const d1Stock = await d1.all(`SELECT id, stock FROM products WHERE id IN (${productIds.join(",")})`);
+  c.check("D1 products.stock == the API's stock", d1Stock.every((r) => r.stock === stocks[r.id]), JSON.stringify(Object.fromEntries(d1Stock.map((r) => [r.id, r.stock]))));
+  return new Map(d1Stock.map((r) => [r.id, r.stock]));
+}
+
+/**
+ * A `--url` run's checks through the API only, one request per storm user for each of
+ * `GET /points`, `GET /points/history` and `GET /orders?userId=` (their order lists show every
+ * order D1 holds for them, also those whose answer was lost; FAILED placements are not listed
+ * and hold nothing), and `GET /admin/products` for products.stock as D1 holds it. Returns it.
+ * @param {Checks} c
+ * @param {Outcome} o
+ * @returns {Promise<Map<number, number>>}
+ */
+async function httpChecks(c, { users, productIds, paid, stocks, notPaid, paidQty, unansweredPay }) {
+  const paidSum = [...paid.values()].reduce((s, x) => s + x, 0);
+  /** @param {string} route */
+  const perUser = (route) => readEach(server.url, users, (u) => ({ path: `/api/v1/${route}${route.includes("?") ? "&" : "?"}userId=${u}`, userId: u }), `GET /${route.split("?")[0]}?userId= (read back ${users.length} users)`);
+  const balances = await perUser("points");
+  const history = await perUser("points/history?limit=100");
+  const lists = await perUser("orders?limit=100");
+  printTable("Read-back per user", [balances.run, history.run, lists.run]);
+  const all = (/** @type {{ data: Map<number, any>, failed: number }} */ r) => r.failed === 0 && r.data.size === users.length;
+  c.check("every storm user's balance, history and order list read back (200)", all(balances) && all(history) && all(lists), `${balances.data.size}, ${history.data.size}, ${lists.data.size} of ${users.length}`);
+  const truncated = [...history.data.values(), ...lists.data.values()].filter((d) => d?.nextCursor).length;
+  c.check("every history and order list fits one page of 100", truncated === 0, `${truncated} lists have more pages`);
+
+  const total = [...balances.data.values()].reduce((s, d) => s + (d?.balance ?? 0), 0);
+  c.check("sum of balances (GET /points) == initial - sum of paid amounts", unansweredPay > 0 || total === USERS * BALANCE - paidSum, `${total} vs ${USERS * BALANCE} - ${paidSum}`);
+  const useRows = [...history.data.values()].reduce((n, d) => n + (d?.items ?? []).filter((/** @type {{ type: string }} */ h) => h.type === "USE").length, 0);
+  c.check("USE history entries (GET /points/history) == payments answered 200", unansweredPay > 0 || useRows === paid.size, `${useRows} vs ${paid.size}`);
+
+  /** @type {Map<string, number>} "<productId> <status>" -> quantity over every listed order */
+  const listed = new Map();
+  /** @type {Record<string, number>} */
+  const statuses = {};
+  for (const d of lists.data.values()) {
+    for (const o of d?.items ?? []) {
+      statuses[o.status] = (statuses[o.status] ?? 0) + 1;
+      for (const it of o.items) listed.set(`${it.productId} ${o.status}`, (listed.get(`${it.productId} ${o.status}`) ?? 0) + it.quantity);
+    }
+  }
+  /** @param {number} id @param {string} st */
+  const q = (id, st) => listed.get(`${id} ${st}`) ?? 0;
+  const listMismatch = productIds.filter((id) => q(id, "NOT_PAID") !== (notPaid.get(id) ?? 0) || q(id, "PAID") !== (paidQty.get(id) ?? 0));
+  c.check("conservation with every order the users' lists show (also those whose answer was lost)", productIds.every((id) => stocks[id] + q(id, "NOT_PAID") + q(id, "PAID") === STOCK));
+  c.check("GET /orders?userId= per product/status == the read-back by id", listMismatch.length === 0, `listed orders by status: ${JSON.stringify(statuses)}${listMismatch.length ? `; differ on ${listMismatch.join(", ")}` : ""}`);
+  /** @type {Map<number, number>} */
+  const stored = new Map();
+  for (const id of productIds) stored.set(id, (await adminListRow(server.url, "products", id))?.stock);
+  c.check("GET /admin/products stock (D1) == the API's stock", productIds.every((id) => stored.get(id) === stocks[id]), JSON.stringify(Object.fromEntries(stored)));
+  return stored;
+}
+
+/**
+ * `GET /admin/products/{id}/stock-shards` data; throws when the route is not in the build.
+ * @param {number} productId
+ */
+async function mustStockShardsView(productId) {
+  const v = await stockShardsView(productId);
+  if (!v) throw new Error(`no stock-shards view of product ${productId}`);
+  return v;
+}
+
+/**
+ * `GET /admin/products/{id}/stock-shards` data, or undefined when the route is not in the build.
+ * @param {number} productId
+ * @returns {Promise<StockShardsView | undefined>}
+ */
 async function stockShardsView(productId) {
   const r = await api(server.url, "GET", `/api/v1/admin/products/${productId}/stock-shards`, undefined, { admin: true });
   if (r.status === 404 && r.json?.error === "NOT_FOUND") return undefined;
@@ -438,36 +599,44 @@ async function stockShardsView(productId) {
  * Which shard answered the storm's other refusals (a 503 is SHARDS_BUSY when its hops show the
  * borrowing rounds): the answer carries no order id, but the order's FAILED row in D1 carries its
  * line's stock_shard. Attributed through the users all of whose failed orders got that status
- * (so their FAILED rows can only be those); the rest is reported as unattributed.
+ * (so their FAILED rows can only be those); the rest is reported as unattributed. Local runs only.
+ * @param {{ k: number, productIds: number[], plan: { userId: number, orderProducts: OrderLine[] }[], placeStatus: Uint16Array }} o
  */
 async function attributeRefusals({ k, productIds, plan, placeStatus }) {
-  const failedByUser = new Map(); // userId -> [{status, key}] of its non-201 answers (key: its lines' quantities)
+  /** @type {Map<number, { status: number, key: string }[]>} userId -> its non-201 answers (key: its lines' quantities) */
+  const failedByUser = new Map();
+  /** @param {OrderLine[]} lines */
   const keyOf = (lines) => lines.map((l) => `${l.productId}x${l.quantity}`).sort().join(",");
   plan.forEach((o, i) => {
-    if (placeStatus[i] && placeStatus[i] !== 201) failedByUser.set(o.userId, [...(failedByUser.get(o.userId) ?? []), { status: placeStatus[i], key: keyOf(o.orderProducts) }]);
+    const status = placeStatus[i] ?? 0;
+    if (status && status !== 201) failedByUser.set(o.userId, [...(failedByUser.get(o.userId) ?? []), { status, key: keyOf(o.orderProducts) }]);
   });
-  const rows = await server.d1.all(
+  /** @type {{ orderId: number, userId: number, productId: number, quantity: number, shard: number }[]} */
+  const rows = await localD1(server).all(
     `SELECT o.id AS orderId, o.user_id AS userId, oi.product_id AS productId, oi.quantity AS quantity, oi.stock_shard AS shard
      FROM orders o JOIN order_items oi ON oi.order_id = o.id
      WHERE o.status = 'FAILED' AND oi.product_id IN (${productIds.join(",")}) AND o.user_id BETWEEN ? AND ?`,
     Math.min(...plan.map((o) => o.userId)),
     Math.max(...plan.map((o) => o.userId)),
   );
-  const orders = new Map(); // orderId -> {userId, lines, shards}
+  /** @type {Map<number, { userId: number, lines: OrderLine[], shards: Set<number> }>} orderId -> its user, lines and their shards */
+  const orders = new Map();
   for (const r of rows) {
     const o = orders.get(r.orderId) ?? { userId: r.userId, lines: [], shards: new Set() };
     o.lines.push({ productId: r.productId, quantity: r.quantity });
     o.shards.add(r.shard);
     orders.set(r.orderId, o);
   }
+  /** @type {Map<number, { orderId: number, key: string, shards: Set<number> }[]>} */
   const byUser = new Map();
   for (const [orderId, o] of orders) byUser.set(o.userId, [...(byUser.get(o.userId) ?? []), { orderId, key: keyOf(o.lines), shards: o.shards }]);
-  const byStatus = new Map(); // status -> {shards: count per shard, orders: [], unattributed}
+  /** @type {Map<number, { shards: number[], orders: number[], unattributed: number }>} status -> count per shard, orders, unattributed */
+  const byStatus = new Map();
   for (const [userId, answers] of failedByUser) {
     const mine = byUser.get(userId) ?? [];
     for (const ans of answers) {
       if (ans.status === 409) continue;
-      const entry = byStatus.get(ans.status) ?? { shards: new Array(k).fill(0), orders: [], unattributed: 0 };
+      const entry = byStatus.get(ans.status) ?? { shards: new Array(k).fill(0), orders: /** @type {number[]} */ ([]), unattributed: 0 };
       byStatus.set(ans.status, entry);
       // The FAILED order is this answer's when the user has no other failed order of those same lines with another answer.
       const sameKey = answers.filter((x) => x.key === ans.key);
@@ -489,10 +658,14 @@ async function attributeRefusals({ k, productIds, plan, placeStatus }) {
   }
 }
 
-/** Nothing in flight between shards and every shard's D1 row written. */
+/**
+ * Nothing in flight between shards and every shard's D1 row written.
+ * @param {StockShardsView} v
+ */
 function settledView(v) {
   return v.shards.every((s) => s.openTransfers === 0 && s.projected === s.available);
 }
+/** @param {StockShardsView} v */
 function viewKey(v) {
   return JSON.stringify(v.shards.map((s) => [s.available, s.held, s.confirmed, s.sold, s.projected, s.openTransfers]));
 }
@@ -503,37 +676,54 @@ function viewKey(v) {
  * lines, and the per-shard table: reserve calls that reached the shard during the placement
  * storm (its `requests` right after the storm minus before), its share against a uniform 1/K,
  * its units, and the D1 projection batches it sent during placement and during payment.
+ * @param {Checks} c
+ * @param {{ k: number, productId: number, before: StockShardsView, afterPlace: StockShardsView, afterPay: StockShardsView,
+ *   apiStock: number, storedStock: number | undefined }} o
+ * @returns {Promise<ShardSummary>}
  */
-async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiStock }) {
+async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiStock, storedStock }) {
   const pollStarted = Date.now();
-  let view = await stockShardsView(productId);
+  const mustView = () => mustStockShardsView(productId);
+  let view = await mustView();
   let stable = false;
   for (let i = 0; i < 60; i++) {
     if (settledView(view)) {
       await new Promise((r) => setTimeout(r, 500));
-      const again = await stockShardsView(productId);
+      const again = await mustView();
       stable = viewKey(again) === viewKey(view);
       view = again;
       if (stable && settledView(view)) break;
     } else {
       await new Promise((r) => setTimeout(r, 250));
-      view = await stockShardsView(productId);
+      view = await mustView();
     }
   }
   const pollMs = Date.now() - pollStarted;
   const per = [...view.shards].sort((a, b) => a.shard - b.shard);
+  // The order lines' shards are only in D1 (order_items.stock_shard): a --url run leaves those checks out.
   const d1 = server.d1;
-  const lineRows = await d1.all(
-    `SELECT oi.stock_shard AS shard, o.status AS status, SUM(oi.quantity) AS q, COUNT(*) AS n
-     FROM order_items oi JOIN orders o ON o.id = oi.order_id WHERE oi.product_id = ? GROUP BY oi.stock_shard, o.status`,
-    productId,
-  );
-  const lines = (shard, status) => lineRows.filter((r) => r.shard === shard && r.status === status).reduce((a, r) => a + r.q, 0);
-  const { n: misrouted } = await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ? AND stock_shard != order_id % ?", productId, k);
-  const { n: lineCount } = await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ?", productId);
-  const { stock: d1Stock } = await d1.first("SELECT stock FROM products WHERE id = ?", productId);
-  const rowSum = await d1.first("SELECT COALESCE(SUM(available), 0) AS s, COUNT(*) AS n FROM product_stock_shards WHERE product_id = ?", productId);
+  /** @type {{ shard: number, status: string, q: number, n: number }[]} */
+  const lineRows = d1
+    ? await d1.all(
+        `SELECT oi.stock_shard AS shard, o.status AS status, SUM(oi.quantity) AS q, COUNT(*) AS n
+         FROM order_items oi JOIN orders o ON o.id = oi.order_id WHERE oi.product_id = ? GROUP BY oi.stock_shard, o.status`,
+        productId,
+      )
+    : [];
+  /**
+   * @param {number} shard
+   * @param {string} status
+   */
+  const lines = (shard, status) => (d1 ? lineRows.filter((r) => r.shard === shard && r.status === status).reduce((a, r) => a + r.q, 0) : NaN);
+  const facts = d1
+    ? {
+        misrouted: Number((await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ? AND stock_shard != order_id % ?", productId, k)).n),
+        lineCount: Number((await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ?", productId)).n),
+        rowSum: /** @type {{ s: number, n: number }} */ (await d1.first("SELECT COALESCE(SUM(available), 0) AS s, COUNT(*) AS n FROM product_stock_shards WHERE product_id = ?", productId)),
+      }
+    : undefined;
 
+  /** @param {StockShardsView} v */
   const byShard = (v) => new Map(v.shards.map((s) => [s.shard, s]));
   const b = byShard(before);
   const a = byShard(afterPlace);
@@ -549,6 +739,7 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
   const restartedLater = per.filter((s) => s.requests < (p.get(s.shard)?.requests ?? 0)).map((s) => s.shard);
   const reachedTotal = reached.reduce((x, y) => x + y, 0);
   const shares = reached.map((r) => (reachedTotal > 0 ? (r / reachedTotal) * k : NaN));
+  /** @param {(s: StockShardState) => number} f */
   const sum = (f) => per.reduce((n, s) => n + f(s), 0);
   const total = { available: sum((s) => s.available), held: sum((s) => s.held), confirmed: sum((s) => s.confirmed), sold: sum((s) => s.sold), projected: sum((s) => s.projected ?? 0) };
   const units = total.available + total.held + total.confirmed + total.sold;
@@ -566,12 +757,15 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
   const bp = batchesPlace.reduce((x, y) => x + y, 0);
   const bq = batchesPay.reduce((x, y) => x + y, 0);
   console.log(
-    `| all | ${fmtInt(reachedTotal)} | 100% | | ${fmtInt(total.available)} | ${fmtInt(total.held)} | ${fmtInt(total.confirmed)} | ${fmtInt(total.sold)} | ${fmtInt(total.projected)} | ${fmtInt(lineRows.filter((r) => r.status === "NOT_PAID").reduce((x, r) => x + r.q, 0))} | ${fmtInt(lineRows.filter((r) => r.status === "PAID").reduce((x, r) => x + r.q, 0))} | ${sum((s) => s.openTransfers)} | ${fmtInt(bp)} | ${fmtInt(bq)} |`,
+    `| all | ${fmtInt(reachedTotal)} | 100% | | ${fmtInt(total.available)} | ${fmtInt(total.held)} | ${fmtInt(total.confirmed)} | ${fmtInt(total.sold)} | ${fmtInt(total.projected)} | ${d1 ? fmtInt(lineRows.filter((r) => r.status === "NOT_PAID").reduce((x, r) => x + r.q, 0)) : "-"} | ${d1 ? fmtInt(lineRows.filter((r) => r.status === "PAID").reduce((x, r) => x + r.q, 0)) : "-"} | ${sum((s) => s.openTransfers)} | ${fmtInt(bp)} | ${fmtInt(bq)} |`,
   );
   console.log(
-    `\norder lines of the product in D1: ${fmtInt(lineCount)} (${[...lineRows.reduce((m, r) => m.set(r.status, (m.get(r.status) ?? 0) + r.n), new Map())]
-      .map(([st, n]) => `${st} ${fmtInt(n)}`)
-      .join(", ")}); reserve calls that reached the shards during the storm: ${fmtInt(reachedTotal)}` +
+    (facts
+      ? `\norder lines of the product in D1: ${fmtInt(facts.lineCount)} (${[...lineRows.reduce((m, r) => m.set(r.status, (m.get(r.status) ?? 0) + r.n), new Map())]
+          .map(([st, n]) => `${st} ${fmtInt(n)}`)
+          .join(", ")}); `
+      : "\norder lines by shard: only in D1 (not on a --url run); ") +
+      `reserve calls that reached the shards during the storm: ${fmtInt(reachedTotal)}` +
       (k > 1 ? `; per-shard share / uniform: min ${fmt(Math.min(...shares), 2)}, max ${fmt(Math.max(...shares), 2)}` : "") +
       `; D1 projection batches: ${fmtInt(bp)} during placement, ${fmtInt(bq)} during the payments.`,
   );
@@ -589,23 +783,17 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
   );
   c.check(
     "shards: the view's total == the sum of its shards",
-    ["available", "held", "confirmed", "sold"].every((key) => view.total[key] === total[key]),
+    /** @type {const} */ (["available", "held", "confirmed", "sold"]).every((key) => view.total[key] === total[key]),
     `${JSON.stringify(view.total)} vs ${JSON.stringify({ available: total.available, held: total.held, confirmed: total.confirmed, sold: total.sold })}`,
   );
-  c.check(
-    "products.stock (API and D1) == sum of the projected rows (view and D1) == sum of the shards' available",
-    apiStock === total.available && d1Stock === total.available && total.projected === total.available && rowSum.s === total.available && rowSum.n === k,
-    `API ${apiStock}, D1 products.stock ${d1Stock}, view projected ${total.projected}, D1 product_stock_shards ${rowSum.s} over ${rowSum.n} rows, available ${total.available}`,
-  );
-  c.check(`every order line sits on shard order_id % ${k} (order_items.stock_shard)`, misrouted === 0, `${misrouted} of ${lineCount} lines elsewhere`);
-  const wrong = per.filter((s) => s.sold !== lines(s.shard, "PAID") || s.held + s.confirmed !== lines(s.shard, "NOT_PAID"));
-  c.check(
-    "every shard: sold == its PAID lines, held + confirmed == its NOT_PAID lines (by order_items.stock_shard)",
-    wrong.length === 0,
-    wrong.length
-      ? wrong.map((s) => `shard ${s.shard}: sold ${s.sold} vs PAID ${lines(s.shard, "PAID")}, held ${s.held} + confirmed ${s.confirmed} vs NOT_PAID ${lines(s.shard, "NOT_PAID")}`).join("; ")
-      : per.map((s) => `${s.shard}: ${s.sold}+${s.confirmed}`).join(", "),
-  );
+  if (facts) d1ShardChecks(c, { k, per, total, apiStock, storedStock, facts, lines });
+  else {
+    c.check(
+      "products.stock (API and GET /admin/products) == sum of the projected rows (view) == sum of the shards' available",
+      apiStock === total.available && storedStock === total.available && total.projected === total.available,
+      `API ${apiStock}, GET /admin/products stock ${storedStock}, view projected ${total.projected}, available ${total.available}`,
+    );
+  }
   // `requests`/`d1Batches` are load indicators, not exactness properties: a reset is reported, not failed.
   if (countsReset.length) console.log(`\nnote: the counters of shard(s) ${countsReset.join(", ")} went down between reads (object evicted and restarted): their numbers are lower bounds`);
   if (restartedLater.length) {
@@ -616,22 +804,66 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
   return { productId, per, reached, reachedTotal, shares, batchesPlace: bp, batchesPay: bq, pollMs };
 }
 
-/** K = 1 and K = K side by side, the machine-readable ratio lines, and the note on this machine. */
+/**
+ * The per-shard checks only D1 can answer (a local run): products.stock and the projected rows,
+ * every order line on its shard, and each shard's units against its lines.
+ * @param {Checks} c
+ * @param {{ k: number, per: StockShardState[], total: { available: number, projected: number }, apiStock: number, storedStock: number | undefined,
+ *   facts: { misrouted: number, lineCount: number, rowSum: { s: number, n: number } }, lines: (shard: number, status: string) => number }} o
+ */
+function d1ShardChecks(c, { k, per, total, apiStock, storedStock, facts, lines }) {
+  const { misrouted, lineCount, rowSum } = facts;
+  c.check(
+    "products.stock (API and D1) == sum of the projected rows (view and D1) == sum of the shards' available",
+    apiStock === total.available && storedStock === total.available && total.projected === total.available && rowSum.s === total.available && rowSum.n === k,
+    `API ${apiStock}, D1 products.stock ${storedStock}, view projected ${total.projected}, D1 product_stock_shards ${rowSum.s} over ${rowSum.n} rows, available ${total.available}`,
+  );
+  c.check(`every order line sits on shard order_id % ${k} (order_items.stock_shard)`, misrouted === 0, `${misrouted} of ${lineCount} lines elsewhere`);
+  const wrong = per.filter((s) => s.sold !== lines(s.shard, "PAID") || s.held + s.confirmed !== lines(s.shard, "NOT_PAID"));
+  c.check(
+    "every shard: sold == its PAID lines, held + confirmed == its NOT_PAID lines (by order_items.stock_shard)",
+    wrong.length === 0,
+    wrong.length
+      ? wrong.map((s) => `shard ${s.shard}: sold ${s.sold} vs PAID ${lines(s.shard, "PAID")}, held ${s.held} + confirmed ${s.confirmed} vs NOT_PAID ${lines(s.shard, "NOT_PAID")}`).join("; ")
+      : per.map((s) => `${s.shard}: ${s.sold}+${s.confirmed}`).join(", "),
+  );
+}
+
+/**
+ * K = 1 and K = K side by side, the machine-readable ratio lines, and the note on this machine.
+ * @param {OrderStorm[]} runs
+ * @param {string} note
+ */
 function printComparison(runs, note) {
   const [a, b] = runs;
   console.log(`\n## K=1 vs K=${b.k} (same server, same run; each storm's ratio is to the /health ceiling measured right after it)\n`);
+  /** @param {import("./lib/load.mjs").LoadRun | undefined} run */
   const hist = (run) => (run?.hops ? Object.entries(run.hops.histogram).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ") : "n/a");
+  /**
+   * @param {import("./lib/load.mjs").LoadRun | undefined} run
+   * @param {number | string} status
+   */
   const histBy = (run, status) => {
-    const h = run?.hops?.byStatus?.[status];
+    const h = run?.hops?.byStatus?.[Number(status)];
     return h ? Object.entries(h).map(([x, n]) => `${x} x ${fmtInt(n)}`).join(", ") : "-";
   };
+  /**
+   * @param {import("./lib/load.mjs").LoadRun | undefined} run
+   * @param {string} m
+   */
   const metric = (run, m) => {
     const t = run?.timing?.metrics?.[m];
     if (!t) return "n/a";
     return `${fmt(t.callsPerResponse, 2)}${t.totalNested > 0 ? ` (+${fmt(t.nestedPerResponse, 2)} nested)` : ""} @ ${t.totalCalls > 0 ? fmt(t.msPerCall, 2) : "-"} ms`;
   };
-  const summed = (r, f) => r.shardSummaries.reduce((n, s) => n + f(s), 0);
-  const allShares = (r) => r.shardSummaries.flatMap((s) => s.shares);
+  /**
+   * @param {OrderStorm} r
+   * @param {(s: ShardSummary) => number} f
+   */
+  const summed = (r, f) => (r.shardSummaries ?? []).reduce((n, s) => n + f(s), 0);
+  /** @param {OrderStorm} r */
+  const allShares = (r) => (r.shardSummaries ?? []).flatMap((s) => s.shares);
+  /** @type {[string, (r: OrderStorm) => string][]} */
   const rows = [
     ["product(s)", (r) => r.productIds.join(", ")],
     ["place req/s", (r) => fmtInt(r.place.rps)],
@@ -650,7 +882,7 @@ function printComparison(runs, note) {
     ["pay time s", (r) => (r.pay ? fmt(r.pay.elapsedS) : "-")],
     ["pay p50 / p99 / max ms", (r) => (r.pay ? `${fmt(r.pay.p50, 0)} / ${fmt(r.pay.p99, 0)} / ${fmt(r.pay.max, 0)}` : "-")],
     ["/health req/s (after payments)", (r) => (r.healthPay ? fmtInt(r.healthPay.rps) : "-")],
-    ["ratio pay / /health", (r) => (r.pay ? fmt(r.pay.rps / r.healthPay.rps, 3) : "-")],
+    ["ratio pay / /health", (r) => (r.pay ? fmt(r.pay.rps / (r.healthPay?.rps ?? NaN), 3) : "-")],
     ["pay status counts", (r) => (r.pay ? statusSummary(r.pay) : "-")],
     ["pay hops: responses", (r) => hist(r.pay)],
     ["pay mean hops", (r) => fmt(r.pay?.hops?.mean, 2)],
@@ -672,9 +904,9 @@ function printComparison(runs, note) {
   printD1Writes(a.place, "orders.place.k1");
   printRatio(b.place, b.healthPlace, { target: PLACE_TARGET, name: `orders.place.k${b.k}${second}` });
   printD1Writes(b.place, `orders.place.k${b.k}${second}`);
-  if (a.pay) printRatio(a.pay, a.healthPay, { target: PAY_TARGET, name: "orders.pay.k1" });
+  if (a.pay && a.healthPay) printRatio(a.pay, a.healthPay, { target: PAY_TARGET, name: "orders.pay.k1" });
   if (a.pay) printD1Writes(a.pay, "orders.pay.k1");
-  if (b.pay) printRatio(b.pay, b.healthPay, { target: PAY_TARGET, name: `orders.pay.k${b.k}${second}` });
+  if (b.pay && b.healthPay) printRatio(b.pay, b.healthPay, { target: PAY_TARGET, name: `orders.pay.k${b.k}${second}` });
   if (b.pay) printD1Writes(b.pay, `orders.pay.k${b.k}${second}`);
   console.log(`\n${note}`);
   printLoad();

@@ -24,22 +24,16 @@
  * was answered, which is the normal case).
  */
 import { startServer } from "./server.mjs";
-import {
-  Checks,
-  api,
-  arg,
-  createUsers,
-  headerValue,
-  healthCeiling,
-  latencyChecks,
-  load,
-  printLoad,
-  printMachine,
-  printD1Writes,
-  printRatio,
-  printTable,
-  rng,
-} from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { headerValue } from "./lib/server-timing.mjs";
+import { healthCeiling, load } from "./lib/load.mjs";
+import { printD1Writes, printRatio, printTable } from "./lib/report.mjs";
+import { Checks, latencyChecks } from "./lib/checks.mjs";
+import { createUsers, rng } from "./lib/fixtures.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const USERS = arg("users", 1000);
 const REQUESTS = arg("requests", 5000);
@@ -52,6 +46,7 @@ const KEYED = process.argv.includes("--idempotency-keys");
 const REPLAYS = KEYED ? Math.min(arg("replays", 500), REQUESTS) : 0;
 // Unique per request and per run (keys are per user in D1, and a run's state is fresh anyway).
 const KEY_PREFIX = `bench-${process.pid}-${Date.now()}`;
+/** @param {number} i */
 const keyOf = (i) => `${KEY_PREFIX}-${i}`;
 
 const server = await startServer();
@@ -75,7 +70,8 @@ try {
       : { userId: users[Math.floor(random() * users.length)], amount: 1 + Math.floor(random() * 1000) },
   );
 
-  const credited = new Map(); // userId -> sum of amounts answered 200
+  /** @type {Map<number, number>} userId -> sum of amounts answered 200 */
+  const credited = new Map();
   const answered = new Uint8Array(REQUESTS); // 1 once request i got any HTTP answer
   const statusOf = new Uint16Array(REQUESTS); // the storm's answer per request (0: none)
   let replayedInStorm = 0;
@@ -113,6 +109,7 @@ try {
   const replayIdx = Array.from({ length: REPLAYS }, (_, k) => Math.floor((k * REQUESTS) / REPLAYS));
   let replay;
   let beforeReplay;
+  /** @type {string[]} */
   const replayWrong = [];
   let replayFlagged = 0;
   if (REPLAYS > 0) {
@@ -150,7 +147,8 @@ try {
   const rows = await server.d1.all("SELECT user_id AS userId, balance FROM user_balances");
   const balance = new Map(rows.map((r) => [r.userId, r.balance]));
   // Requests without an answer may or may not have been applied: that is the only slack.
-  const unknown = new Map(); // userId -> sum of unanswered amounts
+  /** @type {Map<number, number>} userId -> sum of unanswered amounts */
+  const unknown = new Map();
   let unknownCount = 0;
   let unknownAmount = 0;
   for (let i = 0; i < storm.built; i++) {
@@ -160,23 +158,31 @@ try {
     unknown.set(plan[i].userId, (unknown.get(plan[i].userId) ?? 0) + plan[i].amount);
   }
   const slack = unknownCount ? ` (${unknownCount} unanswered requests allow up to ${unknownAmount} more)` : "";
+  /**
+   * @param {number} actual
+   * @param {number} expected
+   * @param {number} extra
+   */
   const within = (actual, expected, extra) => actual >= expected && actual <= expected + extra;
+  // Every user in allUsers has an initial balance; a user D1 lacks has no balance (NaN: never within, never equal).
+  /** @param {number} u */
+  const initialOf = (u) => initial.get(u) ?? NaN;
   const mismatches = allUsers.filter((u) => {
-    const expected = initial.get(u) + (credited.get(u) ?? 0);
-    return unknown.has(u) ? !within(balance.get(u), expected, unknown.get(u)) : balance.get(u) !== expected;
+    const expected = initialOf(u) + (credited.get(u) ?? 0);
+    return unknown.has(u) ? !within(balance.get(u) ?? NaN, expected, unknown.get(u) ?? 0) : balance.get(u) !== expected;
   });
   c.check(
     "every user's balance == initial + sum of its 200-answered charges",
     mismatches.length === 0,
     mismatches.length
-      ? `${mismatches.length} users differ, e.g. user ${mismatches[0]}: ${balance.get(mismatches[0])} != ${initial.get(mismatches[0]) + (credited.get(mismatches[0]) ?? 0)}`
+      ? `${mismatches.length} users differ, e.g. user ${mismatches[0]}: ${balance.get(mismatches[0])} != ${initialOf(mismatches[0]) + (credited.get(mismatches[0]) ?? 0)}`
       : `${allUsers.length} users${slack}`,
   );
-  const sumInitial = allUsers.reduce((s, u) => s + initial.get(u), 0);
+  const sumInitial = allUsers.reduce((s, u) => s + initialOf(u), 0);
   const { total } = await server.d1.first("SELECT COALESCE(SUM(balance), 0) AS total FROM user_balances");
   c.check("sum of balances == initial + sum of 200s' amounts", within(total, sumInitial + okAmount, unknownAmount), `${total} vs ${sumInitial} + ${okAmount}${slack}`);
   const { n: history } = await server.d1.first("SELECT COUNT(*) AS n FROM point_history WHERE type = 'CHARGE'");
-  const initialRows = allUsers.filter((u) => initial.get(u) > 0).length;
+  const initialRows = allUsers.filter((u) => initialOf(u) > 0).length;
   c.check("CHARGE history rows == initial-balance rows + 200s", within(history, initialRows + ok200, unknownCount), `${history} vs ${initialRows} + ${ok200}${slack}`);
   const { m: maxBalance } = await server.d1.first("SELECT MAX(balance) AS m FROM user_balances");
   c.check("no balance above 5,000,000", maxBalance <= MAX_BALANCE, `max ${maxBalance}`);
@@ -199,6 +205,7 @@ try {
       KEY_PREFIX,
     );
     const stored = Object.fromEntries(keys.map((r) => [r.status, r.n]));
+    /** @type {Record<number, number>} */
     const answeredByStatus = {};
     for (let i = 0; i < REQUESTS; i++) if (statusOf[i]) answeredByStatus[statusOf[i]] = (answeredByStatus[statusOf[i]] ?? 0) + 1;
     const fiveXX = Object.entries(answeredByStatus).filter(([st]) => Number(st) >= 500);

@@ -27,7 +27,7 @@
  *   - per route, --reads calls (20) for reads, --writes (10) for writes (3 x for POST /orders,
  *     6 x for POST /admin/users); the median of the client's wall ms and of the D1 meter of the
  *     answer's `Server-Timing` (`d1;desc="2 calls, 14 rows read, 3 written, 1 write tx";dur=3.1`:
- *     lib.mjs parseD1Meter); rows a Durable Object wrote to D1 on its own (the CouponIssuer's
+ *     lib/server-timing.mjs parseD1Meter); rows a Durable Object wrote to D1 on its own (the CouponIssuer's
  *     projection) are not in the request's meter;
  *   - reads of a user's own data target, in the year, --reads users (and orders) drawn from the
  *     history with a seeded generator, plus the user with the most point history / coupons
@@ -58,8 +58,16 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ADMIN_TOKEN, APP_ROOT, BENCH_DIR, startServer } from "./server.mjs";
-import { api, arg, assertLoopback, fmt, fmtInt, healthCeiling, isoWithOffset, parseD1Meter, printLoad, printMachine, rng } from "./lib.mjs";
+import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
+import { api, assertLoopback } from "./lib/http.mjs";
+import { printLoad, printMachine } from "./lib/machine.mjs";
+import { parseD1Meter } from "./lib/server-timing.mjs";
+import { healthCeiling } from "./lib/load.mjs";
+import { fmt, fmtInt } from "./lib/report.mjs";
+import { isoWithOffset, rng } from "./lib/fixtures.mjs";
 import { findD1File, historyKey, historySizes, writeHistory } from "../scale/history.mjs";
+
+exitWithHelpIfAsked(import.meta.url);
 
 const SIZES = historySizes();
 const SEED = arg("seed", 1);
@@ -80,17 +88,35 @@ hardStop.unref();
 
 // ---------------------------------------------------------------- small stats
 
+/**
+ * @param {(number | undefined)[]} xs
+ * @returns {number | undefined}
+ */
 const median = (xs) => {
-  const s = xs.filter((x) => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+  const s = /** @type {number[]} */ (xs.filter((x) => x !== undefined && Number.isFinite(x))).sort((a, b) => a - b);
   if (s.length === 0) return undefined;
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  return s.length % 2 ? s[(s.length - 1) / 2] : ((s[s.length / 2 - 1] ?? NaN) + (s[s.length / 2] ?? NaN)) / 2;
 };
+
+/** @typedef {Awaited<ReturnType<typeof startServer>>} Server */
+/** @typedef {{ body?: unknown, admin?: boolean, headers?: Record<string, string> }} CallOptions */
+/** @typedef {{ status: number, json: any, ms: number, d1: import("./lib/server-timing.mjs").D1Meter | undefined }} Sample */
+/**
+ * One job's `job done` / `job failed` line of one cron run.
+ * @typedef {{ job: string, ok: boolean, rowsRead?: number, rowsWritten?: number, writeTx?: number, calls?: number, ms: number | undefined, msDerived: boolean, result: unknown, error: unknown }} JobRun
+ */
+/** @typedef {{ wallMs: number, jobs: JobRun[] }} CronRun */
 
 // ---------------------------------------------------------------- one request
 
 /**
  * One timed request: status, body, client wall ms (to the last body byte) and the D1 meter
  * of its `Server-Timing`.
+ * @param {string} base
+ * @param {string} method
+ * @param {string} path
+ * @param {CallOptions} [o]
+ * @returns {Promise<Sample>}
  */
 async function call(base, method, path, { body, admin = false, headers = {} } = {}) {
   const url = new URL(path, base).toString();
@@ -115,13 +141,21 @@ async function call(base, method, path, { body, admin = false, headers = {} } = 
 
 // ---------------------------------------------------------------- crons
 
-/** wrangler.toml `[triggers] crons`, through wrangler's own reader. */
+/**
+ * wrangler.toml `[triggers] crons`, through wrangler's own reader.
+ * @returns {Promise<string[]>}
+ */
 async function cronsOf() {
   const { unstable_readConfig } = await import("wrangler");
   return unstable_readConfig({ config: join(APP_ROOT, "wrangler.toml") }).triggers?.crons ?? [];
 }
 
-/** Reads the server's log file from `offset`: new JSON log objects and the new offset. */
+/**
+ * Reads the server's log file from `offset`: new JSON log objects and the new offset.
+ * @param {string} file
+ * @param {number} offset
+ * @returns {{ entries: any[], offset: number }}
+ */
 function readLog(file, offset) {
   if (!existsSync(file)) return { entries: [], offset };
   const buf = readFileSync(file);
@@ -145,6 +179,10 @@ function readLog(file, offset) {
  * Runs one cron through `scheduled()` and collects its jobs' `job done` / `job failed` lines
  * (structured logs reach the file shortly after the invocation returns: read until two reads
  * 100 ms apart add nothing).
+ * @param {Server} server
+ * @param {string} cron
+ * @param {{ offset: number }} logState
+ * @returns {Promise<CronRun>}
  */
 async function runCron(server, cron, logState) {
   const wallStart = Date.now();
@@ -256,17 +294,46 @@ async function prepareYear() {
  * target the seed's own users and orders; with the year: reads target the history's.
  */
 class Phase {
+  /**
+   * @param {string} name
+   * @param {Server} server
+   * @param {any} [year] the year's metadata (scale/history.mjs writeHistory), undefined near empty
+   */
   constructor(name, server, year) {
     this.name = name;
     this.server = server;
     this.year = year;
-    this.rec = new Map(); // route label -> samples
-    this.cronRuns = new Map(); // cron -> runs
+    /** @type {Map<string, Sample[]>} route label -> samples */
+    this.rec = new Map();
+    /** @type {Map<string, CronRun[]>} cron -> runs */
+    this.cronRuns = new Map();
     this.logState = { offset: 0 };
+    // What the bench made on this phase's server (seed, measure, readTargets).
+    /** @type {number[]} */ this.live = [];
+    this.couponId = 0;
+    /** @type {CallOptions} */ this.noCache = {};
+    /** @type {number[]} */ this.users = [];
+    /** @type {number[]} */ this.chargers = [];
+    /** @type {number[]} */ this.issuers = [];
+    /** @type {number[]} */ this.pathIssuers = [];
+    /** @type {number[]} */ this.buyers = [];
+    /** @type {{ orderId: number, userId: number }[]} */ this.orders = [];
+    /** @type {number[]} */ this.readUsers = [];
+    /** @type {{ orderId: number, userId: number }[]} */ this.readOrders = [];
+    /** @type {number[]} */ this.readProducts = [];
+    this.heavyHistory = 0;
+    this.heavyCoupons = 0;
+    this.total = 0;
+    /** @type {import("./lib/load.mjs").LoadRun | undefined} */ this.ceiling = undefined;
   }
+  /**
+   * @param {string} label
+   * @param {Sample} sample
+   */
   record(label, sample) {
-    if (!this.rec.has(label)) this.rec.set(label, []);
-    this.rec.get(label).push(sample);
+    const list = this.rec.get(label) ?? [];
+    this.rec.set(label, list);
+    list.push(sample);
     return sample;
   }
 }
@@ -276,25 +343,40 @@ class Phase {
  * goes first), so a change in the machine's load (other processes on this shared box) hits
  * both columns alike instead of one phase. `make(phase, i)` -> [method, path, options].
  * Returns each phase's samples, in phase order.
+ * @param {Phase[]} phases
+ * @param {string} label
+ * @param {number} n
+ * @param {(phase: Phase, i: number) => [string, string, CallOptions?]} make
+ * @returns {Promise<Sample[][]>}
  */
 async function step(phases, label, n, make) {
+  /** @type {Sample[][]} */
   const out = phases.map(() => []);
   for (let i = 0; i < n; i++) {
     const order = i % 2 === 0 ? phases.map((_, k) => k) : phases.map((_, k) => phases.length - 1 - k);
     for (const k of order) {
-      const [method, path, opts] = make(phases[k], i);
-      out[k].push(phases[k].record(label, await call(phases[k].server.url, method, path, opts)));
+      const phase = /** @type {Phase} */ (phases[k]);
+      const [method, path, opts] = make(phase, i);
+      out[k]?.push(phase.record(label, await call(phase.server.url, method, path, opts)));
     }
   }
   return out;
 }
 
+/**
+ * @param {{ status: number, json: any }} r
+ * @param {string} what
+ * @returns {any} the envelope's `data`
+ */
 const mustOk = (r, what) => {
   if (r.status >= 300) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.json)}`);
   return r.json.data;
 };
 
-/** The seed of one phase (not measured): live products, an open coupon, a cache-skipping bookmark. */
+/**
+ * The seed of one phase (not measured): live products, an open coupon, a cache-skipping bookmark.
+ * @param {Phase} phase
+ */
 async function seed(phase) {
   const base = phase.server.url;
   for (let i = 0; i < 5; i++) await call(base, "GET", "/health"); // the isolate, its JIT, the connection
@@ -315,7 +397,10 @@ async function seed(phase) {
   phase.noCache = { headers: { "x-d1-bookmark": bookmark } };
 }
 
-/** Who the reads of a user's own data ask for: the history's in the year, the seed's near empty. */
+/**
+ * Who the reads of a user's own data ask for: the history's in the year, the seed's near empty.
+ * @param {Phase} phase
+ */
 async function readTargets(phase) {
   const pick = rng(SEED * 7919 + 17);
   const y = phase.year;
@@ -329,15 +414,18 @@ async function readTargets(phase) {
   }
   phase.readUsers = Array.from({ length: READS }, () => 1 + Math.floor(pick() * y.counts.users));
   const ids = Array.from({ length: READS }, () => 1 + Math.floor(pick() * y.counts.orders));
-  const owners = new Map((await phase.server.d1.all("SELECT id, user_id AS userId FROM orders WHERE id IN (SELECT value FROM json_each(?))", JSON.stringify(ids))).map((r) => [r.id, r.userId]));
-  phase.readOrders = ids.filter((id) => owners.has(id)).map((id) => ({ orderId: id, userId: owners.get(id) }));
+  const owners = new Map((await phase.server.d1.all("SELECT id, user_id AS userId FROM orders WHERE id IN (SELECT value FROM json_each(?))", JSON.stringify(ids))).map((/** @type {{ id: number, userId: number }} */ r) => [r.id, r.userId]));
+  phase.readOrders = ids.filter((id) => owners.has(id)).map((id) => ({ orderId: id, userId: owners.get(id) ?? 0 }));
   phase.readProducts = Array.from({ length: READS }, () => 1 + Math.floor(pick() * y.counts.products));
   // A history without point rows or coupons has no heaviest user: ask for the seed's.
   phase.heavyHistory = y.heaviest.pointHistoryRows > 0 ? y.heaviest.pointHistoryUser : phase.chargers[0];
   phase.heavyCoupons = y.heaviest.coupons > 0 ? y.heaviest.couponUser : phase.issuers[0];
 }
 
-/** Every route and cron, on every phase in lockstep (writes first: the reads near empty read what they made). */
+/**
+ * Every route and cron, on every phase in lockstep (writes first: the reads near empty read what they made).
+ * @param {Phase[]} phases
+ */
 async function measure(phases) {
   for (const p of phases) await seed(p);
   await step(phases, "GET /health", READS, () => ["GET", "/health"]);
@@ -346,6 +434,7 @@ async function measure(phases) {
   const made = await step(phases, "POST /admin/users", 6 * WRITES, (p, i) => ["POST", "/api/v1/admin/users", { admin: true, body: { name: `scale-${p.name}-${i}`, initialBalance: 1_000_000 } }]);
   phases.forEach((p, k) => {
     p.users = made[k].map((r) => mustOk(r, "user").userId);
+    /** @param {number} j */
     const slice = (j) => p.users.slice(j * WRITES, (j + 1) * WRITES);
     [p.chargers, p.issuers, p.pathIssuers] = [slice(0), slice(1), slice(2)];
     p.buyers = p.users.slice(3 * WRITES);
@@ -383,8 +472,9 @@ async function measure(phases) {
     for (let r = 0; r < CRON_RUNS; r++) {
       const order = r % 2 === 0 ? phases : [...phases].reverse();
       for (const p of order) {
-        if (!p.cronRuns.has(cron)) p.cronRuns.set(cron, []);
-        p.cronRuns.get(cron).push(await runCron(p.server, cron, p.logState));
+        const runs = p.cronRuns.get(cron) ?? [];
+        p.cronRuns.set(cron, runs);
+        runs.push(await runCron(p.server, cron, p.logState));
       }
     }
   }
@@ -395,11 +485,16 @@ async function measure(phases) {
 
 // ---------------------------------------------------------------- summaries and output
 
-/** Median row of a route's samples; `metered` says whether the build reported D1 rows. */
+/**
+ * Median row of a route's samples; `metered` says whether the build reported D1 rows.
+ * @param {Sample[] | undefined} samples
+ */
 function summarize(samples) {
   if (!samples || samples.length === 0) return undefined;
   const metered = samples.some((s) => s.d1?.rowsRead !== undefined);
+  /** @param {(s: Sample) => number | undefined} f */
   const m = (f) => median(samples.map(f));
+  /** @type {Record<number, number>} */
   const statuses = {};
   for (const s of samples) statuses[s.status] = (statuses[s.status] ?? 0) + 1;
   return {
@@ -416,15 +511,23 @@ function summarize(samples) {
   };
 }
 
-/** Median per job over a cron's runs, plus the invocation's wall ms. */
+/** @typedef {{ n: number, ms: number | undefined, calls: number | undefined, nested?: number, rowsRead: number | undefined, rowsWritten: number | undefined, writeTx: number | undefined, ok: boolean, msDerived?: boolean, results?: unknown[], errors?: unknown[], statuses?: Record<number, number> }} Summary */
+/**
+ * Median per job over a cron's runs, plus the invocation's wall ms.
+ * @param {CronRun[]} runs
+ * @returns {{ total: Summary & { jobs: number[] }, perJob: Map<string, Summary> }}
+ */
 function summarizeCron(runs) {
+  /** @type {Map<string, JobRun[]>} */
   const jobs = new Map();
   for (const run of runs) {
     for (const j of run.jobs) {
-      if (!jobs.has(j.job)) jobs.set(j.job, []);
-      jobs.get(j.job).push(j);
+      const list = jobs.get(j.job) ?? [];
+      jobs.set(j.job, list);
+      list.push(j);
     }
   }
+  /** @type {Map<string, Summary>} */
   const perJob = new Map();
   for (const [job, xs] of jobs) {
     const metered = xs.some((x) => x.rowsRead !== undefined);
@@ -441,7 +544,11 @@ function summarizeCron(runs) {
       errors: xs.filter((x) => !x.ok).map((x) => x.error),
     });
   }
-  const sum = (run, f) => (run.jobs.some((j) => f(j) === undefined) ? undefined : run.jobs.reduce((a, j) => a + f(j), 0));
+  /**
+   * @param {CronRun} run
+   * @param {(j: JobRun) => number | undefined} f
+   */
+  const sum = (run, f) => (run.jobs.some((j) => f(j) === undefined) ? undefined : run.jobs.reduce((a, j) => a + (f(j) ?? 0), 0));
   const total = {
     n: runs.length,
     ms: median(runs.map((r) => r.wallMs)),
@@ -455,26 +562,50 @@ function summarizeCron(runs) {
   return { total, perJob };
 }
 
+/** @param {number | undefined} n */
 const num = (n, d = 0) => (n === undefined || !Number.isFinite(n) ? "n/a" : d === 0 ? fmtInt(n) : fmt(n, d));
+/** @param {number | undefined} n */
 const ms = (n) => (n === undefined || !Number.isFinite(n) ? "n/a" : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
-/** year / empty: "-" when either is unknown, "=" when both are 0, "new" when only the year has some. */
+/**
+ * year / empty: "-" when either is unknown, "=" when both are 0, "new" when only the year has some.
+ * @param {number | undefined} a
+ * @param {number | undefined} b
+ */
 function ratio(a, b) {
   if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b)) return "-";
   if (a === 0 && b === 0) return "=";
   if (a === 0) return "new";
   return `${(b / a).toFixed(b / a >= 10 ? 0 : 2)}x`;
 }
+/** @param {number | undefined} n */
 const raw = (n, d = 2) => (n === undefined || !Number.isFinite(n) ? "na" : Number.isInteger(n) ? String(n) : n.toFixed(d));
+/**
+ * @param {number | undefined} a
+ * @param {number | undefined} b
+ */
 const rawRatio = (a, b) => (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || a === 0 ? "na" : (b / a).toFixed(2));
 
+/**
+ * @param {Phase} empty
+ * @param {Phase} year
+ * @param {{ healthMs: { empty: number | undefined, year: number | undefined } }} o
+ */
 function printSideBySide(empty, year, { healthMs }) {
   console.log("\n### Near empty vs a year of history (medians; rows = D1 rows from the Server-Timing meter / the `job done` line)\n");
   console.log("D1 calls `(+N)`: D1 calls a Durable Object made before it answered; their rows are not in the request's meter.\n");
   console.log("| route / job | n | D1 calls empty / year | rows read empty | rows read year | x | rows written empty | rows written year | x | ms empty | ms year | x | status |");
   console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+  /**
+   * @param {string} label
+   * @param {Summary | undefined} e
+   * @param {Summary | undefined} y
+   * @param {{ derived?: boolean }} [o]
+   */
   const row = (label, e, y, { derived = false } = {}) => {
     const status = !e || !y ? "missing" : e.ok && y.ok ? "ok" : `empty ${JSON.stringify(e.statuses ?? e.ok)} / year ${JSON.stringify(y.statuses ?? y.ok)}`;
+    /** @param {number | undefined} v */
     const m = (v) => `${derived ? "~" : ""}${ms(v)}`;
+    /** @param {Summary | undefined} x */
     const calls = (x) => `${num(x?.calls, 1)}${x?.nested ? ` (+${num(x.nested, 1)})` : ""}`;
     console.log(
       `| ${label} | ${y?.n ?? e?.n ?? 0} | ${calls(e)} / ${calls(y)} | ${num(e?.rowsRead)} | ${num(y?.rowsRead)} | ${ratio(e?.rowsRead, y?.rowsRead)} | ${num(e?.rowsWritten)} | ${num(y?.rowsWritten)} | ${ratio(e?.rowsWritten, y?.rowsWritten)} | ${m(e?.ms)} | ${m(y?.ms)} | ${ratio(e?.ms, y?.ms)} | ${status} |`,
@@ -504,7 +635,8 @@ function printSideBySide(empty, year, { healthMs }) {
       lines.push(
         `scale cron="${cron}" job="${job}" n=${yj?.n ?? 0} calls.empty=${raw(ej?.calls)} calls.year=${raw(yj?.calls)} rowsRead.empty=${raw(ej?.rowsRead)} rowsRead.year=${raw(yj?.rowsRead)} rowsWritten.empty=${raw(ej?.rowsWritten)} rowsWritten.year=${raw(yj?.rowsWritten)} writeTx.empty=${raw(ej?.writeTx)} writeTx.year=${raw(yj?.writeTx)} ms.empty=${raw(ej?.ms)} ms.year=${raw(yj?.ms)} x.ms=${rawRatio(ej?.ms, yj?.ms)}${ej?.msDerived || yj?.msDerived ? " ms=log-gap" : ""}`,
       );
-      const show = (x) => JSON.stringify(x?.results?.[0] ?? null) + (x && x.results.length > 1 ? ` ... ${JSON.stringify(x.results[x.results.length - 1] ?? null)}` : "");
+      /** @param {Summary | undefined} x */
+      const show = (x) => JSON.stringify(x?.results?.[0] ?? null) + (x?.results && x.results.length > 1 ? ` ... ${JSON.stringify(x.results[x.results.length - 1] ?? null)}` : "");
       results.push(`- \`${cron}\` ${job}: empty ${show(ej)}; year ${show(yj)}${[...(ej?.errors ?? []), ...(yj?.errors ?? [])].length ? `; FAILED: ${[...(ej?.errors ?? []), ...(yj?.errors ?? [])].join(" | ")}` : ""}`);
     }
   }
@@ -544,7 +676,8 @@ try {
   console.error("[bench] scale: measuring both servers, call by call");
   await measure([empty, withYear]);
 
-  const healthMs = { empty: summarize(empty.rec.get("GET /health")).ms, year: summarize(withYear.rec.get("GET /health")).ms };
+  const healthMs = { empty: summarize(empty.rec.get("GET /health"))?.ms, year: summarize(withYear.rec.get("GET /health"))?.ms };
+  if (!empty.ceiling || !withYear.ceiling) throw new Error("no /health ceiling measured");
   console.log("\n### /health reference (same run, both servers)\n");
   console.log("| server | sequential median ms | autocannon req/s (10 conns, 3,000 req) | p50 ms | p99 ms |");
   console.log("|---|---:|---:|---:|---:|");

@@ -51,11 +51,17 @@ export async function freePort() {
   const srv = createServer();
   srv.listen(0, LOOPBACK);
   await once(srv, "listening");
-  const { port } = srv.address();
+  const { port } = /** @type {import("node:net").AddressInfo} */ (srv.address());
   await new Promise((r) => srv.close(r));
   return port;
 }
 
+/**
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {{ timeoutMs?: number, env?: NodeJS.ProcessEnv }} [o]
+ * @returns {Promise<string>} stdout and stderr
+ */
 function run(cmd, args, { timeoutMs = 120_000, env = process.env } = {}) {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(cmd, args, { cwd: APP_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
@@ -110,10 +116,11 @@ export function readMigrations(dir = join(APP_ROOT, "migrations")) {
 /**
  * Applies every migration not applied yet, one D1 batch per file (a batch is a transaction),
  * recording each in `_bench_migrations` so a restart on kept state (the crash test) skips it.
+ * @param {Awaited<ReturnType<import("miniflare").Miniflare["getD1Database"]>>} db
  */
 export async function applyMigrations(db) {
   await db.prepare("CREATE TABLE IF NOT EXISTS _bench_migrations (file TEXT PRIMARY KEY)").run();
-  const done = new Set((await db.prepare("SELECT file FROM _bench_migrations").all()).results.map((r) => r.file));
+  const done = new Set((await db.prepare("SELECT file FROM _bench_migrations").all()).results.map((/** @type {any} */ r) => r.file));
   const applied = [];
   for (const { file, statements } of readMigrations()) {
     if (done.has(file)) continue;
@@ -123,6 +130,10 @@ export async function applyMigrations(db) {
   return applied.length > 0 ? applied : ["none pending"];
 }
 
+/**
+ * @param {string} url
+ * @param {{ timeoutMs?: number }} [o]
+ */
 async function waitForHealth(url, { timeoutMs = 30_000 } = {}) {
   const deadline = Date.now() + timeoutMs;
   let last;
@@ -132,18 +143,23 @@ async function waitForHealth(url, { timeoutMs = 30_000 } = {}) {
       if (res.ok) return;
       last = `status ${res.status}`;
     } catch (err) {
-      last = String(err?.cause ?? err);
+      last = String(/** @type {{ cause?: unknown }} */ (err)?.cause ?? err);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${url}/health not ready after ${timeoutMs} ms (${last})`);
 }
 
+/** @type {Set<() => Promise<void>>} */
 const stoppers = new Set();
 let hooksInstalled = false;
 function installExitHooks() {
   if (hooksInstalled) return;
   hooksInstalled = true;
+  /**
+   * @param {NodeJS.Signals} sig
+   * @param {number} code
+   */
   const onSignal = (sig, code) => {
     process.on(sig, async () => {
       await Promise.race([Promise.allSettled([...stoppers].map((s) => s())), new Promise((r) => setTimeout(r, 3000))]);
@@ -166,10 +182,12 @@ function installExitHooks() {
  * `stateDir` reuses the D1/DO state of an earlier run (with `keepState`, it survives the stop):
  * the crash test restarts on the state a killed server left.
  *
- * @returns {{ url: string, mode: string, stateDir: string, logFile: string, inspectorUrl?: string,
- *   d1: { all(sql, ...params): Promise<object[]>, first(sql, ...params): Promise<object|null> },
+ * @param {{ vars?: Record<string, string>, build?: boolean, keepState?: boolean, quiet?: boolean, direct?: boolean,
+ *   inspectorPort?: number, stateDir?: string }} [o]
+ * @returns {Promise<{ url: string, mode: string, stateDir: string, logFile: string, inspectorUrl?: string,
+ *   d1: import("./lib/fixtures.mjs").LocalD1,
  *   scheduled(cron: string, scheduledTime?: number): Promise<void>,
- *   stop(): Promise<void> }}
+ *   stop(): Promise<void> }>}
  */
 export async function startServer({
   vars = {},
@@ -216,7 +234,7 @@ export async function startServer({
             name: "edge-commerce-api",
             modules: [{ type: "ESModule", path: scriptPath, contents: readFileSync(scriptPath, "utf8") }],
             modulesRoot: dirname(scriptPath),
-            bindings: { ...workerOptions.bindings, ...BENCH_VARS, ...vars },
+            bindings: { .../** @type {Record<string, unknown> | undefined} */ (workerOptions.bindings), ...BENCH_VARS, ...vars },
             // A socket straight into our Worker, without Miniflare's entry worker in front
             // (which tripled workerd's CPU per request on /health here); production has no
             // such layer either. `direct: false` keeps the entry-worker URL.
@@ -260,6 +278,7 @@ export async function startServer({
       const app = APP_ROOT === ROOT ? "" : `, app ${APP_ROOT}`;
       console.error(`[bench] server ${url} (Miniflare/workerd, ${direct ? "direct socket" : "entry worker"}, bundle ${scriptPath}${app}); migrations: ${applied.join(", ")}`);
     }
+    /** @type {import("./lib/fixtures.mjs").LocalD1} */
     const d1 = {
       async all(sql, ...params) {
         return (await db.prepare(sql).bind(...params).all()).results;
@@ -272,6 +291,10 @@ export async function startServer({
     const mode = `Miniflare/workerd, wrangler deploy --dry-run bundle, ${direct ? "direct socket to the Worker" : "through Miniflare's entry worker"}${inspectorPort !== undefined ? ", V8 inspector on" : ""}`;
     const inspectorUrl = inspectorPort !== undefined ? (await mf.getInspectorURL()).toString() : undefined;
     // The Worker's scheduled handler, as Cron Triggers call it (crons never fire by themselves locally).
+    /**
+     * @param {string} cron
+     * @param {number} [scheduledTime]
+     */
     const scheduled = async (cron, scheduledTime = Date.now()) => {
       const worker = await mf.getWorker("edge-commerce-api");
       await worker.scheduled({ cron, scheduledTime: new Date(scheduledTime) });
@@ -292,6 +315,7 @@ export async function startBareWorkerd({ vars = {}, quiet = false } = {}) {
   const config = unstable_readConfig({ config: join(APP_ROOT, "wrangler.toml") });
   const dir = join(BENCH_DIR, "bare");
   mkdirSync(dir, { recursive: true });
+  /** @type {Record<string, unknown>} */
   const json = {
     name: config.name,
     main: resolve(APP_ROOT, config.main),
@@ -301,7 +325,7 @@ export async function startBareWorkerd({ vars = {}, quiet = false } = {}) {
   };
   const doBindings = config.durable_objects?.bindings ?? [];
   if (doBindings.length > 0) {
-    json.durable_objects = { bindings: doBindings.map((b) => ({ name: b.name, class_name: b.class_name })) };
+    json.durable_objects = { bindings: doBindings.map((/** @type {{ name: string, class_name: string }} */ b) => ({ name: b.name, class_name: b.class_name })) };
     if (config.migrations?.length) json.migrations = config.migrations;
   }
   const configPath = join(dir, "wrangler.json");
@@ -337,7 +361,7 @@ export async function startBareWorkerd({ vars = {}, quiet = false } = {}) {
     await waitForHealth(url);
   } catch (err) {
     await stop();
-    throw new Error(`${err.message}\n${readFileSync(logFile, "utf8").slice(0, 2000)}`);
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${readFileSync(logFile, "utf8").slice(0, 2000)}`);
   }
   if (!quiet) console.error(`[bench] bare workerd ${url} (workerd serve --experimental ${configPath}; no D1)`);
   return { url, mode: "workerd serve --experimental wrangler.json (no D1)", stop };
@@ -348,6 +372,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const bare = process.argv.includes("--bare");
   const d = process.argv.indexOf("--state-dir");
   const stateDir = d > 0 ? resolve(process.argv[d + 1]) : undefined;
+  /** @type {{ url: string, mode: string, stop(): Promise<void>, stateDir?: string, logFile?: string }} */
   const server = bare ? await startBareWorkerd() : await startServer({ keepState: process.argv.includes("--keep-state"), stateDir });
   console.log(JSON.stringify({ url: server.url, mode: server.mode, stateDir: server.stateDir, logFile: server.logFile }));
   const i = process.argv.indexOf("--seconds");

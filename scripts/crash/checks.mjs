@@ -4,9 +4,16 @@
  */
 import { ADMIN, call, COUPON_QUANTITY, PRODUCT_STOCK } from "./storm.mjs";
 
+/** @param {number} ms */
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `read` until `ok` holds or `ms` pass (write-behind projections and coupon rows converge within seconds). */
+/**
+ * @template T
+ * @param {() => Promise<T>} read
+ * @param {(value: T) => boolean} ok
+ * @returns {Promise<T>}
+ */
 async function eventually(read, ok, ms = 15_000) {
   const until = Date.now() + ms;
   let v = await read();
@@ -17,9 +24,21 @@ async function eventually(read, ok, ms = 15_000) {
   return v;
 }
 
+/** @typedef {{ charge: import("./storm.mjs").Ledger["charges"][number], res: import("./storm.mjs").Answer }} Retry */
+
+/**
+ * Every violation found on the restarted server's D1 (empty: all hold).
+ * @param {{ url: string, d1: import("../bench/lib/fixtures.mjs").LocalD1 }} server
+ * @param {import("./storm.mjs").World} world
+ * @param {import("./storm.mjs").Ledger} ledger
+ * @param {Retry[]} retries
+ * @returns {Promise<string[]>}
+ */
 export async function checkAll(server, world, ledger, retries) {
+  /** @type {string[]} */
   const v = [];
   const d1 = server.d1;
+  /** @param {string} msg */
   const fail = (msg) => v.push(msg);
 
   // Every charge retried with its key: 200, and an acknowledged one replays its first answer.
@@ -61,6 +80,7 @@ export async function checkAll(server, world, ledger, retries) {
     if (row?.status !== "CANCELLED") fail(`cancel of order ${c.orderId}: acknowledged, order ${row?.status}`);
   }
   const issuedTo = new Set(ledger.issues.map((i) => i.userId));
+  /** @type {{ userId: number, usedAt: number | null, orderId: number | null }[]} */
   const rows = await eventually(
     () => d1.all("SELECT user_id AS userId, used_at AS usedAt, order_id AS orderId FROM user_coupons WHERE coupon_id = ?", world.couponId),
     (r) => [...issuedTo].every((u) => r.some((x) => x.userId === u)),
@@ -93,7 +113,12 @@ export async function checkAll(server, world, ledger, retries) {
   return v;
 }
 
-/** A user who arrives after the crash can still order and pay. */
+/**
+ * A user who arrives after the crash can still order and pay: undefined, or what went wrong.
+ * @param {string} base
+ * @param {import("./storm.mjs").World} world
+ * @returns {Promise<string | undefined>}
+ */
 export async function freshUserCanBuy(base, world) {
   const u = await call(base, "POST", "/admin/users", { name: "after-crash", initialBalance: 100_000 }, ADMIN);
   if (u.status !== 201) return `fresh user: ${u.status}`;

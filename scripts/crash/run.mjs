@@ -31,8 +31,13 @@ let cronRuns = 0;
  * CRASH_INJECT=double-charge applies one acknowledged charge a second time behind the API's back,
  * to show the checks catch it (the run must then fail).
  */
+/**
+ * @param {{ d1: import("../bench/lib/fixtures.mjs").LocalD1 }} server
+ * @param {import("./storm.mjs").Ledger} ledger
+ */
 async function injectDoubleCharge(server, ledger) {
   const c = ledger.charges.find((x) => x.acked);
+  if (!c) throw new Error("CRASH_INJECT=double-charge: no acknowledged charge to apply twice");
   await server.d1.raw.batch([
     server.d1.raw.prepare("UPDATE user_balances SET balance = balance + ?1 WHERE user_id = ?2").bind(c.amount, c.userId),
     server.d1.raw
@@ -63,12 +68,15 @@ async function startKillable() {
     child.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
   });
   const exited = new Promise((r) => child.once("exit", (code, signal) => r(signal ?? code)));
-  return { url, kill: () => process.kill(-child.pid, "SIGKILL"), exited };
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("the server process did not start");
+  return { url, kill: () => process.kill(-pid, "SIGKILL"), exited };
 }
 
 const t0 = Date.now();
 const first = await startKillable();
 const world = await seed(first.url);
+/** @type {number | undefined} */
 let killedAt;
 const ledger = await runStorm(first.url, world, (answered) => {
   if (answered === KILL_AFTER && killedAt === undefined) {
@@ -81,8 +89,10 @@ if (killedAt === undefined) first.kill();
 const signal = await first.exited;
 
 const server = await startServer({ build: false, keepState: true, stateDir, quiet: true });
+/** @type {string[]} */
 let violations;
-let retries;
+/** @type {import("./checks.mjs").Retry[]} */
+let retries = [];
 try {
   // Until nothing is left half-way: no PENDING placement, no unpaid order, no terminal order its objects were not told.
   for (cronRuns = 1; cronRuns <= MAX_CRON_RUNS; cronRuns++) {
@@ -102,6 +112,7 @@ try {
   await server.stop();
 }
 
+/** @param {{ acked?: boolean }[]} xs */
 const acked = (xs) => xs.filter((x) => x.acked !== false).length;
 const summary = {
   killed: killedAt !== undefined ? `SIGKILL after ${killedAt} answers (server exit: ${signal})` : `storm ended before the kill at ${KILL_AFTER}`,

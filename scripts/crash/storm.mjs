@@ -13,7 +13,30 @@ const REQUEST_TIMEOUT_MS = 15_000;
 const STAGGER_MS = 40;
 export const ADMIN = { authorization: "Bearer bench-admin-token" };
 
-/** One JSON call; `status: 0` means no answer (connection refused or cut, timeout). */
+/** @typedef {{ productId: number, quantity: number }} Line */
+/** @typedef {{ users: number[], products: number[], couponId: number }} World */
+/**
+ * What the storm sent and what was acknowledged.
+ * @typedef {object} Ledger
+ * @property {{ userId: number, key: string, amount: number, acked: boolean, body: any }[]} charges
+ * @property {{ userId: number, userCouponId: number }[]} issues
+ * @property {{ userId: number, orderId: number, lines: Line[], userCouponId: number | undefined }[]} orders
+ * @property {{ userId: number, orderId: number }[]} payments
+ * @property {{ userId: number, orderId: number }[]} cancels
+ * @property {number} answered
+ * @property {number} unanswered
+ */
+/** @typedef {{ status: number, body: any, replayed?: boolean }} Answer */
+
+/**
+ * One JSON call; `status: 0` means no answer (connection refused or cut, timeout).
+ * @param {string} base
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @param {Record<string, string>} [headers]
+ * @returns {Promise<Answer>}
+ */
 export async function call(base, method, path, body, headers = {}) {
   try {
     const res = await fetch(`${base}/api/v1${path}`, {
@@ -31,18 +54,25 @@ export async function call(base, method, path, body, headers = {}) {
     }
     return { status: res.status, body: json, replayed: res.headers.get("idempotent-replayed") === "true" };
   } catch (err) {
-    return { status: 0, body: { error: String(err?.cause?.code ?? err?.name ?? err) } };
+    const e = /** @type {{ cause?: { code?: string }, name?: string } | undefined} */ (err);
+    return { status: 0, body: { error: String(e?.cause?.code ?? e?.name ?? err) } };
   }
 }
 
-/** Creates the users, products and the coupon the storm fights over (admin API). */
+/**
+ * Creates the users, products and the coupon the storm fights over (admin API).
+ * @param {string} base
+ * @returns {Promise<World>}
+ */
 export async function seed(base) {
+  /** @type {number[]} */
   const users = [];
   for (let i = 0; i < USERS; i++) {
     const r = await call(base, "POST", "/admin/users", { name: `crash-${i}`, initialBalance: 0 }, ADMIN);
     if (r.status !== 201) throw new Error(`seed user: ${r.status} ${JSON.stringify(r.body)}`);
     users.push(r.body.data.userId);
   }
+  /** @type {number[]} */
   const products = [];
   for (let i = 0; i < PRODUCTS; i++) {
     const r = await call(base, "POST", "/admin/products", { name: `crash-p${i}`, price: 300 + 100 * i, stock: PRODUCT_STOCK }, ADMIN);
@@ -71,9 +101,20 @@ export async function seed(base) {
 /**
  * Runs every user's flow at once; `onResponse` is called after each answered request
  * (the driver kills the server from there). Returns the ledger of what was sent and acknowledged.
+ * @param {string} base
+ * @param {World} world
+ * @param {(answered: number) => void} onResponse
+ * @returns {Promise<Ledger>}
  */
 export async function runStorm(base, world, onResponse) {
+  /** @type {Ledger} */
   const ledger = { charges: [], issues: [], orders: [], payments: [], cancels: [], answered: 0, unanswered: 0 };
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} body
+   * @param {Record<string, string>} [headers]
+   */
   const send = async (method, path, body, headers) => {
     const r = await call(base, method, path, body, headers);
     if (r.status === 0) ledger.unanswered++;
@@ -83,7 +124,12 @@ export async function runStorm(base, world, onResponse) {
     }
     return r;
   };
+  /**
+   * @param {number} userId
+   * @param {number} u
+   */
   const flow = async (userId, u) => {
+    /** @param {number} n */
     const charge = async (n) => {
       // Unique per (user, n): a history row names the key it came from.
       const c = { userId, key: `crash-${userId}-${n}`, amount: 3_000 + u * 10 + n, acked: false, body: undefined };
@@ -92,11 +138,16 @@ export async function runStorm(base, world, onResponse) {
       if (r.status === 200) Object.assign(c, { acked: true, body: r.body });
       return r.status !== 0;
     };
+    /**
+     * @param {Line[]} lines
+     * @param {number} [userCouponId]
+     */
     const order = async (lines, userCouponId) => {
       const r = await send("POST", "/orders", { userId, ...(userCouponId ? { userCouponId } : {}), orderProducts: lines }, { "idempotency-key": `crash-o-${userId}-${lines[0].productId}-${lines.length}` });
       if (r.status === 201) ledger.orders.push({ userId, orderId: r.body.data.orderId, lines, userCouponId });
       return r;
     };
+    /** @param {number} orderId */
     const pay = async (orderId) => {
       const r = await send("POST", "/points/use", { userId, orderId }, { "idempotency-key": `crash-pay-${orderId}` });
       if (r.status === 200) ledger.payments.push({ userId, orderId });

@@ -35,7 +35,12 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { SourceMap } from "node:module";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { api, arg, assertLoopback, isoWithOffset, load, printLoad, printMachine, printTable, rng, seedUsersD1 } from "../bench/lib.mjs";
+import { arg } from "../bench/lib/args.mjs";
+import { api, assertLoopback } from "../bench/lib/http.mjs";
+import { printLoad, printMachine } from "../bench/lib/machine.mjs";
+import { load } from "../bench/lib/load.mjs";
+import { printTable } from "../bench/lib/report.mjs";
+import { isoWithOffset, rng, seedUsersD1 } from "../bench/lib/fixtures.mjs";
 import { APP_ROOT, BENCH_DIR, ROOT, startServer } from "../bench/server.mjs";
 
 const SCENARIO = arg("scenario", "");
@@ -58,15 +63,27 @@ if (typeof WebSocket !== "function") {
 
 // ---------------------------------------------------------------- DevTools protocol
 
-/** A minimal DevTools-protocol client over Node's global WebSocket. */
+/** @typedef {{ send(method: string, params?: object, timeoutMs?: number): Promise<any>, close(): void }} Cdp */
+/** @typedef {{ id: string, webSocketDebuggerUrl: string }} InspectorTarget */
+/**
+ * A V8 CPU profile (DevTools `Profiler.stop`), the parts read here.
+ * @typedef {{ nodes: { id: number, callFrame?: { functionName: string, url?: string, lineNumber?: number, columnNumber?: number } }[], samples?: number[], timeDeltas?: number[] }} CpuProfile
+ */
+
+/**
+ * A minimal DevTools-protocol client over Node's global WebSocket.
+ * @param {string} wsUrl
+ * @returns {Promise<Cdp>}
+ */
 async function cdpConnect(wsUrl) {
   assertLoopback(wsUrl.replace(/^ws/, "http"));
   const ws = new WebSocket(wsUrl);
   await new Promise((resolve, reject) => {
     ws.addEventListener("open", resolve, { once: true });
-    ws.addEventListener("error", (e) => reject(new Error(`inspector ${wsUrl}: ${e.message ?? "connection failed"}`)), { once: true });
+    ws.addEventListener("error", (e) => reject(new Error(`inspector ${wsUrl}: ${/** @type {{ message?: string }} */ (e).message ?? "connection failed"}`)), { once: true });
   });
   let nextId = 1;
+  /** @type {Map<number, { method: string, resolve: (r: unknown) => void, reject: (e: Error) => void }>} */
   const pending = new Map();
   ws.addEventListener("message", (ev) => {
     const msg = JSON.parse(typeof ev.data === "string" ? ev.data : Buffer.from(ev.data).toString("utf8"));
@@ -91,8 +108,8 @@ async function cdpConnect(wsUrl) {
         }, timeoutMs);
         pending.set(id, {
           method,
-          resolve: (r) => (clearTimeout(timer), resolve(r)),
-          reject: (e) => (clearTimeout(timer), reject(e)),
+          resolve: (/** @type {unknown} */ r) => (clearTimeout(timer), resolve(r)),
+          reject: (/** @type {Error} */ e) => (clearTimeout(timer), reject(e)),
         });
         ws.send(JSON.stringify({ id, method, params }));
       });
@@ -105,7 +122,11 @@ async function cdpConnect(wsUrl) {
 
 // ---------------------------------------------------------------- profile analysis
 
-/** Bundle position -> source position, through the bundle's source map (when there is one). */
+/**
+ * Bundle position -> source position, through the bundle's source map (when there is one).
+ * @param {string} bundlePath
+ * @returns {(line0: number, col0: number) => string | undefined}
+ */
 function sourceMapper(bundlePath) {
   const mapPath = `${bundlePath}.map`;
   if (!existsSync(mapPath)) return () => undefined;
@@ -117,7 +138,7 @@ function sourceMapper(bundlePath) {
   }
   return (line0, col0) => {
     const e = map.findEntry(line0, col0);
-    if (!e || e.originalSource === undefined) return undefined;
+    if (!e || !("originalSource" in e) || e.originalSource === undefined) return undefined;
     // Sources are relative to the bundle's dir ("../../src/x.ts"): show them relative to the app.
     const src = e.originalSource;
     const abs = src.startsWith("file:") ? fileURLToPath(src) : resolve(dirname(bundlePath), src);
@@ -130,20 +151,23 @@ function sourceMapper(bundlePath) {
  * Self time per function: each sample's node gets the time until the next sample
  * (`timeDeltas[i + 1]`, DevTools' convention), summed over every node (call path) of the
  * same function (name + url + line + column of its definition).
+ * @param {CpuProfile} profile
  */
 function selfTimes(profile) {
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  /** @type {Map<number, number>} node id -> self time (us) */
   const perNode = new Map();
   const { samples = [], timeDeltas = [] } = profile;
   for (let i = 0; i < samples.length; i++) {
     const dt = timeDeltas[i + 1] ?? 0;
     perNode.set(samples[i], (perNode.get(samples[i]) ?? 0) + dt);
   }
+  /** @type {Map<string, { functionName: string, url: string, lineNumber: number, columnNumber: number, us: number }>} */
   const perFn = new Map();
   let totalUs = 0;
   for (const [id, us] of perNode) {
     totalUs += us;
-    const cf = nodes.get(id)?.callFrame ?? {};
+    const cf = nodes.get(id)?.callFrame ?? { functionName: "", url: undefined, lineNumber: undefined, columnNumber: undefined };
     const key = `${cf.functionName}\u0000${cf.url}\u0000${cf.lineNumber}\u0000${cf.columnNumber}`;
     const e = perFn.get(key) ?? { functionName: cf.functionName || "(anonymous)", url: cf.url ?? "", lineNumber: cf.lineNumber ?? -1, columnNumber: cf.columnNumber ?? -1, us: 0 };
     e.us += us;
@@ -152,13 +176,21 @@ function selfTimes(profile) {
   return { entries: [...perFn.values()].sort((a, b) => b.us - a.us), totalUs, samples: samples.length };
 }
 
+/**
+ * @param {InspectorTarget} target
+ * @param {CpuProfile} profile
+ * @param {(url: string, line: number, col: number) => string | undefined} mapSource
+ */
 function printTop(target, profile, mapSource) {
   const { entries, totalUs, samples } = selfTimes(profile);
+  /** @param {string} name */
   const pseudo = (name) => entries.filter((e) => e.functionName === name).reduce((s, e) => s + e.us, 0);
   const idle = pseudo("(idle)");
   const program = pseudo("(program)");
   const gc = pseudo("(garbage collector)");
+  /** @param {number} us */
   const pct = (us) => (totalUs > 0 ? ((100 * us) / totalUs).toFixed(1) : "-");
+  /** @param {number} us */
   const ms = (us) => (us / 1000).toFixed(1);
   console.log(`\n### CPU profile: ${target.id} (top ${TOP} by self time)\n`);
   console.log(
@@ -176,7 +208,11 @@ function printTop(target, profile, mapSource) {
 
 // ---------------------------------------------------------------- scenarios
 
-/** Sets a scenario up (not profiled) and returns the load options of its storm. */
+/**
+ * Sets a scenario up (not profiled) and returns the load options of its storm.
+ * @param {{ url: string, d1: import("../bench/lib/fixtures.mjs").LocalD1 }} server
+ * @returns {Promise<Omit<import("../bench/lib/load.mjs").LoadOptions, "url">>}
+ */
 async function setupScenario(server) {
   if (SCENARIO === "coupons") {
     const users = arg("users", 10_000);
@@ -204,6 +240,7 @@ async function setupScenario(server) {
   const stock = arg("stock", 2000);
   const users = arg("users", 1000);
   const orders = arg("orders", 3000);
+  /** @type {number[]} */
   const productIds = [];
   for (let i = 0; i < products; i++) {
     const r = await api(server.url, "POST", "/api/v1/admin/products", { name: `profile-hot-${i}`, price: 1000 * (i + 1), stock }, { admin: true });
@@ -229,17 +266,20 @@ async function setupScenario(server) {
 // ---------------------------------------------------------------- main
 
 const server = await startServer({ inspectorPort: 0 });
+/** @type {{ target: InspectorTarget, cdp: Cdp }[]} */
 const clients = [];
 let exitCode = 1;
 try {
-  printMachine({ server: server.mode, inspector: server.inspectorUrl });
+  printMachine({ server: server.mode, inspector: server.inspectorUrl ?? "-" });
   console.log(`\n## profile:cpu  scenario=${SCENARIO} seconds=${SECONDS} connections=${CONNECTIONS} interval=${INTERVAL_US}us`);
   const storm = await setupScenario(server);
 
+  if (!server.inspectorUrl) throw new Error("the server has no V8 inspector");
   const inspector = new URL(server.inspectorUrl);
   const listUrl = `http://${inspector.host}/json`;
   assertLoopback(listUrl);
-  const list = await (await fetch(listUrl, { signal: AbortSignal.timeout(5000) })).json();
+  const list = /** @type {InspectorTarget[]} */ (await (await fetch(listUrl, { signal: AbortSignal.timeout(5000) })).json());
+  /** @param {InspectorTarget} t */
   const wanted = (t) => t.id.startsWith("core:user:") || (WITH_D1 && t.id === "d1:db");
   const targets = list.filter(wanted);
   console.log(`\ninspector targets: ${list.map((t) => t.id).join(", ")}`);
@@ -273,6 +313,11 @@ try {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const bundle = join(BENCH_DIR, APP_ROOT === ROOT ? "dist" : "dist-preview", "index.js"); // where startServer bundled it
   const mapBundle = sourceMapper(bundle);
+  /**
+   * @param {string} url
+   * @param {number} line
+   * @param {number} col
+   */
   const mapSource = (url, line, col) => (basename(url) === "index.js" ? mapBundle(line, col) : undefined);
   for (const { target, profile } of profiles) {
     const file = join(PROFILES_DIR, `${SCENARIO}-${stamp}-${target.id.replace(/[^A-Za-z0-9._-]+/g, "_")}.cpuprofile`);

@@ -46,7 +46,9 @@ import { readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { pathToFileURL } from "node:url";
-import { arg, fmtInt, rng } from "../bench/lib.mjs";
+import { arg } from "../bench/lib/args.mjs";
+import { fmtInt } from "../bench/lib/report.mjs";
+import { rng } from "../bench/lib/fixtures.mjs";
 import { APP_ROOT, ROOT } from "../bench/server.mjs";
 
 const DAY_MS = 86_400_000;
@@ -79,7 +81,7 @@ const IDEMPOTENT_SCOPES = ["POST /api/v1/orders", "POST /api/v1/points/charge", 
 
 /**
  * The sizes from the command line: `--orders` scales every size not given itself.
- * @param {(name: string, fallback: number) => number} [get] argument reader (lib.mjs `arg`)
+ * @param {(name: string, fallback: number) => number} [get] argument reader (lib/args.mjs `arg`)
  * @returns {HistorySizes}
  */
 export function historySizes(get = arg) {
@@ -110,7 +112,11 @@ export function historySizes(get = arg) {
   return sizes;
 }
 
-/** A short stable key of the sizes and seed (the cache file name of bench:scale). */
+/**
+ * A short stable key of the sizes and seed (the cache file name of bench:scale).
+ * @param {HistorySizes} sizes
+ * @param {number} seed
+ */
 export function historyKey(sizes, seed) {
   const s = sizes;
   return `o${s.orders}-i${s.items}-h${s.pointHistory}-uc${s.userCoupons}-ob${s.outbox}-d${s.deliveries}-u${s.users}-p${s.products}-c${s.coupons}-dl${s.deadLetters}-k${s.idempotencyKeys}-days${s.days}-seed${seed}`;
@@ -131,33 +137,45 @@ export function findD1File(stateDir) {
   return join(dir, files[0]);
 }
 
-/** Refuses anything but an empty, migrated bench D1 file: never the dev database. */
+/**
+ * Refuses anything but an empty, migrated bench D1 file: never the dev database.
+ * @param {DatabaseSync} db
+ * @param {string} file
+ */
 function assertBenchTarget(db, file) {
   const rel = relative(ROOT, resolve(file));
   if (!rel.startsWith("..") && rel.split(/[\\/]/)[0] === ".wrangler") throw new Error(`refusing ${file}: that is the dev database (.wrangler/state)`);
+  /** @param {string} name */
   const has = (name) => db.prepare("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
   if (!has("_bench_migrations")) throw new Error(`refusing ${file}: no _bench_migrations table, so not a database the bench server migrated`);
   if (!has("orders") || !has("product_stock_shards")) throw new Error(`refusing ${file}: migrations incomplete (no orders / product_stock_shards)`);
   for (const t of ["users", "products", "orders", "coupons", "outbox"]) {
-    const n = db.prepare(`SELECT count(*) AS n FROM ${t}`).get().n;
+    const n = db.prepare(`SELECT count(*) AS n FROM ${t}`).get()?.n;
     if (n !== 0) throw new Error(`refusing ${file}: ${t} already has ${n} rows (the year goes into a freshly migrated database)`);
   }
 }
 
 // ---------------------------------------------------------------- helpers
 
-/** A bijective 32-bit mix (lowbias32): distinct inputs give distinct outputs. */
+/**
+ * A bijective 32-bit mix (lowbias32): distinct inputs give distinct outputs.
+ * @param {number} x
+ */
 function mix32(x) {
   x = Math.imul((x >>> 0) ^ (x >>> 16), 0x7feb352d);
   x = Math.imul(x ^ (x >>> 15), 0x846ca68b);
   return (x ^ (x >>> 16)) >>> 0;
 }
+/** @param {number} n */
 const hex8 = (n) => (n >>> 0).toString(16).padStart(8, "0");
 
 /**
  * A version-4-shaped UUID for item `k` of stream `salt`, without state: the outbox and
  * event_deliveries passes get the same id for the same event. The first 8 hex digits are a
  * bijection of k, so no two items of a stream collide.
+ * @param {number} seed
+ * @param {number} salt
+ * @param {number} k
  */
 function uuidAt(seed, salt, k) {
   const a = mix32(mix32(mix32(k) ^ salt) ^ seed);
@@ -169,6 +187,7 @@ function uuidAt(seed, salt, k) {
   return `${hex8(a)}-${hb.slice(0, 4)}-4${hb.slice(5, 8)}-${(8 | (c >>> 30)).toString(16)}${hc.slice(1, 4)}-${hc.slice(4, 8)}${hex8(d)}`;
 }
 
+/** @param {number} ms */
 const iso = (ms) => new Date(ms).toISOString();
 
 /** BUSINESS_TIMEZONE from wrangler.toml (the app's business day). */
@@ -177,9 +196,14 @@ function businessTimeZone() {
   return m?.[1] ?? "Asia/Seoul";
 }
 
-/** The zone's UTC offset at `ms` (ms); taken once for the whole year (Asia/Seoul has no DST). */
+/**
+ * The zone's UTC offset at `ms` (ms); taken once for the whole year (Asia/Seoul has no DST).
+ * @param {number} ms
+ * @param {string} timeZone
+ */
 function zoneOffsetMs(ms, timeZone) {
   const parts = new Intl.DateTimeFormat("en-US", { timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }).formatToParts(new Date(ms));
+  /** @param {string} t */
   const get = (t) => Number(parts.find((p) => p.type === t)?.value);
   return Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second")) - Math.floor(ms / 1000) * 1000;
 }
@@ -189,6 +213,11 @@ function zoneOffsetMs(ms, timeZone) {
  * native call instead of one per row), the tail through a one-row statement.
  */
 class Inserter {
+  /**
+   * @param {DatabaseSync} db
+   * @param {string} table
+   * @param {string[]} columns
+   */
   constructor(db, table, columns, rowsPerStatement = 64) {
     this.width = columns.length;
     this.per = Math.max(1, Math.min(rowsPerStatement, Math.floor(30_000 / this.width)));
@@ -196,9 +225,11 @@ class Inserter {
     const head = `INSERT INTO ${table} (${columns.join(",")}) VALUES `;
     this.many = db.prepare(head + Array.from({ length: this.per }, () => one).join(","));
     this.single = db.prepare(head + one);
+    /** @type {import("node:sqlite").SQLInputValue[]} */
     this.buf = [];
     this.rows = 0;
   }
+  /** @param {import("node:sqlite").SQLInputValue[]} values */
   add(...values) {
     if (values.length !== this.width) throw new Error(`insert: ${values.length} values for ${this.width} columns`);
     for (const v of values) this.buf.push(v);
@@ -217,7 +248,9 @@ class Inserter {
 /** Min-heap of (time, id) pairs: payments due after their placement, popped in time order. */
 class TimeHeap {
   constructor() {
+    /** @type {number[]} */
     this.t = [];
+    /** @type {number[]} */
     this.id = [];
   }
   get size() {
@@ -226,6 +259,10 @@ class TimeHeap {
   peekTime() {
     return this.t.length > 0 ? this.t[0] : Infinity;
   }
+  /**
+   * @param {number} time
+   * @param {number} id
+   */
   push(time, id) {
     const { t, id: ids } = this;
     let i = t.length;
@@ -244,7 +281,7 @@ class TimeHeap {
     const top = ids[0];
     const lastT = t.pop();
     const lastId = ids.pop();
-    if (t.length > 0) {
+    if (t.length > 0 && lastT !== undefined && lastId !== undefined) {
       t[0] = lastT;
       ids[0] = lastId;
       let i = 0;
@@ -294,9 +331,11 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     const ttlMs = 900_000; // wrangler.toml ORDER_PAYMENT_TTL_SECONDS
     const tz = businessTimeZone();
     const tzOff = zoneOffsetMs(end, tz);
+    /** @param {number} ms */
     const bday = (ms) => Math.floor((ms + tzOff) / DAY_MS);
     const firstDay = bday(start);
     const nDays = bday(end) - firstDay + 1;
+    /** @type {Record<string, number>} table -> rows written */
     const counts = {};
     const t0 = performance.now();
 
@@ -309,6 +348,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
       userCreated[u] = u <= oldUsers ? start - Math.floor(rand() * 90 * DAY_MS) - 1000 : start + Math.floor(((u - oldUsers) / Math.max(1, U - oldUsers)) * joinSpan);
     }
     /** Users that exist at `t`: 1..k, k the largest id created at or before t. */
+    /** @param {number} t */
     const usersAt = (t) => {
       let k = t < start ? oldUsers : Math.min(U, oldUsers + Math.floor(((t - start) / joinSpan) * Math.max(1, U - oldUsers)));
       while (k < U && userCreated[k + 1] <= t) k++;
@@ -316,6 +356,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
       return k;
     };
     // Old users buy far more (a few whales, a long tail).
+    /** @param {number} t */
     const pickUser = (t) => 1 + Math.floor(usersAt(t) * Math.pow(rand(), 1.5));
     const users = new Inserter(db, "users", ["id", "name", "created_at"]);
     for (let u = 1; u <= U; u++) users.add(u, `user-${u}`, userCreated[u]);
@@ -347,6 +388,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     const couponType = new Uint8Array(C + 1); // 0 RATE, 1 AMOUNT
     const couponValue = new Int32Array(C + 1);
     const couponIssued = new Int32Array(C + 1);
+    /** @param {number} c */
     const couponStart = (c) => start + Math.floor(((c - 1) * span) / Math.max(1, C));
     for (let c = 1; c <= C; c++) {
       couponType[c] = c % 3 === 0 ? 1 : 0;
@@ -386,9 +428,15 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     const orders = new Inserter(db, "orders", ["id", "user_id", "user_coupon_id", "status", "items_amount", "discount_amount", "total_amount", "created_at", "expires_at", "paid_at", "closed_at", "updated_at"], 32);
     const items = new Inserter(db, "order_items", ["id", "order_id", "product_id", "quantity", "unit_price", "amount", "paid_at", "stock_shard"]);
     const history = new Inserter(db, "point_history", ["user_id", "type", "amount", "balance_after", "order_id", "created_at"]);
+    /** @type {Record<string, number>} */
     const statusCount = { PAID: 0, EXPIRED: 0, CANCELLED: 0, FAILED: 0 };
 
     let lastHistoryAt = start;
+    /**
+     * @param {number} u
+     * @param {number} amount
+     * @param {number} at
+     */
     const charge = (u, amount, at) => {
       balance[u] += amount;
       historyOf[u]++;
@@ -397,6 +445,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
       lastActive[u] = Math.max(lastActive[u], at);
     };
     /** A top-up by some user who exists at `t` (skipped when every try would pass the balance cap). */
+    /** @param {number} t */
     const extraCharge = (t) => {
       for (let tries = 0; tries < 8; tries++) {
         const u = pickUser(t);
@@ -409,6 +458,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     };
 
     const pending = new TimeHeap();
+    /** @param {number} orderId */
     const pay = (orderId) => {
       const u = orderUser[orderId];
       const at = orderPaidAt[orderId];
@@ -571,8 +621,11 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     counts.user_coupons = userCoupons.rows;
 
     // ------------------------------------------------ events: outbox, dead letters, deliveries
+    /** @param {number} k */
     const eventIdOf = (k) => (eventRef[k] > 0 ? uuidAt(seed, 0x6f726465, eventRef[k]) : `coupon.issued:${ucCoupon[-eventRef[k]]}:${ucUser[-eventRef[k]]}`);
+    /** @param {number} k */
     const publishedAt = (k) => eventTime[k] + 300 + (mix32(k ^ seed) % 2_000);
+    /** @param {number} k */
     const payloadOf = (k) => {
       const ref = eventRef[k];
       if (ref > 0) {
@@ -600,7 +653,9 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
         issuance: { couponId: ucCoupon[uc], userId: ucUser[uc], userCouponId: uc, issuedAt, expiresAt: iso(ucIssued[uc] + COUPON_VALID_DAYS * DAY_MS) },
       });
     };
+    /** @param {number} k */
     const typeOf = (k) => (eventRef[k] > 0 ? "order.completed" : "coupon.issued");
+    /** @param {number} k */
     const aggregateOf = (k) => String(eventRef[k] > 0 ? eventRef[k] : ucCoupon[-eventRef[k]]);
     const outboxFrom = Math.max(0, events - S.outbox);
     const outbox = new Inserter(db, "outbox", ["id", "event_id", "type", "aggregate_id", "payload", "status", "attempts", "next_attempt_at", "last_error", "created_at", "published_at"], 32);
@@ -646,6 +701,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
 
     // ------------------------------------------------ best-seller snapshots (each past 00:30 refresh)
     const snapshots = new Inserter(db, "best_seller_snapshots", ["business_date", "rank", "product_id", "sales", "from_date", "to_date", "created_at"]);
+    /** @param {number} day */
     const dateOf = (day) => new Date(day * DAY_MS).toISOString().slice(0, 10);
     const totals = new Int32Array(P + 1);
     for (let d = BEST_SELLER_DAYS; d < nDays; d++) {
@@ -680,7 +736,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     counts.idempotency_keys = keys.rows;
 
     const tIndex = performance.now();
-    for (const { sql } of indexes) db.exec(sql);
+    for (const { sql } of indexes) db.exec(String(sql));
     const indexSeconds = (performance.now() - tIndex) / 1000;
     db.exec("COMMIT");
     log(`[history] ${indexes.length} secondary indexes rebuilt in ${indexSeconds.toFixed(1)} s`);
@@ -690,7 +746,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     const fk = db.prepare("PRAGMA foreign_key_check").all();
     if (fk.length > 0) throw new Error(`foreign_key_check: ${fk.length} violations, first ${JSON.stringify(fk[0])}`);
     for (const [table, n] of Object.entries(counts)) {
-      const got = db.prepare(`SELECT count(*) AS n FROM ${table}`).get().n;
+      const got = db.prepare(`SELECT count(*) AS n FROM ${table}`).get()?.n;
       if (got !== n) throw new Error(`${table}: ${got} rows in the file, ${n} written`);
     }
     log(`[history] foreign_key_check and row counts verified in ${((performance.now() - tCheck) / 1000).toFixed(1)} s`);

@@ -50,7 +50,7 @@
  *   --service-model empirical|lognormal --service-scale 1 --tail-quantity 100000 --quick
  *   (--quick: only the main table and the machine-readable lines)
  */
-import { rng } from "../bench/lib.mjs"; // mulberry32, the benches' seeded generator
+import { rng } from "../bench/lib/fixtures.mjs"; // mulberry32, the benches' seeded generator
 import { readFileSync } from "node:fs";
 import { dirname, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -59,10 +59,17 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
 // ---------------------------------------------------------------- arguments
 
+/**
+ * `--name value` / `--name=value`, a number when `fallback` is one (a non-number is an error).
+ * @template {string | number | undefined} T
+ * @param {string} name
+ * @param {T} fallback
+ * @returns {T extends number ? number : string}
+ */
 function arg(name, fallback) {
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    const a = argv[i] ?? "";
     let v;
     if (a === `--${name}`) v = argv[i + 1];
     else if (a.startsWith(`--${name}=`)) v = a.slice(name.length + 3);
@@ -71,12 +78,13 @@ function arg(name, fallback) {
     if (typeof fallback === "number") {
       const n = Number(v);
       if (!Number.isFinite(n)) throw new Error(`--${name} wants a number, got ${v}`);
-      return n;
+      return /** @type {any} */ (n);
     }
-    return v;
+    return /** @type {any} */ (v);
   }
-  return fallback;
+  return /** @type {any} */ (fallback);
 }
+/** @param {unknown} s */
 const list = (s) =>
   String(s)
     .split(",")
@@ -108,17 +116,24 @@ if (!["empirical", "lognormal"].includes(SERVICE_MODEL)) throw new Error(`--serv
 // ---------------------------------------------------------------- measured service time
 
 const record = JSON.parse(readFileSync(SERVICE_FILE, "utf8"));
-const FIGURE = arg("figure", record.simFigure);
+const FIGURE = arg("figure", String(record.simFigure));
 const figure = record.figures?.[FIGURE];
 if (!figure) throw new Error(`${SERVICE_FILE} has no figure ${FIGURE} (has: ${Object.keys(record.figures ?? {}).join(", ")})`);
+/** @typedef {[number, number][]} Histogram [[value ms, count], ...] */
 /** [[value ms, count], ...]: the measured values (whole-ms ticks here) and how often each was seen. */
+/** @type {Histogram} */
 const histogram = figure.histogram ?? histogramFromQuantiles(figure.quantiles);
-/** A file without a histogram: its quantile grid [[q, value], ...] read as masses q[i+1] - q[i] at value[i+1]. */
+/**
+ * A file without a histogram: its quantile grid [[q, value], ...] read as masses q[i+1] - q[i] at value[i+1].
+ * @param {[number, number][]} quantiles
+ * @returns {Histogram}
+ */
 function histogramFromQuantiles(quantiles) {
+  /** @type {Map<number, number>} */
   const masses = new Map();
   for (let i = 0; i + 1 < quantiles.length; i++) {
-    const [q0] = quantiles[i];
-    const [q1, v] = quantiles[i + 1];
+    const [q0] = quantiles[i] ?? [0, 0];
+    const [q1, v] = quantiles[i + 1] ?? [0, 0];
     if (q1 > q0) masses.set(v, (masses.get(v) ?? 0) + (q1 - q0) * 1e6);
   }
   return [...masses].sort((a, b) => a[0] - b[0]);
@@ -130,13 +145,22 @@ const wholeMs = histogram.every(([v]) => Number.isInteger(v));
 // ---------------------------------------------------------------- PRNG
 
 /** Independent streams from one seed (arrivals, shard choice, service). */
+/**
+ * @param {number} seed
+ * @param {number} n
+ */
 const stream = (seed, n) => rng(Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(n + 1, 0x85ebca77));
 
 // ---------------------------------------------------------------- service-time models
 
-/** Empirical: draws one of the measured values with its measured frequency (inverse CDF of the histogram). */
+/**
+ * Empirical: draws one of the measured values with its measured frequency (inverse CDF of the histogram).
+ * @param {Histogram} hist
+ * @returns {(u: number) => number}
+ */
 function empiricalSampler(hist) {
   const values = hist.map(([v]) => v);
+  /** @type {number[]} */
   const cum = [];
   let acc = 0;
   for (const [, c] of hist) cum.push((acc += c));
@@ -146,13 +170,14 @@ function empiricalSampler(hist) {
     let hi = cum.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (cum[mid] > x) hi = mid;
+      if ((cum[mid] ?? 0) > x) hi = mid;
       else lo = mid + 1;
     }
-    return values[lo];
+    return values[lo] ?? NaN;
   };
 }
 
+/** @param {number} x */
 function erfc(x) {
   // Numerical Recipes erfcc: fractional error < 1.2e-7 everywhere.
   const z = Math.abs(x);
@@ -166,6 +191,7 @@ function erfc(x) {
     );
   return x >= 0 ? r : 2 - r;
 }
+/** @param {number} x */
 const Phi = (x) => 0.5 * erfc(-x / Math.SQRT2);
 
 /**
@@ -174,6 +200,9 @@ const Phi = (x) => 0.5 * erfc(-x / Math.SQRT2);
  * max(0, 1 - |D - k|) (a triangle around k), so P(read k) = E[max(0, 1 - |D - k|)], computed
  * in closed form from the lognormal's CDF and partial first moment. Without ticks (fractional
  * values) it is fitted to the median and p99 instead.
+ * @param {Histogram} hist
+ * @param {{ p50: number, p99: number }} measured
+ * @returns {{ mu: number, sigma: number, how: string }}
  */
 function fitLognormal(hist, { p50, p99 }) {
   if (!hist.every(([v]) => Number.isInteger(v))) {
@@ -181,9 +210,15 @@ function fitLognormal(hist, { p50, p99 }) {
     const sigma = Math.max(0.01, (Math.log(Math.max(p99, p50 * 1.01)) - mu) / 2.3263);
     return { mu, sigma, how: "median and p99 of the measured values" };
   }
+  /**
+   * @param {number} mu
+   * @param {number} sigma
+   */
   const logLik = (mu, sigma) => {
+    /** @param {number} x */
     const F = (x) => (x <= 0 ? 0 : Phi((Math.log(x) - mu) / sigma));
     const em = Math.exp(mu + (sigma * sigma) / 2);
+    /** @param {number} x */
     const M1 = (x) => (x <= 0 ? 0 : em * Phi((Math.log(x) - mu - sigma * sigma) / sigma));
     let ll = 0;
     for (const [k, c] of hist) {
@@ -194,6 +229,13 @@ function fitLognormal(hist, { p50, p99 }) {
     return ll;
   };
   let best = { ll: -Infinity, mu: 0, sigma: 1 };
+  /**
+   * @param {number} muLo
+   * @param {number} muHi
+   * @param {number} sLo
+   * @param {number} sHi
+   * @param {number} steps
+   */
   const search = (muLo, muHi, sLo, sHi, steps) => {
     for (let i = 0; i <= steps; i++) {
       const mu = muLo + ((muHi - muLo) * i) / steps;
@@ -209,6 +251,10 @@ function fitLognormal(hist, { p50, p99 }) {
   return { mu: best.mu, sigma: best.sigma, how: "maximum likelihood on the measured 1 ms ticks (uniform tick phase)" };
 }
 
+/**
+ * @param {{ mu: number, sigma: number }} fit
+ * @returns {(u1: number, u2: number) => number}
+ */
 function lognormalSampler({ mu, sigma }) {
   // Box-Muller on two uniforms from the service stream (u in [0,1): 1 - u is in (0,1]).
   return (u1, u2) => Math.exp(mu + sigma * Math.sqrt(-2 * Math.log(1 - u1)) * Math.cos(2 * Math.PI * u2));
@@ -216,7 +262,9 @@ function lognormalSampler({ mu, sigma }) {
 
 const lognormalFit = fitLognormal(histogram, figure);
 const lognormalMean = Math.exp(lognormalFit.mu + (lognormalFit.sigma * lognormalFit.sigma) / 2);
+/** @param {number} p */
 const lognormalQ = (p) => Math.exp(lognormalFit.mu + lognormalFit.sigma * Math.SQRT2 * inverseErf(2 * p - 1));
+/** @param {number} x */
 function inverseErf(x) {
   // Giles' single-precision approximation, refined by two Newton steps on erf = 1 - erfc.
   let w = -Math.log((1 - x) * (1 + x));
@@ -235,7 +283,12 @@ function inverseErf(x) {
   return y;
 }
 
-/** A service-time draw function for one run: (serviceStream) => ms. */
+/**
+ * A service-time draw function for one run: (serviceStream) => ms.
+ * @param {string} model
+ * @param {number} scale
+ * @returns {(r: () => number) => number}
+ */
 function makeService(model, scale) {
   if (model === "lognormal") {
     const s = lognormalSampler(lognormalFit);
@@ -244,27 +297,67 @@ function makeService(model, scale) {
   const s = empiricalSampler(histogram);
   return (r) => scale * s(r());
 }
+/** @param {string} model */
 const baseMean = (model) => (model === "lognormal" ? lognormalMean : histMean);
 
 // ---------------------------------------------------------------- event queue
 
+/** @typedef {{ arrival: number, counted: boolean }} Req one issuance request */
+/**
+ * One unit of work in a shard's FIFO: a request, a give (a sibling asked for units), or a receive (its answer).
+ * @typedef {{ kind: "req", req: Req, enq?: number } | { kind: "give", receiver: Shard, req?: undefined, enq?: number } | { kind: "receive", amount: number, req?: undefined, enq?: number }} Job
+ */
+/**
+ * One CouponIssuer shard of the model.
+ * @typedef {object} Shard
+ * @property {number} i
+ * @property {(Job | undefined)[]} queue
+ * @property {number} head
+ * @property {boolean} busy
+ * @property {number} remaining
+ * @property {Req[]} parked
+ * @property {boolean} borrowing
+ * @property {number} tried
+ * @property {boolean} soldOut
+ * @property {number} busyMs
+ * @property {number} served
+ */
+/** @typedef {{ type: 0 } | { type: 1, s: Shard, job: Job } | { type: 2, s: Shard, receiver: Shard } | { type: 3, s: Shard, amount: number }} SimEvent */
+
 /** Binary min-heap of events ordered by time, then by insertion (FIFO among equal times). */
 class EventQueue {
   constructor() {
+    /** @type {number[]} */
     this.t = [];
+    /** @type {number[]} */
     this.seq = [];
+    /** @type {(SimEvent | undefined)[]} */
     this.ev = [];
+    /** @type {SimEvent | undefined} the event `pop` removed */
+    this.last = undefined;
     this.n = 0;
     this.counter = 0;
   }
+  /**
+   * @param {number} i
+   * @param {number} j
+   */
   less(i, j) {
     return this.t[i] < this.t[j] || (this.t[i] === this.t[j] && this.seq[i] < this.seq[j]);
   }
+  /**
+   * @param {number} i
+   * @param {number} j
+   */
   swap(i, j) {
     [this.t[i], this.t[j]] = [this.t[j], this.t[i]];
     [this.seq[i], this.seq[j]] = [this.seq[j], this.seq[i]];
     [this.ev[i], this.ev[j]] = [this.ev[j], this.ev[i]];
   }
+  /**
+   * @param {number} time
+   * @param {SimEvent} ev
+   */
   push(time, ev) {
     let i = this.n++;
     this.t[i] = time;
@@ -279,7 +372,7 @@ class EventQueue {
   }
   /** Removes the earliest event; returns its time (the event is in `this.last`). */
   pop() {
-    const time = this.t[0];
+    const time = this.t[0] ?? NaN;
     this.last = this.ev[0];
     this.n--;
     if (this.n > 0) {
@@ -305,14 +398,16 @@ class EventQueue {
 
 // ---------------------------------------------------------------- the simulation
 
-const ARRIVAL = 0;
-const DONE = 1;
-const AT_GIVER = 2;
-const AT_RECEIVER = 3;
+const ARRIVAL = /** @type {const} */ (0);
+const DONE = /** @type {const} */ (1);
+const AT_GIVER = /** @type {const} */ (2);
+const AT_RECEIVER = /** @type {const} */ (3);
 
 /**
  * One run. Time in ms. Returns counts over the requests that arrived in the measured window
  * [warm-up, warm-up + duration), whatever time they were answered (the run drains every event).
+ * @param {{ k: number, rate: number, seed: number, model?: string, scale?: number, queueBoundMs?: number, queueCap?: number, quantity?: number,
+ *   overheadMs?: number, warmupS?: number, durationS?: number, borrowBatch?: number, transferDelayMs?: number, receiverWork?: number }} o
  */
 function simulate(o) {
   const { k: K, rate, seed } = o;
@@ -334,6 +429,7 @@ function simulate(o) {
   const draw = makeService(model, scale);
   const perMs = rate / 1000;
 
+  /** @type {Shard[]} */
   const shards = Array.from({ length: K }, (_, i) => ({
     i,
     queue: [],
@@ -348,6 +444,7 @@ function simulate(o) {
     served: 0,
   }));
   const q = new EventQueue();
+  /** @type {number[]} */
   const latencies = [];
   let offered = 0;
   let wins = 0;
@@ -362,6 +459,11 @@ function simulate(o) {
   let maxQueue = 0;
 
   let winsAll = 0;
+  /**
+   * @param {Req} req
+   * @param {number} now
+   * @param {boolean} won
+   */
   const answer = (req, now, won) => {
     if (won) winsAll++;
     if (!req.counted) return;
@@ -369,12 +471,22 @@ function simulate(o) {
     if (won) wins++;
     else soldOutAnswers++;
   };
+  /**
+   * @param {Req} req
+   * @param {"cap" | "bound"} why
+   */
   const fail = (req, why) => {
     if (!req.counted) return;
     if (why === "cap") failedCap++;
     else failedBound++;
   };
+  /** @param {Shard} s */
   const waiting = (s) => s.queue.length - s.head;
+  /**
+   * @param {Shard} s
+   * @param {Job} job
+   * @param {number} now
+   */
   const enqueue = (s, job, now) => {
     if (job.req && cap > 0 && waiting(s) >= cap) return fail(job.req, "cap");
     job.enq = now;
@@ -382,15 +494,20 @@ function simulate(o) {
     if (waiting(s) > maxQueue) maxQueue = waiting(s);
     if (!s.busy) startNext(s, now);
   };
+  /**
+   * @param {Shard} s
+   * @param {number} now
+   */
   const startNext = (s, now) => {
     while (s.head < s.queue.length) {
       const job = s.queue[s.head];
       s.queue[s.head++] = undefined;
+      if (!job) continue;
       if (s.head > 4096 && s.head * 2 > s.queue.length) {
         s.queue = s.queue.slice(s.head);
         s.head = 0;
       }
-      const waited = now - job.enq;
+      const waited = now - (job.enq ?? now);
       // "Requests queued for too long": applied per request, when it would start (FIFO: the same
       // requests fail as if each were dropped the moment its wait passed the bound).
       if (job.req && waited > bound) {
@@ -406,6 +523,10 @@ function simulate(o) {
     }
     s.busy = false;
   };
+  /**
+   * @param {Shard} s
+   * @param {number} now
+   */
   const borrow = (s, now) => {
     if (s.tried >= K - 1) {
       // Every sibling answered 0 (or there is none): sold out for this shard.
@@ -415,11 +536,16 @@ function simulate(o) {
       s.parked = [];
       return;
     }
-    const giver = shards[(s.i + 1 + s.tried) % K];
+    const giver = /** @type {Shard} */ (shards[(s.i + 1 + s.tried) % K]);
     s.borrowing = true;
     transfers++;
     q.push(now + delay, { type: AT_GIVER, s: giver, receiver: s });
   };
+  /**
+   * @param {Shard} s
+   * @param {Job} job
+   * @param {number} now
+   */
   const done = (s, job, now) => {
     if (job.kind === "req") {
       s.served++;
@@ -446,7 +572,7 @@ function simulate(o) {
         s.tried = 0;
         while (s.parked.length > 0 && s.remaining > 0) {
           s.remaining--;
-          answer(s.parked.shift(), now, true);
+          answer(/** @type {Req} */ (s.parked.shift()), now, true);
         }
         if (s.parked.length > 0) borrow(s, now);
       } else {
@@ -463,11 +589,12 @@ function simulate(o) {
   while (q.n > 0) {
     const now = q.pop();
     const ev = q.last;
+    if (!ev) throw new Error("model bug: an empty event");
     switch (ev.type) {
       case ARRIVAL: {
         const req = { arrival: now, counted: now >= warmEnd };
         if (req.counted) offered++;
-        const s = shards[Math.min(K - 1, Math.floor(rShard() * K))];
+        const s = /** @type {Shard} */ (shards[Math.min(K - 1, Math.floor(rShard() * K))]);
         enqueue(s, { kind: "req", req }, now);
         tNext = now + nextGap();
         if (tNext < end) q.push(tNext, { type: ARRIVAL });
@@ -488,6 +615,7 @@ function simulate(o) {
   // Invariant of the model (and of the system it models): never more wins than units.
   if (winsAll > quantity) throw new Error(`model bug: ${winsAll} wins for quantity ${quantity}`);
   const lat = Float64Array.from(latencies).sort();
+  /** @param {number} p */
   const pct = (p) => (lat.length ? lat[Math.min(lat.length - 1, Math.max(0, Math.ceil(p * lat.length) - 1))] : NaN);
   const failed = failedBound + failedCap;
   const durationS = (end - warmEnd) / 1000;
@@ -521,11 +649,16 @@ function simulate(o) {
 
 // ---------------------------------------------------------------- output
 
+/** @typedef {ReturnType<typeof simulate>} SimResult */
+/** @param {number} n */
 const fmt = (n, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : "-");
+/** @param {number} n */
 const int = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString("en-US") : "-");
+/** @param {number} ms */
 const secs = (ms) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : "never");
 
 const line = (s = "") => console.log(s);
+/** @param {Histogram} hist */
 const valuesOf = (hist) => {
   const total = hist.reduce((a, [, c]) => a + c, 0);
   const whole = hist.every(([, c]) => Number.isInteger(c));
@@ -580,6 +713,10 @@ line(`- Seed ${SEED} (one PRNG stream each for arrivals, shard choice, service; 
 const main = [];
 for (const rate of RATES) for (const k of KS) main.push(simulate({ k, rate, seed: SEED }));
 
+/**
+ * @param {SimResult[]} rows
+ * @param {{ title?: string, extra?: (r: SimResult) => string }} [o]
+ */
 const table = (rows, { title, extra } = {}) => {
   if (title) {
     line();
@@ -633,8 +770,13 @@ if (!QUICK) {
   line(`the queue reaches ${QUEUE_BOUND_MS} ms; a longer drop would err. The steady-state column is the one to plan with.`);
 
   // Sensitivity: other measured figures, the other model, other bounds, and the soft limit read as a service time.
+  /** @type {(SimResult & { label: string })[]} */
   const sens = [];
   const kSens = KS.filter((k) => [1, 2, 16].includes(k));
+  /**
+   * @param {string} label
+   * @param {Partial<Parameters<typeof simulate>[0]>} opts
+   */
   const add = (label, opts) => {
     for (const rate of RATES) for (const k of kSens) sens.push({ label, ...simulate({ k, rate, seed: SEED, ...opts }) });
   };

@@ -42,7 +42,13 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { relative, resolve } from "node:path";
-import { api, arg, headerValue, isoWithOffset, load, loadavg, machine, parseServerTiming, seedUsersD1, statusSummary } from "../bench/lib.mjs";
+import { arg } from "../bench/lib/args.mjs";
+import { api } from "../bench/lib/http.mjs";
+import { loadavg, machine } from "../bench/lib/machine.mjs";
+import { headerValue, parseServerTiming } from "../bench/lib/server-timing.mjs";
+import { load } from "../bench/lib/load.mjs";
+import { statusSummary } from "../bench/lib/report.mjs";
+import { isoWithOffset, seedUsersD1 } from "../bench/lib/fixtures.mjs";
 import { ROOT, startServer } from "../bench/server.mjs";
 
 const REFUSALS = arg("refusals", 5000);
@@ -97,23 +103,34 @@ const uptime = () => {
   }
 };
 
-/** Nearest-rank quantile of a sorted array (q in 0..1). */
+/**
+ * Nearest-rank quantile of a sorted array (q in 0..1).
+ * @param {number[]} sorted
+ * @param {number} q
+ */
 function quantile(sorted, q) {
   if (sorted.length === 0) return NaN;
-  if (q <= 0) return sorted[0];
+  if (q <= 0) return sorted[0] ?? NaN;
   const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[idx];
+  return sorted[idx] ?? NaN;
 }
 
-/** Summary of one figure: the quantiles the sim and the docs quote, and a grid for inverse-CDF sampling. */
+/** @typedef {{ dur: number, code: string }} Sample one object call: its duration (ms) and the answer */
+
+/**
+ * Summary of one figure: the quantiles the sim and the docs quote, and a grid for inverse-CDF sampling.
+ * @param {Sample[]} samples
+ */
 function summarise(samples) {
   const durs = samples.map((s) => s.dur).sort((a, b) => a - b);
   const n = durs.length;
   const mean = n ? durs.reduce((a, b) => a + b, 0) / n : NaN;
+  /** @type {Record<string, number>} */
   const byCode = {};
   for (const s of samples) byCode[s.code] = (byCode[s.code] ?? 0) + 1;
   // Every distinct measured value and its count: the Workers clock ticks in whole ms, so this is the
   // exact empirical distribution (the sim samples from it, or fits a lognormal to it).
+  /** @type {Record<number, number>} */
   const histogram = {};
   for (const d of durs) histogram[d] = (histogram[d] ?? 0) + 1;
   // q = 0, 0.01, ..., 0.99, then 0.991 ... 0.999, then 1 (the max): the tail is where queueing lives.
@@ -121,6 +138,7 @@ function summarise(samples) {
   for (let i = 0; i < 100; i++) grid.push(i / 100);
   for (let i = 1; i < 10; i++) grid.push(0.99 + i / 1000);
   grid.push(1);
+  /** @param {number} x */
   const r = (x) => Math.round(x * 1000) / 1000;
   return {
     n,
@@ -155,9 +173,15 @@ try {
   const nUsers = CONCURRENCY.length * WINS + SOLDOUT + 1 + WARMUP;
   const users = await seedUsersD1(server.d1, nUsers);
   let u = 0;
+  /** @param {number} n */
   const take = (n) => users.slice(u, (u += n));
 
   const now = Date.now();
+  /**
+   * @param {string} name
+   * @param {number} quantity
+   * @returns {Promise<number>} the coupon id
+   */
   const coupon = async (name, quantity) => {
     const r = await api(
       server.url,
@@ -170,16 +194,23 @@ try {
     return r.json.data.couponId;
   };
 
-  const samples = {}; // figure -> [{dur, code}]
+  /** @type {Record<string, Sample[]>} figure -> samples */
+  const samples = {};
+  /** @type {{ noDoCall: number, noHeader: number, other: Record<string, number> }} */
   const excluded = { noDoCall: 0, noHeader: 0, other: {} };
+  /** @type {import("../bench/lib/load.mjs").LoadRun[]} */
   const runs = [];
+  /**
+   * @param {string} figureSuffix
+   * @returns {NonNullable<import("../bench/lib/load.mjs").LoadOptions["onResponse"]>}
+   */
   const collect = (figureSuffix) => (status, json, _ctx, headers) => {
     const value = headerValue(headers, "server-timing");
     if (value === undefined) return void excluded.noHeader++;
     const t = parseServerTiming(value);
     const code = status === 201 ? "201" : `${status} ${json?.error ?? "?"}`;
     const d = t.do;
-    if (!d || !(d.count >= 1) || !Number.isFinite(d.dur)) return void excluded.noDoCall++;
+    if (!d || d.count === undefined || !(d.count >= 1) || d.dur === undefined || !Number.isFinite(d.dur)) return void excluded.noDoCall++;
     const nested = d.nested + (t.d1?.nested ?? 0);
     let figure;
     if (d.count === 1 && nested === 0 && !t.d1 && status === 409) figure = "no_nested";
@@ -191,6 +222,13 @@ try {
     }
     (samples[`${figure}_${figureSuffix}`] ??= []).push({ dur: d.dur, code });
   };
+  /**
+   * @param {string} label
+   * @param {number} couponId
+   * @param {number[]} list
+   * @param {number} connections
+   * @param {string} [suffix]
+   */
   const run = async (label, couponId, list, connections, suffix) => {
     const r = await load({
       url: server.url,
