@@ -194,6 +194,8 @@ export class OrdersService {
       claim,
     );
     if (why.keyTaken) return new KeyTakenError();
+    // A twin with this key is still being placed: its answer (not a refusal of our own) is the one to keep.
+    if (why.twinInFlight) return new AppError("IDEMPOTENCY_KEY_IN_PROGRESS", undefined, { "Retry-After": "1" });
     if (!why.userExists) return new AppError("USER_NOT_FOUND");
     if (input.orderProducts.some((p) => !why.productIds.has(p.productId))) return new AppError("PRODUCT_NOT_FOUND");
     if (userCouponId !== null) {

@@ -54,7 +54,7 @@ async function chunkedStore(couponId: number, failOn?: number) {
     let chunks = 0;
     instance.store = {
       loadPage: (id, step) => real.loadPage(id, step),
-      updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+      updateQuantity: (id, quantity, version) => real.updateQuantity(id, quantity, version),
       project: async (id, records, at) => {
         const ids = new Map<number, number>();
         for (let i = 0; i < records.length; i += ROWS_PER_BATCH) {
@@ -243,7 +243,7 @@ describe("CouponIssuer write-behind alarm", () => {
       let maxInFlight = 0;
       instance.store = {
         loadPage: (id, step) => real.loadPage(id, step),
-        updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+        updateQuantity: (id, quantity, version) => real.updateQuantity(id, quantity, version),
         project: async (id, records, at) => {
           maxInFlight = Math.max(maxInFlight, ++inFlight);
           batches.push(records.length);

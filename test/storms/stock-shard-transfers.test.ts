@@ -23,6 +23,9 @@ const realPort = (p: number): SiblingPort => ({
   acknowledge: async (s, ids) => {
     await stockStub(p, s).acknowledge(ids);
   },
+  undrained: async (s, from, epoch) => {
+    await stockStub(p, s).undrained(p, from, epoch);
+  },
 });
 
 const sql = <T extends Record<string, SqlStorageValue>>(p: number, shard: number, query: string) =>
@@ -46,6 +49,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
           throw new Error("unreachable");
         },
         acknowledge: real.acknowledge,
+        undrained: real.undrained,
       };
       await obj.reserve(p, orderId(), 5, Date.now(), true, 1, 2);
       return "answered";
@@ -103,6 +107,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
           throw new Error("Network connection lost.");
         },
         acknowledge: real.acknowledge,
+        undrained: real.undrained,
       };
     });
     const quiet = vi.spyOn(console, "error").mockImplementation(() => {});
