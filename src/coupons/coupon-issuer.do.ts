@@ -502,11 +502,11 @@ export class CouponIssuer extends DurableObject<Env> {
     return this.balancer.answer(request, shard, this.coupon!.shards);
   }
 
-  /** Shard 0: shard `from` holds free units again, as of `epoch` (ShardBalancer.returned). Idempotent. */
-  async undrained(couponId: number, shard: number, from: number, epoch: number): Promise<void> {
+  /** Shard 0: a drained sibling hands back units that came back to it (ShardBalancer.returned). Once per id. */
+  async push(couponId: number, shard: number, from: number, transferId: string, units: number): Promise<void> {
     const load = await this.ensureLoaded(couponId, shard);
-    if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take a drain word: ${load.result}`);
-    this.balancer.noteUndrained(from, epoch);
+    if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take a push: ${load.result}`);
+    this.balancer.accepted(transferId, units);
   }
 
   /** A sibling applied these grants. */
@@ -600,7 +600,7 @@ export class CouponIssuer extends DurableObject<Env> {
     return {
       give: (shard, request) => stub(shard).give(couponId, shard, request),
       acknowledge: (shard, ids) => stub(shard).acknowledge(couponId, shard, ids),
-      undrained: (shard, from, epoch) => stub(shard).undrained(couponId, shard, from, epoch),
+      push: (shard, from, transferId, units) => stub(shard).push(couponId, shard, from, transferId, units),
     };
   }
 

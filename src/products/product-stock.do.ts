@@ -307,10 +307,11 @@ export class ProductStock extends DurableObject<Env> {
     return answer;
   }
 
-  /** Shard 0: shard `from` holds free units again, as of `epoch` (ShardBalancer.returned). Idempotent. */
-  async undrained(productId: number, from: number, epoch: number): Promise<void> {
-    if (!(await this.ensureStock(productId, 0, from + 1)).found) return;
-    this.balancer.noteUndrained(from, epoch);
+  /** Shard 0: a drained sibling hands back units that came back to it (ShardBalancer.returned). Once per id. */
+  async push(productId: number, from: number, transferId: string, units: number): Promise<void> {
+    if (!(await this.ensureStock(productId, 0, from + 1)).found) throw new Error(`stock shard 0 of ${productId} not found`);
+    this.balancer.accepted(transferId, units);
+    await this.afterChange();
   }
 
   /** A sibling applied these grants: they are no longer units possibly in flight. Idempotent. */
@@ -367,7 +368,7 @@ export class ProductStock extends DurableObject<Env> {
 
   /**
    * One transaction of sell/release transitions, then the alarm. Units given back at a drained
-   * shard are announced to shard 0 before the call answers (docs/SHARDING.md: a return completes
+   * shard are pushed to shard 0 before the call answers (docs/SHARDING.md: a return completes
    * once shard 0 knows); if shard 0 cannot be told the call fails and its retry (the cron's, the
    * caller's) sends the word still owed.
    */
@@ -413,8 +414,8 @@ export class ProductStock extends DurableObject<Env> {
         acknowledge: async (s, ids) => {
           await stub(s).acknowledge(ids);
         },
-        undrained: async (s, from, epoch) => {
-          await stub(s).undrained(productId, from, epoch);
+        push: async (s, from, transferId, units) => {
+          await stub(s).push(productId, from, transferId, units);
         },
       };
     }

@@ -8,8 +8,8 @@
  * by `orderShard`). Shard 0 is the reserve: a shard i > 0 that cannot cover a
  * request asks shard 0 only (a *claim*: one call), and shard 0 either grants it
  * or answers that nothing is left anywhere; when shard 0 itself lacks units it
- * *gathers* them from its siblings in one parallel round, in which a sibling that
- * cannot give the whole need gives everything it holds and becomes *drained*.
+ * *gathers* them from its siblings in one parallel round, in which every sibling
+ * gives everything it holds and becomes *drained*.
  *
  * Invariants (the tests in test/coupons/coupon-shards*.test.ts, the stock shard
  * storms and test/storms/sellout-churn.storm.test.ts check them):
@@ -25,10 +25,9 @@
  *   open transfers (its alarm does), applies every grant exactly once.
  * - **No false "none left".** Shard 0 answers "none left" only when it lacks the
  *   units itself and knows every sibling drained (`ShardLedger.allDrained`): a
- *   drained shard holds no free unit at rest, and one that gets a unit back
- *   (a release, a rollback, a late grant) tells shard 0 before that return
- *   completes (`ShardBalancer.returned`), with a newer epoch. The argument is in
- *   docs/SHARDING.md.
+ *   drained shard holds no free unit at rest: a unit that comes back to it
+ *   (a release, a rollback, a late grant) is pushed to shard 0 before that return
+ *   completes (`ShardBalancer.returned`). The argument is in docs/SHARDING.md.
  * - **Bounded.** A borrow costs a shard i > 0 one claim, plus shard 0's gathering
  *   round when shard 0 lacks the units: at most 2 nested rounds whatever the churn.
  * - A shard only gives what it holds free: available never goes below 0.
@@ -132,6 +131,15 @@ CREATE TABLE IF NOT EXISTS shard_ledger (
   seq INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO shard_ledger (id, moves, seq) VALUES (1, 0, 0);
+CREATE TABLE IF NOT EXISTS pushes_in (
+  transfer_id TEXT PRIMARY KEY,
+  units INTEGER NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pushes_out (
+  transfer_id TEXT PRIMARY KEY,
+  units INTEGER NOT NULL CHECK (units > 0)
+);
 CREATE TABLE IF NOT EXISTS sibling_drain (
   shard INTEGER PRIMARY KEY,
   epoch INTEGER NOT NULL,
@@ -174,10 +182,9 @@ type OpenTransfer = { giver: number; request: GiveRequest };
 const DRAIN_COLUMNS: [name: string, ddl: string][] = [
   ["drained", "ALTER TABLE shard_ledger ADD COLUMN drained INTEGER NOT NULL DEFAULT 0"],
   ["epoch", "ALTER TABLE shard_ledger ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"],
-  ["announce_due", "ALTER TABLE shard_ledger ADD COLUMN announce_due INTEGER NOT NULL DEFAULT 0"],
 ];
 
-type Counters = { moves: number; seq: number; drained: number; epoch: number; announce_due: number };
+type Counters = { moves: number; seq: number; drained: number; epoch: number };
 
 /**
  * The persisted half of the protocol, on the object's SQLite. Every method is
@@ -219,10 +226,10 @@ export class ShardLedger {
     return this.openCount > 0;
   }
 
-  /** Whether recovery work is left: a transfer to re-send, an acknowledgement or an "undrained" word to send. */
+  /** Whether recovery work is left: a transfer to re-send, an acknowledgement or a push to send. */
   needsRecovery(): boolean {
-    this.dueCount ??= this.count("SELECT count(*) AS n FROM acks_due");
-    return this.hasOpen() || this.dueCount > 0 || this.read().announce_due > 0;
+    this.dueCount ??= this.count("SELECT (SELECT count(*) FROM acks_due) + (SELECT count(*) FROM pushes_out) AS n");
+    return this.hasOpen() || this.dueCount > 0;
   }
 
   /** This shard's drain state (a shard i > 0): drained, and the epoch of that word. */
@@ -235,8 +242,8 @@ export class ShardLedger {
    * Giving side. Invariant: a transfer id is granted once; a repeat returns the
    * recorded grant and takes nothing. A grant never exceeds the free units.
    * `decide(free)` is the grant of a first request (default: `decideGrant`); a
-   * gathering request (`req.gather`) that the free units cannot cover takes them
-   * all and leaves this shard drained (a new epoch). `granted` says what was given.
+   * gathering request (`req.gather`: shard 0 ran short) takes every free unit and
+   * leaves this shard drained (a new epoch). `granted` says what was given.
    */
   give(req: GiveRequest, now: number, decide?: (free: number) => number, granted?: (units: number) => void): GiveAnswer {
     const known = this.recorded(req.transferId);
@@ -244,7 +251,8 @@ export class ShardLedger {
     if (known === undefined) {
       const free = this.host.available();
       if (decide) units = Math.min(free, Math.max(0, decide(free)));
-      else if (req.gather && free < req.need) units = Math.max(0, free);
+      // Shard 0 gathering (it ran short): everything, and drained.
+      else if (req.gather) units = Math.max(0, free);
       else units = decideGrant(free, req.need, req.extra);
       this.sql.exec(
         "INSERT INTO transfers_out (transfer_id, to_shard, granted, acked, at) VALUES (?, ?, ?, ?, ?)",
@@ -353,23 +361,42 @@ export class ShardLedger {
   }
 
   /**
-   * A drained shard that holds free units again leaves the drained state (a new epoch) and
-   * owes shard 0 the word. Returns the epoch to announce (also one still owed), if any.
+   * A drained shard that holds free units again (a release, a rollback, a grant its
+   * waiter did not use) hands them to shard 0: taken out here and recorded as a push
+   * under an id, in one step; the shard stays drained. Returns the pushes not yet
+   * taken by shard 0 (this one and any a failure left).
    */
-  undrainIfHolding(): number | undefined {
-    const c = this.read();
-    if (c.drained === 1 && this.host.available() > 0) {
-      this.setDrained(false);
-      return this.read().epoch;
+  pushIfHolding(self: number): { transferId: string; units: number }[] {
+    const free = this.host.available();
+    if (this.read().drained === 1 && free > 0) {
+      const seq = this.read().seq + 1;
+      this.sql.exec("UPDATE shard_ledger SET seq = ? WHERE id = 1", seq);
+      this.counters = { ...this.read(), seq };
+      this.sql.exec("INSERT INTO pushes_out (transfer_id, units) VALUES (?, ?)", `${self}:p${seq}`, free);
+      this.host.adjust(-free);
+      this.bumpMoves();
+      this.dueCount = undefined;
     }
-    return c.announce_due === 1 ? c.epoch : undefined;
+    return this.sql.exec<{ transfer_id: string; units: number }>("SELECT transfer_id, units FROM pushes_out").toArray().map((r) => ({ transferId: r.transfer_id, units: r.units }));
   }
 
-  /** Shard 0 took the word of `epoch`. */
-  announced(epoch: number): void {
-    if (this.read().epoch !== epoch) return;
-    this.sql.exec("UPDATE shard_ledger SET announce_due = 0 WHERE id = 1");
-    this.counters = { ...this.read(), announce_due: 0 };
+  /** Shard 0 took this push. */
+  pushed(transferId: string): void {
+    this.sql.exec("DELETE FROM pushes_out WHERE transfer_id = ?", transferId);
+    this.dueCount = undefined;
+  }
+
+  /** Shard 0: a sibling's push, applied once per id (a repeat adds nothing). */
+  accept(transferId: string, units: number, now: number): void {
+    const added = this.sql.exec("INSERT OR IGNORE INTO pushes_in (transfer_id, units, at) VALUES (?, ?, ?)", transferId, units, now).rowsWritten;
+    if (added > 0 && units > 0) {
+      this.host.adjust(units);
+      this.bumpMoves();
+    }
+    this.sql.exec(
+      "DELETE FROM pushes_in WHERE transfer_id IN (SELECT transfer_id FROM pushes_in WHERE at < ? LIMIT 10)",
+      now - TRANSFER_RETENTION_MS,
+    );
   }
 
   /**
@@ -403,10 +430,7 @@ export class ShardLedger {
 
   /** A shard i > 0 applied a batch beyond its need from shard 0 (which already counts it as holding): not drained. */
   heldByGrant(): void {
-    if (this.read().drained !== 1) return;
-    this.setDrained(false);
-    this.sql.exec("UPDATE shard_ledger SET announce_due = 0 WHERE id = 1");
-    this.counters = { ...this.read(), announce_due: 0 };
+    if (this.read().drained === 1) this.setDrained(false);
   }
 
   /** Shard 0: the siblings (of `shards`) not known to be drained. */
@@ -425,9 +449,8 @@ export class ShardLedger {
   private setDrained(drained: boolean): void {
     const c = this.read();
     const epoch = c.epoch + 1;
-    const due = drained ? 0 : 1;
-    this.sql.exec("UPDATE shard_ledger SET drained = ?, epoch = ?, announce_due = ? WHERE id = 1", drained ? 1 : 0, epoch, due);
-    this.counters = { ...c, drained: drained ? 1 : 0, epoch, announce_due: due };
+    this.sql.exec("UPDATE shard_ledger SET drained = ?, epoch = ? WHERE id = 1", drained ? 1 : 0, epoch);
+    this.counters = { ...c, drained: drained ? 1 : 0, epoch };
   }
 
   private count(query: string): number {
@@ -435,7 +458,7 @@ export class ShardLedger {
   }
 
   private read(): Counters {
-    this.counters ??= this.sql.exec<Counters>("SELECT moves, seq, drained, epoch, announce_due FROM shard_ledger WHERE id = 1").one();
+    this.counters ??= this.sql.exec<Counters>("SELECT moves, seq, drained, epoch FROM shard_ledger WHERE id = 1").one();
     return this.counters;
   }
 
@@ -450,8 +473,8 @@ export class ShardLedger {
 export interface SiblingPort {
   give(shard: number, request: GiveRequest): Promise<GiveAnswer>;
   acknowledge(shard: number, transferIds: string[]): Promise<void>;
-  /** Tells shard `shard` (0) that shard `from` holds free units again, as of `epoch`. */
-  undrained(shard: number, from: number, epoch: number): Promise<void>;
+  /** Hands shard `shard` (0) `units` free units of shard `from` under `transferId` (applied once per id). */
+  push(shard: number, from: number, transferId: string, units: number): Promise<void>;
 }
 
 /** The object the balancer works for. */
@@ -475,14 +498,14 @@ export interface BorrowOutcome {
 
 /**
  * The asynchronous half: claims to shard 0, shard 0's gathering rounds and its
- * answer to a claim, acknowledgements, "undrained" words and recovery.
+ * answer to a claim, acknowledgements, pushes of returned units and recovery.
  *
  * Shard 0 is the reserve. A shard i > 0 short of units claims from shard 0 (one
  * call, its own transfer id). Shard 0 grants from what it holds (the need, and a
  * batch beyond it while it holds plenty); when it lacks the need and some sibling
  * may hold units at rest, it gathers first: one round in flight at a time, asking
- * every sibling not known to be drained for what the waiting claims lack; a sibling
- * that cannot give all of it gives everything and is drained. Shard 0 answers
+ * every sibling not known to be drained for everything it holds (each is drained
+ * after answering): the last units gather at shard 0. Shard 0 answers
  * "none left" only from its own state: it lacks the need and every sibling is
  * drained. So a borrow costs at most a claim and one gathering round.
  */
@@ -503,9 +526,9 @@ export class ShardBalancer {
    * The giving side of a sibling's request (the object's `give` RPC). A shard i > 0
    * answers in one transaction (shard 0 gathering from it). Shard 0 answers a claim:
    * at once if it holds the need or knows every sibling drained, else after one
-   * gathering round; it grants the need (and a batch beyond it while it keeps at
-   * least as much as it hands out, marking the claimer as holding units), or nothing
-   * with `dry` when nothing is left anywhere.
+   * gathering round; it grants the need (and a batch beyond it while it holds enough
+   * to hand every shard one, marking the claimer as holding units), or nothing with
+   * `dry` when nothing is left anywhere.
    */
   async answer(request: GiveRequest, self: number, shards: number): Promise<GiveAnswer> {
     if (self !== 0) return this.host.tx(() => this.ledger.give(request, this.clock()));
@@ -513,16 +536,26 @@ export class ShardBalancer {
     const known = this.host.tx(() => this.ledger.recorded(request.transferId));
     for (let attempt = 0; known === undefined && attempt < MAX_BORROW_ROUNDS - 1; attempt++) {
       if (this.host.available() >= request.need || this.ledger.allDrained(shards)) break;
-      await this.gather(shards, request.need, request.extra);
+      this.wanted += request.need;
+      try {
+        await this.gather(shards, request.need, request.extra);
+      } finally {
+        this.wanted -= request.need;
+      }
       rounds++;
     }
     return this.host.tx(() => {
       const need = request.need;
-      const dry = this.host.available() < need && this.ledger.allDrained(shards);
+      const undrained = this.ledger.undrainedSiblings(shards).length;
+      const dry = this.host.available() < need && undrained === 0;
+      // A batch beyond the need only before the end phase (no sibling drained yet) and while shard 0
+      // could hand every shard one: once shard 0 had to gather, the last units stay here, where one
+      // step decides, instead of resting at a shard that would then have to be drained again.
+      const batching = undrained === shards - 1;
       const answer = this.ledger.give(
         request,
         this.clock(),
-        (free) => (free < need ? 0 : decideGrant(free, need, request.extra)),
+        (free) => (free < need ? 0 : batching && free - need >= request.extra * shards ? decideGrant(free, need, request.extra) : need),
         (units) => {
           if (units > need) this.ledger.siblingHolds(request.from, request.transferId);
         },
@@ -536,9 +569,9 @@ export class ShardBalancer {
     this.host.tx(() => this.ledger.acknowledge(transferIds));
   }
 
-  /** Shard 0: a sibling holds units again (the object's `undrained` RPC). */
-  noteUndrained(from: number, epoch: number): void {
-    this.host.tx(() => this.ledger.noteSibling(from, epoch, false));
+  /** Shard 0: a drained sibling hands back units that came back to it (the object's `push` RPC). Idempotent. */
+  accepted(transferId: string, units: number): void {
+    this.host.tx(() => this.ledger.accept(transferId, units, this.clock()));
   }
 
   /**
@@ -594,22 +627,25 @@ export class ShardBalancer {
   }
 
   /**
-   * Units came back to this shard locally (a release, a rollback, a grant applied late).
-   * A drained shard i > 0 leaves the drained state and tells shard 0 before the return
-   * completes; throws when shard 0 cannot be told (the word stays owed: the alarm, or
-   * the caller's retry, sends it), so a return is only complete once shard 0 knows.
+   * Units came back to this shard locally (a release, a rollback, a grant applied late
+   * or not used). A drained shard i > 0 hands them to shard 0 before the return
+   * completes (so shard 0's "none left" stays true); throws when shard 0 cannot take
+   * them (the push stays owed: the alarm, or the caller's retry, sends it).
    */
   async returned(self: number): Promise<void> {
     if (self === 0) return;
-    const epoch = this.host.tx(() => this.ledger.undrainIfHolding());
-    if (epoch === undefined) return;
-    await this.siblings().undrained(0, self, epoch);
-    this.host.tx(() => this.ledger.announced(epoch));
+    const pushes = this.host.tx(() => this.ledger.pushIfHolding(self));
+    if (pushes.length === 0) return;
+    const port = this.siblings();
+    for (const p of pushes) {
+      await port.push(0, self, p.transferId, p.units);
+      this.host.tx(() => this.ledger.pushed(p.transferId));
+    }
   }
 
   /**
    * Finishes what a crash left: re-sends every open transfer under its id, then
-   * sends the acknowledgements and the "undrained" word owed. Idempotent (a closed
+   * sends the acknowledgements and the pushes owed. Idempotent (a closed
    * transfer is not applied again, an acknowledgement twice is one). True when
    * nothing is left to do.
    */

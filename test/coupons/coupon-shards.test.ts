@@ -61,7 +61,7 @@ async function loseNextAnswers(couponId: number, shard: number) {
         throw new Error("answer lost"); // ...and the receiver never hears it (crash, eviction, network)
       },
       acknowledge: (s: number, ids: string[]) => shardOf(couponId, s).acknowledge(couponId, s, ids),
-      undrained: (s: number, from: number, epoch: number) => shardOf(couponId, s).undrained(couponId, s, from, epoch),
+      push: (s: number, from: number, transferId: string, units: number) => shardOf(couponId, s).push(couponId, s, from, transferId, units),
     };
     instance.siblingPort = port;
   });

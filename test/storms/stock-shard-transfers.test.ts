@@ -23,8 +23,8 @@ const realPort = (p: number): SiblingPort => ({
   acknowledge: async (s, ids) => {
     await stockStub(p, s).acknowledge(ids);
   },
-  undrained: async (s, from, epoch) => {
-    await stockStub(p, s).undrained(p, from, epoch);
+  push: async (s, from, transferId, units) => {
+    await stockStub(p, s).push(p, from, transferId, units);
   },
 });
 
@@ -49,7 +49,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
           throw new Error("unreachable");
         },
         acknowledge: real.acknowledge,
-        undrained: real.undrained,
+        push: real.push,
       };
       await obj.reserve(p, orderId(), 5, Date.now(), true, 1, 2);
       return "answered";
@@ -107,7 +107,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
           throw new Error("Network connection lost.");
         },
         acknowledge: real.acknowledge,
-        undrained: real.undrained,
+        push: real.push,
       };
     });
     const quiet = vi.spyOn(console, "error").mockImplementation(() => {});
