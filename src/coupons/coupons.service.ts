@@ -218,7 +218,8 @@ export class CouponsService {
     const coupon = await this.repo.findById(couponId);
     if (!coupon) throw new AppError("COUPON_NOT_FOUND");
     const out = await this.issuer.setQuantity(couponId, quantity);
-    if (!out.ok) throw new AppError(out.code);
+    // INTERNAL_ERROR: D1 could not take a raise (nothing changed) or the siblings could not be reached for a cut: retry.
+    if (!out.ok) throw out.code === "INTERNAL_ERROR" ? new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" }) : new AppError(out.code);
     this.soldOut.forget(couponId);
     // Shard 0 knows its own issuances only; D1 counts every shard's (each win is in D1 before it is answered).
     const issuedQuantity = coupon.shards > 1 ? ((await this.repo.findById(couponId))?.issuedQuantity ?? out.issuedQuantity) : out.issuedQuantity;

@@ -126,11 +126,9 @@ export class OrdersRepo {
     const d1 = this.d1;
     const lines = JSON.stringify(input.lines.map((l) => ({ p: l.productId, q: l.quantity })));
     // A key that already holds an answer (or a live claim an earlier version left) refuses the attempt.
-    // Nor does a twin of this request still in flight (a PENDING attempt recorded under the same key, within the
-    // key's lease; the stale-placement job fails one a crash left): racing it could only store a refusal under the key.
+    // The attempt carries the key (`twinInFlight` finds it while it is PENDING).
     const keyFree = claim
-      ? `AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE user_id = ?6 AND key = ?7 AND expires_at > ?8 AND NOT (status_code IS NULL AND created_at <= ?9))
-         AND NOT EXISTS (SELECT 1 FROM orders WHERE user_id = ?1 AND status = 'PENDING' AND idempotency_key = ?7 AND created_at > ?9)`
+      ? `AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE user_id = ?6 AND key = ?7 AND expires_at > ?8 AND NOT (status_code IS NULL AND created_at <= ?9))`
       : "";
     const keyBinds = claim ? [claim.userId, claim.key, claim.now, claim.staleBefore] : [];
     const stmts: D1PreparedStatement[] = [
@@ -184,7 +182,7 @@ export class OrdersRepo {
    */
   async explainRefusedAttempt(userId: number, productIds: number[], userCouponId: number | null, claim?: KeyClaim) {
     const d1 = this.d1;
-    const [user, products, coupon, key, twin] = await d1.batch([
+    const [user, products, coupon, key] = await d1.batch([
       d1.prepare("SELECT 1 AS x FROM users WHERE id = ?").bind(userId),
       d1.prepare("SELECT id FROM products WHERE id IN (SELECT value FROM json_each(?))").bind(JSON.stringify(productIds)),
       d1
@@ -197,18 +195,26 @@ export class OrdersRepo {
       d1
         .prepare("SELECT 1 AS x FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3 AND NOT (status_code IS NULL AND created_at <= ?4)")
         .bind(claim?.userId ?? 0, claim?.key ?? "", claim?.now ?? 0, claim?.staleBefore ?? 0),
-      d1
-        .prepare("SELECT 1 AS x FROM orders WHERE user_id = ?1 AND status = 'PENDING' AND idempotency_key = ?2 AND created_at > ?3")
-        .bind(claim?.userId ?? 0, claim?.key ?? "", claim?.staleBefore ?? 0),
     ]);
     return {
       userExists: (user?.results.length ?? 0) > 0,
       productIds: new Set((products?.results ?? []).map((r) => (r as { id: number }).id)),
       coupon: coupon?.results[0] as UserCouponRow | undefined,
       keyTaken: claim !== undefined && (key?.results.length ?? 0) > 0,
-      /** An attempt under the same key is still PENDING: its answer is the one to give. */
-      twinInFlight: claim !== undefined && (twin?.results.length ?? 0) > 0,
     };
+  }
+
+  /**
+   * Whether another attempt under the same Idempotency-Key (`claim`) is still PENDING (within the key's
+   * lease; the stale-placement job fails one a crash left): its answer, not this attempt's refusal, is the
+   * one the key must keep (issue 19). One read, only on a keyed placement's refusal.
+   */
+  async twinInFlight(claim: KeyClaim, orderId: number): Promise<boolean> {
+    const row = await this.d1
+      .prepare("SELECT 1 AS x FROM orders WHERE user_id = ?1 AND status = 'PENDING' AND idempotency_key = ?2 AND created_at > ?3 AND id != ?4 LIMIT 1")
+      .bind(claim.userId, claim.key, claim.staleBefore, orderId)
+      .first();
+    return row !== null;
   }
 
   /**

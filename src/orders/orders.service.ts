@@ -147,6 +147,11 @@ export class OrdersService {
       });
       await this.abandonUncommitted(orderId, touched);
       const outOfStock = reserves.some((r) => r.status === "fulfilled" && !r.value.ok && r.value.reason === "INSUFFICIENT_STOCK");
+      // A twin under the same Idempotency-Key still in flight may hold the units this attempt lacked: its
+      // answer is the one to keep, so this refusal is "in progress" (not stored), never stored under the key.
+      if (outOfStock && claim && (await this.repo.twinInFlight(claim, orderId).catch(() => true))) {
+        throw new AppError("IDEMPOTENCY_KEY_IN_PROGRESS", undefined, { "Retry-After": "1" });
+      }
       // Anything but a business refusal (an unreachable or overloaded object, or stock shards that could
       // neither cover the line nor prove the product sold out: SHARDS_BUSY) is transient: 503, retry.
       throw outOfStock ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
@@ -194,8 +199,6 @@ export class OrdersService {
       claim,
     );
     if (why.keyTaken) return new KeyTakenError();
-    // A twin with this key is still being placed: its answer (not a refusal of our own) is the one to keep.
-    if (why.twinInFlight) return new AppError("IDEMPOTENCY_KEY_IN_PROGRESS", undefined, { "Retry-After": "1" });
     if (!why.userExists) return new AppError("USER_NOT_FOUND");
     if (input.orderProducts.some((p) => !why.productIds.has(p.productId))) return new AppError("PRODUCT_NOT_FOUND");
     if (userCouponId !== null) {

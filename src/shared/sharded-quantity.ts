@@ -555,7 +555,8 @@ export class ShardBalancer {
       const answer = this.ledger.give(
         request,
         this.clock(),
-        (free) => (free < need ? 0 : batching && free - need >= request.extra * shards ? decideGrant(free, need, request.extra) : need),
+        // (A new shard's share, need 0, is a batch: taken before the sale, as before.)
+        (free) => (free < need ? 0 : batching && (need === 0 || free - need >= request.extra * shards) ? decideGrant(free, need, request.extra) : need),
         (units) => {
           if (units > need) this.ledger.siblingHolds(request.from, request.transferId);
         },

@@ -158,7 +158,10 @@ describe("a coupon sharded over K = 8 objects", () => {
       granted += g.units;
     }
     expect(grants).toBe(before.openTransfers); // one grant per transfer, though each was sent twice
-    expect(all[3]!.held).toBe(2 + granted); // applied once
+    expect(granted).toBeGreaterThan(0);
+    // Applied once: shard 3 (drained by shard 0's gathering) pushed what arrived late back to shard 0, and the
+    // units over the shards are exactly the quantity (a second application would have made units).
+    expect(all.reduce((n, s) => n + s.held, 0)).toBe(quantity);
     await assertShardedExact(couponId, quantity, [u1!, u2!]);
     // The units arrived: the user who heard 503 gets the coupon on retry.
     expect((await issue(couponId, u3!)).status).toBe(201);
