@@ -725,7 +725,8 @@ export class CouponIssuer extends DurableObject<Env> {
     if (!columns.has("quantity_version")) this.sql.exec("ALTER TABLE coupon ADD COLUMN quantity_version INTEGER NOT NULL DEFAULT 0");
     const issuanceColumns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(issuances)").toArray().map((c) => c.name));
     if (!issuanceColumns.has("request_key")) this.sql.exec("ALTER TABLE issuances ADD COLUMN request_key TEXT");
-    if (columns.has("held")) return;
+    // A sharded object of before issue 19: its ledger gains the drain state and the push tables (idempotent).
+    if (columns.has("held")) return this.ledger.createSchema();
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("ALTER TABLE coupon ADD COLUMN held INTEGER NOT NULL DEFAULT 0");
       this.sql.exec("UPDATE coupon SET held = quantity");
