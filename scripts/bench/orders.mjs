@@ -62,6 +62,7 @@ import { createUsers, rng, seedUsersD1 } from "./lib/fixtures.mjs";
 import { compareShards } from "./lib/compare-shards.mjs";
 import { adminListRow, readEach } from "./lib/read-back.mjs";
 import { localD1, openTarget } from "./lib/target.mjs";
+import { headerValue, parseServerTiming } from "./lib/server-timing.mjs";
 
 exitWithHelpIfAsked(import.meta.url);
 
@@ -240,6 +241,8 @@ async function runStorm({ k }) {
     const answeredPlace = new Uint8Array(ORDERS);
     const placeStatus = new Uint16Array(ORDERS);
     const groupsBeforePlace = await d1Groups(server.url);
+    /** Every placement answer in arrival order, with its sequential hops (the sell-out's distribution below). @type {Arrival[]} */
+    const placeArrivals = [];
     const place = await load({
       url: server.url,
       path: "/api/v1/orders",
@@ -253,9 +256,10 @@ async function runStorm({ k }) {
         ctx.i = i;
         return { body: plan[i], headers: userHeaders(plan[i].userId) };
       },
-      onResponse: (status, json, ctx) => {
+      onResponse: (status, json, ctx, headers) => {
         answeredPlace[ctx.i] = 1;
         placeStatus[ctx.i] = status;
+        placeArrivals.push({ status, hops: parseServerTiming(headerValue(headers, "server-timing") ?? "")?.hops?.count ?? 0 });
         if (status !== 201) return;
         const p = plan[ctx.i];
         created.push({
@@ -268,6 +272,7 @@ async function runStorm({ k }) {
       },
       label: tagged(`POST /orders (storm, ${ORDERS}`) + ")",
     });
+    printSelloutHops(placeArrivals, sharded ? k : 1);
     // Read at once: payments do not reserve, but an eviction would restart the counters.
     const viewsAfterPlace = sharded ? await Promise.all(productIds.map((id) => mustStockShardsView(id))) : undefined;
     const healthPlace = await healthCeiling(server.url, {
@@ -911,4 +916,29 @@ function printComparison(runs, note) {
   console.log(`\n${note}`);
   printLoad();
   console.log(`\n${runs.every((r) => r.ok) ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${runs.filter((r) => !r.ok).map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`);
+}
+
+/**
+ * The sell-out's hop distribution (issue 19): the placement answers from the first 409 on, in arrival
+ * order (the stock has run out by then; what comes back is taken one unit at a time). Target: only 201
+ * or 409, and a p99 of at most 5 sequential hops.
+ * @typedef {{ status: number, hops: number }} Arrival
+ * @param {Arrival[]} arrivals
+ * @param {number} k
+ */
+function printSelloutHops(arrivals, k) {
+  const first = arrivals.findIndex((a) => a.status === 409);
+  const sellout = first < 0 ? [] : arrivals.slice(first);
+  console.log(`\n### Sell-out hops (K=${k}): ${sellout.length} placement answers from the first 409 on`);
+  if (sellout.length === 0) return;
+  /** @type {Map<number, number>} */
+  const hist = new Map();
+  for (const a of sellout) hist.set(a.hops, (hist.get(a.hops) ?? 0) + 1);
+  const sorted = sellout.map((a) => a.hops).sort((x, y) => x - y);
+  const p = (/** @type {number} */ q) => sorted[Math.max(0, Math.ceil(sorted.length * q) - 1)];
+  /** @type {Record<number, number>} */
+  const statuses = {};
+  for (const a of sellout) statuses[a.status] = (statuses[a.status] ?? 0) + 1;
+  console.log(`hops: ${[...hist].sort((a, b) => a[0] - b[0]).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ")}; p50 ${p(0.5)}, p99 ${p(0.99)}, max ${sorted[sorted.length - 1]}`);
+  console.log(`statuses: ${JSON.stringify(statuses)} (target: only 201/409, p99 <= 5)`);
 }

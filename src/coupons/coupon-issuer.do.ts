@@ -19,7 +19,6 @@ import {
   type GiveRequest,
   type SiblingPort,
 } from "../shared/sharded-quantity";
-import { SOLD_OUT_TTL_MS } from "./sold-out";
 
 /** Which shard a call is meant for and the shard count the caller routed by (docs/ARCHITECTURE.md §9). */
 export interface ShardRoute {
@@ -41,6 +40,8 @@ export type IssueOutcome = (
       userCouponId: number;
     }
   | { ok: false; code: IssueRefusal | "COUPON_NOT_FOUND" | "USER_NOT_FOUND" | "SERVICE_UNAVAILABLE" | "INTERNAL_ERROR" }
+  /** A twin of an issuance under the same Idempotency-Key that is still being written to D1: ask again. */
+  | { ok: false; code: "IDEMPOTENCY_KEY_IN_PROGRESS" }
   /**
    * The caller routed by another shard count than the coupon has, or to a shard that is not
    * the user's home. Shard 0 is the authority and says the count (`shards`) and when the
@@ -121,8 +122,10 @@ type CouponRow = {
   held: number;
   shard: number;
   shards: number;
+  /** Stamp of the last quantity change (monotonic): D1 takes a quantity only over an older stamp. */
+  quantity_version: number;
 };
-const COUPON_COLUMNS = "id, quantity, issued, starts_at, ends_at, valid_days, quantity_synced, held, shard, shards";
+const COUPON_COLUMNS = "id, quantity, issued, starts_at, ends_at, valid_days, quantity_synced, held, shard, shards, quantity_version";
 /**
  * Tries of "borrow, then decide again" per issuance (another request may take the unit
  * first); out of tries without a proof that every shard is empty, the answer is
@@ -179,6 +182,8 @@ export class CouponIssuer extends DurableObject<Env> {
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
   private requests = 0;
+  /** Quantity changes run one after another (each reads the quantity the previous one left). */
+  private quantityChanges: Promise<unknown> = Promise.resolve();
 
   /** This incarnation's D1 calls, rows and write transactions (the admin view shows them). */
   private readonly d1Meter = new HopMeter();
@@ -201,7 +206,7 @@ export class CouponIssuer extends DurableObject<Env> {
     };
     this.ledger = new ShardLedger(this.sql, host);
     // A shard that proved every sibling empty believes it as long as the Worker believes a sold-out answer.
-    this.balancer = new ShardBalancer(host, this.ledger, () => this.siblings(), SOLD_OUT_TTL_MS);
+    this.balancer = new ShardBalancer(host, this.ledger, () => this.siblings());
     this.projection = new IssuanceProjection({
       sql: this.sql,
       paceMs: () => ((this.coupon?.shards ?? 1) > 1 ? BATCH_INTERVAL_MS : 0),
@@ -210,7 +215,9 @@ export class CouponIssuer extends DurableObject<Env> {
       tx: (body) => this.tx(body),
       rolledBack: () => {
         this.coupon = this.readCoupon();
-        this.balancer.forgetDry();
+        // Units of an unknown user's issuance are free here again: a drained shard tells shard 0 (the alarm re-sends).
+        const shard = this.coupon?.shard ?? 0;
+        void this.balancer.returned(shard).catch(() => undefined);
       },
       committed: async (ids) => {
         await this.clearAlarmIfSynced();
@@ -257,7 +264,7 @@ export class CouponIssuer extends DurableObject<Env> {
    * When D1 cannot be reached the answer is SERVICE_UNAVAILABLE and the issuance
    * stays provisional: the alarm (or the user's retry) settles it either way.
    */
-  async issue(couponId: number, userId: number, now: number, route: ShardRoute = UNSHARDED): Promise<IssueOutcome> {
+  async issue(couponId: number, userId: number, now: number, route: ShardRoute = UNSHARDED, requestKey?: string): Promise<IssueOutcome> {
     this.requests++;
     const load = await this.ensureLoaded(couponId, route.shard);
     let d1Calls = load.d1Calls;
@@ -270,27 +277,34 @@ export class CouponIssuer extends DurableObject<Env> {
       return { ok: false, code: "WRONG_SHARD", shards: coupon.shard === 0 ? coupon.shards : undefined, startsAt: coupon.starts_at, d1Calls, doCalls };
     }
 
-    let decision = this.decide(userId, now);
+    let decision = this.decide(userId, now, requestKey);
+    if (decision.ok && "userCouponId" in decision) {
+      // A twin of an issuance already in D1 under the same key: the same answer.
+      return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId: decision.userCouponId, d1Calls, doCalls };
+    }
     if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && coupon.shards > 1) {
       let proven = false;
       if (this.neverHeld()) {
         // Not primed (the admin call failed, or a coupon written straight into D1): take the fair share first.
-        await this.balancer.prefetch(coupon.shard, coupon.shards, fairShare(coupon.quantity, coupon.shards), [0]);
+        await this.balancer.prefetch(coupon.shard, coupon.shards, fairShare(coupon.quantity, coupon.shards));
         doCalls++;
-        decision = this.decide(userId, now);
+        decision = this.decide(userId, now, requestKey);
       }
       for (let tries = 0; tries < BORROW_TRIES && !decision.ok && decision.code === "COUPON_SOLD_OUT"; tries++) {
         // The decision runs the moment a unit is seen free (no other borrower can take it in between).
-        const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch(), () => this.decide(userId, now));
+        const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch(), () => this.decide(userId, now, requestKey));
         doCalls += borrowed.rounds;
         if (borrowed.result === "unknown") break;
-        decision = borrowed.taken ?? this.decide(userId, now);
+        decision = borrowed.taken ?? this.decide(userId, now, requestKey);
         proven = borrowed.result === "dry";
         if (proven) break;
       }
       if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && !proven) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
     }
     if (!decision.ok) return { ...decision, d1Calls, doCalls };
+    if ("userCouponId" in decision) {
+      return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId: decision.userCouponId, d1Calls, doCalls };
+    }
 
     let ids: Map<number, number> | undefined;
     try {
@@ -306,13 +320,29 @@ export class CouponIssuer extends DurableObject<Env> {
     return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId, d1Calls, doCalls };
   }
 
-  /** The one synchronous decision of `issue` (check and write); marks the user as being projected. */
-  private decide(userId: number, now: number): { ok: true; issuedAt: number; expiresAt: number } | { ok: false; code: IssueRefusal } {
+  /**
+   * The one synchronous decision of `issue` (check and write); marks the user as being projected.
+   * `requestKey`: the request's Idempotency-Key, stored with the issuance. A twin under the same key
+   * gets the issuance's own answer (its D1 row id once written; "in progress" while it is being
+   * written), never COUPON_ALREADY_ISSUED: that refusal, stored under the key first, would replace
+   * the winner's 201 (issue 19). Another key, or none, hears ALREADY_ISSUED as before.
+   */
+  private decide(
+    userId: number,
+    now: number,
+    requestKey?: string,
+  ):
+    | { ok: true; issuedAt: number; expiresAt: number }
+    | { ok: true; issuedAt: number; expiresAt: number; userCouponId: number }
+    | { ok: false; code: IssueRefusal | "IDEMPOTENCY_KEY_IN_PROGRESS" } {
     return this.tx(() => {
       // The cached row is the persisted one: this object is its only writer and updates the copy after each write.
       const coupon = this.coupon!;
       const mine = this.sql
-        .exec<{ issued_at: number; expires_at: number; synced: number }>("SELECT issued_at, expires_at, synced FROM issuances WHERE user_id = ?", userId)
+        .exec<{ issued_at: number; expires_at: number; synced: number; request_key: string | null; user_coupon_id: number | null }>(
+          "SELECT issued_at, expires_at, synced, request_key, user_coupon_id FROM issuances WHERE user_id = ?",
+          userId,
+        )
         .toArray()[0];
       // Not yet confirmed by D1 because an earlier attempt met an outage (not one still in flight):
       // settle it now, whatever the window says.
@@ -320,9 +350,19 @@ export class CouponIssuer extends DurableObject<Env> {
         this.projecting.add(userId);
         return { ok: true as const, issuedAt: mine.issued_at, expiresAt: mine.expires_at };
       }
+      if (mine && requestKey !== undefined && mine.request_key === requestKey) {
+        if (mine.synced === 0 || mine.user_coupon_id === null) return { ok: false as const, code: "IDEMPOTENCY_KEY_IN_PROGRESS" as const };
+        return { ok: true as const, issuedAt: mine.issued_at, expiresAt: mine.expires_at, userCouponId: mine.user_coupon_id };
+      }
       const d = decideIssue(toIssuerCoupon(coupon), mine !== undefined, now);
       if (!d.ok) return d;
-      this.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", userId, d.issuedAt, d.expiresAt);
+      this.sql.exec(
+        "INSERT INTO issuances (user_id, issued_at, expires_at, synced, request_key) VALUES (?, ?, ?, 0, ?)",
+        userId,
+        d.issuedAt,
+        d.expiresAt,
+        requestKey ?? null,
+      );
       this.sql.exec("UPDATE coupon SET issued = issued + 1");
       this.coupon = { ...coupon, issued: coupon.issued + 1 };
       this.projecting.add(userId);
@@ -336,21 +376,55 @@ export class CouponIssuer extends DurableObject<Env> {
    * the units this shard holds free, after borrowing back from its siblings what
    * it lacks, all checked and written in one synchronous step; D1's
    * `coupons.quantity` follows (retried by the alarm if the write fails).
+   * Invariant (issue 19): D1's `issued_quantity <= quantity` never refuses a win.
+   * A raise is written to D1 *before* the object applies it (no shard can issue a
+   * raised unit before D1 has the quantity that counts it); a cut after (D1 then
+   * still allows every issuance the objects made). Every write carries the change's
+   * stamp (`quantity_version`) and lands only over an older one, so a late alarm
+   * write of an older quantity never rolls D1 back. Changes are serialised.
    */
   async setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome> {
+    const turn = this.quantityChanges.then(() => this.changeQuantity(couponId, quantity));
+    this.quantityChanges = turn.catch(() => undefined);
+    return turn;
+  }
+
+  private async changeQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome> {
     const loaded = (await this.ensureLoaded(couponId, 0)).result;
     if (loaded !== "ok") return { ok: false, code: loaded };
+    if (!canSetQuantity(quantity, 0)) return { ok: false, code: "COUPON_QUANTITY_BELOW_ISSUED" };
+    if (quantity > this.coupon!.quantity) {
+      // A raise: D1 first. If D1 cannot take it nothing changes here (the alarm rewrites the current
+      // quantity with a newer stamp, in case the failed write landed after all); the admin retries.
+      const version = this.nextQuantityVersion();
+      try {
+        await this.store.updateQuantity(couponId, quantity, version);
+      } catch (err) {
+        log("warn", "coupon quantity raise not written to D1; not applied", { couponId, ...errorFields(err) });
+        this.tx(() => this.sql.exec("UPDATE coupon SET quantity_synced = 0"));
+        this.coupon = this.readCoupon();
+        await this.scheduleSync(Date.now() + RETRY_DELAY_MS);
+        return { ok: false, code: "INTERNAL_ERROR" };
+      }
+      this.tx(() => {
+        const c = this.coupon!;
+        const delta = quantity - c.quantity;
+        this.sql.exec("UPDATE coupon SET quantity = ?, held = held + ?, quantity_version = ?", quantity, delta, version);
+        this.coupon = { ...c, quantity, held: c.held + delta, quantity_version: version };
+      });
+      return { ok: true, couponId, quantity, issuedQuantity: this.coupon!.issued };
+    }
     const apply = () =>
       this.tx(() => {
         const coupon = this.coupon!;
         const delta = quantity - coupon.quantity;
-        if (!canSetQuantity(quantity, 0) || coupon.held + delta < coupon.issued) return false;
+        if (coupon.held + delta < coupon.issued) return false;
         this.sql.exec("UPDATE coupon SET quantity = ?, held = held + ?, quantity_synced = 0", quantity, delta);
         this.coupon = { ...coupon, quantity, held: coupon.held + delta, quantity_synced: 0 };
         return true;
       });
     let changed = apply();
-    if (!changed && this.coupon!.shards > 1 && canSetQuantity(quantity, 0)) {
+    if (!changed && this.coupon!.shards > 1) {
       // Not enough free here: take back from the siblings what the cut needs, then try again.
       const need = this.coupon!.quantity - quantity;
       const borrowed = await this.balancer.borrow(0, this.coupon!.shards, need, 0);
@@ -358,19 +432,36 @@ export class CouponIssuer extends DurableObject<Env> {
       changed = apply();
     }
     if (!changed) return { ok: false, code: "COUPON_QUANTITY_BELOW_ISSUED" };
-    this.balancer.forgetDry();
 
     await this.scheduleSync(Date.now() + SYNC_DELAY_MS);
-    try {
-      await this.store.updateQuantity(couponId, quantity);
-      // Only mark synced if no later change overtook this one meanwhile.
-      this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ?", quantity);
-      this.coupon = this.readCoupon();
-      await this.clearAlarmIfSynced();
-    } catch (err) {
-      log("warn", "coupon quantity D1 write failed; alarm will retry", { couponId, ...errorFields(err) });
-    }
+    await this.writeQuantity();
     return { ok: true, couponId, quantity, issuedQuantity: this.coupon!.issued };
+  }
+
+  /** A stamp newer than every earlier one of this coupon (persisted with the write it stamps). */
+  private nextQuantityVersion(): number {
+    return Math.max(Date.now(), this.coupon!.quantity_version + 1);
+  }
+
+  /**
+   * Writes the current quantity to D1 under a new stamp, and marks it synced unless a
+   * later change overtook it meanwhile. False when D1 failed (the alarm retries).
+   */
+  private async writeQuantity(): Promise<boolean> {
+    const c = this.coupon!;
+    const version = this.nextQuantityVersion();
+    this.tx(() => this.sql.exec("UPDATE coupon SET quantity_version = ?", version));
+    this.coupon = { ...c, quantity_version: version };
+    try {
+      await this.store.updateQuantity(c.id, c.quantity, version);
+    } catch (err) {
+      log("warn", "coupon quantity D1 write failed; alarm will retry", { couponId: c.id, ...errorFields(err) });
+      return false;
+    }
+    this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ? AND quantity_version = ?", c.quantity, version);
+    this.coupon = this.readCoupon();
+    await this.clearAlarmIfSynced();
+    return true;
   }
 
   /**
@@ -401,7 +492,7 @@ export class CouponIssuer extends DurableObject<Env> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") return { result: load.result };
     const c = this.coupon!;
-    if (this.neverHeld()) await this.balancer.prefetch(c.shard, c.shards, fairShare(c.quantity, c.shards), [0]);
+    if (this.neverHeld()) await this.balancer.prefetch(c.shard, c.shards, fairShare(c.quantity, c.shards));
     return { result: "ok", shards: c.shards, startsAt: c.starts_at };
   }
 
@@ -409,7 +500,14 @@ export class CouponIssuer extends DurableObject<Env> {
   async give(couponId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot give: ${load.result}`);
-    return this.balancer.answer(request, shard);
+    return this.balancer.answer(request, shard, this.coupon!.shards);
+  }
+
+  /** Shard 0: a drained sibling hands back units that came back to it (ShardBalancer.returned). Once per id. */
+  async push(couponId: number, shard: number, from: number, transferId: string, units: number): Promise<void> {
+    const load = await this.ensureLoaded(couponId, shard);
+    if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take a push: ${load.result}`);
+    this.balancer.accepted(transferId, units);
   }
 
   /** A sibling applied these grants. */
@@ -472,16 +570,7 @@ export class CouponIssuer extends DurableObject<Env> {
         log("warn", "coupon shard transfer recovery failed", { couponId: coupon.id, shard: coupon.shard, ...errorFields(err) });
       }
     }
-    const current = this.coupon!;
-    if (current.quantity_synced === 0) {
-      try {
-        await this.store.updateQuantity(current.id, current.quantity);
-        this.sql.exec("UPDATE coupon SET quantity_synced = 1 WHERE quantity = ?", current.quantity);
-      } catch (err) {
-        failed = true;
-        log("warn", "coupon quantity D1 retry failed", { couponId: current.id, ...errorFields(err) });
-      }
-    }
+    if (this.coupon!.quantity_synced === 0 && !(await this.writeQuantity())) failed = true;
     // Issuances a request of this incarnation is writing right now are left to it (it re-arms on failure).
     const resynced = await this.projection.resync({ maxChunks: SYNC_CHUNKS_PER_ALARM, skip: (userId) => this.projecting.has(userId) });
     if (resynced === "failed") failed = true;
@@ -513,6 +602,7 @@ export class CouponIssuer extends DurableObject<Env> {
     return {
       give: (shard, request) => stub(shard).give(couponId, shard, request),
       acknowledge: (shard, ids) => stub(shard).acknowledge(couponId, shard, ids),
+      push: (shard, from, transferId, units) => stub(shard).push(couponId, shard, from, transferId, units),
     };
   }
 
@@ -555,7 +645,7 @@ export class CouponIssuer extends DurableObject<Env> {
   /** The load's last step: the coupon row (counts as the load found them; D1 already has its quantity). */
   private insertCoupon(c: LoadedCoupon): void {
     this.sql.exec(
-      `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)`,
+      `INSERT INTO coupon (${COUPON_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, 0)`,
       c.couponId,
       c.quantity,
       c.issued,
@@ -608,6 +698,7 @@ export class CouponIssuer extends DurableObject<Env> {
       held INTEGER NOT NULL,
       shard INTEGER NOT NULL DEFAULT 0,
       shards INTEGER NOT NULL DEFAULT 1,
+      quantity_version INTEGER NOT NULL DEFAULT 0,
       CHECK (issued BETWEEN 0 AND quantity),
       CHECK (issued <= held)
     )`);
@@ -616,7 +707,8 @@ export class CouponIssuer extends DurableObject<Env> {
       issued_at INTEGER NOT NULL,
       expires_at INTEGER NOT NULL,
       user_coupon_id INTEGER,
-      synced INTEGER NOT NULL DEFAULT 0
+      synced INTEGER NOT NULL DEFAULT 0,
+      request_key TEXT
     )`);
     this.sql.exec("CREATE INDEX IF NOT EXISTS issuances_unsynced ON issuances (synced) WHERE synced = 0");
     this.sql.exec(LOAD_PROGRESS_SCHEMA);
@@ -631,7 +723,12 @@ export class CouponIssuer extends DurableObject<Env> {
     // An object of before the paged load has no progress table (and, having its coupon row, never needs one).
     this.sql.exec(LOAD_PROGRESS_SCHEMA);
     const columns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(coupon)").toArray().map((c) => c.name));
-    if (columns.has("held")) return;
+    // Issue 19: the quantity's stamp and the issuance's Idempotency-Key.
+    if (!columns.has("quantity_version")) this.sql.exec("ALTER TABLE coupon ADD COLUMN quantity_version INTEGER NOT NULL DEFAULT 0");
+    const issuanceColumns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(issuances)").toArray().map((c) => c.name));
+    if (!issuanceColumns.has("request_key")) this.sql.exec("ALTER TABLE issuances ADD COLUMN request_key TEXT");
+    // A sharded object of before issue 19: its ledger gains the drain state and the push tables (idempotent).
+    if (columns.has("held")) return this.ledger.createSchema();
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("ALTER TABLE coupon ADD COLUMN held INTEGER NOT NULL DEFAULT 0");
       this.sql.exec("UPDATE coupon SET held = quantity");

@@ -66,12 +66,12 @@ const availabilityRoute = createRoute({
 export const couponsRoutes = createRouter<AppEnv>()
   .openapi(issueRoute, async (c) => {
     const { userId, couponId } = c.req.valid("json");
-    return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);
+    return ok(c, await c.var.services.coupons.issue(userId, couponId, c.var.idempotency?.key), 201);
   })
   .openapi(issueForCouponRoute, async (c) => {
     const { couponId } = c.req.valid("param");
     const { userId } = c.req.valid("json");
-    return ok(c, await c.var.services.coupons.issue(userId, couponId), 201);
+    return ok(c, await c.var.services.coupons.issue(userId, couponId, c.var.idempotency?.key), 201);
   })
   .openapi(availabilityRoute, async (c) => {
     const { couponId } = c.req.valid("param");

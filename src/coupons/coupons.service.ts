@@ -16,7 +16,7 @@ import { noMetrics, type Metrics } from "../shared/metrics";
 /** The port to the per-coupon serializer (the CouponIssuer shards in production). */
 export interface CouponIssuerPort {
   /** Routed to the user's home shard; never answers WRONG_SHARD (it re-routes, then says SERVICE_UNAVAILABLE). */
-  issue(couponId: number, userId: number, now: number): Promise<Exclude<IssueOutcome, { code: "WRONG_SHARD" }>>;
+  issue(couponId: number, userId: number, now: number, requestKey?: string): Promise<Exclude<IssueOutcome, { code: "WRONG_SHARD" }>>;
   setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome>;
   /** Loads a new coupon into its objects ahead of the first issuance (and splits the quantity over its shards). */
   prime(couponId: number): Promise<string>;
@@ -43,11 +43,11 @@ export function couponIssuerClient(
   counts: ShardCountMemo = isolateShardCounts,
 ): CouponIssuerPort {
   const stub = (couponId: number, shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
-  const issueAt = (couponId: number, userId: number, now: number, route: ShardRoute) =>
+  const issueAt = (couponId: number, userId: number, now: number, route: ShardRoute, requestKey: string | undefined) =>
     callObject<IssueOutcome>(
       meter,
       async () => {
-        const out = (await stub(couponId, route.shard).issue(couponId, userId, now, route)) as IssueOutcome;
+        const out = (await stub(couponId, route.shard).issue(couponId, userId, now, route, requestKey)) as IssueOutcome;
         meter.noteNested("d1", out.d1Calls);
         meter.noteNested("do", out.doCalls);
         return out;
@@ -56,10 +56,10 @@ export function couponIssuerClient(
     );
   const others = (shards: number) => Array.from({ length: shards - 1 }, (_, i) => i + 1);
   return {
-    issue: async (couponId, userId, now) => {
+    issue: async (couponId, userId, now, requestKey) => {
       let shards = counts.get(couponId, now);
       for (let attempt = 0; attempt < ROUTE_ATTEMPTS; attempt++) {
-        const out = await issueAt(couponId, userId, now, { shard: homeShard(userId, shards), shards });
+        const out = await issueAt(couponId, userId, now, { shard: homeShard(userId, shards), shards }, requestKey);
         if (out.ok || out.code !== "WRONG_SHARD") return out;
         if (out.shards !== undefined) {
           counts.remember(couponId, out.shards, out.startsAt, now);
@@ -144,20 +144,22 @@ export class CouponsService {
   /**
    * One round trip for a refusal, two for a win (the DO decides, then writes the
    * D1 row, which also proves the user exists), none while this isolate knows
-   * the coupon is sold out. Because the DO decides before D1 is asked, a sold-out,
+   * the coupon is sold out. `requestKey` (the request's Idempotency-Key) makes a twin of
+   * an issuance under the same key answer that issuance (or "in progress" while it is
+   * being written), never a refusal of its own. Because the DO decides before D1 is asked, a sold-out,
    * closed or already-owned coupon is refused before the user is looked up
    * (docs/ARCHITECTURE.md §3: coupon issuance).
    */
-  async issue(userId: number, couponId: number): Promise<IssuedCoupon> {
+  async issue(userId: number, couponId: number, requestKey?: string): Promise<IssuedCoupon> {
     const now = this.clock();
     if (this.soldOut.isSoldOut(couponId, now)) throw new AppError("COUPON_SOLD_OUT");
-    const out = await this.issuer.issue(couponId, userId, now);
+    const out = await this.issuer.issue(couponId, userId, now, requestKey);
     if (!out.ok) {
       if (out.code === "COUPON_SOLD_OUT") {
         this.soldOut.remember(couponId, now);
         this.metrics.event("coupon.sold_out", couponId);
       }
-      if (out.code === "SERVICE_UNAVAILABLE") throw new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+      if (out.code === "SERVICE_UNAVAILABLE" || out.code === "IDEMPOTENCY_KEY_IN_PROGRESS") throw new AppError(out.code, undefined, { "Retry-After": "1" });
       throw new AppError(out.code);
     }
     this.metrics.event("coupon.issued", couponId);
@@ -224,7 +226,8 @@ export class CouponsService {
     const coupon = await this.repo.findById(couponId);
     if (!coupon) throw new AppError("COUPON_NOT_FOUND");
     const out = await this.issuer.setQuantity(couponId, quantity);
-    if (!out.ok) throw new AppError(out.code);
+    // INTERNAL_ERROR: D1 could not take a raise (nothing changed) or the siblings could not be reached for a cut: retry.
+    if (!out.ok) throw out.code === "INTERNAL_ERROR" ? new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" }) : new AppError(out.code);
     this.soldOut.forget(couponId);
     // Shard 0 knows its own issuances only; D1 counts every shard's (each win is in D1 before it is answered).
     const issuedQuantity = coupon.shards > 1 ? ((await this.repo.findById(couponId))?.issuedQuantity ?? out.issuedQuantity) : out.issuedQuantity;
@@ -236,22 +239,25 @@ export class CouponsService {
    * while nothing is issued (a user's home shard must never change after they
    * could have got the coupon); never down. D1 is written first, so a shard that
    * loads from now on serves under the new count; then every shard is told, shard
-   * 0 (the authority the Worker learns the count from) last. A failure part-way
-   * leaves the old count in force at shard 0: retrying the call is safe.
+   * 0 (the authority the Worker learns the count from) last. A call for the count
+   * D1 already holds still tells every shard (a shard already at it answers ok): so
+   * a raise that failed part-way (D1 written, shard 0 not) is finished by retrying
+   * the same call, instead of being answered 200 with shard 0 on the old count.
    */
   async setShards(couponId: number, shards: number): Promise<{ couponId: number; shards: number }> {
     const now = this.clock();
     const coupon = await this.repo.findById(couponId);
     if (!coupon) throw new AppError("COUPON_NOT_FOUND");
-    if (shards === coupon.shards) return { couponId, shards };
     if (shards < coupon.shards) throw new AppError("COUPON_SHARDS_LOCKED", "쿠폰 샤드 수는 늘릴 수만 있습니다.");
-    if (now >= coupon.startsAt || coupon.issuedQuantity > 0) {
-      throw new AppError("COUPON_SHARDS_LOCKED", "발급 기간이 시작되었거나 이미 발급된 쿠폰은 샤드 수를 바꿀 수 없습니다.");
+    if (shards > coupon.shards) {
+      if (now >= coupon.startsAt || coupon.issuedQuantity > 0) {
+        throw new AppError("COUPON_SHARDS_LOCKED", "발급 기간이 시작되었거나 이미 발급된 쿠폰은 샤드 수를 바꿀 수 없습니다.");
+      }
+      await this.repo.setShards(couponId, shards);
     }
-    await this.repo.setShards(couponId, shards);
     const out = await this.issuer.setShards(couponId, shards, now);
     if (!out.ok) throw new AppError(out.code === "INTERNAL_ERROR" ? "SERVICE_UNAVAILABLE" : out.code, undefined, { "Retry-After": "1" });
-    await this.prime(couponId);
+    if (shards > 1) await this.prime(couponId);
     return { couponId, shards };
   }
 

@@ -50,7 +50,11 @@ export interface IssuanceStore {
    */
   loadPage(couponId: number, step: { afterId: number; limit: number; recount: boolean }): Promise<IssuerPage | undefined>;
   project(couponId: number, records: IssuanceRecord[], at: number): Promise<Map<number, number>>;
-  updateQuantity(couponId: number, quantity: number): Promise<void>;
+  /**
+   * Writes the coupon's quantity under `version` (the object's monotonic stamp of the change); a write
+   * lands only over an older version, so a late or repeated write of an older quantity changes nothing.
+   */
+  updateQuantity(couponId: number, quantity: number, version: number): Promise<void>;
 }
 
 
@@ -134,7 +138,10 @@ export class IssuanceRepo implements IssuanceStore {
     return ids;
   }
 
-  async updateQuantity(couponId: number, quantity: number): Promise<void> {
-    await this.d1.prepare("UPDATE coupons SET quantity = ?1 WHERE id = ?2").bind(quantity, couponId).run();
+  async updateQuantity(couponId: number, quantity: number, version: number): Promise<void> {
+    await this.d1
+      .prepare("UPDATE coupons SET quantity = ?1, quantity_version = ?3 WHERE id = ?2 AND quantity_version < ?3")
+      .bind(quantity, couponId, version)
+      .run();
   }
 }

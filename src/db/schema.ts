@@ -119,6 +119,11 @@ export const coupons = sqliteTable(
     validDays: integer("valid_days").notNull().default(7),
     /** CouponIssuer shard objects (docs/ARCHITECTURE.md §9); 1 is one object, as before sharding. Fixed once the window opens. */
     shards: integer("shards").notNull().default(1),
+    /**
+     * The CouponIssuer's stamp of the quantity D1 holds (monotonic per change): a quantity write lands only
+     * over an older stamp, so a late retry of an older quantity never rolls D1 back (issue 19).
+     */
+    quantityVersion: integer("quantity_version").notNull().default(0),
     createdAt: integer("created_at").notNull(),
   },
   (t) => [
@@ -190,6 +195,11 @@ export const orders = sqliteTable(
     settleAfter: integer("settle_after").notNull().default(0),
     /** Failed settlement attempts so far (the backoff grows with it). */
     settleAttempts: integer("settle_attempts").notNull().default(0),
+    /**
+     * The Idempotency-Key of the placement that recorded this attempt: while it is PENDING, a twin with the
+     * same key is told "in progress" instead of racing it (and storing a refusal of its own under the key).
+     */
+    idempotencyKey: text("idempotency_key"),
   },
   (t) => [
     index("orders_user_id_idx").on(t.userId, t.id),

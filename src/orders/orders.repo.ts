@@ -126,6 +126,7 @@ export class OrdersRepo {
     const d1 = this.d1;
     const lines = JSON.stringify(input.lines.map((l) => ({ p: l.productId, q: l.quantity })));
     // A key that already holds an answer (or a live claim an earlier version left) refuses the attempt.
+    // The attempt carries the key (`twinInFlight` finds it while it is PENDING).
     const keyFree = claim
       ? `AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE user_id = ?6 AND key = ?7 AND expires_at > ?8 AND NOT (status_code IS NULL AND created_at <= ?9))`
       : "";
@@ -133,8 +134,8 @@ export class OrdersRepo {
     const stmts: D1PreparedStatement[] = [
       d1
         .prepare(
-          `INSERT INTO orders (user_id, user_coupon_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at)
-           SELECT ?1, ?2, 'PENDING', 0, 0, 0, ?3, ?4, ?3
+          `INSERT INTO orders (user_id, user_coupon_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at, idempotency_key)
+           SELECT ?1, ?2, 'PENDING', 0, 0, 0, ?3, ?4, ?3, ${claim ? "?7" : "NULL"}
            WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
              AND (SELECT count(*) FROM products WHERE id IN (SELECT json_extract(value, '$.p') FROM json_each(?5))) = json_array_length(?5)
              AND (?2 IS NULL OR EXISTS (
@@ -201,6 +202,19 @@ export class OrdersRepo {
       coupon: coupon?.results[0] as UserCouponRow | undefined,
       keyTaken: claim !== undefined && (key?.results.length ?? 0) > 0,
     };
+  }
+
+  /**
+   * Whether another attempt under the same Idempotency-Key (`claim`) is still PENDING (within the key's
+   * lease; the stale-placement job fails one a crash left): its answer, not this attempt's refusal, is the
+   * one the key must keep (issue 19). One read, only on a keyed placement's refusal.
+   */
+  async twinInFlight(claim: KeyClaim, orderId: number): Promise<boolean> {
+    const row = await this.d1
+      .prepare("SELECT 1 AS x FROM orders WHERE user_id = ?1 AND status = 'PENDING' AND idempotency_key = ?2 AND created_at > ?3 AND id != ?4 LIMIT 1")
+      .bind(claim.userId, claim.key, claim.staleBefore, orderId)
+      .first();
+    return row !== null;
   }
 
   /**

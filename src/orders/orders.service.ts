@@ -157,6 +157,11 @@ export class OrdersService {
         outOfStock = true;
         this.metrics.event("stock.insufficient", items[k]!.productId, r.value.available);
       });
+      // A twin under the same Idempotency-Key still in flight may hold the units this attempt lacked: its
+      // answer is the one to keep, so this refusal is "in progress" (not stored), never stored under the key.
+      if (outOfStock && claim && (await this.repo.twinInFlight(claim, orderId).catch(() => true))) {
+        throw new AppError("IDEMPOTENCY_KEY_IN_PROGRESS", undefined, { "Retry-After": "1" });
+      }
       // Anything but a business refusal (an unreachable or overloaded object, or stock shards that could
       // neither cover the line nor prove the product sold out: SHARDS_BUSY) is transient: 503, retry.
       throw outOfStock ? new AppError("INSUFFICIENT_STOCK") : new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });

@@ -25,12 +25,6 @@ import type {
 export type * from "./product-stock.types";
 export { FINISHED_RETENTION_MS, HOLD_TTL_MS } from "./stock-shard.store";
 export { PROJECTION_INTERVAL_MS, PROJECTION_LAG_MS } from "./stock-projector";
-/**
- * How long a shard believes its proof that every sibling was empty: it answers "out of
- * stock" without asking again. Units come back elsewhere only by a release or a restock
- * there, so another shard may refuse for at most this long after one.
- */
-export const DRY_MEMO_MS = 500;
 /** The alarm armed before a transfer is sent fires this long after (the round normally finishes first). */
 const RECOVERY_DELAY_MS = 2_000;
 /** Retry interval of recovery work left over (an open transfer, an acknowledgement not delivered). */
@@ -129,7 +123,6 @@ export class ProductStock extends DurableObject<Env> {
       },
       this.ledger,
       () => this.siblings(),
-      DRY_MEMO_MS,
     );
     void ctx.blockConcurrencyWhile(async () => {
       this.store.createSchema();
@@ -182,7 +175,7 @@ export class ProductStock extends DurableObject<Env> {
    */
   async confirm(orderId: number): Promise<ConfirmResult> {
     const result = this.store.tx(() => this.store.confirmRow(orderId, Date.now()));
-    if (!result.ok && result.reason === "HOLD_EXPIRED") this.balancer.forgetDry();
+    if (!result.ok && result.reason === "HOLD_EXPIRED") await this.unitsReturned();
     await this.afterChange();
     return result;
   }
@@ -255,7 +248,6 @@ export class ProductStock extends DurableObject<Env> {
       if (available + delta < 0) return { ok: false, reason: "INSUFFICIENT_STOCK", available };
       return { ok: true, available: this.store.change(delta) };
     });
-    if (result.ok) this.balancer.forgetDry();
     await this.afterChange();
     // An admin change is rare: project it before answering, so the catalogue shows it right away.
     if (result.ok) await this.flush();
@@ -312,9 +304,16 @@ export class ProductStock extends DurableObject<Env> {
     if (!(await this.ensureStock(productId, shard, request.from + 1)).found) {
       return this.ledger.answerWith(0);
     }
-    const answer = this.balancer.answer(request, shard);
+    const answer = await this.balancer.answer(request, shard, this.store.stock()!.shards);
     if (answer.granted > 0) await this.afterChange();
     return answer;
+  }
+
+  /** Shard 0: a drained sibling hands back units that came back to it (ShardBalancer.returned). Once per id. */
+  async push(productId: number, from: number, transferId: string, units: number): Promise<void> {
+    if (!(await this.ensureStock(productId, 0, from + 1)).found) throw new Error(`stock shard 0 of ${productId} not found`);
+    this.balancer.accepted(transferId, units);
+    await this.afterChange();
   }
 
   /** A sibling applied these grants: they are no longer units possibly in flight. Idempotent. */
@@ -346,7 +345,8 @@ export class ProductStock extends DurableObject<Env> {
     this.alarmAt = null; // the alarm that fired is spent
     const stock = this.store.stock();
     if (!stock) return;
-    if (this.store.tx(() => this.store.releaseExpiredHolds(Date.now())) > 0) this.balancer.forgetDry();
+    // Units of expired holds are back here: a drained shard tells shard 0 (left owed if it cannot: retried below).
+    if (this.store.tx(() => this.store.releaseExpiredHolds(Date.now())) > 0) await this.unitsReturned().catch(() => undefined);
     if (stock.shards > 1 && this.borrowing === 0 && this.balancer.needsRecovery()) {
       try {
         await this.balancer.recover(stock.shard);
@@ -368,13 +368,24 @@ export class ProductStock extends DurableObject<Env> {
     return this.projector.flush();
   }
 
-  /** One transaction of sell/release transitions, then the alarm; units given back void a dryness proof. */
+  /**
+   * One transaction of sell/release transitions, then the alarm. Units given back at a drained
+   * shard are pushed to shard 0 before the call answers (docs/SHARDING.md: a return completes
+   * once shard 0 knows); if shard 0 cannot be told the call fails and its retry (the cron's, the
+   * caller's) sends the word still owed.
+   */
   private async settle<T>(body: () => T): Promise<T> {
     const before = this.store.available();
     const result = this.store.tx(body);
-    if (this.store.available() > before) this.balancer.forgetDry();
     await this.afterChange();
+    if (this.store.available() > before || this.ledger.needsRecovery()) await this.unitsReturned();
     return result;
+  }
+
+  /** Units came back to this shard locally (ShardBalancer.returned). */
+  private async unitsReturned(): Promise<void> {
+    const stock = this.store.stock();
+    if (stock && stock.shards > 1) await this.balancer.returned(stock.shard);
   }
 
   /** Borrows until this shard holds `need` (ShardBalancer.borrow), with a batch of about one fair share in all. */
@@ -405,6 +416,9 @@ export class ProductStock extends DurableObject<Env> {
         give: async (s, request) => (await stub(s).give(productId, s, request)) as GiveAnswer,
         acknowledge: async (s, ids) => {
           await stub(s).acknowledge(ids);
+        },
+        push: async (s, from, transferId, units) => {
+          await stub(s).push(productId, from, transferId, units);
         },
       };
     }

@@ -108,6 +108,7 @@ export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, b
  * - any other 2xx/4xx answer is stored afterwards; the first answer stored wins and
  *   is what every later twin gets. Routes that do not write the key themselves look
  *   a stored answer up first;
+ * - "in progress" (a twin with this key is still running: its answer is the one to keep) is not stored;
  * - a 5xx is not stored, so a retry runs again (nothing was applied, or the marker
  *   committed with the effect and the retry replays it);
  * - the same key with another route or body is 409 IDEMPOTENCY_KEY_REUSED.
@@ -142,7 +143,8 @@ export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_O
       c.res = replay;
       return;
     }
-    if (claim.stored || c.res.status >= 500) return;
+    // "In progress": a twin of this request is still running and its answer is the one to keep (issue 19).
+    if (claim.stored || c.res.status >= 500 || (c.error instanceof AppError && c.error.code === "IDEMPOTENCY_KEY_IN_PROGRESS")) return;
     let stored: boolean;
     try {
       stored = await c.var.services.idempotency.storeIfAbsent(claim, c.res.status, await c.res.clone().text());

@@ -1,16 +1,18 @@
 /**
- * Sharded quantity (docs/ARCHITECTURE.md §9): one countable quantity (a coupon's units, a
- * product's stock) split over K Durable Objects, written once and used by the
- * CouponIssuer and the ProductStock.
+ * Sharded quantity (docs/ARCHITECTURE.md §9, docs/SHARDING.md): one countable quantity (a
+ * coupon's units, a product's stock) split over K Durable Objects, written once
+ * and used by the CouponIssuer and the ProductStock.
  *
  * Each shard holds part of the quantity and decides alone, synchronously, for
  * the callers routed to it (a coupon's users by `homeShard`, a product's orders
- * by `orderShard`). A shard that cannot cover a request borrows from its
- * siblings: it asks each one, in parallel, for what it lacks plus a batch, and
- * each giver decides in one synchronous step how much it hands over.
+ * by `orderShard`). Shard 0 is the reserve: a shard i > 0 that cannot cover a
+ * request asks shard 0 only (a *claim*: one call), and shard 0 either grants it
+ * or answers that nothing is left anywhere; when shard 0 itself lacks units it
+ * *gathers* them from its siblings in one parallel round, in which every sibling
+ * gives everything it holds and becomes *drained*.
  *
- * Invariants (the tests in test/shared/sharded-quantity.test.ts and the K = 8
- * storms check them):
+ * Invariants (the tests in test/coupons/coupon-shards*.test.ts, the stock shard
+ * storms and test/storms/sellout-churn.storm.test.ts check them):
  * - **Conservation.** A unit is in exactly one place: free at one shard, spent
  *   there, or granted by a giver and not yet applied by its receiver (an open
  *   transfer, persisted on both sides). A transfer moves units, never makes them.
@@ -21,23 +23,20 @@
  *   its transfer is open, and closes it in the same transaction. So a crash or
  *   eviction of either side at any point, followed by the receiver re-sending its
  *   open transfers (its alarm does), applies every grant exactly once.
- * - **Acknowledged.** A receiver that applied a positive grant acknowledges it
- *   (persisted as due in the same transaction, sent after, re-sent by its alarm);
- *   until then the giver counts the grant as `unacked`: units possibly in flight.
- * - **No false "none left".** `ShardBalancer.borrow` reports `dry` only after two
- *   complete rounds in a row in which every sibling held and granted nothing, had
- *   no unacknowledged grant out, and made no move in between (its `moves` counter,
- *   bumped by every positive grant and receipt, is unchanged), and the asker has
- *   no transfer open. A unit that moved while the siblings were being asked would
- *   show up in one of those (proof in docs/SHARDING.md), so "dry" means the siblings
- *   really were empty at one instant.
+ * - **No false "none left".** Shard 0 answers "none left" only when it lacks the
+ *   units itself and knows every sibling drained (`ShardLedger.allDrained`): a
+ *   drained shard holds no free unit at rest: a unit that comes back to it
+ *   (a release, a rollback, a late grant) is pushed to shard 0 before that return
+ *   completes (`ShardBalancer.returned`). The argument is in docs/SHARDING.md.
+ * - **Bounded.** A borrow costs a shard i > 0 one claim, plus shard 0's gathering
+ *   round when shard 0 lacks the units: at most 2 nested rounds whatever the churn.
  * - A shard only gives what it holds free: available never goes below 0.
  */
 
 /** Most shard objects per coupon or product. */
 export const MAX_SHARDS = 32;
-/** Borrow rounds one request may run before it gives up (answering "try again", never a false "none left"). */
-export const MAX_BORROW_ROUNDS = 12;
+/** Claims (or, at shard 0, gathering rounds) one borrow may make before it gives up with "try again" (never a false "none left"). */
+export const MAX_BORROW_ROUNDS = 3;
 /** Finished outbound transfers are kept this long so a receiver's late re-send still finds its grant. */
 export const TRANSFER_RETENTION_MS = 30 * 86_400_000;
 
@@ -93,31 +92,37 @@ export function decideGrant(available: number, need: number, extra: number): num
   return forNeed + forExtra;
 }
 
-/** A receiver's request for units. `transferId` is unique per receiver and re-sent unchanged. */
+/**
+ * A receiver's request for units. `transferId` is unique per receiver and re-sent unchanged; `from` is the
+ * receiver (the asker). `gather`: shard 0 gathering: a giver that cannot give all of `need` gives everything
+ * and reports itself drained.
+ */
 export interface GiveRequest {
   transferId: string;
   from: number;
   need: number;
   extra: number;
+  gather?: boolean;
 }
 
-/** A giver's answer: what it granted under the id, and its state for the receiver's dryness proof. */
+/** A giver's answer: what it granted under the id, and its state. */
 export interface GiveAnswer {
   granted: number;
   /** Free units the giver kept. */
   available: number;
-  /** The giver's move counter (positive grants and receipts), monotonic. */
+  /** The giver's move counter (positive grants and receipts), monotonic (diagnostics). */
   moves: number;
-  /** Positive grants the giver made that their receivers have not acknowledged yet. */
-  unacked: number;
-  /** Their transfer ids (at most MAX_LISTED_IDS; `unacked` larger than the list means it was cut). */
-  unackedIds: string[];
-  /** The ids of the transfers the giver itself has open (asked for, answer not applied). */
-  openIds: string[];
+  /** The giver holds no free unit at rest and tells shard 0 before it holds one again (a shard i > 0). */
+  drained: boolean;
+  /** The giver's drain epoch: bumped by every change of `drained`, so shard 0 keeps only the newest word. */
+  epoch: number;
+  /** Shard 0's answer to a claim: it lacks the need and every sibling is drained (nothing is left anywhere). */
+  dry?: boolean;
+  /** Sequential rounds shard 0 waited for before answering a claim (its gathering round), for the hop count. */
+  rounds?: number;
+  /** The transfers the giver itself has open (a claim whose grant has not reached it yet). */
+  openIds?: string[];
 }
-
-/** Most transfer ids one answer lists. */
-export const MAX_LISTED_IDS = 64;
 
 const LEDGER_SCHEMA = `
 CREATE TABLE IF NOT EXISTS shard_ledger (
@@ -126,6 +131,21 @@ CREATE TABLE IF NOT EXISTS shard_ledger (
   seq INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO shard_ledger (id, moves, seq) VALUES (1, 0, 0);
+CREATE TABLE IF NOT EXISTS pushes_in (
+  transfer_id TEXT PRIMARY KEY,
+  units INTEGER NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pushes_out (
+  transfer_id TEXT PRIMARY KEY,
+  units INTEGER NOT NULL CHECK (units > 0)
+);
+CREATE TABLE IF NOT EXISTS sibling_drain (
+  shard INTEGER PRIMARY KEY,
+  epoch INTEGER NOT NULL,
+  drained INTEGER NOT NULL,
+  hold_transfer TEXT
+);
 CREATE TABLE IF NOT EXISTS transfers_out (
   transfer_id TEXT PRIMARY KEY,
   to_shard INTEGER NOT NULL,
@@ -158,15 +178,22 @@ export interface LedgerHost {
 
 type OpenTransfer = { giver: number; request: GiveRequest };
 
+/** Columns of `shard_ledger` added by issue 19 (an object of before holds none of them: it is not drained). */
+const DRAIN_COLUMNS: [name: string, ddl: string][] = [
+  ["drained", "ALTER TABLE shard_ledger ADD COLUMN drained INTEGER NOT NULL DEFAULT 0"],
+  ["epoch", "ALTER TABLE shard_ledger ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0"],
+];
+
+type Counters = { moves: number; seq: number; drained: number; epoch: number };
+
 /**
  * The persisted half of the protocol, on the object's SQLite. Every method is
  * synchronous and must run inside the object's `transactionSync`, together with
  * the change of free units it implies (it calls `LedgerHost.adjust` itself).
  */
 export class ShardLedger {
-  private counters: { moves: number; seq: number } | undefined;
+  private counters: Counters | undefined;
   private openCount: number | undefined;
-  private unackedCount: number | undefined;
   private dueCount: number | undefined;
 
   constructor(
@@ -174,9 +201,11 @@ export class ShardLedger {
     private readonly host: LedgerHost,
   ) {}
 
-  /** Creates the tables (idempotent). */
+  /** Creates the tables, and adds the drain columns to a ledger that predates them (idempotent). */
   createSchema(): void {
     this.sql.exec(LEDGER_SCHEMA);
+    const have = new Set(this.sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('shard_ledger')").toArray().map((c) => c.name));
+    for (const [name, ddl] of DRAIN_COLUMNS) if (!have.has(name)) this.sql.exec(ddl);
     this.invalidate();
   }
 
@@ -184,7 +213,6 @@ export class ShardLedger {
   invalidate(): void {
     this.counters = undefined;
     this.openCount = undefined;
-    this.unackedCount = undefined;
     this.dueCount = undefined;
   }
 
@@ -198,79 +226,84 @@ export class ShardLedger {
     return this.openCount > 0;
   }
 
-  /** Positive grants out that are not acknowledged. */
-  unacked(): number {
-    this.unackedCount ??= this.count("SELECT count(*) AS n FROM transfers_out WHERE acked = 0");
-    return this.unackedCount;
+  /** Whether recovery work is left: a transfer to re-send, an acknowledgement or a push to send. */
+  needsRecovery(): boolean {
+    this.dueCount ??= this.count("SELECT (SELECT count(*) FROM acks_due) + (SELECT count(*) FROM pushes_out) AS n");
+    return this.hasOpen() || this.dueCount > 0;
   }
 
-  /** Whether recovery work is left: a transfer to re-send or an acknowledgement to send. */
-  needsRecovery(): boolean {
-    this.dueCount ??= this.count("SELECT count(*) AS n FROM acks_due");
-    return this.hasOpen() || this.dueCount > 0;
+  /** This shard's drain state (a shard i > 0): drained, and the epoch of that word. */
+  drainState(): { drained: boolean; epoch: number } {
+    const c = this.read();
+    return { drained: c.drained === 1, epoch: c.epoch };
   }
 
   /**
    * Giving side. Invariant: a transfer id is granted once; a repeat returns the
-   * recorded grant and takes nothing. A grant never exceeds the free units, less
-   * `keep` (units this shard holds for its own waiting borrowers).
+   * recorded grant and takes nothing. A grant never exceeds the free units.
+   * `decide(free)` is the grant of a first request (default: `decideGrant`); a
+   * gathering request (`req.gather`: shard 0 ran short) takes every free unit and
+   * leaves this shard drained (a new epoch). `granted` says what was given.
    */
-  give(req: GiveRequest, now: number, keep = 0): GiveAnswer {
-    const known = this.sql.exec<{ granted: number }>("SELECT granted FROM transfers_out WHERE transfer_id = ?", req.transferId).toArray()[0];
-    let granted = known?.granted ?? 0;
-    if (!known) {
-      granted = decideGrant(this.host.available() - Math.max(0, keep), req.need, req.extra);
+  give(req: GiveRequest, now: number, decide?: (free: number) => number, granted?: (units: number) => void): GiveAnswer {
+    const known = this.recorded(req.transferId);
+    let units = known ?? 0;
+    if (known === undefined) {
+      const free = this.host.available();
+      if (decide) units = Math.min(free, Math.max(0, decide(free)));
+      // Shard 0 gathering (it ran short): everything, and drained.
+      else if (req.gather) units = Math.max(0, free);
+      else units = decideGrant(free, req.need, req.extra);
       this.sql.exec(
         "INSERT INTO transfers_out (transfer_id, to_shard, granted, acked, at) VALUES (?, ?, ?, ?, ?)",
         req.transferId,
         req.from,
-        granted,
-        granted > 0 ? 0 : 1,
+        units,
+        units > 0 ? 0 : 1,
         now,
       );
-      if (granted > 0) {
-        this.host.adjust(-granted);
+      if (units > 0) {
+        this.host.adjust(-units);
         this.bumpMoves();
-        this.unackedCount = this.unacked() + 1;
       }
+      if (req.gather && this.host.available() === 0) this.setDrained(true);
+      granted?.(units);
       // Bounded pruning of long-finished transfers (a receiver re-sends only while its transfer is open).
       this.sql.exec(
         "DELETE FROM transfers_out WHERE transfer_id IN (SELECT transfer_id FROM transfers_out WHERE at < ? AND acked = 1 LIMIT 10)",
         now - TRANSFER_RETENTION_MS,
       );
     }
-    return this.answerWith(granted);
+    return this.answerWith(units);
+  }
+
+  /** The grant recorded under a transfer id, if any. */
+  recorded(transferId: string): number | undefined {
+    return this.sql.exec<{ granted: number }>("SELECT granted FROM transfers_out WHERE transfer_id = ?", transferId).toArray()[0]?.granted;
   }
 
   /** The giver's answer with its current state, for a grant of `granted`. */
   answerWith(granted: number): GiveAnswer {
-    const unacked = this.unacked();
-    const unackedIds =
-      unacked === 0
-        ? []
-        : this.sql
-            .exec<{ transfer_id: string }>("SELECT transfer_id FROM transfers_out WHERE acked = 0 LIMIT ?", MAX_LISTED_IDS)
-            .toArray()
-            .map((r) => r.transfer_id);
+    const { drained, epoch } = this.drainState();
     const openIds = this.hasOpen()
-      ? this.sql.exec<{ transfer_id: string }>("SELECT transfer_id FROM transfers_in LIMIT ?", MAX_LISTED_IDS).toArray().map((r) => r.transfer_id)
+      ? this.sql.exec<{ transfer_id: string }>("SELECT transfer_id FROM transfers_in LIMIT 64").toArray().map((r) => r.transfer_id)
       : [];
-    return { granted, available: this.host.available(), moves: this.moves, unacked, unackedIds, openIds };
+    return { granted, available: this.host.available(), moves: this.moves, drained, epoch, openIds };
   }
 
   /** Giving side: the receiver applied these grants. Idempotent. */
   acknowledge(transferIds: string[]): void {
     for (const id of transferIds) this.sql.exec("UPDATE transfers_out SET acked = 1 WHERE transfer_id = ?", id);
-    this.unackedCount = undefined;
   }
 
   /**
-   * Receiving side, before asking: one open transfer per giver, persisted. A giver
-   * that already has an open transfer from this shard is asked again under the
-   * same id (so whatever it granted is applied once, whenever its answer arrives).
+   * Receiving side, before asking: one open transfer per giver, persisted. With `reuse`, a
+   * giver that already has an open transfer from this shard is asked again under the same
+   * id (so whatever it granted is applied once, whenever its answer arrives); without, each
+   * call opens a transfer of its own (concurrent claims to shard 0 each have their own id).
    */
-  open(givers: number[], self: number, need: number, extra: number, now: number): OpenTransfer[] {
-    const existing = new Map(this.openTransfers(self).map((t) => [t.giver, t]));
+  open(givers: number[], self: number, need: number, extra: number, now: number, reuse = true): OpenTransfer[] {
+    const existing = reuse ? new Map(this.openTransfers(self).map((t) => [t.giver, t])) : new Map<number, OpenTransfer>();
     return givers.map((giver) => {
       const open = existing.get(giver);
       if (open) return open;
@@ -327,12 +360,105 @@ export class ShardLedger {
     this.dueCount = undefined;
   }
 
+  /**
+   * A drained shard that holds free units again (a release, a rollback, a grant its
+   * waiter did not use) hands them to shard 0: taken out here and recorded as a push
+   * under an id, in one step; the shard stays drained. Returns the pushes not yet
+   * taken by shard 0 (this one and any a failure left).
+   */
+  pushIfHolding(self: number): { transferId: string; units: number }[] {
+    const free = this.host.available();
+    if (this.read().drained === 1 && free > 0) {
+      const seq = this.read().seq + 1;
+      this.sql.exec("UPDATE shard_ledger SET seq = ? WHERE id = 1", seq);
+      this.counters = { ...this.read(), seq };
+      this.sql.exec("INSERT INTO pushes_out (transfer_id, units) VALUES (?, ?)", `${self}:p${seq}`, free);
+      this.host.adjust(-free);
+      this.bumpMoves();
+      this.dueCount = undefined;
+    }
+    return this.sql.exec<{ transfer_id: string; units: number }>("SELECT transfer_id, units FROM pushes_out").toArray().map((r) => ({ transferId: r.transfer_id, units: r.units }));
+  }
+
+  /** Shard 0 took this push. */
+  pushed(transferId: string): void {
+    this.sql.exec("DELETE FROM pushes_out WHERE transfer_id = ?", transferId);
+    this.dueCount = undefined;
+  }
+
+  /** Shard 0: a sibling's push, applied once per id (a repeat adds nothing). */
+  accept(transferId: string, units: number, now: number): void {
+    const added = this.sql.exec("INSERT OR IGNORE INTO pushes_in (transfer_id, units, at) VALUES (?, ?, ?)", transferId, units, now).rowsWritten;
+    if (added > 0 && units > 0) {
+      this.host.adjust(units);
+      this.bumpMoves();
+    }
+    this.sql.exec(
+      "DELETE FROM pushes_in WHERE transfer_id IN (SELECT transfer_id FROM pushes_in WHERE at < ? LIMIT 10)",
+      now - TRANSFER_RETENTION_MS,
+    );
+  }
+
+  /**
+   * Shard 0: what a sibling said of itself, kept only when newer than what it said before. A
+   * "drained" said while the batch shard 0 last handed it was still on its way (its transfer
+   * open there) is not believed: the batch will be at rest there.
+   */
+  noteSibling(shard: number, epoch: number, drained: boolean, openIds: string[] = []): void {
+    if (drained && openIds.length > 0) {
+      const hold = this.sql.exec<{ t: string | null }>("SELECT hold_transfer AS t FROM sibling_drain WHERE shard = ?", shard).toArray()[0]?.t;
+      if (hold && openIds.includes(hold)) drained = false;
+    }
+    this.sql.exec(
+      `INSERT INTO sibling_drain (shard, epoch, drained) VALUES (?1, ?2, ?3)
+       ON CONFLICT (shard) DO UPDATE SET epoch = excluded.epoch, drained = excluded.drained WHERE excluded.epoch > sibling_drain.epoch`,
+      shard,
+      epoch,
+      drained ? 1 : 0,
+    );
+  }
+
+  /** Shard 0 handed `shard` a batch beyond its need (transfer `transferId`): it will hold units at rest. */
+  siblingHolds(shard: number, transferId: string): void {
+    this.sql.exec(
+      `INSERT INTO sibling_drain (shard, epoch, drained, hold_transfer) VALUES (?1, -1, 0, ?2)
+       ON CONFLICT (shard) DO UPDATE SET drained = 0, hold_transfer = excluded.hold_transfer`,
+      shard,
+      transferId,
+    );
+  }
+
+  /** A shard i > 0 applied a batch beyond its need from shard 0 (which already counts it as holding): not drained. */
+  heldByGrant(): void {
+    if (this.read().drained === 1) this.setDrained(false);
+  }
+
+  /** Shard 0: the siblings (of `shards`) not known to be drained. */
+  undrainedSiblings(shards: number): number[] {
+    const drained = new Set(
+      this.sql.exec<{ shard: number }>("SELECT shard FROM sibling_drain WHERE drained = 1 AND shard < ?", shards).toArray().map((r) => r.shard),
+    );
+    return siblingsOf(0, shards).filter((s) => !drained.has(s));
+  }
+
+  /** Shard 0: every sibling is drained (none holds a free unit at rest). */
+  allDrained(shards: number): boolean {
+    return this.undrainedSiblings(shards).length === 0;
+  }
+
+  private setDrained(drained: boolean): void {
+    const c = this.read();
+    const epoch = c.epoch + 1;
+    this.sql.exec("UPDATE shard_ledger SET drained = ?, epoch = ? WHERE id = 1", drained ? 1 : 0, epoch);
+    this.counters = { ...c, drained: drained ? 1 : 0, epoch };
+  }
+
   private count(query: string): number {
     return this.sql.exec<{ n: number }>(query).one().n;
   }
 
-  private read(): { moves: number; seq: number } {
-    this.counters ??= this.sql.exec<{ moves: number; seq: number }>("SELECT moves, seq FROM shard_ledger WHERE id = 1").one();
+  private read(): Counters {
+    this.counters ??= this.sql.exec<Counters>("SELECT moves, seq, drained, epoch FROM shard_ledger WHERE id = 1").one();
     return this.counters;
   }
 
@@ -347,6 +473,8 @@ export class ShardLedger {
 export interface SiblingPort {
   give(shard: number, request: GiveRequest): Promise<GiveAnswer>;
   acknowledge(shard: number, transferIds: string[]): Promise<void>;
+  /** Hands shard `shard` (0) `units` free units of shard `from` under `transferId` (applied once per id). */
+  push(shard: number, from: number, transferId: string, units: number): Promise<void>;
 }
 
 /** The object the balancer works for. */
@@ -362,58 +490,79 @@ export interface BalancerHost extends LedgerHost {
 }
 
 export interface BorrowOutcome {
-  /** covered: the shard now holds `need`; dry: every shard is provably empty; unknown: gave up (try again). */
+  /** covered: the shard now holds `need`; dry: nothing is left anywhere (shard 0's word); unknown: gave up (try again). */
   result: "covered" | "dry" | "unknown";
   /** Sequential rounds of sibling calls this borrow waited for (nested hops). */
   rounds: number;
 }
 
-interface RoundResult {
-  granted: number;
-  /** Every sibling answered. */
-  complete: boolean;
-  answers: Map<number, GiveAnswer>;
-}
-
 /**
- * The asynchronous half: borrowing rounds, the dryness proof, acknowledgements
- * and recovery. One round is in flight per shard at a time; concurrent borrowers
- * wait for it and then look again (a storm of requests on a dry shard makes one
- * round, not one per request). After a proof of dryness the shard answers "none
- * left" without asking for `dryMemoMs` (units come back only by a restock, a
- * release, a rollback or a quantity raise; `forgetDry` covers the local ones).
+ * The asynchronous half: claims to shard 0, shard 0's gathering rounds and its
+ * answer to a claim, acknowledgements, pushes of returned units and recovery.
+ *
+ * Shard 0 is the reserve. A shard i > 0 short of units claims from shard 0 (one
+ * call, its own transfer id). Shard 0 grants from what it holds (the need, and a
+ * batch beyond it while it holds plenty); when it lacks the need and some sibling
+ * may hold units at rest, it gathers first: one round in flight at a time, asking
+ * every sibling not known to be drained for everything it holds (each is drained
+ * after answering): the last units gather at shard 0. Shard 0 answers
+ * "none left" only from its own state: it lacks the need and every sibling is
+ * drained. So a borrow costs at most a claim and one gathering round.
  */
 export class ShardBalancer {
-  private inflight: Promise<RoundResult> | undefined;
-  private dryUntil = 0;
-  /**
-   * The shard's last round if it was complete and brought nothing. Rounds of one shard never
-   * overlap, so this and the next such round are "two rounds in a row" for the dryness proof,
-   * whichever borrowers started them (a per-borrower proof starves when many wait on one shard).
-   */
-  private lastEmpty: RoundResult | undefined;
-  /** Units the borrowers waiting right now need together (a round asks for all of it). */
+  /** Shard 0's gathering round in flight (rounds never overlap; concurrent claims join it). */
+  private inflight: Promise<void> | undefined;
+  /** Units the claims and borrowers waiting at shard 0 lack together (a gathering round asks for all of it). */
   private wanted = 0;
 
   constructor(
     private readonly host: BalancerHost,
     private readonly ledger: ShardLedger,
     private readonly siblings: () => SiblingPort,
-    private readonly dryMemoMs: number,
     private readonly clock: () => number = Date.now,
   ) {}
 
   /**
-   * The giving side of a sibling's request (the object's `give` RPC). A shard that is
-   * itself borrowing keeps what its own waiters need from askers with a higher index
-   * and gives to lower ones: hungry shards never pass the last units back and forth
-   * (which kept every dryness proof from settling at a sell-out); the units gather at
-   * the lowest hungry shard, which either uses them or proves the rest empty and then
-   * lets them go.
+   * The giving side of a sibling's request (the object's `give` RPC). A shard i > 0
+   * answers in one transaction (shard 0 gathering from it). Shard 0 answers a claim:
+   * at once if it holds the need or knows every sibling drained, else after one
+   * gathering round; it grants the need (and a batch beyond it while it holds enough
+   * to hand every shard one, marking the claimer as holding units), or nothing with
+   * `dry` when nothing is left anywhere.
    */
-  answer(request: GiveRequest, self: number): GiveAnswer {
-    const keep = this.wanted > 0 && request.from > self ? this.wanted : 0;
-    return this.host.tx(() => this.ledger.give(request, this.clock(), keep));
+  async answer(request: GiveRequest, self: number, shards: number): Promise<GiveAnswer> {
+    if (self !== 0) return this.host.tx(() => this.ledger.give(request, this.clock()));
+    let rounds = 0;
+    const known = this.host.tx(() => this.ledger.recorded(request.transferId));
+    for (let attempt = 0; known === undefined && attempt < MAX_BORROW_ROUNDS - 1; attempt++) {
+      if (this.host.available() >= request.need || this.ledger.allDrained(shards)) break;
+      this.wanted += request.need;
+      try {
+        await this.gather(shards, request.need, request.extra);
+      } finally {
+        this.wanted -= request.need;
+      }
+      rounds++;
+    }
+    return this.host.tx(() => {
+      const need = request.need;
+      const undrained = this.ledger.undrainedSiblings(shards).length;
+      const dry = this.host.available() < need && undrained === 0;
+      // A batch beyond the need only before the end phase (no sibling drained yet) and while shard 0
+      // could hand every shard one: once shard 0 had to gather, the last units stay here, where one
+      // step decides, instead of resting at a shard that would then have to be drained again.
+      const batching = undrained === shards - 1;
+      const answer = this.ledger.give(
+        request,
+        this.clock(),
+        // (A new shard's share, need 0, is a batch: taken before the sale, as before.)
+        (free) => (free < need ? 0 : batching && (need === 0 || free - need >= request.extra * shards) ? decideGrant(free, need, request.extra) : need),
+        (units) => {
+          if (units > need) this.ledger.siblingHolds(request.from, request.transferId);
+        },
+      );
+      return { ...answer, dry: answer.granted === 0 && dry, rounds };
+    });
   }
 
   /** The giving side of an acknowledgement (the object's `acknowledge` RPC). */
@@ -421,65 +570,85 @@ export class ShardBalancer {
     this.host.tx(() => this.ledger.acknowledge(transferIds));
   }
 
-  /** Whether a proof of dryness is still fresh (the object may refuse without asking). */
-  knownDry(): boolean {
-    return this.dryUntil > this.clock();
-  }
-
-  /** Units came back to this shard (restock, release, quantity raise): the proof is void. */
-  forgetDry(): void {
-    this.dryUntil = 0;
+  /** Shard 0: a drained sibling hands back units that came back to it (the object's `push` RPC). Idempotent. */
+  accepted(transferId: string, units: number): void {
+    this.host.tx(() => this.ledger.accept(transferId, units, this.clock()));
   }
 
   /**
-   * Borrows until this shard holds `need` free units (`covered`), or every sibling
-   * is provably empty (`dry`). Never `dry` on a guess: when calls fail or units keep
-   * moving it stops after MAX_BORROW_ROUNDS with `unknown`.
+   * Borrows until this shard holds `need` free units (`covered`), or nothing is left
+   * anywhere (`dry`, shard 0's word). Never `dry` on a guess: when calls fail it stops
+   * after MAX_BORROW_ROUNDS with `unknown`.
    *
    * `take`, if given, is the caller's decision (its own synchronous transaction): it
    * runs at the very moment the units are seen free, with no await in between, so a
-   * concurrent borrower woken by the same round cannot take them first; its value is
-   * returned as `taken`.
+   * concurrent borrower cannot take them first; its value is returned as `taken`.
    */
   async borrow<T = never>(self: number, shards: number, need: number, extra: number, take?: () => T): Promise<BorrowOutcome & { taken?: T }> {
-    this.wanted += need;
-    try {
-      return await this.borrowRounds(self, shards, need, extra, take);
-    } finally {
-      this.wanted -= need;
-    }
-  }
-
-  private async borrowRounds<T>(self: number, shards: number, need: number, extra: number, take?: () => T): Promise<BorrowOutcome & { taken?: T }> {
     let rounds = 0;
     const covered = () => (take ? { result: "covered" as const, rounds, taken: take() } : { result: "covered" as const, rounds });
-    for (let attempt = 0; attempt < MAX_BORROW_ROUNDS; attempt++) {
+    try {
+      for (let attempt = 0; attempt < MAX_BORROW_ROUNDS; attempt++) {
+        if (this.host.available() >= need) return covered();
+        if (shards <= 1) return { result: "dry", rounds };
+        if (self === 0) {
+          if (this.ledger.allDrained(shards)) return { result: "dry", rounds };
+          this.wanted += need;
+          try {
+            await this.gather(shards, need, extra);
+          } finally {
+            this.wanted -= need;
+          }
+          rounds++;
+          continue;
+        }
+        const answer = await this.claim(self, need, extra);
+        rounds += 1 + (answer?.rounds ?? 0);
+        // The claim's units were applied in the same synchronous step as this check: no one took them.
+        if (this.host.available() >= need) return covered();
+        if (answer?.dry) return { result: "dry", rounds };
+      }
       if (this.host.available() >= need) return covered();
-      if (shards <= 1 || this.knownDry()) return { result: "dry", rounds };
-      // One round in flight per shard: join it, or start the next one. Ask for what every waiting borrower
-      // lacks, not only this one, so a storm on a dry shard is served in few rounds.
-      await (this.inflight ?? this.runRound(self, shards, Math.max(1, need, this.wanted - this.host.available()), extra));
-      rounds++;
+      return { result: "unknown", rounds };
+    } finally {
+      // Units this borrow brought and did not use (a take that took nothing) are at rest here now.
+      if (self > 0) await this.returned(self).catch(() => undefined);
     }
-    if (this.host.available() >= need) return covered();
-    return { result: this.knownDry() ? "dry" : "unknown", rounds };
   }
 
   /**
-   * One round asking `givers` (default: every sibling) for a batch only: a new shard
-   * taking its share. Returns the units received.
+   * One claim to shard 0 asking for `extra` units only: a new shard taking its share.
+   * Returns the units received.
    */
-  async prefetch(self: number, shards: number, extra: number, givers?: number[]): Promise<number> {
-    if (shards <= 1 || extra <= 0) return 0;
-    // Rounds of a shard never overlap (the dryness proof counts on it).
-    while (this.inflight) await this.inflight;
-    return (await this.runRound(self, shards, 0, extra, givers)).granted;
+  async prefetch(self: number, shards: number, extra: number): Promise<number> {
+    if (shards <= 1 || extra <= 0 || self === 0) return 0;
+    const before = this.host.available();
+    await this.claim(self, 0, extra);
+    return this.host.available() - before;
+  }
+
+  /**
+   * Units came back to this shard locally (a release, a rollback, a grant applied late
+   * or not used). A drained shard i > 0 hands them to shard 0 before the return
+   * completes (so shard 0's "none left" stays true); throws when shard 0 cannot take
+   * them (the push stays owed: the alarm, or the caller's retry, sends it).
+   */
+  async returned(self: number): Promise<void> {
+    if (self === 0) return;
+    const pushes = this.host.tx(() => this.ledger.pushIfHolding(self));
+    if (pushes.length === 0) return;
+    const port = this.siblings();
+    for (const p of pushes) {
+      await port.push(0, self, p.transferId, p.units);
+      this.host.tx(() => this.ledger.pushed(p.transferId));
+    }
   }
 
   /**
    * Finishes what a crash left: re-sends every open transfer under its id, then
-   * sends the acknowledgements owed. Idempotent (a closed transfer is not applied
-   * again, an acknowledgement twice is one). True when nothing is left to do.
+   * sends the acknowledgements and the pushes owed. Idempotent (a closed
+   * transfer is not applied again, an acknowledgement twice is one). True when
+   * nothing is left to do.
    */
   async recover(self: number): Promise<boolean> {
     const open = this.host.tx(() => this.ledger.openTransfers(self));
@@ -493,6 +662,7 @@ export class ShardBalancer {
       });
     }
     await this.sendAcks();
+    await this.returned(self).catch(() => undefined);
     return !this.host.tx(() => this.ledger.needsRecovery());
   }
 
@@ -518,76 +688,61 @@ export class ShardBalancer {
     );
   }
 
-  private runRound(self: number, shards: number, need: number, extra: number, givers?: number[]): Promise<RoundResult> {
-    const round: Promise<RoundResult> = this.round(self, givers ?? siblingsOf(self, shards), need, extra).finally(() => {
+  /** A shard i > 0 asks shard 0 for `need` (+ `extra`): its own transfer, applied in the step that sees the answer. */
+  private async claim(self: number, need: number, extra: number): Promise<GiveAnswer | undefined> {
+    const [t] = this.host.tx(() => this.ledger.open([0], self, need, extra, this.clock(), false));
+    await this.host.armRecovery();
+    let answer: GiveAnswer;
+    try {
+      answer = await this.siblings().give(0, t!.request);
+    } catch {
+      return undefined; // left open: the alarm re-sends it under its id
+    }
+    const granted = this.host.tx(() => {
+      const units = this.ledger.close(0, t!.request, answer);
+      if (units > need) this.ledger.heldByGrant();
+      return units;
+    });
+    if (granted > 0) void this.sendAcks().catch(() => undefined);
+    return answer;
+  }
+
+  /**
+   * Shard 0 gathers: one round in flight at a time (a caller joins the one running, and
+   * looks again after it); asks every sibling not known to be drained for what the
+   * waiting borrowers lack, and notes what each says of itself.
+   */
+  private async gather(shards: number, need: number, extra: number): Promise<void> {
+    if (this.inflight) return this.inflight;
+    const round = this.gatherRound(shards, Math.max(1, need, this.wanted - this.host.available()), extra).finally(() => {
       if (this.inflight === round) this.inflight = undefined;
     });
     this.inflight = round;
     return round;
   }
 
-  private async round(self: number, givers: number[], need: number, extra: number): Promise<RoundResult> {
-    const transfers = this.host.tx(() => this.ledger.open(givers, self, need, extra, this.clock()));
+  private async gatherRound(shards: number, need: number, extra: number): Promise<void> {
+    const givers = this.host.tx(() => this.ledger.undrainedSiblings(shards));
+    if (givers.length === 0) return;
+    const transfers = this.host.tx(() => this.ledger.open(givers, 0, need, extra, this.clock()));
     await this.host.armRecovery();
     const port = this.siblings();
-    const settled = await Promise.allSettled(transfers.map((t) => port.give(t.giver, t.request)));
-    const answers = new Map<number, GiveAnswer>();
+    const settled = await Promise.allSettled(transfers.map((t) => port.give(t.giver, { ...t.request, gather: true })));
     let granted = 0;
     this.host.tx(() => {
       settled.forEach((s, i) => {
         const t = transfers[i]!;
         if (s.status !== "fulfilled") return;
-        answers.set(t.giver, s.value);
         granted += this.ledger.close(t.giver, t.request, s.value);
+        this.ledger.noteSibling(t.giver, s.value.epoch, s.value.drained, s.value.openIds);
       });
     });
     // Acknowledge after the answer's work, not before it: the units are already usable here.
     if (granted > 0) void this.sendAcks().catch(() => undefined);
-    const result = { granted, complete: answers.size === transfers.length, answers };
-    this.noteRound(result);
-    return result;
-  }
-
-  /** Proves dryness from this round and the one before it (synchronously, before any waiter resumes). */
-  private noteRound(result: RoundResult): void {
-    const empty = result.complete && result.granted === 0;
-    if (empty && this.lastEmpty && provesDry(this.lastEmpty, result) && !this.host.tx(() => this.ledger.hasOpen())) {
-      this.dryUntil = this.clock() + this.dryMemoMs;
-    }
-    this.lastEmpty = empty ? result : undefined;
   }
 }
 
 /** Every shard of `shards` but `self`. */
 export function siblingsOf(self: number, shards: number): number[] {
   return Array.from({ length: shards }, (_, s) => s).filter((s) => s !== self);
-}
-
-/**
- * Two complete rounds in a row prove every sibling empty when, in both, each held
- * and granted nothing, none moved units in between (move counters unchanged), and
- * no grant either round saw unacknowledged is still open at its receiver in the
- * second round (such a grant may be in flight). A grant acknowledged late is no
- * obstacle: once its receiver has closed the transfer the units are at rest there.
- * Pure.
- */
-export function provesDry(first: { answers: Map<number, GiveAnswer> }, second: { answers: Map<number, GiveAnswer> }): boolean {
-  if (first.answers.size !== second.answers.size) return false;
-  const maybeInFlight = new Set<string>();
-  const openNow = new Set<string>();
-  for (const [shard, b] of second.answers) {
-    const a = first.answers.get(shard);
-    if (!a) return false;
-    for (const x of [a, b]) {
-      if (x.granted > 0 || x.available > 0) return false;
-      // A cut list cannot be checked: no proof.
-      if (x.unacked > x.unackedIds.length) return false;
-      for (const id of x.unackedIds) maybeInFlight.add(id);
-    }
-    if (b.openIds.length >= MAX_LISTED_IDS) return false;
-    for (const id of b.openIds) openNow.add(id);
-    if (a.moves !== b.moves) return false;
-  }
-  for (const id of maybeInFlight) if (openNow.has(id)) return false;
-  return true;
 }

@@ -54,7 +54,7 @@ async function chunkedStore(couponId: number, failOn?: number) {
     let chunks = 0;
     instance.store = {
       loadPage: (id, step) => real.loadPage(id, step),
-      updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+      updateQuantity: (id, quantity, version) => real.updateQuantity(id, quantity, version),
       project: async (id, records, at) => {
         const ids = new Map<number, number>();
         for (let i = 0; i < records.length; i += ROWS_PER_BATCH) {
@@ -170,15 +170,20 @@ describe("CouponIssuer write-behind alarm", () => {
     const stub = issuerOf(couponId);
     expect((await issue(couponId, await createUser())).status).toBe(201);
     const real = await breakD1Writes(couponId);
-    const res = await api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 8 }, adminHeaders);
+    // A raise reaches D1 before the object uses it (issue 19): with D1 down it is not applied, and says so.
+    const raise = await api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 8 }, adminHeaders);
+    expect(raise.status).toBe(503);
+    expect((await stub.state()).quantity).toBe(5);
+    // A cut is applied by the object first; D1 follows from the alarm.
+    const res = await api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 3 }, adminHeaders);
     expect(res.status).toBe(200);
     expect((await d1State(couponId)).quantity).toBe(5);
     await runInDurableObject(stub, (instance: CouponIssuer) => {
       instance.store = real;
     });
     await runDurableObjectAlarm(stub);
-    expect(await d1State(couponId)).toMatchObject({ quantity: 8, issuedQuantity: 1 });
-    expect((await stub.state()).quantity).toBe(8);
+    expect(await d1State(couponId)).toMatchObject({ quantity: 3, issuedQuantity: 1 });
+    expect((await stub.state()).quantity).toBe(3);
   });
 
   it("keeps every chunk D1 committed when a later one fails: the third chunk fails, the first two stay synced, and a later alarm sends only the rest", async () => {
@@ -243,7 +248,7 @@ describe("CouponIssuer write-behind alarm", () => {
       let maxInFlight = 0;
       instance.store = {
         loadPage: (id, step) => real.loadPage(id, step),
-        updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+        updateQuantity: (id, quantity, version) => real.updateQuantity(id, quantity, version),
         project: async (id, records, at) => {
           maxInFlight = Math.max(maxInFlight, ++inFlight);
           batches.push(records.length);

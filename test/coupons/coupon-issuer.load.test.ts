@@ -61,7 +61,7 @@ function steppedLoad(instance: CouponIssuer, opts: { failOn?: number; hold?: num
   let steps = 0;
   instance.store = {
     project: (id, records, at) => real.project(id, records, at),
-    updateQuantity: (id, quantity) => real.updateQuantity(id, quantity),
+    updateQuantity: (id, quantity, version) => real.updateQuantity(id, quantity, version),
     loadPage: async (id, step) => {
       const n = ++steps;
       if (n === opts.failOn) throw new Error("D1 unavailable (simulated)");

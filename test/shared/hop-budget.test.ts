@@ -102,14 +102,16 @@ describe("sharded coupon issue (K = 8): the same 2 hops for a win at home, +1 ro
     expect(hops(first)).toBe(3);
     expect(first.headers.get("server-timing")).toContain('do;desc="2 calls');
 
-    // Drain the rest, then the proof that every shard is empty takes two rounds; after it the isolate knows.
+    // Drain the rest; then "sold out" is shard 0's word: the call, the claim to shard 0 (and its gathering round
+    // if some shard was not drained yet); after it the isolate knows.
     const rest = await Promise.all(Array.from({ length: 12 }, () => createUser()));
     expect((await Promise.all(rest.map((u) => issue(couponId, u)))).filter((r) => r.status === 201)).toHaveLength(12);
     isolateSoldOut.forget(couponId);
     const [e] = await homed(6, 1);
     const soldOut = await issue(couponId, e!);
     expect(errorCode(soldOut)).toBe("COUPON_SOLD_OUT");
-    expect(hops(soldOut)).toBe(3); // the call + two rounds of the dryness proof
+    expect(hops(soldOut)).toBeGreaterThanOrEqual(2);
+    expect(hops(soldOut)).toBeLessThanOrEqual(3);
     expect(hops(await issue(couponId, e!))).toBe(0);
   });
 });
