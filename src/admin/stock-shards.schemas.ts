@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { MAX_SHARDS } from "../shared/sharded-quantity";
+import { MAX_SHARDS } from "../sharding/sharded-quantity";
 import { D1CostSchema } from "./admin.schemas";
 
 export const SetStockShardsBodySchema = z

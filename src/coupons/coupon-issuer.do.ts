@@ -18,7 +18,7 @@ import {
   type GiveAnswer,
   type GiveRequest,
   type SiblingPort,
-} from "../shared/sharded-quantity";
+} from "../sharding/sharded-quantity";
 
 /** Which shard a call is meant for and the shard count the caller routed by (docs/ARCHITECTURE.md §9). */
 export interface ShardRoute {
@@ -142,7 +142,7 @@ const BORROW_TRIES = 5;
  * await between the check and the write, so no other request can interleave),
  * persisted before the answer, and only then projected into D1.
  *
- * Sharding (docs/ARCHITECTURE.md §9, src/shared/sharded-quantity.ts): shard 0 starts with the
+ * Sharding (docs/ARCHITECTURE.md §9, src/sharding/sharded-quantity.ts): shard 0 starts with the
  * whole quantity and is the authority on the shard count K; every other shard
  * takes its fair share from shard 0 when it is primed, and a shard that runs dry
  * borrows from its siblings. COUPON_SOLD_OUT is only answered when every shard is
@@ -496,7 +496,7 @@ export class CouponIssuer extends DurableObject<Env> {
     return { result: "ok", shards: c.shards, startsAt: c.starts_at };
   }
 
-  /** A sibling's request for units (src/shared/sharded-quantity.ts: the giving side). */
+  /** A sibling's request for units (src/sharding/sharded-quantity.ts: the giving side). */
   async give(couponId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot give: ${load.result}`);

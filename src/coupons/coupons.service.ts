@@ -4,7 +4,7 @@ import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
 import type { ObjectNamespace } from "../shared/object-placement";
 import type { CouponIssuer, IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
-import { homeShard, shardObjectName } from "../shared/sharded-quantity";
+import { homeShard, shardObjectName } from "../sharding/sharded-quantity";
 import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";

@@ -1,6 +1,6 @@
 import { callObject, HopMeter } from "../shared/hops";
 import type { ObjectNamespace } from "../shared/object-placement";
-import { shardObjectName } from "../shared/sharded-quantity";
+import { shardObjectName } from "../sharding/sharded-quantity";
 import type {
   ConfirmResult,
   PrimeResult,

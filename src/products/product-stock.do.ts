@@ -4,7 +4,7 @@ import { errorFields, log } from "../shared/logger";
 import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { HopMeter, meterD1 } from "../shared/hops";
-import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../shared/sharded-quantity";
+import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../sharding/sharded-quantity";
 import { SiblingProjections } from "./sibling-projections";
 import type { ShardValue } from "./stock-projection";
 import { StockProjector } from "./stock-projector";

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { abortAllDurableObjects, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import type { CouponIssuer } from "../../src/coupons/coupon-issuer.do";
-import { homeShard, MAX_BORROW_ROUNDS, shardObjectName, type GiveRequest, type SiblingPort } from "../../src/shared/sharded-quantity";
+import { homeShard, MAX_BORROW_ROUNDS, shardObjectName, type GiveRequest, type SiblingPort } from "../../src/sharding/sharded-quantity";
 import { adminHeaders, api, createCoupon, errorCode } from "../support/http";
 import { createUsers, d1State, issue, tally } from "./support";
 

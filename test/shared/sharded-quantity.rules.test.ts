@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decideGrant, fairShare, homeShard, mix32, orderShard, shardObjectName, siblingsOf } from "../../src/shared/sharded-quantity";
+import { decideGrant, fairShare, homeShard, mix32, orderShard, shardObjectName, siblingsOf } from "../../src/sharding/sharded-quantity";
 
 describe("sharded quantity: pure rules", () => {
   it("a giver hands over all it can of the need, and of the batch at most half of what it keeps", () => {

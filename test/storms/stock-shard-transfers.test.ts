@@ -2,7 +2,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { ProductStock } from "../../src/products/product-stock.do";
-import type { GiveAnswer, GiveRequest, SiblingPort } from "../../src/shared/sharded-quantity";
+import type { GiveAnswer, GiveRequest, SiblingPort } from "../../src/sharding/sharded-quantity";
 import { adminHeaders, api, createProduct } from "../support/http";
 import { stockStub } from "../support/orders";
 
