@@ -80,7 +80,7 @@ const LOSERS = USERS - WINNERS;
 /** `--shards K`: run the storm on K = 1, then on K shards (undefined: the single storm of before). */
 const SHARDS = process.argv.slice(2).some((a) => a === "--shards" || a.startsWith("--shards=")) ? arg("shards", 0) : undefined;
 const SHARDED = SHARDS !== undefined;
-/** Same bound as the admin API (src/sharding/sharded-quantity.ts MAX_SHARDS). */
+/** Same bound as the admin API (src/sharding/routing.ts MAX_SHARDS). */
 const MAX_SHARDS = 32;
 /** The Worker isolate's sold-out memory (src/coupons/sold-out.ts), only quoted in the output. */
 const SOLD_OUT_TTL_MS = 1_000;
@@ -95,7 +95,7 @@ if (SHARDED && !(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= MAX_SHARDS
 }
 
 /**
- * The user's home shard: a copy of `mix32`/`homeShard` in src/sharding/sharded-quantity.ts
+ * The user's home shard: a copy of `mix32`/`homeShard` in src/sharding/routing.ts
  * (the check "every shard issued exactly the 201s of its users" fails if the two drift).
  */
 /**

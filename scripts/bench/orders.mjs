@@ -74,7 +74,7 @@ const WARMUP = arg("warmup", 300);
 /** `--shards K`: run the storms on K = 1, then on K stock shards (undefined: the single run of before). */
 const SHARDS = process.argv.slice(2).some((a) => a === "--shards" || a.startsWith("--shards=")) ? arg("shards", 0) : undefined;
 const SHARDED = SHARDS !== undefined;
-/** Same bound as the admin API (src/sharding/sharded-quantity.ts MAX_SHARDS). */
+/** Same bound as the admin API (src/sharding/routing.ts MAX_SHARDS). */
 const MAX_SHARDS = 32;
 // A sharded hot product makes its point with ONE hot product whose demand exceeds its stock.
 const PRODUCTS = arg("products", SHARDED ? 1 : 5);

@@ -1,7 +1,7 @@
 import { z } from "@hono/zod-openapi";
 import { MAX_BALANCE } from "../points/points.rules";
 import { isValidDiscount } from "../coupons/coupon.rules";
-import { MAX_SHARDS } from "../sharding/sharded-quantity";
+import { MAX_SHARDS } from "../sharding/routing";
 
 const shardCount = (what: string) =>
   z

@@ -1,5 +1,5 @@
 import { z } from "@hono/zod-openapi";
-import { MAX_SHARDS } from "../sharding/sharded-quantity";
+import { MAX_SHARDS } from "../sharding/routing";
 import { D1CostSchema } from "./admin.schemas";
 
 export const SetStockShardsBodySchema = z

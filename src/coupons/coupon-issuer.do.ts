@@ -9,24 +9,11 @@ import { loadConfig } from "../config";
 import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { type D1Cost, HopMeter, meterD1 } from "../shared/hops";
-import {
-  fairShare,
-  homeShard,
-  shardObjectName,
-  ShardBalancer,
-  ShardLedger,
-  type GiveAnswer,
-  type GiveRequest,
-  type SiblingPort,
-} from "../sharding/sharded-quantity";
-
-/** Which shard a call is meant for and the shard count the caller routed by (docs/ARCHITECTURE.md §9). */
-export interface ShardRoute {
-  shard: number;
-  shards: number;
-}
-/** An unsharded coupon: its one object, as before sharding. */
-export const UNSHARDED: ShardRoute = { shard: 0, shards: 1 };
+import { homeShard, shardObjectName, UNSHARDED, type ShardAddress } from "../sharding/routing";
+import { fairShare } from "../sharding/rules";
+import { NOTHING_TO_GIVE, siblingPortOver, type GiveAnswer, type GiveRequest, type PushRequest, type ShardPeer, type SiblingPort } from "../sharding/transfer";
+import { ShardLedger } from "../sharding/ledger";
+import { ShardBalancer } from "../sharding/balancer";
 
 /** Outcome of `issue`: business refusals are values, never thrown across RPC. */
 export type IssueOutcome = (
@@ -157,7 +144,7 @@ const BORROW_TRIES = 5;
  * write, crash, eviction), idempotently. The same alarm finishes transfers a
  * crash left open.
  */
-export class CouponIssuer extends DurableObject<Env> {
+export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
   private readonly sql: SqlStorage;
   /** D1 adapter; a field (not a constant) so tests can simulate a D1 outage. */
   store: IssuanceStore;
@@ -264,7 +251,7 @@ export class CouponIssuer extends DurableObject<Env> {
    * When D1 cannot be reached the answer is SERVICE_UNAVAILABLE and the issuance
    * stays provisional: the alarm (or the user's retry) settles it either way.
    */
-  async issue(couponId: number, userId: number, now: number, route: ShardRoute = UNSHARDED, requestKey?: string): Promise<IssueOutcome> {
+  async issue(couponId: number, userId: number, now: number, route: ShardAddress = UNSHARDED, requestKey?: string): Promise<IssueOutcome> {
     this.requests++;
     const load = await this.ensureLoaded(couponId, route.shard);
     let d1Calls = load.d1Calls;
@@ -286,13 +273,18 @@ export class CouponIssuer extends DurableObject<Env> {
       let proven = false;
       if (this.neverHeld()) {
         // Not primed (the admin call failed, or a coupon written straight into D1): take the fair share first.
-        await this.balancer.prefetch(coupon.shard, coupon.shards, fairShare(coupon.quantity, coupon.shards));
+        await this.balancer.prefetch({ at: { shard: coupon.shard, shards: coupon.shards }, extra: fairShare(coupon.quantity, coupon.shards) });
         doCalls++;
         decision = this.decide(userId, now, requestKey);
       }
       for (let tries = 0; tries < BORROW_TRIES && !decision.ok && decision.code === "COUPON_SOLD_OUT"; tries++) {
         // The decision runs the moment a unit is seen free (no other borrower can take it in between).
-        const borrowed = await this.balancer.borrow(coupon.shard, coupon.shards, 1, this.borrowBatch(), () => this.decide(userId, now, requestKey));
+        const borrowed = await this.balancer.borrow({
+          at: { shard: coupon.shard, shards: coupon.shards },
+          need: 1,
+          extra: this.borrowBatch(),
+          take: () => this.decide(userId, now, requestKey),
+        });
         doCalls += borrowed.rounds;
         if (borrowed.result === "unknown") break;
         decision = borrowed.taken ?? this.decide(userId, now, requestKey);
@@ -427,7 +419,7 @@ export class CouponIssuer extends DurableObject<Env> {
     if (!changed && this.coupon!.shards > 1) {
       // Not enough free here: take back from the siblings what the cut needs, then try again.
       const need = this.coupon!.quantity - quantity;
-      const borrowed = await this.balancer.borrow(0, this.coupon!.shards, need, 0);
+      const borrowed = await this.balancer.borrow({ at: { shard: 0, shards: this.coupon!.shards }, need, extra: 0 });
       if (borrowed.result === "unknown") return { ok: false, code: "INTERNAL_ERROR" };
       changed = apply();
     }
@@ -492,28 +484,33 @@ export class CouponIssuer extends DurableObject<Env> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") return { result: load.result };
     const c = this.coupon!;
-    if (this.neverHeld()) await this.balancer.prefetch(c.shard, c.shards, fairShare(c.quantity, c.shards));
+    if (this.neverHeld()) await this.balancer.prefetch({ at: { shard: c.shard, shards: c.shards }, extra: fairShare(c.quantity, c.shards) });
     return { result: "ok", shards: c.shards, startsAt: c.starts_at };
   }
 
-  /** A sibling's request for units (src/sharding/sharded-quantity.ts: the giving side). */
+  /**
+   * A sibling asks for units (ShardPeer.give, src/sharding/balancer.ts: the giving side): granted at
+   * most once per transfer id. Invariant: a grant never exceeds what this shard holds free. A coupon
+   * that does not exist answers NOTHING_TO_GIVE; a load D1 cannot finish throws (the asker re-sends).
+   */
   async give(couponId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
     const load = await this.ensureLoaded(couponId, shard);
+    if (load.result === "COUPON_NOT_FOUND") return NOTHING_TO_GIVE;
     if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot give: ${load.result}`);
-    return this.balancer.answer(request, shard, this.coupon!.shards);
+    return this.balancer.answer(request, { shard, shards: this.coupon!.shards });
   }
 
-  /** Shard 0: a drained sibling hands back units that came back to it (ShardBalancer.returned). Once per id. */
-  async push(couponId: number, shard: number, from: number, transferId: string, units: number): Promise<void> {
+  /** Shard 0: a drained sibling hands back units that came back to it (ShardPeer.push). Once per id. */
+  async push(couponId: number, shard: number, push: PushRequest): Promise<void> {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take a push: ${load.result}`);
-    this.balancer.accepted(transferId, units);
+    this.balancer.accepted(push);
   }
 
-  /** A sibling applied these grants. */
-  async acknowledge(couponId: number, shard: number, transferIds: string[]): Promise<void> {
-    const load = await this.ensureLoaded(couponId, shard);
-    if (load.result !== "ok") throw new Error(`coupon shard ${couponId}/${shard} cannot take acknowledgements: ${load.result}`);
+  /** A sibling applied these grants (ShardPeer.acknowledge). Idempotent; a shard that never loaded granted nothing and ignores it. */
+  async acknowledge(_couponId: number, _shard: number, transferIds: string[]): Promise<void> {
+    this.coupon ??= this.readCoupon();
+    if (!this.coupon) return;
     this.balancer.acknowledged(transferIds);
   }
 
@@ -598,12 +595,7 @@ export class CouponIssuer extends DurableObject<Env> {
     const couponId = this.coupon!.id;
     // A sibling created by this call is placed where the Worker would place it (DO_LOCATION_HINT).
     const ns = placeObjects(this.env.COUPON_ISSUER, loadConfig(this.env).doLocationHint);
-    const stub = (shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
-    return {
-      give: (shard, request) => stub(shard).give(couponId, shard, request),
-      acknowledge: (shard, ids) => stub(shard).acknowledge(couponId, shard, ids),
-      push: (shard, from, transferId, units) => stub(shard).push(couponId, shard, from, transferId, units),
-    };
+    return siblingPortOver(couponId, (shard) => ns.get(ns.idFromName(shardObjectName(couponId, shard))));
   }
 
   /** One synchronous transaction; if it throws (rolled back), the memory copies are read again. */

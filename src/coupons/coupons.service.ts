@@ -3,8 +3,8 @@ import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
 import type { ObjectNamespace } from "../shared/object-placement";
-import type { CouponIssuer, IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome, ShardRoute } from "./coupon-issuer.do";
-import { homeShard, shardObjectName } from "../sharding/sharded-quantity";
+import type { CouponIssuer, IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome } from "./coupon-issuer.do";
+import { homeShard, shardObjectName, type ShardAddress } from "../sharding/routing";
 import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
 import type { CouponsRepo } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";
@@ -43,7 +43,7 @@ export function couponIssuerClient(
   counts: ShardCountMemo = isolateShardCounts,
 ): CouponIssuerPort {
   const stub = (couponId: number, shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
-  const issueAt = (couponId: number, userId: number, now: number, route: ShardRoute, requestKey: string | undefined) =>
+  const issueAt = (couponId: number, userId: number, now: number, route: ShardAddress, requestKey: string | undefined) =>
     callObject<IssueOutcome>(
       meter,
       async () => {

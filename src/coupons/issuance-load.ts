@@ -1,5 +1,5 @@
 import { errorFields, log } from "../shared/logger";
-import { homeShard } from "../sharding/sharded-quantity";
+import { homeShard } from "../sharding/routing";
 import { LOAD_PAGE_ROWS, type IssuanceStore, type IssuerPage } from "./issuance.repo";
 
 /** The coupon row a finished load hands to its object. */

@@ -147,7 +147,7 @@ export class OrdersRepo {
         .bind(input.userId, input.userCouponId, now, provisionalExpiresAt, lines, ...keyBinds),
       // The order just inserted (changes(): the INSERT just before) is this user's newest: the
       // requests sharing the batch run one after another. Each line reserves on stock shard
-      // `order id % K` (orderShard in src/sharding/sharded-quantity.ts), stored on it.
+      // `order id % K` (orderShard in src/sharding/routing.ts), stored on it.
       d1
         .prepare(
           `INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount, stock_shard)

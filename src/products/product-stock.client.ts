@@ -1,6 +1,6 @@
 import { callObject, HopMeter } from "../shared/hops";
 import type { ObjectNamespace } from "../shared/object-placement";
-import { shardObjectName } from "../sharding/sharded-quantity";
+import { shardObjectName, type ShardAddress } from "../sharding/routing";
 import type {
   ConfirmResult,
   PrimeResult,
@@ -10,7 +10,6 @@ import type {
   RestockResult,
   SellResult,
   SettleManyResult,
-  ShardPlacement,
   StockShardState,
   StockSnapshot,
 } from "./product-stock.do";
@@ -24,7 +23,7 @@ import type {
  */
 export interface StockPort {
   /** `confirmed`: reserve and confirm in one call (placement's fan-out). `at`: the line's shard and the product's K. */
-  reserve(productId: number, at: ShardPlacement, orderId: number, quantity: number, now: number, confirmed?: boolean): Promise<ReserveResult>;
+  reserve(productId: number, at: ShardAddress, orderId: number, quantity: number, now: number, confirmed?: boolean): Promise<ReserveResult>;
   confirm(productId: number, shard: number, orderId: number): Promise<ConfirmResult>;
   sell(productId: number, shard: number, orderId: number): Promise<SellResult>;
   release(productId: number, shard: number, orderId: number): Promise<ReleaseResult>;
@@ -56,7 +55,7 @@ export class DurableObjectStock implements StockPort {
     return this.ns.get(this.ns.idFromName(shardObjectName(productId, shard)));
   }
 
-  reserve(productId: number, at: ShardPlacement, orderId: number, quantity: number, now: number, confirmed = false): Promise<ReserveResult> {
+  reserve(productId: number, at: ShardAddress, orderId: number, quantity: number, now: number, confirmed = false): Promise<ReserveResult> {
     return callObject<ReserveResult>(
       this.meter,
       async () => {

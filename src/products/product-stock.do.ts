@@ -4,7 +4,11 @@ import { errorFields, log } from "../shared/logger";
 import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { HopMeter, meterD1 } from "../shared/hops";
-import { fairShare, shardObjectName, ShardBalancer, ShardLedger, type GiveAnswer, type GiveRequest, type SiblingPort } from "../sharding/sharded-quantity";
+import { shardObjectName } from "../sharding/routing";
+import { fairShare } from "../sharding/rules";
+import { NOTHING_TO_GIVE, siblingPortOver, type GiveAnswer, type GiveRequest, type PushRequest, type ShardPeer, type SiblingPort } from "../sharding/transfer";
+import { ShardLedger } from "../sharding/ledger";
+import { ShardBalancer } from "../sharding/balancer";
 import { SiblingProjections } from "./sibling-projections";
 import type { ShardValue } from "./stock-projection";
 import { StockProjector } from "./stock-projector";
@@ -66,7 +70,7 @@ const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: Nest
  * those batches for the whole product at a bounded pace (StockProjector).
  * Business outcomes are returned as discriminated unions, never thrown.
  */
-export class ProductStock extends DurableObject<Env> {
+export class ProductStock extends DurableObject<Env> implements ShardPeer {
   /** What this incarnation cost D1 (calls, rows, write transactions): its admin view shows it. */
   private readonly d1Meter = new HopMeter();
   /**
@@ -266,7 +270,7 @@ export class ProductStock extends DurableObject<Env> {
     if (prefetch && stock.shard > 0 && stock.shards > 1 && stock.available === 0) {
       this.borrowing++;
       try {
-        await this.balancer.prefetch(stock.shard, stock.shards, fairShare(stock.hint, stock.shards));
+        await this.balancer.prefetch({ at: { shard: stock.shard, shards: stock.shards }, extra: fairShare(stock.hint, stock.shards) });
       } finally {
         this.borrowing--;
       }
@@ -296,28 +300,31 @@ export class ProductStock extends DurableObject<Env> {
   }
 
   /**
-   * A sibling asks for units (ShardBalancer): granted at most once per transfer id,
+   * A sibling asks for units (ShardPeer.give): granted at most once per transfer id,
    * in one transaction with the units taken; a repeat answers the recorded grant.
-   * Invariant: a grant never exceeds what this shard holds free.
+   * Invariant: a grant never exceeds what this shard holds free. A product that does not
+   * exist answers NOTHING_TO_GIVE; a first load D1 cannot serve throws (the asker re-sends).
    */
   async give(productId: number, shard: number, request: GiveRequest): Promise<GiveAnswer> {
-    if (!(await this.ensureStock(productId, shard, request.from + 1)).found) {
-      return this.ledger.answerWith(0);
-    }
-    const answer = await this.balancer.answer(request, shard, this.store.stock()!.shards);
+    if (!(await this.ensureStock(productId, shard, request.receiver + 1)).found) return NOTHING_TO_GIVE;
+    const answer = await this.balancer.answer(request, { shard, shards: this.store.stock()!.shards });
     if (answer.granted > 0) await this.afterChange();
     return answer;
   }
 
-  /** Shard 0: a drained sibling hands back units that came back to it (ShardBalancer.returned). Once per id. */
-  async push(productId: number, from: number, transferId: string, units: number): Promise<void> {
-    if (!(await this.ensureStock(productId, 0, from + 1)).found) throw new Error(`stock shard 0 of ${productId} not found`);
-    this.balancer.accepted(transferId, units);
+  /** Shard 0: a drained sibling hands back units that came back to it (ShardPeer.push). Once per id. */
+  async push(productId: number, shard: number, push: PushRequest): Promise<void> {
+    if (!(await this.ensureStock(productId, shard, push.sender + 1)).found) throw new Error(`stock shard ${shard} of ${productId} not found`);
+    this.balancer.accepted(push);
     await this.afterChange();
   }
 
-  /** A sibling applied these grants: they are no longer units possibly in flight. Idempotent. */
-  async acknowledge(transferIds: string[]): Promise<void> {
+  /**
+   * A sibling applied these grants (ShardPeer.acknowledge): they are no longer units possibly in
+   * flight. Idempotent; a shard that never loaded granted nothing and ignores it.
+   */
+  async acknowledge(_productId: number, _shard: number, transferIds: string[]): Promise<void> {
+    if (!this.store.stock()) return;
     this.balancer.acknowledged(transferIds);
   }
 
@@ -394,7 +401,7 @@ export class ProductStock extends DurableObject<Env> {
     const batch = extra ?? Math.ceil(fairShare(stock.hint, stock.shards) / Math.max(1, stock.shards - 1));
     this.borrowing++;
     try {
-      return await this.balancer.borrow(stock.shard, stock.shards, need, batch, take);
+      return await this.balancer.borrow({ at: { shard: stock.shard, shards: stock.shards }, need, extra: batch, take });
     } finally {
       this.borrowing--;
     }
@@ -409,19 +416,7 @@ export class ProductStock extends DurableObject<Env> {
 
   /** The RPC stubs of this product's other shards (built once the product is known). */
   private siblings(): SiblingPort {
-    if (!this.siblingPort) {
-      const productId = this.store.stock()!.product_id;
-      const stub = (s: number) => this.shardStub(s);
-      this.siblingPort = {
-        give: async (s, request) => (await stub(s).give(productId, s, request)) as GiveAnswer,
-        acknowledge: async (s, ids) => {
-          await stub(s).acknowledge(ids);
-        },
-        push: async (s, from, transferId, units) => {
-          await stub(s).push(productId, from, transferId, units);
-        },
-      };
-    }
+    this.siblingPort ??= siblingPortOver(this.store.stock()!.product_id, (s) => this.shardStub(s));
     return this.siblingPort;
   }
 

@@ -38,11 +38,6 @@ export interface SettleManyResult {
 export type RestockResult =
   | { ok: true; available: number }
   | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };
-/** Where an order line's reservation lives: shard `shard` of the product's `shards`. */
-export interface ShardPlacement {
-  shard: number;
-  shards: number;
-}
 /** What `prime` left in a shard (admin creation and shard-count raises). */
 export interface PrimeResult {
   shard: number;

@@ -1,4 +1,4 @@
-import type { LedgerHost } from "../sharding/sharded-quantity";
+import type { LedgerHost } from "../sharding/ledger";
 import type { ReleaseResult, Reservation, ReservationStatus, ReserveResult, SellResult } from "./product-stock.types";
 
 /** A held reservation not confirmed within this window is released by the alarm. */

@@ -3,7 +3,7 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { env } from "cloudflare:workers";
 import { runInDurableObject } from "cloudflare:test";
 import { CouponIssuer } from "../../src/coupons/coupon-issuer.do";
-import { homeShard, shardObjectName } from "../../src/sharding/sharded-quantity";
+import { homeShard, shardObjectName } from "../../src/sharding/routing";
 import { adminHeaders, api, createCoupon, createUser } from "../support/http";
 
 const shardOf = (couponId: number, shard: number) => env.COUPON_ISSUER.get(env.COUPON_ISSUER.idFromName(shardObjectName(couponId, shard)));

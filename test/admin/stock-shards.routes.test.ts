@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { MAX_SHARDS } from "../../src/sharding/sharded-quantity";
+import { MAX_SHARDS } from "../../src/sharding/routing";
 import { adminHeaders, api, createUser, errorCode } from "../support/http";
 import { assertStockConservation } from "../support/invariants";
 import { placedOrderId, stockStub } from "../support/orders";

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { couponAvailability } from "../../src/coupons/coupon.rules";
 import { cachePolicyFor } from "../../src/shared/cache-policy";
 import { hopsOf } from "../../src/shared/hops";
-import { shardObjectName } from "../../src/sharding/sharded-quantity";
+import { shardObjectName } from "../../src/sharding/routing";
 import { adminHeaders, api, createCoupon, createUser, errorCode, type ApiResponse } from "../support/http";
 import { JWT_SECRET, testApp } from "../support/secure-app";
 import { createUsers, issue } from "./support";

@@ -7,7 +7,7 @@ import { env } from "cloudflare:workers";
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import type { CouponIssuer } from "../../src/coupons/coupon-issuer.do";
 import type { IssuanceStore } from "../../src/coupons/issuance.repo";
-import { homeShard, shardObjectName } from "../../src/sharding/sharded-quantity";
+import { homeShard, shardObjectName } from "../../src/sharding/routing";
 import { adminHeaders, api, createCoupon, errorCode } from "../support/http";
 import { createUsers, d1State, issue, tally } from "./support";
 

@@ -2,7 +2,9 @@ import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import { abortAllDurableObjects, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import type { CouponIssuer } from "../../src/coupons/coupon-issuer.do";
-import { homeShard, MAX_BORROW_ROUNDS, shardObjectName, type GiveRequest, type SiblingPort } from "../../src/sharding/sharded-quantity";
+import { homeShard, shardObjectName } from "../../src/sharding/routing";
+import type { GiveRequest, PushRequest, SiblingPort } from "../../src/sharding/transfer";
+import { MAX_BORROW_ROUNDS } from "../../src/sharding/balancer";
 import { adminHeaders, api, createCoupon, errorCode } from "../support/http";
 import { createUsers, d1State, issue, tally } from "./support";
 
@@ -61,7 +63,7 @@ async function loseNextAnswers(couponId: number, shard: number) {
         throw new Error("answer lost"); // ...and the receiver never hears it (crash, eviction, network)
       },
       acknowledge: (s: number, ids: string[]) => shardOf(couponId, s).acknowledge(couponId, s, ids),
-      push: (s: number, from: number, transferId: string, units: number) => shardOf(couponId, s).push(couponId, s, from, transferId, units),
+      push: (s: number, push: PushRequest) => shardOf(couponId, s).push(couponId, s, push),
     };
     instance.siblingPort = port;
   });
@@ -178,7 +180,7 @@ describe("a coupon sharded over K = 8 objects", () => {
     await issue(couponId, u3!);
     // Every giver loses its memory too; only what each persisted before answering counts.
     for (let s = 0; s < K; s++) await evictDurableObject(shardOf(couponId, s));
-    const request = { transferId: "5:1", from: 5, need: 1, extra: 1 };
+    const request = { transferId: "5:1", receiver: 5, need: 1, extra: 1 };
     // A duplicate of a transfer id a giver already granted takes nothing more.
     const beforeDup = (await shardOf(couponId, 0).state()).held;
     const dup = await shardOf(couponId, 0).give(couponId, 0, request);

@@ -7,7 +7,7 @@ import { createUserCoupon, placeOrder } from "../support/orders";
 import { insertPaidOrder } from "../support/sales";
 import { assertStockConservation } from "../support/invariants";
 import { testApp } from "../support/secure-app";
-import { homeShard } from "../../src/sharding/sharded-quantity";
+import { homeShard } from "../../src/sharding/routing";
 import { isolateShardCounts, isolateSoldOut } from "../../src/coupons/sold-out";
 
 /**

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { decideGrant, fairShare, homeShard, mix32, orderShard, shardObjectName, siblingsOf } from "../../src/sharding/sharded-quantity";
+import { homeShard, mix32, orderShard, shardObjectName, siblingsOf } from "../../src/sharding/routing";
+import { decideGrant, fairShare } from "../../src/sharding/rules";
 
 describe("sharded quantity: pure rules", () => {
   it("a giver hands over all it can of the need, and of the batch at most half of what it keeps", () => {

@@ -2,7 +2,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { ProductStock } from "../../src/products/product-stock.do";
-import type { GiveAnswer, GiveRequest, SiblingPort } from "../../src/sharding/sharded-quantity";
+import type { GiveAnswer, GiveRequest, SiblingPort } from "../../src/sharding/transfer";
 import { adminHeaders, api, createProduct } from "../support/http";
 import { stockStub } from "../support/orders";
 
@@ -21,10 +21,10 @@ async function twoShards(stock: number): Promise<number> {
 const realPort = (p: number): SiblingPort => ({
   give: async (s, req) => (await stockStub(p, s).give(p, s, req)) as GiveAnswer,
   acknowledge: async (s, ids) => {
-    await stockStub(p, s).acknowledge(ids);
+    await stockStub(p, s).acknowledge(p, s, ids);
   },
-  push: async (s, from, transferId, units) => {
-    await stockStub(p, s).push(p, from, transferId, units);
+  push: async (s, push) => {
+    await stockStub(p, s).push(p, s, push);
   },
 });
 
@@ -75,7 +75,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
 
     // Running recovery again, or re-sending the old transfer, changes nothing.
     await runDurableObjectAlarm(restarted);
-    expect(await stockStub(p, 0).give(p, 0, { transferId: grant!.transfer_id, from: 1, need: 5, extra: 20 })).toMatchObject({ granted: grant!.granted });
+    expect(await stockStub(p, 0).give(p, 0, { transferId: grant!.transfer_id, receiver: 1, need: 5, extra: 20 })).toMatchObject({ granted: grant!.granted });
     expect(await total(p)).toBe(40);
     // And the units are usable where they arrived.
     expect(await restarted.reserve(p, orderId(), 5, Date.now(), true, 1, 2)).toMatchObject({ ok: true, available: grant!.granted - 5 });
@@ -132,7 +132,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
   it("grants once for a repeated transfer id, and never more than the giver holds", async () => {
     const p = await twoShards(10);
     const giver = stockStub(p, 0);
-    const req = { transferId: "1:900", from: 1, need: 3, extra: 100 };
+    const req = { transferId: "1:900", receiver: 1, need: 3, extra: 100 };
     const first = await giver.give(p, 0, req);
     expect(first.granted).toBe(3); // the need; no batch: shard 0 holds too little to hand every shard one
     const again = await giver.give(p, 0, req);

@@ -1,5 +1,5 @@
 import { env } from "cloudflare:workers";
-import { shardObjectName } from "../../src/sharding/sharded-quantity";
+import { shardObjectName } from "../../src/sharding/routing";
 import { FAILED_RETENTION_MS } from "../../src/orders/order-expiry.job";
 import { api, createProduct, createUser, type ApiResponse } from "./http";
 
