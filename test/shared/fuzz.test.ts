@@ -151,7 +151,7 @@ describe("fuzzed malformed requests on every route", () => {
           ints: ["discountValue", "quantity", "validDays"], strings: ["name", "discountType", "startsAt", "endsAt"], required: ["name", "discountType", "discountValue", "quantity", "startsAt", "endsAt"],
         },
         { method: "PATCH", path: () => `/api/v1/admin/coupons/${couponId}`, admin: true, body: () => ({ quantity: 50 }), ints: ["quantity"], strings: [], required: ["quantity"] },
-        // (PATCH /admin/products/{id}/stock is left out: a negative delta is valid there; test/orders/admin-stock.routes.test.ts covers it.)
+        // (PATCH /admin/products/{id}/stock is left out: a negative delta is valid there; test/products/admin-stock.routes.test.ts covers it.)
         {
           method: "POST", path: () => "/api/v1/orders", admin: false,
           body: () => ({ userId, orderProducts: [{ productId, quantity: 1 }] }),
