@@ -181,7 +181,7 @@ export function createApp(options: AppOptions = {}) {
   // A sale's stock reaches D1 through the objects' write-behind projection: its generation bump waits for that.
   app.use("/api/*", edgeCache({ now, wait: options.wait, saleSettleMs: PROJECTION_LAG_MS + PROJECTION_DELAY_MS }));
   app.use("/api/*", async (c, next) => {
-    const services = createServices(c.env, c.var.config, c.executionCtx, c.var.meter, sessionStartFor(c), { shareWriteBatches: options.shareWriteBatches });
+    const services = createServices(c.env, c.var.config, { ctx: c.executionCtx, meter: c.var.meter, start: sessionStartFor(c), shareWriteBatches: options.shareWriteBatches });
     c.set("services", services);
     await next();
     // Also on errors: a refused write may still have read or written something.

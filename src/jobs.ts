@@ -47,7 +47,7 @@ export async function runScheduled(
     // and expiry, repair and the best-seller refresh act on what they read, so a lagging replica
     // could skip due work.
     const meter = new HopMeter();
-    const services = createServices(env, config, ctx, meter, { kind: "primary" }, { background: true });
+    const services = createServices(env, config, { ctx, meter, start: { kind: "primary" }, background: true });
     const started = Date.now();
     try {
       const result = await job.run(services, Math.max(scheduledTime, services.clock()));

@@ -4,7 +4,8 @@ import { createDb, primaryD1, sessionAsDatabase, type Db } from "./db/client";
 import { AdminRepo } from "./admin/admin.repo";
 import { AdminListsRepo } from "./admin/admin-lists.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
-import { CouponsService, couponIssuerClient } from "./coupons/coupons.service";
+import { CouponsService } from "./coupons/coupons.service";
+import { couponIssuerClient } from "./coupons/coupon-issuer.client";
 import { noUserCouponCache, redisUserCouponCache, type UserCouponCache } from "./coupons/user-coupon.cache";
 import { PointsRepo } from "./points/points.repo";
 import { PointsService } from "./points/points.service";
@@ -94,6 +95,12 @@ export interface Services {
 }
 
 export interface ServicesOptions {
+  /** The request's execution context: work after the answer stays alive through its waitUntil. */
+  ctx?: { waitUntil(promise: Promise<unknown>): void };
+  /** The request's round-trip accounting (default: a fresh meter). */
+  meter?: HopMeter;
+  /** Where the D1 session starts (default: the primary: crons and direct calls write, and act on the latest commit). */
+  start?: SessionStart;
   /**
    * Whether charges, payments and placements share D1 batches with the isolate's concurrent
    * requests (src/shared/group-commit.ts). Default: when the runtime allows it
@@ -120,15 +127,8 @@ export function createEventTransport(env: Env, config: Config): EventTransport {
   return config.kafka ? upstashKafkaTransport(config.kafka) : queueTransport(env.EVENTS_QUEUE);
 }
 
-export function createServices(
-  env: Env,
-  config: Config,
-  ctx?: { waitUntil(promise: Promise<unknown>): void },
-  meter: HopMeter = new HopMeter(),
-  // Crons and direct calls run on the primary: they write, and act on the latest commit.
-  start: SessionStart = { kind: "primary" },
-  options: ServicesOptions = {},
-): Services {
+export function createServices(env: Env, config: Config, options: ServicesOptions = {}): Services {
+  const { ctx, meter = new HopMeter(), start = { kind: "primary" } } = options;
   // Every query of the bare binding runs on the primary (src/db/client.ts primaryD1): the
   // read-backs after an ambiguous commit use it, metered with the request's other calls.
   const primary = meterD1(primaryD1(env.DB), meter);
@@ -153,7 +153,7 @@ export function createServices(
   const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix, options.background ? "background" : "request") : noUserCouponCache;
   const transport = createEventTransport(env, config);
   const relay = () => relayOutbox(d1, transport, clock());
-  const rankings = new RankingsService(new RankingsRepo(d1), productsRepo, rankingCache, config.businessTimeZone, clock);
+  const rankings = new RankingsService({ repo: new RankingsRepo(d1), products: productsRepo, cache: rankingCache, timeZone: config.businessTimeZone, clock });
   // Best-effort work after the answer; the Worker stays alive for it through ctx.waitUntil
   // (without a request context, e.g. a direct service call in a test, it runs inline, unawaited).
   const afterCommit = (work: () => Promise<unknown>) => {
@@ -192,11 +192,18 @@ export function createServices(
     productsRepo,
     couponsRepo,
     userCouponCache,
-    coupons: new CouponsService(couponsRepo, couponIssuerClient(placeObjects(env.COUPON_ISSUER, config.doLocationHint), meter), clock, userCouponCache, isolateSoldOut, metrics),
+    coupons: new CouponsService({
+      repo: couponsRepo,
+      issuer: couponIssuerClient(placeObjects(env.COUPON_ISSUER, config.doLocationHint), meter),
+      clock,
+      cache: userCouponCache,
+      soldOut: isolateSoldOut,
+      metrics,
+    }),
     adminRepo: new AdminRepo(d1),
     adminLists: new AdminListsRepo(d1),
     stock,
-    stockShards: new StockShardsService(productsRepo, stock),
+    stockShards: new StockShardsService(productsRepo, stock, clock),
     ordersRepo,
     d1Groups: () => groupStatsOf(env.DB),
     purgeEvents: (now) => purgeEventTables({ d1: primary, now, retentionMs: config.eventRetentionMs, clock }),

@@ -17,7 +17,6 @@ import {
 } from "./admin.schemas";
 import { CouponIdParamSchema } from "../coupons/coupons.schemas";
 import { ProductIdParamSchema } from "../products/products.schemas";
-import { AppError } from "../shared/errors";
 import { DEFAULT_VALID_DAYS } from "../coupons/coupon.rules";
 
 const security = [{ adminBearer: [] }];
@@ -122,31 +121,27 @@ export const adminRoutes = createRouter<AppEnv>()
   })
   .openapi(createProductRoute, async (c) => {
     const body = c.req.valid("json");
-    const stockShards = body.stockShards ?? 1;
-    const productId = await c.var.services.productsRepo.create(
-      { name: body.name, description: body.description ?? "", price: body.price, stock: body.stock, stockShards },
-      c.var.services.clock(),
-    );
-    // Every stock shard loads now (and shards i > 0 take their share), so no order waits for that (best effort).
-    await c.var.services.stockShards.primeNewProduct(productId, stockShards);
+    const productId = await c.var.services.stockShards.createProduct({
+      name: body.name,
+      description: body.description ?? "",
+      price: body.price,
+      stock: body.stock,
+      stockShards: body.stockShards ?? 1,
+    });
     return ok(c, { productId }, 201);
   })
   .openapi(createCouponRoute, async (c) => {
     const body = c.req.valid("json");
-    const couponId = await c.var.services.couponsRepo.create(
-      {
-        name: body.name,
-        discountType: body.discountType,
-        discountValue: body.discountValue,
-        quantity: body.quantity,
-        startsAt: Date.parse(body.startsAt),
-        endsAt: Date.parse(body.endsAt),
-        validDays: body.validDays ?? DEFAULT_VALID_DAYS,
-        shards: body.shards ?? 1,
-      },
-      c.var.services.clock(),
-    );
-    await c.var.services.coupons.prime(couponId);
+    const couponId = await c.var.services.coupons.create({
+      name: body.name,
+      discountType: body.discountType,
+      discountValue: body.discountValue,
+      quantity: body.quantity,
+      startsAt: Date.parse(body.startsAt),
+      endsAt: Date.parse(body.endsAt),
+      validDays: body.validDays ?? DEFAULT_VALID_DAYS,
+      shards: body.shards ?? 1,
+    });
     return ok(c, { couponId }, 201);
   })
   .openapi(setCouponQuantityRoute, async (c) => {
@@ -181,7 +176,5 @@ export const adminRoutes = createRouter<AppEnv>()
   .openapi(adjustStockRoute, async (c) => {
     const { productId } = c.req.valid("param");
     const { delta } = c.req.valid("json");
-    const result = await c.var.services.stock.restock(productId, delta);
-    if (!result.ok) throw new AppError(result.reason);
-    return ok(c, { productId, stock: result.available });
+    return ok(c, await c.var.services.stockShards.restock(productId, delta));
   });

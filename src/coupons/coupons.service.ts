@@ -1,100 +1,15 @@
-import { callObject, HopMeter } from "../shared/hops";
 import { toIso, toIsoOrNull } from "../shared/clock";
 import { AppError } from "../shared/errors";
 import { errorFields, log } from "../shared/logger";
-import type { ObjectNamespace } from "../shared/object-placement";
-import type { CouponIssuer, IssueOutcome, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome } from "./coupon-issuer.do";
-import { homeShard, shardObjectName, type ShardAddress } from "../sharding/routing";
+import type { IssuerState } from "./coupon-issuer.types";
+import type { CouponIssuerPort } from "./coupon-issuer.client";
 import { couponAvailability, userCouponStatus, type CouponAvailabilityStatus, type UserCouponStatus } from "./coupon.rules";
-import type { CouponsRepo } from "./coupons.repo";
+import type { CouponsRepo, NewCoupon } from "./coupons.repo";
 import type { UserCouponCache } from "./user-coupon.cache";
-import { isolateShardCounts, isolateSoldOut, type ShardCountMemo, type SoldOutMemo } from "./sold-out";
+import { isolateSoldOut, type SoldOutMemo } from "./sold-out";
 import { decodeCursor, encodeCursor } from "../shared/cursor";
 import { OWNED_COUPONS_PAGE } from "./coupons.schemas";
 import { noMetrics, type Metrics } from "../shared/metrics";
-
-/** The port to the per-coupon serializer (the CouponIssuer shards in production). */
-export interface CouponIssuerPort {
-  /** Routed to the user's home shard; never answers WRONG_SHARD (it re-routes, then says SERVICE_UNAVAILABLE). */
-  issue(couponId: number, userId: number, now: number, requestKey?: string): Promise<Exclude<IssueOutcome, { code: "WRONG_SHARD" }>>;
-  setQuantity(couponId: number, quantity: number): Promise<SetQuantityOutcome>;
-  /** Loads a new coupon into its objects ahead of the first issuance (and splits the quantity over its shards). */
-  prime(couponId: number): Promise<string>;
-  /** Raises the shard count on every shard (shard 0, the authority, last) and primes the new ones. */
-  setShards(couponId: number, shards: number, now: number): Promise<SetShardsOutcome>;
-  /** Every shard's state (admin view, tests, the sharded benchmark). */
-  shardStates(couponId: number, shards: number): Promise<IssuerState[]>;
-  /** Every shard's issued count and quantity, in one parallel fan-out (the public availability read). */
-  shardCounts(couponId: number, shards: number): Promise<IssuerCounts[]>;
-}
-
-/** Calls one issuance may make while it learns the coupon's shard count (docs/ARCHITECTURE.md §9). */
-const ROUTE_ATTEMPTS = 3;
-
-/**
- * Adapter: the CouponIssuer shards of a coupon, addressed by `shardObjectName`;
- * the objects' own D1 and sibling calls count as nested hops. An issuance goes
- * to the user's home shard under the count this isolate knows (1 until told
- * otherwise: shard 0, which is the unsharded object and says the real count).
- */
-export function couponIssuerClient(
-  ns: ObjectNamespace<CouponIssuer>,
-  meter: HopMeter = new HopMeter(),
-  counts: ShardCountMemo = isolateShardCounts,
-): CouponIssuerPort {
-  const stub = (couponId: number, shard: number) => ns.get(ns.idFromName(shardObjectName(couponId, shard)));
-  const issueAt = (couponId: number, userId: number, now: number, route: ShardAddress, requestKey: string | undefined) =>
-    callObject<IssueOutcome>(
-      meter,
-      async () => {
-        const out = (await stub(couponId, route.shard).issue(couponId, userId, now, route, requestKey)) as IssueOutcome;
-        meter.noteNested("d1", out.d1Calls);
-        meter.noteNested("do", out.doCalls);
-        return out;
-      },
-      (out) => out.d1Calls + out.doCalls,
-    );
-  const others = (shards: number) => Array.from({ length: shards - 1 }, (_, i) => i + 1);
-  return {
-    issue: async (couponId, userId, now, requestKey) => {
-      let shards = counts.get(couponId, now);
-      for (let attempt = 0; attempt < ROUTE_ATTEMPTS; attempt++) {
-        const out = await issueAt(couponId, userId, now, { shard: homeShard(userId, shards), shards }, requestKey);
-        if (out.ok || out.code !== "WRONG_SHARD") return out;
-        if (out.shards !== undefined) {
-          counts.remember(couponId, out.shards, out.startsAt, now);
-          shards = out.shards;
-        } else {
-          // A shard that disagrees with what shard 0 said: ask shard 0 again (a raise is under way).
-          counts.forget(couponId);
-          shards = 1;
-        }
-      }
-      log("warn", "coupon issuance could not find its shard", { couponId, userId, shards });
-      return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls: 0, doCalls: 0 };
-    },
-    setQuantity: (couponId, quantity) => callObject<SetQuantityOutcome>(meter, () => stub(couponId, 0).setQuantity(couponId, quantity)),
-    prime: async (couponId) => {
-      const first = await callObject<PrimeOutcome>(meter, () => stub(couponId, 0).prime(couponId, 0));
-      if (first.result !== "ok" || first.shards <= 1) return first.result;
-      counts.remember(couponId, first.shards, first.startsAt, Date.now());
-      // Each other shard takes its fair share from shard 0 (shard 0 serialises the grants, so the split is even).
-      const rest = await Promise.all(others(first.shards).map((s) => callObject<PrimeOutcome>(meter, () => stub(couponId, s).prime(couponId, s))));
-      return rest.find((r) => r.result !== "ok")?.result ?? "ok";
-    },
-    setShards: async (couponId, shards, now) => {
-      counts.forget(couponId);
-      const rest = await Promise.all(others(shards).map((s) => callObject<SetShardsOutcome>(meter, () => stub(couponId, s).setShards(couponId, s, shards, now))));
-      const refused = rest.find((r) => !r.ok);
-      if (refused) return refused;
-      return callObject<SetShardsOutcome>(meter, () => stub(couponId, 0).setShards(couponId, 0, shards, now));
-    },
-    shardStates: (couponId, shards) =>
-      Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerState>(meter, () => stub(couponId, s).state()))),
-    shardCounts: (couponId, shards) =>
-      Promise.all(Array.from({ length: shards }, (_, s) => callObject<IssuerCounts>(meter, () => stub(couponId, s).counts()))),
-  };
-}
 
 export interface IssuedCoupon {
   userCouponId: number;
@@ -130,16 +45,36 @@ export interface CouponAvailability {
 }
 
 /** Coupon use cases: first-come issuance, the owner's list, quantity changes. */
+/** What CouponsService is built from (named, so the composition root reads without this file open). */
+export interface CouponsServiceDeps {
+  repo: CouponsRepo;
+  /** The CouponIssuer shards (src/coupons/coupon-issuer.client.ts). */
+  issuer: CouponIssuerPort;
+  clock: () => number;
+  /** Owned-coupon lists (Redis, or none). */
+  cache: UserCouponCache;
+  /** This isolate's sold-out memory (default: the isolate's one). */
+  soldOut?: SoldOutMemo;
+  /** Issuances and sold-out refusals, for the operator's charts (src/shared/metrics.ts). */
+  metrics?: Metrics;
+}
+
 export class CouponsService {
-  constructor(
-    private readonly repo: CouponsRepo,
-    private readonly issuer: CouponIssuerPort,
-    private readonly clock: () => number,
-    private readonly cache: UserCouponCache,
-    private readonly soldOut: SoldOutMemo = isolateSoldOut,
-    /** Issuances and sold-out refusals, for the operator's charts (src/shared/metrics.ts). */
-    private readonly metrics: Metrics = noMetrics,
-  ) {}
+  private readonly repo: CouponsRepo;
+  private readonly issuer: CouponIssuerPort;
+  private readonly clock: () => number;
+  private readonly cache: UserCouponCache;
+  private readonly soldOut: SoldOutMemo;
+  private readonly metrics: Metrics;
+
+  constructor(deps: CouponsServiceDeps) {
+    this.repo = deps.repo;
+    this.issuer = deps.issuer;
+    this.clock = deps.clock;
+    this.cache = deps.cache;
+    this.soldOut = deps.soldOut ?? isolateSoldOut;
+    this.metrics = deps.metrics ?? noMetrics;
+  }
 
   /**
    * One round trip for a refusal, two for a win (the DO decides, then writes the
@@ -153,7 +88,7 @@ export class CouponsService {
   async issue(userId: number, couponId: number, requestKey?: string): Promise<IssuedCoupon> {
     const now = this.clock();
     if (this.soldOut.isSoldOut(couponId, now)) throw new AppError("COUPON_SOLD_OUT");
-    const out = await this.issuer.issue(couponId, userId, now, requestKey);
+    const out = await this.issuer.issue({ couponId, userId, now, requestKey });
     if (!out.ok) {
       if (out.code === "COUPON_SOLD_OUT") {
         this.soldOut.remember(couponId, now);
@@ -206,6 +141,13 @@ export class CouponsService {
       })),
       nextCursor: more && last ? encodeCursor(last.userCouponId, "uc") : null,
     };
+  }
+
+  /** Creates a coupon (its D1 row) and primes its shards, so no issuance waits for their first load. */
+  async create(input: NewCoupon): Promise<number> {
+    const couponId = await this.repo.create(input, this.clock());
+    await this.prime(couponId);
+    return couponId;
   }
 
   /**

@@ -141,7 +141,9 @@ export class OrdersService {
     const amounts = orderAmounts(items, attempt.coupon);
 
     const reserves = await Promise.allSettled(
-      items.map((item) => this.stock.reserve(item.productId, { shard: item.stockShard, shards: item.stockShards }, orderId, item.quantity, now, true)),
+      items.map((item) =>
+        this.stock.reserve({ productId: item.productId, orderId, quantity: item.quantity, now, confirmed: true, at: { shard: item.stockShard, shards: item.stockShards } }),
+      ),
     );
     const refused = reserves.some((r) => r.status === "rejected" || !r.value.ok);
     if (refused) {
@@ -153,7 +155,7 @@ export class OrdersService {
       await this.abandonUncommitted(orderId, touched);
       let outOfStock = false;
       reserves.forEach((r, k) => {
-        if (r.status !== "fulfilled" || r.value.ok || r.value.reason !== "INSUFFICIENT_STOCK") return;
+        if (r.status !== "fulfilled" || r.value.ok || r.value.code !== "INSUFFICIENT_STOCK") return;
         outOfStock = true;
         this.metrics.event("stock.insufficient", items[k]!.productId, r.value.available);
       });

@@ -6,6 +6,7 @@ import type {
   PrimeResult,
   ProductStock,
   ReleaseResult,
+  ReserveRequest,
   ReserveResult,
   RestockResult,
   SellResult,
@@ -23,7 +24,7 @@ import type {
  */
 export interface StockPort {
   /** `confirmed`: reserve and confirm in one call (placement's fan-out). `at`: the line's shard and the product's K. */
-  reserve(productId: number, at: ShardAddress, orderId: number, quantity: number, now: number, confirmed?: boolean): Promise<ReserveResult>;
+  reserve(request: ReserveRequest & { at: ShardAddress }): Promise<ReserveResult>;
   confirm(productId: number, shard: number, orderId: number): Promise<ConfirmResult>;
   sell(productId: number, shard: number, orderId: number): Promise<SellResult>;
   release(productId: number, shard: number, orderId: number): Promise<ReleaseResult>;
@@ -55,11 +56,11 @@ export class DurableObjectStock implements StockPort {
     return this.ns.get(this.ns.idFromName(shardObjectName(productId, shard)));
   }
 
-  reserve(productId: number, at: ShardAddress, orderId: number, quantity: number, now: number, confirmed = false): Promise<ReserveResult> {
+  reserve(request: ReserveRequest & { at: ShardAddress }): Promise<ReserveResult> {
     return callObject<ReserveResult>(
       this.meter,
       async () => {
-        const out = (await this.stub(productId, at.shard).reserve(productId, orderId, quantity, now, confirmed, at.shard, at.shards)) as ReserveResult;
+        const out = (await this.stub(request.productId, request.at.shard).reserve(request)) as ReserveResult;
         if (out.nested) {
           this.meter.noteNested("do", out.nested.do);
           this.meter.noteNested("d1", out.nested.d1);

@@ -4,7 +4,8 @@ import { errorFields, log } from "../shared/logger";
 import { placeObjects } from "../shared/object-placement";
 import { primaryD1 } from "../db/client";
 import { HopMeter, meterD1 } from "../shared/hops";
-import { shardObjectName } from "../sharding/routing";
+import { ObjectAlarm } from "../shared/object-alarm";
+import { shardObjectName, UNSHARDED } from "../sharding/routing";
 import { fairShare } from "../sharding/rules";
 import { NOTHING_TO_GIVE, siblingPortOver, type GiveAnswer, type GiveRequest, type PushRequest, type ShardPeer, type SiblingPort } from "../sharding/transfer";
 import { ShardLedger } from "../sharding/ledger";
@@ -13,11 +14,13 @@ import { SiblingProjections } from "./sibling-projections";
 import type { ShardValue } from "./stock-projection";
 import { StockProjector } from "./stock-projector";
 import { SHORT, StockShardStore } from "./stock-shard.store";
+import { StockLoader } from "./stock-load";
 import type {
   ConfirmResult,
   NestedCalls,
   PrimeResult,
   ReleaseResult,
+  ReserveRequest,
   ReserveResult,
   RestockResult,
   SellResult,
@@ -28,6 +31,7 @@ import type {
 
 export type * from "./product-stock.types";
 export { FINISHED_RETENTION_MS, HOLD_TTL_MS } from "./stock-shard.store";
+export { StockNotLoadedError } from "./stock-load";
 export { PROJECTION_INTERVAL_MS, PROJECTION_LAG_MS } from "./stock-projector";
 /** The alarm armed before a transfer is sent fires this long after (the round normally finishes first). */
 const RECOVERY_DELAY_MS = 2_000;
@@ -35,19 +39,6 @@ const RECOVERY_DELAY_MS = 2_000;
 const RECOVERY_RETRY_MS = 1_000;
 /** Borrowing rounds one reservation may start before it answers SHARDS_BUSY (each borrow runs up to MAX_BORROW_ROUNDS). */
 const RESERVE_BORROWS = 2;
-
-/**
- * A shard's first load could not read D1 (overloaded, reset, unreachable). Thrown out of the
- * RPC, after blockConcurrencyWhile has returned, so the object is not reset: nothing was
- * decided, nothing is kept, and the next call tries the load again. The Worker sees a failed
- * object call (ObjectUnavailableError) and answers 503 with Retry-After.
- */
-export class StockNotLoadedError extends Error {
-  constructor(override readonly cause: unknown) {
-    super(`stock not loaded: D1 unavailable, retry (${cause instanceof Error ? cause.message : String(cause)})`);
-    this.name = "StockNotLoadedError";
-  }
-}
 
 const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
 
@@ -80,6 +71,7 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    */
   private readonly d1 = meterD1(primaryD1(this.env.DB), this.d1Meter);
   private readonly store: StockShardStore;
+  private readonly loader: StockLoader;
   private readonly ledger: ShardLedger;
   private readonly balancer: ShardBalancer;
   private readonly siblingValues: SiblingProjections;
@@ -88,8 +80,8 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
   siblingPort: SiblingPort | undefined;
   /** The clock that paces the D1 projection. A field so tests can run a storm in simulated time. */
   clock: () => number = Date.now;
-  /** The stored alarm time as this object last set it (undefined: not read yet); only this object sets it. */
-  private alarmAt: number | null | undefined;
+  /** The object's alarm (projection steps, hold timeouts, transfer recovery). */
+  private readonly alarm_: ObjectAlarm;
   /** Borrowing rounds this incarnation is running: the alarm leaves their transfers to them. */
   private borrowing = 0;
   /** `reserve` calls this incarnation answered (not persisted: a load indicator, like the coupon shards'). */
@@ -98,6 +90,9 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.store = new StockShardStore(ctx.storage);
+    this.alarm_ = new ObjectAlarm(ctx.storage);
+    // The D1 handle is read on each load (tests swap the object's `d1`).
+    this.loader = new StockLoader(ctx, this.store, () => this.d1);
     this.ledger = new ShardLedger(ctx.storage.sql, this.store);
     this.siblingValues = new SiblingProjections(ctx.storage.sql);
     this.store.onRollback = () => {
@@ -132,7 +127,7 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
       this.store.createSchema();
       this.ledger.createSchema();
       this.siblingValues.createSchema();
-      this.alarmAt = await ctx.storage.getAlarm();
+      await this.alarm_.load();
     });
   }
 
@@ -140,31 +135,31 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    * Takes `quantity` for `orderId`: as a held reservation that times out after
    * HOLD_TTL_MS, or, with `confirmed`, as a confirmed one in the same call (order
    * placement does this: its PENDING order row exists before the call, and the
-   * stale-placement cron releases what a dead placement took). `shard`/`shards`
-   * say which shard this is and the product's K (raised here, never lowered).
+   * stale-placement cron releases what a dead placement took). `at` says which
+   * shard this is and the product's K (raised here, never lowered).
    * Invariant: available never goes below 0; one order holds at most one
    * reservation per product (a repeat returns the existing one, confirming a hold
    * if asked; an order already released cannot be resurrected by a late retry);
    * INSUFFICIENT_STOCK only when this shard is the only one or the siblings were
    * proved empty, SHARDS_BUSY when neither could be settled.
    */
-  async reserve(productId: number, orderId: number, quantity: number, now: number, confirmed = false, shard = 0, shards = 1): Promise<ReserveResult> {
+  async reserve({ productId, orderId, quantity, now, confirmed = false, at = UNSHARDED }: ReserveRequest): Promise<ReserveResult> {
     this.requests++;
-    if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
-    const loaded = await this.ensureStock(productId, shard, shards);
+    if (!Number.isSafeInteger(quantity) || quantity <= 0) return { ok: false, code: "INVALID_QUANTITY", available: 0 };
+    const loaded = await this.ensureStock(productId, at.shard, at.shards);
     const nested: NestedCalls = { do: 0, d1: loaded.d1Calls };
-    if (!loaded.found) return withNested({ ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 }, nested);
+    if (!loaded.found) return withNested({ ok: false, code: "PRODUCT_NOT_FOUND", available: 0 }, nested);
     let result: ReserveResult | undefined;
     for (let borrows = 0; !result; borrows++) {
       const local = this.store.tx(() => this.store.reserveLocal(orderId, quantity, now, confirmed));
       if (local !== SHORT) result = local;
-      else if (borrows === RESERVE_BORROWS) result = { ok: false, reason: "SHARDS_BUSY", available: this.store.available() };
+      else if (borrows === RESERVE_BORROWS) result = { ok: false, code: "SHARDS_BUSY", available: this.store.available() };
       else {
         // The reservation is made the moment the units are seen free (no other borrower can take them in between).
         const outcome = await this.borrow(quantity, undefined, () => this.store.tx(() => this.store.reserveLocal(orderId, quantity, now, confirmed)));
         nested.do += outcome.rounds;
-        if (outcome.result === "dry") result = { ok: false, reason: "INSUFFICIENT_STOCK", available: this.store.available() };
-        if (outcome.result === "unknown") result = { ok: false, reason: "SHARDS_BUSY", available: this.store.available() };
+        if (outcome.result === "dry") result = { ok: false, code: "INSUFFICIENT_STOCK", available: this.store.available() };
+        if (outcome.result === "unknown") result = { ok: false, code: "SHARDS_BUSY", available: this.store.available() };
         if (outcome.result === "covered" && outcome.taken !== undefined && outcome.taken !== SHORT) result = outcome.taken;
       }
     }
@@ -179,7 +174,7 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    */
   async confirm(orderId: number): Promise<ConfirmResult> {
     const result = this.store.tx(() => this.store.confirmRow(orderId, Date.now()));
-    if (!result.ok && result.reason === "HOLD_EXPIRED") await this.unitsReturned();
+    if (!result.ok && result.code === "HOLD_EXPIRED") await this.unitsReturned();
     await this.afterChange();
     return result;
   }
@@ -190,12 +185,7 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    * is not sold (that would count the units twice), it is reported instead.
    */
   async sell(orderId: number): Promise<SellResult> {
-    return this.settle(() => {
-      const now = Date.now();
-      const r = this.store.sellRow(orderId, now);
-      this.store.pruneFinished(now);
-      return r;
-    });
+    return this.settle(() => this.store.settleRows([orderId], [], Date.now()).sold[0]!);
   }
 
   /**
@@ -205,12 +195,7 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    * tombstone so a reserve that arrives late cannot take stock for it.
    */
   async release(orderId: number): Promise<ReleaseResult> {
-    return this.settle(() => {
-      const now = Date.now();
-      const r = this.store.releaseOne(orderId, now);
-      this.store.pruneFinished(now);
-      return r;
-    });
+    return this.settle(() => this.store.settleRows([], [orderId], Date.now()).released[0]!);
   }
 
   /**
@@ -222,17 +207,10 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    */
   async settleMany(sellIds: number[], releaseIds: number[]): Promise<SettleManyResult> {
     return this.settle(() => {
-      const now = Date.now();
+      const { sold, released } = this.store.settleRows(sellIds, releaseIds, Date.now());
       const refused: SettleManyResult["refused"] = [];
-      for (const orderId of sellIds) {
-        const r = this.store.sellRow(orderId, now);
-        if (!r.ok) refused.push({ orderId, reason: r.reason });
-      }
-      for (const orderId of releaseIds) {
-        const r = this.store.releaseOne(orderId, now);
-        if (!r.ok) refused.push({ orderId, reason: r.reason });
-      }
-      this.store.pruneFinished(now);
+      sold.forEach((r, i) => !r.ok && refused.push({ orderId: sellIds[i]!, code: r.code }));
+      released.forEach((r, i) => !r.ok && refused.push({ orderId: releaseIds[i]!, code: r.code }));
       return { refused };
     });
   }
@@ -243,13 +221,13 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    * reduction larger than this shard holds borrows the rest from the siblings first.
    */
   async restock(productId: number, delta: number): Promise<RestockResult> {
-    if (!Number.isSafeInteger(delta) || delta === 0) return { ok: false, reason: "INVALID_QUANTITY", available: 0 };
-    if (!(await this.ensureStock(productId, 0, 1)).found) return { ok: false, reason: "PRODUCT_NOT_FOUND", available: 0 };
+    if (!Number.isSafeInteger(delta) || delta === 0) return { ok: false, code: "INVALID_QUANTITY", available: 0 };
+    if (!(await this.ensureStock(productId, 0, 1)).found) return { ok: false, code: "PRODUCT_NOT_FOUND", available: 0 };
     const stock = this.store.stock()!;
     if (delta < 0 && stock.available + delta < 0 && stock.shards > 1) await this.borrow(-delta, 0);
     const result = this.store.tx((): RestockResult => {
       const available = this.store.available();
-      if (available + delta < 0) return { ok: false, reason: "INSUFFICIENT_STOCK", available };
+      if (available + delta < 0) return { ok: false, code: "INSUFFICIENT_STOCK", available };
       return { ok: true, available: this.store.change(delta) };
     });
     await this.afterChange();
@@ -349,7 +327,7 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
    * hands its value to shard 0). Stays armed while any of that work is left.
    */
   override async alarm(): Promise<void> {
-    this.alarmAt = null; // the alarm that fired is spent
+    this.alarm_.fired();
     const stock = this.store.stock();
     if (!stock) return;
     // Units of expired holds are back here: a drained shard tells shard 0 (left owed if it cannot: retried below).
@@ -420,61 +398,14 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
     return this.siblingPort;
   }
 
-  /**
-   * Loads this shard once: shard 0 takes its row of `product_stock_shards` (or, for a
-   * product that has none yet, `products.stock`); a shard i > 0 starts empty. Every
-   * shard keeps the product's stock as the size hint of its batches. Then raises the
-   * known K to `shards`. blockConcurrencyWhile keeps every other call out while D1
-   * is read, so two first calls cannot both initialise. `d1Calls` is 1 when it read D1.
-   * A failed read throws StockNotLoadedError (retryable) without resetting the object:
-   * the callback never throws, since a throwing callback resets the object and fails every
-   * call waiting on it; the next call loads again.
-   */
-  private async ensureStock(productId: number, shard: number, shards: number): Promise<{ found: boolean; d1Calls: number }> {
-    let d1Calls = 0;
-    if (!this.store.stock()) {
-      let failed: unknown;
-      await this.ctx.blockConcurrencyWhile(async () => {
-        if (this.store.stock()) return;
-        d1Calls = 1;
-        let row: { stock: number; shards: number; updatedAt: number; shardAvailable: number | null; shardStamp: number | null } | null;
-        try {
-          row = await this.d1
-            .prepare(
-              `SELECT p.stock AS stock, p.stock_shards AS shards, p.updated_at AS updatedAt, s.available AS shardAvailable, s.stamp AS shardStamp
-               FROM products p LEFT JOIN product_stock_shards s ON s.product_id = p.id AND s.shard = ?2 WHERE p.id = ?1`,
-            )
-            .bind(productId, shard)
-            .first();
-        } catch (err) {
-          // Not thrown from here: a callback of blockConcurrencyWhile that throws resets the object.
-          failed = err;
-          return;
-        }
-        if (!row) return;
-        const base = { productId, shard, shards: Math.max(shards, row.shards), hint: row.stock };
-        if (shard === 0) {
-          const stamp = row.shardStamp ?? row.updatedAt;
-          this.store.tx(() => this.store.init({ ...base, available: row.shardAvailable ?? row.stock, stamp, projectedStamp: stamp }));
-        } else {
-          // Dirty on purpose: the first projection writes this shard's row (0) if D1 has none.
-          const projectedStamp = row.shardStamp ?? 0;
-          this.store.tx(() => this.store.init({ ...base, available: 0, stamp: Math.max(Date.now(), projectedStamp + 1), projectedStamp }));
-        }
-      });
-      if (failed !== undefined) {
-        log("warn", "stock shard not loaded: D1 read failed; the next call retries", { productId, shard, ...errorFields(failed) });
-        throw new StockNotLoadedError(failed);
-      }
-    }
-    if (!this.store.stock()) return { found: false, d1Calls };
-    if (shards > this.store.stock()!.shards) this.store.tx(() => this.store.raiseShards(shards));
-    return { found: true, d1Calls };
+  /** Loads this shard once and raises its K to `shards` (StockLoader.ensure). */
+  private ensureStock(productId: number, shard: number, shards: number): Promise<{ found: boolean; d1Calls: number }> {
+    return this.loader.ensure(productId, shard, shards);
   }
 
   /** Arms the alarm before a transfer is sent, so a crash mid-transfer is finished by `alarm`. */
   private async armRecovery(): Promise<void> {
-    await this.armAt(Date.now() + RECOVERY_DELAY_MS);
+    await this.alarm_.armBy(Date.now() + RECOVERY_DELAY_MS);
   }
 
   /**
@@ -491,22 +422,8 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
     const projectAt = this.projector.dueAt();
     if (projectAt !== null) at = Math.min(at ?? Infinity, projectAt);
     if (stock.shards > 1 && this.balancer.needsRecovery()) at = Math.min(at ?? Infinity, Date.now() + RECOVERY_RETRY_MS);
-    if (at === null) {
-      this.alarmAt ??= await this.ctx.storage.getAlarm();
-      if (this.alarmAt !== null) await this.ctx.storage.deleteAlarm();
-      this.alarmAt = null;
-    } else {
-      await this.armAt(at);
-    }
-  }
-
-  /** Sets the alarm to `at` unless it already fires earlier. */
-  private async armAt(at: number): Promise<void> {
-    this.alarmAt ??= await this.ctx.storage.getAlarm();
-    if (this.alarmAt === null || this.alarmAt > at) {
-      await this.ctx.storage.setAlarm(at);
-      this.alarmAt = at;
-    }
+    if (at === null) await this.alarm_.clear();
+    else await this.alarm_.armBy(at);
   }
 
 }

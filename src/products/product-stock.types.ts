@@ -1,4 +1,5 @@
 import type { D1Cost } from "../shared/hops";
+import type { ShardAddress } from "../sharding/routing";
 /** What the ProductStock DO answers: discriminated unions, never thrown errors (they cross RPC). */
 export type ReservationStatus = "held" | "confirmed" | "sold" | "released";
 
@@ -19,6 +20,18 @@ export interface NestedCalls {
   d1: number;
 }
 
+/** What `reserve` is asked (the options of both the object's RPC and the StockPort). */
+export interface ReserveRequest {
+  productId: number;
+  orderId: number;
+  quantity: number;
+  now: number;
+  /** Reserve and confirm in one call (order placement: its PENDING order row exists before the call). */
+  confirmed?: boolean;
+  /** The line's shard and the product's K (default: the unsharded object). */
+  at?: ShardAddress;
+}
+
 /**
  * SHARDS_BUSY: this shard could cover the line neither alone nor by borrowing, and
  * could not prove the siblings empty either (calls failed, units kept moving): try
@@ -26,18 +39,18 @@ export interface NestedCalls {
  */
 export type ReserveResult = (
   | { ok: true; reservation: Reservation; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY" | "SHARDS_BUSY"; available: number }
+  | { ok: false; code: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY" | "SHARDS_BUSY"; available: number }
 ) & { nested?: NestedCalls };
-export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; reason: "HOLD_EXPIRED" | "NOT_RESERVED" };
-export type SellResult = { ok: true; reservation: Reservation } | { ok: false; reason: "NOT_RESERVED" | "ALREADY_RELEASED" };
-export type ReleaseResult = { ok: true; released: number } | { ok: false; reason: "ALREADY_SOLD" };
+export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; code: "HOLD_EXPIRED" | "NOT_RESERVED" };
+export type SellResult = { ok: true; reservation: Reservation } | { ok: false; code: "NOT_RESERVED" | "ALREADY_RELEASED" };
+export type ReleaseResult = { ok: true; released: number } | { ok: false; code: "ALREADY_SOLD" };
 /** Orders of a batched settlement that kept their state, with why. */
 export interface SettleManyResult {
-  refused: { orderId: number; reason: "NOT_RESERVED" | "ALREADY_RELEASED" | "ALREADY_SOLD" }[];
+  refused: { orderId: number; code: "NOT_RESERVED" | "ALREADY_RELEASED" | "ALREADY_SOLD" }[];
 }
 export type RestockResult =
   | { ok: true; available: number }
-  | { ok: false; reason: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };
+  | { ok: false; code: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "INVALID_QUANTITY"; available: number };
 /** What `prime` left in a shard (admin creation and shard-count raises). */
 export interface PrimeResult {
   shard: number;

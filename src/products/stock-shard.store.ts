@@ -1,4 +1,5 @@
 import type { LedgerHost } from "../sharding/ledger";
+import { rollbackAwareTransaction, type Transaction } from "../shared/object-transaction";
 import type { ReleaseResult, Reservation, ReservationStatus, ReserveResult, SellResult } from "./product-stock.types";
 
 /** A held reservation not confirmed within this window is released by the alarm. */
@@ -76,7 +77,15 @@ export class StockShardStore implements LedgerHost {
   /** Called after a rolled-back transaction, so other memory copies (the ledger's) are dropped too. */
   onRollback: () => void = () => {};
 
-  constructor(private readonly storage: DurableObjectStorage) {}
+  /** One synchronous transaction; if it throws (rolled back), the memory copies are read again. */
+  readonly tx: Transaction;
+
+  constructor(private readonly storage: DurableObjectStorage) {
+    this.tx = rollbackAwareTransaction(storage, () => {
+      this.row = null;
+      this.onRollback();
+    });
+  }
 
   private get sql(): SqlStorage {
     return this.storage.sql;
@@ -88,17 +97,6 @@ export class StockShardStore implements LedgerHost {
     const have = new Set(this.sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('stock')").toArray().map((c) => c.name));
     for (const [name, ddl] of SHARD_COLUMNS) if (!have.has(name)) this.sql.exec(ddl);
     this.row = null;
-  }
-
-  /** One synchronous transaction; if it throws (rolled back), the memory copies are read again. */
-  tx<T>(body: () => T): T {
-    try {
-      return this.storage.transactionSync(body);
-    } catch (err) {
-      this.row = null;
-      this.onRollback();
-      throw err;
-    }
   }
 
   stock(): StockRow | undefined {
@@ -187,14 +185,14 @@ export class StockShardStore implements LedgerHost {
     const stock = this.stock()!;
     const existing = this.reservation(orderId);
     if (existing) {
-      if (existing.status === "released") return { ok: false, reason: "ALREADY_RELEASED", available: stock.available };
+      if (existing.status === "released") return { ok: false, code: "ALREADY_RELEASED", available: stock.available };
       if (confirmed && existing.status === "held") {
         this.setStatus(orderId, "confirmed", now);
         return { ok: true, reservation: { ...toReservation(existing), status: "confirmed" }, available: stock.available };
       }
       return { ok: true, reservation: toReservation(existing), available: stock.available };
     }
-    if (stock.available < quantity) return stock.shards > 1 ? SHORT : { ok: false, reason: "INSUFFICIENT_STOCK", available: stock.available };
+    if (stock.available < quantity) return stock.shards > 1 ? SHORT : { ok: false, code: "INSUFFICIENT_STOCK", available: stock.available };
     const expiresAt = now + HOLD_TTL_MS;
     const status: ReservationStatus = confirmed ? "confirmed" : "held";
     this.sql.exec(
@@ -210,13 +208,13 @@ export class StockShardStore implements LedgerHost {
   }
 
   /** held -> confirmed; a hold past its deadline is released instead. */
-  confirmRow(orderId: number, now: number): { ok: true; reservation: Reservation } | { ok: false; reason: "HOLD_EXPIRED" | "NOT_RESERVED" } {
+  confirmRow(orderId: number, now: number): { ok: true; reservation: Reservation } | { ok: false; code: "HOLD_EXPIRED" | "NOT_RESERVED" } {
     const r = this.reservation(orderId);
-    if (!r || r.status === "released") return { ok: false, reason: "NOT_RESERVED" };
+    if (!r || r.status === "released") return { ok: false, code: "NOT_RESERVED" };
     if (r.status === "confirmed" || r.status === "sold") return { ok: true, reservation: toReservation(r) };
     if (r.expires_at <= now) {
       this.releaseRow(r, now);
-      return { ok: false, reason: "HOLD_EXPIRED" };
+      return { ok: false, code: "HOLD_EXPIRED" };
     }
     this.setStatus(orderId, "confirmed", now);
     return { ok: true, reservation: { ...toReservation(r), status: "confirmed" } };
@@ -225,8 +223,8 @@ export class StockShardStore implements LedgerHost {
   /** confirmed|held -> sold for one order. */
   sellRow(orderId: number, now: number): SellResult {
     const r = this.reservation(orderId);
-    if (!r) return { ok: false, reason: "NOT_RESERVED" };
-    if (r.status === "released") return { ok: false, reason: "ALREADY_RELEASED" };
+    if (!r) return { ok: false, code: "NOT_RESERVED" };
+    if (r.status === "released") return { ok: false, code: "ALREADY_RELEASED" };
     if (r.status !== "sold") this.setStatus(orderId, "sold", now);
     return { ok: true, reservation: { ...toReservation(r), status: "sold" } };
   }
@@ -243,10 +241,21 @@ export class StockShardStore implements LedgerHost {
       );
       return { ok: true, released: 0 };
     }
-    if (r.status === "sold") return { ok: false, reason: "ALREADY_SOLD" };
+    if (r.status === "sold") return { ok: false, code: "ALREADY_SOLD" };
     if (r.status === "released") return { ok: true, released: 0 };
     this.releaseRow(r, now);
     return { ok: true, released: r.quantity };
+  }
+
+  /**
+   * Sells `sellIds` and releases `releaseIds` (in that order, each by the rules of `sellRow` and
+   * `releaseOne`), then prunes a few long-finished rows: one settlement step.
+   */
+  settleRows(sellIds: number[], releaseIds: number[], now: number): { sold: SellResult[]; released: ReleaseResult[] } {
+    const sold = sellIds.map((orderId) => this.sellRow(orderId, now));
+    const released = releaseIds.map((orderId) => this.releaseOne(orderId, now));
+    this.pruneFinished(now);
+    return { sold, released };
   }
 
   /** Releases every hold past its deadline; returns the units given back. */

@@ -41,7 +41,25 @@ export class StockShardsService {
   constructor(
     private readonly products: ProductsRepo,
     private readonly stock: StockPort,
+    private readonly clock: () => number,
   ) {}
+
+  /**
+   * Creates a product (its D1 row and shard 0's projected row) and primes every stock shard, so no
+   * order waits for that load (shards i > 0 take their share; best effort).
+   */
+  async createProduct(input: { name: string; description: string; price: number; stock: number; stockShards: number }): Promise<number> {
+    const productId = await this.products.create(input, this.clock());
+    await this.primeNewProduct(productId, input.stockShards);
+    return productId;
+  }
+
+  /** Admin restock (delta > 0) or reduction (delta < 0) through the product's shard 0; never below 0. */
+  async restock(productId: number, delta: number): Promise<{ productId: number; stock: number }> {
+    const result = await this.stock.restock(productId, delta);
+    if (!result.ok) throw new AppError(result.code);
+    return { productId, stock: result.available };
+  }
 
   /**
    * Loads every shard of a new product so no order waits for that D1 read; shards

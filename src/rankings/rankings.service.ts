@@ -23,14 +23,31 @@ export interface RankedProduct {
  * Today's ranking and the best sellers: Redis first, D1 as the source of truth
  * and fallback. Redis can always be rebuilt from D1 (`repairToday`, `refreshBestSellers`).
  */
+/** What RankingsService is built from. */
+export interface RankingsServiceDeps {
+  repo: RankingsRepo;
+  products: ProductsRepo;
+  /** The daily ranking in Redis (or none: D1 answers). */
+  cache: RankingCache;
+  /** The business day's time zone (IANA name). */
+  timeZone: string;
+  clock: () => number;
+}
+
 export class RankingsService {
-  constructor(
-    private readonly repo: RankingsRepo,
-    private readonly products: ProductsRepo,
-    private readonly cache: RankingCache,
-    private readonly timeZone: string,
-    private readonly clock: () => number,
-  ) {}
+  private readonly repo: RankingsRepo;
+  private readonly products: ProductsRepo;
+  private readonly cache: RankingCache;
+  private readonly timeZone: string;
+  private readonly clock: () => number;
+
+  constructor(deps: RankingsServiceDeps) {
+    this.repo = deps.repo;
+    this.products = deps.products;
+    this.cache = deps.cache;
+    this.timeZone = deps.timeZone;
+    this.clock = deps.clock;
+  }
 
   private dayWindow(date: string): [number, number] {
     return [startOfBusinessDay(date, this.timeZone), startOfBusinessDay(addDays(date, 1), this.timeZone)];

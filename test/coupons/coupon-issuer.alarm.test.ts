@@ -263,7 +263,7 @@ describe("CouponIssuer write-behind alarm", () => {
           }
         },
       };
-      const win = instance.issue(couponId, users[0]!, Date.now());
+      const win = instance.issue({ couponId, userId: users[0]!, now: Date.now() });
       await winInStore;
       const alarm = instance.alarm();
       const whileWinInFlight = [...batches];

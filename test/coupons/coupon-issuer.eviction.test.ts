@@ -45,7 +45,7 @@ describe("CouponIssuer across eviction, abort and first load", () => {
     await evictDurableObject(issuerOf(couponId));
     const retry = await Promise.all(users.map((u) => issue(couponId, u)));
     expect(tally(retry)).toEqual({ "409 COUPON_SOLD_OUT": 150 });
-    const direct = await Promise.all(users.map((u) => issuerOf(couponId).issue(couponId, u, Date.now())));
+    const direct = await Promise.all(users.map((u) => issuerOf(couponId).issue({ couponId, userId: u, now: Date.now() })));
     expect(tally(direct.map((d) => (d.ok ? { status: 201, body: {} } : { status: 409, body: { error: d.code } })))).toEqual({
       "409 COUPON_ALREADY_ISSUED": 100,
       "409 COUPON_SOLD_OUT": 50,

@@ -83,7 +83,7 @@ describe("CouponIssuer first load of a coupon D1 already issued", () => {
     const stub = issuerOf(couponId);
     const calls = await recordD1Reads(couponId);
 
-    expect(await stub.prime(couponId)).toMatchObject({ result: "ok" });
+    expect(await stub.prime(couponId)).toMatchObject({ ok: true });
     // Each step: the coupon's definition (1 row) and a page of its rows; the first also recounts issued_quantity (0 rows).
     expect(calls).toEqual([
       [0, 1, LOAD_PAGE_ROWS],
@@ -113,7 +113,7 @@ describe("CouponIssuer first load of a coupon D1 already issued", () => {
     const late = holders[holders.length - 1]!;
     const { rows, outcomes } = await runInDurableObject(stub, async (instance: CouponIssuer) => {
       const second = steppedLoad(instance, { hold: 2 });
-      const asks = [late, ...fresh].map((u) => instance.issue(couponId, u, Date.now()));
+      const asks = [late, ...fresh].map((u) => instance.issue({ couponId, userId: u, now: Date.now() }));
       await second.held;
       second.release();
       const answers = await Promise.all(asks);

@@ -58,7 +58,7 @@ describe("CouponIssuer under concurrent requests", () => {
     expect(tally(again)).toEqual({ "409 COUPON_SOLD_OUT": 30 });
     // The object itself still tells winners apart.
     const winner = users[first.findIndex((r) => r.status === 201)]!;
-    expect(await issuerOf(couponId).issue(couponId, winner, Date.now())).toMatchObject({ ok: false, code: "COUPON_ALREADY_ISSUED", d1Calls: 0 });
+    expect(await issuerOf(couponId).issue({ couponId, userId: winner, now: Date.now() })).toMatchObject({ ok: false, code: "COUPON_ALREADY_ISSUED", d1Calls: 0 });
     expect(await d1State(couponId)).toMatchObject({ issuedQuantity: 10, events: 10 });
     expect((await d1State(couponId)).users).toHaveLength(10);
   });

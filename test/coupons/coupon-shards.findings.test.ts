@@ -67,7 +67,7 @@ describe("finding 1: a false COUPON_SOLD_OUT from prefetch rounds counted in the
     // Shard-2 users one after another (asked at their shard: the Worker keeps its own 1 s sold-out memory):
     // the first gets shard 1's unit; only then is the coupon sold out.
     const answers = [];
-    for (const u of late) answers.push(await shardOf(couponId, 2).issue(couponId, u, Date.now(), { shard: 2, shards: K }));
+    for (const u of late) answers.push(await shardOf(couponId, 2).issue({ couponId, userId: u, now: Date.now(), at: { shard: 2, shards: K } }));
     expect(answers.map((a) => (a.ok ? "ok" : a.code))).toEqual(["ok", "COUPON_SOLD_OUT", "COUPON_SOLD_OUT"]);
     const after = await Promise.all([0, 1, 2].map((s) => shardOf(couponId, s).state()));
     expect(after.reduce((n, s) => n + s.issued, 0)).toBe(14);

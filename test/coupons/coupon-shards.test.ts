@@ -104,7 +104,7 @@ describe("a coupon sharded over K = 8 objects", () => {
     // Asking again changes nothing: each owner's home shard says ALREADY_ISSUED (asked directly: for a
     // second the Worker itself refuses the sold-out coupon, docs/ARCHITECTURE.md §8).
     const again = await Promise.all(
-      winners.slice(0, 40).map((u) => shardOf(couponId, homeShard(u, K)).issue(couponId, u, Date.now(), { shard: homeShard(u, K), shards: K })),
+      winners.slice(0, 40).map((u) => shardOf(couponId, homeShard(u, K)).issue({ couponId, userId: u, now: Date.now(), at: { shard: homeShard(u, K), shards: K } })),
     );
     expect(again.map((a) => (a.ok ? "ok" : a.code))).toEqual(Array(40).fill("COUPON_ALREADY_ISSUED"));
     await assertShardedExact(couponId, quantity, winners);

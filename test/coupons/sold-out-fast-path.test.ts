@@ -1,7 +1,8 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { CouponsRepo } from "../../src/coupons/coupons.repo";
-import { CouponsService, couponIssuerClient, type CouponIssuerPort } from "../../src/coupons/coupons.service";
+import { CouponsService } from "../../src/coupons/coupons.service";
+import { couponIssuerClient, type CouponIssuerPort } from "../../src/coupons/coupon-issuer.client";
 import { SOLD_OUT_TTL_MS, SoldOutMemo } from "../../src/coupons/sold-out";
 import { noUserCouponCache } from "../../src/coupons/user-coupon.cache";
 import { createDb } from "../../src/db/client";
@@ -24,7 +25,7 @@ function isolate(start = Date.now()) {
       return real.issue(...args);
     },
   };
-  const service = new CouponsService(new CouponsRepo(createDb(env.DB)), counted, () => t, noUserCouponCache, new SoldOutMemo());
+  const service = new CouponsService({ repo: new CouponsRepo(createDb(env.DB)), issuer: counted, clock: () => t, cache: noUserCouponCache, soldOut: new SoldOutMemo() });
   const outcome = (userId: number, couponId: number) =>
     service.issue(userId, couponId).then(
       () => "201",

@@ -100,7 +100,7 @@ describe.skipIf(!redisAvailable)("owned-coupon cache against a concurrent evicti
         return rows;
       }
     }
-    const svc = (repo: InstanceType<typeof CouponsRepo>) => new CouponsService(repo, {} as never, () => Date.now(), cache);
+    const svc = (repo: InstanceType<typeof CouponsRepo>) => new CouponsService({ repo, issuer: {} as never, clock: () => Date.now(), cache });
     const raced = await svc(new RacedRepo(createDb(env.DB))).listOwned(userId);
     expect(raced.coupons.map((c) => c.couponId)).toEqual([c1]); // what it read is what it answers
     expect(await rawRedis().exists(`${p}userCoupons:${userId}`), "the stale list was not cached").toBe(0);

@@ -68,7 +68,7 @@ describe("order expiry cron", () => {
     const orderId = row!.id;
     await env.DB.prepare("INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) VALUES (?, ?, 2, 100, 200)").bind(orderId, p).run();
     // The saga reserved and confirmed, then the Worker died before the commit batch.
-    await stockStub(p).reserve(p, orderId, 2, Date.now());
+    await stockStub(p).reserve({ productId: p, orderId, quantity: 2, now: Date.now() });
     await stockStub(p).confirm(orderId);
     expect(await available(p)).toBe(3);
     await runCron();

@@ -83,7 +83,7 @@ describe("a flash sale's expiry keeps up", () => {
       await Promise.all(
         Array.from({ length: Math.min(250, ORDERS - k) }, (_, j) => {
           const id = orderBase + k + j;
-          return stock.reserve(products[(k + j) % PRODUCTS]!, { shard: 0, shards: 1 }, id, 1, now, true).then((r) => expect(r.ok).toBe(true));
+          return stock.reserve({ productId: products[(k + j) % PRODUCTS]!, orderId: id, quantity: 1, now, confirmed: true, at: { shard: 0, shards: 1 } }).then((r) => expect(r.ok).toBe(true));
         }),
       );
     }

@@ -24,7 +24,7 @@ describe("ProductStock DO", () => {
   it("initialises from products.stock and keeps the D1 projection in step", async () => {
     const p = await createProduct(100, 7);
     const stub = stockStub(p);
-    const r = await stub.reserve(p, orderId(), 3, Date.now());
+    const r = await stub.reserve({ productId: p, orderId: orderId(), quantity: 3, now: Date.now() });
     expect(r).toMatchObject({ ok: true, available: 4, reservation: { quantity: 3, status: "held" } });
     expect(r.ok && r.reservation.expiresAt).toBeGreaterThan(Date.now() + HOLD_TTL_MS - 5_000);
     expect(await projected(p)).toBe(4);
@@ -34,8 +34,8 @@ describe("ProductStock DO", () => {
     const p = await createProduct(100, 5);
     const stub = stockStub(p);
     const o = orderId();
-    await stub.reserve(p, o, 2, Date.now());
-    const again = await stub.reserve(p, o, 2, Date.now());
+    await stub.reserve({ productId: p, orderId: o, quantity: 2, now: Date.now() });
+    const again = await stub.reserve({ productId: p, orderId: o, quantity: 2, now: Date.now() });
     expect(again).toMatchObject({ ok: true, available: 3 });
     expect(await stub.snapshot(p)).toEqual({ productId: p, available: 3, held: 2, confirmed: 0, sold: 0 });
   });
@@ -43,22 +43,22 @@ describe("ProductStock DO", () => {
   it("refuses more than is available and never goes below 0", async () => {
     const p = await createProduct(100, 2);
     const stub = stockStub(p);
-    expect(await stub.reserve(p, orderId(), 3, Date.now())).toEqual({ ok: false, reason: "INSUFFICIENT_STOCK", available: 2 });
-    expect(await stub.reserve(p, orderId(), 2, Date.now())).toMatchObject({ ok: true, available: 0 });
-    expect(await stub.reserve(p, orderId(), 1, Date.now())).toMatchObject({ ok: false, reason: "INSUFFICIENT_STOCK" });
-    expect(await stub.restock(p, -1)).toEqual({ ok: false, reason: "INSUFFICIENT_STOCK", available: 0 });
+    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 3, now: Date.now() })).toEqual({ ok: false, code: "INSUFFICIENT_STOCK", available: 2 });
+    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 2, now: Date.now() })).toMatchObject({ ok: true, available: 0 });
+    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 1, now: Date.now() })).toMatchObject({ ok: false, code: "INSUFFICIENT_STOCK" });
+    expect(await stub.restock(p, -1)).toEqual({ ok: false, code: "INSUFFICIENT_STOCK", available: 0 });
   });
 
   it("walks held -> confirmed -> sold; a sold reservation is never released", async () => {
     const p = await createProduct(100, 5);
     const stub = stockStub(p);
     const o = orderId();
-    await stub.reserve(p, o, 2, Date.now());
+    await stub.reserve({ productId: p, orderId: o, quantity: 2, now: Date.now() });
     expect(await stub.confirm(o)).toMatchObject({ ok: true, reservation: { status: "confirmed" } });
     expect(await stub.confirm(o)).toMatchObject({ ok: true });
     expect(await stub.sell(o)).toMatchObject({ ok: true, reservation: { status: "sold" } });
     expect(await stub.sell(o)).toMatchObject({ ok: true });
-    expect(await stub.release(o)).toEqual({ ok: false, reason: "ALREADY_SOLD" });
+    expect(await stub.release(o)).toEqual({ ok: false, code: "ALREADY_SOLD" });
     expect(await stub.snapshot(p)).toEqual({ productId: p, available: 3, held: 0, confirmed: 0, sold: 2 });
   });
 
@@ -67,18 +67,18 @@ describe("ProductStock DO", () => {
     const stub = stockStub(p);
     const held = orderId();
     const confirmed = orderId();
-    await stub.reserve(p, held, 1, Date.now());
-    await stub.reserve(p, confirmed, 2, Date.now());
+    await stub.reserve({ productId: p, orderId: held, quantity: 1, now: Date.now() });
+    await stub.reserve({ productId: p, orderId: confirmed, quantity: 2, now: Date.now() });
     await stub.confirm(confirmed);
     expect(await stub.release(held)).toEqual({ ok: true, released: 1 });
     expect(await stub.release(confirmed)).toEqual({ ok: true, released: 2 });
     expect(await stub.release(confirmed)).toEqual({ ok: true, released: 0 });
-    expect(await stub.reserve(p, held, 1, Date.now())).toMatchObject({ ok: false, reason: "ALREADY_RELEASED" });
+    expect(await stub.reserve({ productId: p, orderId: held, quantity: 1, now: Date.now() })).toMatchObject({ ok: false, code: "ALREADY_RELEASED" });
     // Releasing an order that never reserved leaves a tombstone.
     const never = orderId();
     expect(await stub.release(never)).toEqual({ ok: true, released: 0 });
-    expect(await stub.reserve(p, never, 1, Date.now())).toMatchObject({ ok: false, reason: "ALREADY_RELEASED" });
-    expect(await stub.sell(held)).toEqual({ ok: false, reason: "ALREADY_RELEASED" });
+    expect(await stub.reserve({ productId: p, orderId: never, quantity: 1, now: Date.now() })).toMatchObject({ ok: false, code: "ALREADY_RELEASED" });
+    expect(await stub.sell(held)).toEqual({ ok: false, code: "ALREADY_RELEASED" });
     expect(await stub.snapshot(p)).toMatchObject({ available: 5, held: 0, confirmed: 0 });
     expect(await projected(p)).toBe(5);
   });
@@ -87,12 +87,12 @@ describe("ProductStock DO", () => {
     const p = await createProduct(100, 4);
     const stub = stockStub(p);
     const o = orderId();
-    await stub.reserve(p, o, 3, Date.now());
+    await stub.reserve({ productId: p, orderId: o, quantity: 3, now: Date.now() });
     await ageHold(p, o);
     expect(await runDurableObjectAlarm(stub)).toBe(true);
     expect(await stub.snapshot(p)).toMatchObject({ available: 4, held: 0 });
     expect(await projected(p)).toBe(4);
-    expect(await stub.confirm(o)).toEqual({ ok: false, reason: "NOT_RESERVED" });
+    expect(await stub.confirm(o)).toEqual({ ok: false, code: "NOT_RESERVED" });
     // No hold left: no alarm is pending.
     expect(await runDurableObjectAlarm(stub)).toBe(false);
   });
@@ -101,9 +101,9 @@ describe("ProductStock DO", () => {
     const p = await createProduct(100, 4);
     const stub = stockStub(p);
     const o = orderId();
-    await stub.reserve(p, o, 2, Date.now());
+    await stub.reserve({ productId: p, orderId: o, quantity: 2, now: Date.now() });
     await ageHold(p, o);
-    expect(await stub.confirm(o)).toEqual({ ok: false, reason: "HOLD_EXPIRED" });
+    expect(await stub.confirm(o)).toEqual({ ok: false, code: "HOLD_EXPIRED" });
     expect(await stub.snapshot(p)).toMatchObject({ available: 4, held: 0 });
   });
 
@@ -112,9 +112,9 @@ describe("ProductStock DO", () => {
     const stub = stockStub(p);
     const kept = orderId();
     const dropped = orderId();
-    await stub.reserve(p, kept, 3, Date.now());
+    await stub.reserve({ productId: p, orderId: kept, quantity: 3, now: Date.now() });
     await stub.confirm(kept);
-    await stub.reserve(p, dropped, 4, Date.now());
+    await stub.reserve({ productId: p, orderId: dropped, quantity: 4, now: Date.now() });
     await ageHold(p, dropped);
     await runDurableObjectAlarm(stub);
     expect(await stub.snapshot(p)).toEqual({ productId: p, available: 7, held: 0, confirmed: 3, sold: 0 });
@@ -126,7 +126,7 @@ describe("ProductStock DO", () => {
     expect(await stub.restock(p, 5)).toEqual({ ok: true, available: 8 });
     expect(await stub.restock(p, -8)).toEqual({ ok: true, available: 0 });
     expect(await projected(p)).toBe(0);
-    expect(await stockStub(88_888_888).restock(88_888_888, 1)).toMatchObject({ ok: false, reason: "PRODUCT_NOT_FOUND" });
+    expect(await stockStub(88_888_888).restock(88_888_888, 1)).toMatchObject({ ok: false, code: "PRODUCT_NOT_FOUND" });
   });
 
   it("keeps the projection right even when products.updated_at was moved ahead by someone else", async () => {
@@ -141,8 +141,8 @@ describe("ProductStock DO", () => {
   it("refuses a non-positive or fractional quantity and a zero delta", async () => {
     const p = await createProduct(100, 3);
     const stub = stockStub(p);
-    for (const q of [0, -1, 1.5]) expect(await stub.reserve(p, orderId(), q, Date.now())).toMatchObject({ ok: false, reason: "INVALID_QUANTITY" });
-    expect(await stub.restock(p, 0)).toMatchObject({ ok: false, reason: "INVALID_QUANTITY" });
+    for (const q of [0, -1, 1.5]) expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: q, now: Date.now() })).toMatchObject({ ok: false, code: "INVALID_QUANTITY" });
+    expect(await stub.restock(p, 0)).toMatchObject({ ok: false, code: "INVALID_QUANTITY" });
     expect(await stub.snapshot(p)).toMatchObject({ available: 3, held: 0 });
   });
 
@@ -150,7 +150,7 @@ describe("ProductStock DO", () => {
     const p = await createProduct(100, 10);
     const stub = stockStub(p);
     const [sold, released, live] = [orderId(), orderId(), orderId()];
-    for (const o of [sold, released, live]) await stub.reserve(p, o, 1, Date.now());
+    for (const o of [sold, released, live]) await stub.reserve({ productId: p, orderId: o, quantity: 1, now: Date.now() });
     await stub.confirm(sold);
     await stub.sell(sold);
     await stub.release(released);
@@ -171,7 +171,7 @@ describe("ProductStock DO", () => {
   it("serialises 100 concurrent reserves on 30 units without losing an update", async () => {
     const p = await createProduct(100, 30);
     const stub = stockStub(p);
-    const results = await Promise.all(Array.from({ length: 100 }, () => stub.reserve(p, orderId(), 1, Date.now())));
+    const results = await Promise.all(Array.from({ length: 100 }, () => stub.reserve({ productId: p, orderId: orderId(), quantity: 1, now: Date.now() })));
     expect(results.filter((r) => r.ok)).toHaveLength(30);
     expect(await stub.snapshot(p)).toMatchObject({ available: 0, held: 30 });
     expect(await projected(p)).toBe(0);

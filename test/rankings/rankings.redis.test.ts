@@ -82,7 +82,7 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     const repair = async () => {
       const meter = new HopMeter();
       const job = JOBS["*/10 * * * *"]!.find((j) => j.name === "ranking-repair")!;
-      const result = await job.run(createServices(app.env, loadConfig(app.env), undefined, meter), Date.now());
+      const result = await job.run(createServices(app.env, loadConfig(app.env), { meter }), Date.now());
       return { result: result as { products: number; written: boolean }, rowsRead: meter.rowsRead };
     };
     const userId = await createUser();
@@ -197,7 +197,7 @@ describe.skipIf(!redisAvailable)("rankings fed by real payments", () => {
 describe.skipIf(!redisAvailable)("the ranking repair and a late increment never count a sale twice", () => {
   /** The rankings service with its clock at `now()` (the repair's watermark is REPAIR_LAG_MS before it). */
   const at = (appEnv: ReturnType<typeof appWithRedis>["env"], now: () => number) =>
-    new RankingsService(new RankingsRepo(env.DB), new ProductsRepo(createDb(env.DB)), redisRankingCache(rawLanes(), appEnv.REDIS_KEY_PREFIX), TZ, now);
+    new RankingsService({ repo: new RankingsRepo(env.DB), products: new ProductsRepo(createDb(env.DB)), cache: redisRankingCache(rawLanes(), appEnv.REDIS_KEY_PREFIX), timeZone: TZ, clock: now });
 
   it("a repair that already counted a sale drops its late ZINCRBY; a retried increment counts once", async () => {
     const app = appWithRedis({ prefix: prefix() });

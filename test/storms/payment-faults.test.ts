@@ -49,7 +49,7 @@ describe("a payment that committed is never answered as a failure", () => {
 
   for (const [name, sell] of [
     ["throws before reaching the object", () => Promise.reject(new Error("Durable Object reset"))],
-    ["refuses", async () => ({ ok: false as const, reason: "NOT_RESERVED" as const })],
+    ["refuses", async () => ({ ok: false as const, code: "NOT_RESERVED" as const })],
     ["is applied, then its answer is lost", (productId: number, shard: number, orderId: number) => real.sell(productId, shard, orderId).then(() => Promise.reject(new Error("Network connection lost")))],
   ] as const) {
     it(`sell ${name} after the commit: still 200 PAID, and the cron sells that order, never releases it`, async () => {

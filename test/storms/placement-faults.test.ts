@@ -79,7 +79,7 @@ describe("placement failures after reservation leave no reservation", () => {
     const b = await createProduct(100, 5);
     const real = realStock();
     const flaky: StockPort = Object.assign(Object.create(real), {
-      reserve: (...args: Parameters<StockPort["reserve"]>) => (args[0] === b ? Promise.reject(new Error("DO unreachable")) : real.reserve(...args)),
+      reserve: (...args: Parameters<StockPort["reserve"]>) => (args[0].productId === b ? Promise.reject(new Error("DO unreachable")) : real.reserve(...args)),
     });
     const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), flaky), {
       userId,
@@ -98,7 +98,7 @@ describe("placement failures after reservation leave no reservation", () => {
     const real = realStock();
     const busy: StockPort = Object.assign(Object.create(real), {
       reserve: (...args: Parameters<StockPort["reserve"]>) =>
-        args[0] === b ? Promise.resolve({ ok: false, reason: "SHARDS_BUSY", available: 0 }) : real.reserve(...args),
+        args[0].productId === b ? Promise.resolve({ ok: false, code: "SHARDS_BUSY", available: 0 }) : real.reserve(...args),
     });
     const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), busy), {
       userId,

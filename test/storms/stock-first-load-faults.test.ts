@@ -61,7 +61,7 @@ describe("ProductStock's first load from D1 meets a D1 blip", () => {
     const stub = stockStub(p);
     vi.spyOn(console, "error").mockImplementation(() => {});
 
-    const refused = await stub.reserve(p, 5_000_001, 2, Date.now(), true).then(
+    const refused = await stub.reserve({ productId: p, orderId: 5_000_001, quantity: 2, now: Date.now(), confirmed: true }).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -69,7 +69,7 @@ describe("ProductStock's first load from D1 meets a D1 blip", () => {
     expect(await probe(), "the object was reset").toEqual({ refused: 1, marker: "same incarnation" });
     expect(String(refused)).toMatch(/stock not loaded: D1 unavailable, retry/);
 
-    const second = await stub.reserve(p, 5_000_002, 2, Date.now(), true);
+    const second = await stub.reserve({ productId: p, orderId: 5_000_002, quantity: 2, now: Date.now(), confirmed: true });
     expect(second).toMatchObject({ ok: true, available: 4, reservation: { quantity: 2, status: "confirmed" } });
     // Still the same object: nothing reset, its memory (and the counters the admin view shows) intact.
     expect(await probe()).toEqual({ refused: 1, marker: "same incarnation" });

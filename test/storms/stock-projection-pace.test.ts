@@ -79,7 +79,7 @@ describe("stock projections at a bounded D1 write rate", () => {
           for (let s = 0; s < K; s++) {
             for (let i = 0; i < PER_SHARD_PER_STEP; i++) {
               const orderId = nextOrderId++ * K + s; // routed to shard s, as orderShard(orderId, K) would
-              calls.push(stockStub(p, s).reserve(p, orderId, 1, Date.now(), true, s, K));
+              calls.push(stockStub(p, s).reserve({ productId: p, orderId, quantity: 1, now: Date.now(), confirmed: true, at: { shard: s, shards: K } }));
             }
           }
           for (const r of await Promise.all(calls)) expect(r).toMatchObject({ ok: true });
@@ -116,7 +116,7 @@ describe("stock projections at a bounded D1 write rate", () => {
     await simulatedClock(p, 2); // no alarm fires by itself: the test runs them
     const sibling = stockStub(p, 1);
     const siblingBatches = (await sibling.state(p, 1))!.d1Batches;
-    expect(await sibling.reserve(p, 1_000_001, 3, Date.now(), true, 1, 2)).toMatchObject({ ok: true });
+    expect(await sibling.reserve({ productId: p, orderId: 1_000_001, quantity: 3, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } })).toMatchObject({ ok: true });
     const value = (await sibling.snapshot(p, 1))!.available;
 
     // The sibling's alarm hands the value over: shard 0 holds it, persisted, and D1 does not have it yet.

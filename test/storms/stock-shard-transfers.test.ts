@@ -51,7 +51,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
         acknowledge: real.acknowledge,
         push: real.push,
       };
-      await obj.reserve(p, orderId(), 5, Date.now(), true, 1, 2);
+      await obj.reserve({ productId: p, orderId: orderId(), quantity: 5, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } });
       return "answered";
     }).catch(() => "reset");
     expect(cutOff).toBe("reset");
@@ -78,7 +78,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
     expect(await stockStub(p, 0).give(p, 0, { transferId: grant!.transfer_id, receiver: 1, need: 5, extra: 20 })).toMatchObject({ granted: grant!.granted });
     expect(await total(p)).toBe(40);
     // And the units are usable where they arrived.
-    expect(await restarted.reserve(p, orderId(), 5, Date.now(), true, 1, 2)).toMatchObject({ ok: true, available: grant!.granted - 5 });
+    expect(await restarted.reserve({ productId: p, orderId: orderId(), quantity: 5, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } })).toMatchObject({ ok: true, available: grant!.granted - 5 });
     // D1 follows: one row per shard, products.stock their sum.
     for (const shard of [0, 1]) expect(await stockStub(p, shard).flush()).toBe(true);
     const rows = await env.DB.prepare("SELECT shard, available FROM product_stock_shards WHERE product_id = ? ORDER BY shard").bind(p).all();
@@ -111,7 +111,7 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
       };
     });
     const quiet = vi.spyOn(console, "error").mockImplementation(() => {});
-    const r = await receiver.reserve(p, orderId(), 5, Date.now(), true, 1, 2);
+    const r = await receiver.reserve({ productId: p, orderId: orderId(), quantity: 5, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } });
     quiet.mockRestore();
     expect(r).toMatchObject({ ok: true, reservation: { quantity: 5, status: "confirmed" } });
     // The next claim had an id of its own; the lost one stays open until the receiver's alarm re-sends it under

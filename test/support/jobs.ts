@@ -10,7 +10,7 @@ import { backdateExpiry, createUserCoupon, placedOrderId } from "./orders";
 /** Services whose D1 calls are all counted by `meter` (rows read and written as D1 reports them). */
 export function meteredServices(): { services: Services; meter: HopMeter } {
   const meter = new HopMeter();
-  return { services: createServices(env, loadConfig(env), undefined, meter), meter };
+  return { services: createServices(env, loadConfig(env), { meter }), meter };
 }
 
 /** Runs the job `name` of `cron` as registered in jobs.ts; returns what it reported and what it cost D1. */
