@@ -27,11 +27,15 @@ for (const env of envs) {
   for (const [name, binding] of LIMITS) {
     const value = Number(config.vars?.[name] ?? 0);
     if (value === 0) continue;
-    const rl = (config.ratelimits ?? []).find((/** @type {{ name: string, simple: { limit: number, period: number } }} */ r) => r.name === binding);
+    const rl = (config.ratelimits ?? []).find(
+      (/** @type {{ name: string, simple: { limit: number, period: number } }} */ r) => r.name === binding,
+    );
     if (!rl) bad.push(`${where}: ${name} = ${value} but no [[ratelimits]] ${binding}`);
-    else if (rl.simple.limit !== value || rl.simple.period !== 60) bad.push(`${where}: ${name} = ${value} but ${binding} is ${rl.simple.limit} per ${rl.simple.period} s (must be ${value} per 60 s)`);
+    else if (rl.simple.limit !== value || rl.simple.period !== 60)
+      bad.push(`${where}: ${name} = ${value} but ${binding} is ${rl.simple.limit} per ${rl.simple.period} s (must be ${value} per 60 s)`);
   }
-  if (!(config.analytics_engine_datasets ?? []).some((/** @type {{ binding: string }} */ d) => d.binding === "METRICS")) bad.push(`${where}: no [[analytics_engine_datasets]] METRICS (data points are dropped)`);
+  if (!(config.analytics_engine_datasets ?? []).some((/** @type {{ binding: string }} */ d) => d.binding === "METRICS"))
+    bad.push(`${where}: no [[analytics_engine_datasets]] METRICS (data points are dropped)`);
 }
 if (bad.length > 0) {
   console.error(`config: write limits and metrics do not match wrangler.toml's bindings:\n  ${bad.join("\n  ")}`);

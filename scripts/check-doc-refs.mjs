@@ -111,7 +111,8 @@ for (const file of CODE_ROOTS.flatMap((r) => filesUnder(r, CODE_FILE))) {
         continue;
       }
       for (const n of (m[2] ?? "").matchAll(/§\s?(\d+)/g)) {
-        if (!headings.some((h) => h.startsWith(`${n[1]}. `))) problems.push({ ...at, what: `${doc} has no heading "${n[1]}. ..." (cited as §${n[1]})` });
+        if (!headings.some((h) => h.startsWith(`${n[1]}. `)))
+          problems.push({ ...at, what: `${doc} has no heading "${n[1]}. ..." (cited as §${n[1]})` });
       }
       const title = m[4];
       if (title && !headings.some((h) => h.toLowerCase().includes(title.toLowerCase()))) {
@@ -144,7 +145,8 @@ for (const file of ["README.md", ...filesUnder("docs", /\.md$/)]) {
         }
         if (anchor && resolved.endsWith(".md")) {
           const headings = headingsOfFile(resolved) ?? [];
-          if (!headings.some((h) => slugOf(h) === anchor)) problems.push({ ...at, what: `link to ${target}: no heading with anchor #${anchor} in ${resolved}` });
+          if (!headings.some((h) => slugOf(h) === anchor))
+            problems.push({ ...at, what: `link to ${target}: no heading with anchor #${anchor} in ${resolved}` });
         }
       }
     });

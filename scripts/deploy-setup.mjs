@@ -31,7 +31,16 @@ const RETENTION_SECONDS = 14 * 86_400;
 /** Secrets without which a deployed environment answers 503 MISCONFIGURED (src/config.ts). */
 const REQUIRED_SECRETS = ["JWT_SECRET", "ADMIN_TOKEN"];
 /** `wrangler d1 create --location` choices; a DO hint outside them maps to the D1 region containing it. */
-const D1_LOCATIONS = { wnam: "wnam", enam: "enam", weur: "weur", eeur: "eeur", apac: "apac", "apac-ne": "apac", "apac-se": "apac", oc: "oc" };
+const D1_LOCATIONS = {
+  wnam: "wnam",
+  enam: "enam",
+  weur: "weur",
+  eeur: "eeur",
+  apac: "apac",
+  "apac-ne": "apac",
+  "apac-se": "apac",
+  oc: "oc",
+};
 const PLACEHOLDER_ID = /^0{8}-0{4}-0{4}-0{4}-0{12}$/;
 
 /**
@@ -111,7 +120,8 @@ async function readPlan(env) {
   const top = unstable_readConfig({ config: CONFIG_PATH });
   const known = Object.keys(/** @type {any} */ (top).env ?? {});
   const raw = readFileSync(CONFIG_PATH, "utf8");
-  if (!new RegExp(`^\\[env\\.${env}\\]`, "m").test(raw)) fail(`wrangler.toml has no [env.${env}] (environments: ${known.join(", ") || "staging, production"})`);
+  if (!new RegExp(`^\\[env\\.${env}\\]`, "m").test(raw))
+    fail(`wrangler.toml has no [env.${env}] (environments: ${known.join(", ") || "staging, production"})`);
   const cfg = /** @type {any} */ (unstable_readConfig({ config: CONFIG_PATH, env }));
 
   const problems = [];
@@ -124,29 +134,38 @@ async function readPlan(env) {
       continue;
     }
     const missing = names.filter((/** @type {string} */ n) => !got.includes(n));
-    if (missing.length > 0) problems.push(`[env.${env}] lacks ${kind} ${missing.join(", ")} (bindings and vars are not inherited: repeat them in the environment)`);
+    if (missing.length > 0)
+      problems.push(
+        `[env.${env}] lacks ${kind} ${missing.join(", ")} (bindings and vars are not inherited: repeat them in the environment)`,
+      );
   }
-  if (cfg.vars?.ENVIRONMENT === undefined || cfg.vars.ENVIRONMENT === "development") problems.push(`[env.${env}.vars] must set ENVIRONMENT (not "development": that runs without secrets)`);
+  if (cfg.vars?.ENVIRONMENT === undefined || cfg.vars.ENVIRONMENT === "development")
+    problems.push(`[env.${env}.vars] must set ENVIRONMENT (not "development": that runs without secrets)`);
 
   const db = cfg.d1_databases?.find((/** @type {any} */ d) => d.binding === "DB");
   if (!db?.database_name) problems.push(`[env.${env}] has no D1 binding DB with a database_name`);
   const consumers = /** @type {Consumer[]} */ (cfg.queues?.consumers ?? []);
   const events = consumers.find((c) => c.dead_letter_queue);
   const dlq = events && consumers.find((c) => c.queue === events.dead_letter_queue);
-  if (!events || !dlq) problems.push(`[env.${env}] needs the events consumer (with dead_letter_queue) and a consumer of that dead-letter queue`);
+  if (!events || !dlq)
+    problems.push(`[env.${env}] needs the events consumer (with dead_letter_queue) and a consumer of that dead-letter queue`);
   const producer = cfg.queues?.producers?.find((/** @type {any} */ p) => p.binding === "EVENTS_QUEUE");
-  if (events && producer?.queue !== events.queue) problems.push(`[env.${env}] EVENTS_QUEUE produces to ${producer?.queue}, but the consumer reads ${events.queue}`);
+  if (events && producer?.queue !== events.queue)
+    problems.push(`[env.${env}] EVENTS_QUEUE produces to ${producer?.queue}, but the consumer reads ${events.queue}`);
 
   const hint = cfg.vars?.DO_LOCATION_HINT;
   const location = hint === undefined ? undefined : /** @type {Record<string, string>} */ (D1_LOCATIONS)[hint];
-  if (hint !== undefined && location === undefined) problems.push(`DO_LOCATION_HINT "${hint}" has no D1 location (use one of ${Object.keys(D1_LOCATIONS).join(", ")})`);
+  if (hint !== undefined && location === undefined)
+    problems.push(`DO_LOCATION_HINT "${hint}" has no D1 location (use one of ${Object.keys(D1_LOCATIONS).join(", ")})`);
 
   const deadLetterRetries = dlq?.max_retries ?? 3;
   const eventRetries = events?.max_retries ?? 3;
   // Each retry also waits up to a batch timeout before it is delivered.
   const dlqSpan = deadLetterRetrySpan(deadLetterRetries) + deadLetterRetries * (dlq?.max_batch_timeout ?? 5);
   if (dlqSpan >= RETENTION_SECONDS) {
-    problems.push(`the dead-letter consumer's ${deadLetterRetries} retries span ${(dlqSpan / 86_400).toFixed(1)} days, beyond the ${RETENTION_SECONDS / 86_400}-day queue retention: lower its max_retries`);
+    problems.push(
+      `the dead-letter consumer's ${deadLetterRetries} retries span ${(dlqSpan / 86_400).toFixed(1)} days, beyond the ${RETENTION_SECONDS / 86_400}-day queue retention: lower its max_retries`,
+    );
   }
   if (problems.length > 0) fail(`wrangler.toml is not ready for --env ${env}:\n  - ${problems.join("\n  - ")}`);
 
@@ -234,7 +253,9 @@ function printDryRun(plan, opts) {
   console.log("\n1. D1 database");
   show(["d1", "list", "--json"], `is "${plan.database}" there? then skip the create`);
   show(["d1", "create", plan.database, ...loc], "only if missing");
-  console.log(`     then its uuid (from d1 list --json) is written into wrangler.toml [[env.${env}.d1_databases]] database_id${plan.databaseId ? ` (now ${plan.databaseId})` : " (now the placeholder)"}`);
+  console.log(
+    `     then its uuid (from d1 list --json) is written into wrangler.toml [[env.${env}.d1_databases]] database_id${plan.databaseId ? ` (now ${plan.databaseId})` : " (now the placeholder)"}`,
+  );
   console.log("\n2. Remote migrations (applies only those not yet applied)");
   show(["d1", "migrations", "apply", "DB", "--remote", "--env", env]);
   console.log("\n3. Read replication");
@@ -261,7 +282,8 @@ async function run(plan, opts) {
   const env = opts.env;
   console.log("\n1. D1 database");
   /** @type {(name: string) => { uuid: string } | undefined} */
-  const findDb = (name) => /** @type {{ name: string, uuid: string }[]} */ (parseJson(wrangler(["d1", "list", "--json"]) ?? "[]")).find((d) => d.name === name);
+  const findDb = (name) =>
+    /** @type {{ name: string, uuid: string }[]} */ (parseJson(wrangler(["d1", "list", "--json"]) ?? "[]")).find((d) => d.name === name);
   let db = findDb(plan.database);
   if (db) console.log(`   exists: ${plan.database} (${db.uuid})`);
   else {
@@ -270,7 +292,8 @@ async function run(plan, opts) {
     if (!db) fail(`created ${plan.database} but d1 list does not show it yet; run deploy:setup again`);
   }
   if (plan.databaseId !== db.uuid) {
-    if (plan.databaseId) fail(`wrangler.toml [env.${env}] names database ${plan.databaseId}, but "${plan.database}" is ${db.uuid}: fix one of them`);
+    if (plan.databaseId)
+      fail(`wrangler.toml [env.${env}] names database ${plan.databaseId}, but "${plan.database}" is ${db.uuid}: fix one of them`);
     if (!writeDatabaseId(env, db.uuid)) fail(`could not write the id; paste under [[env.${env}.d1_databases]]: database_id = "${db.uuid}"`);
     console.log(`   wrote database_id = "${db.uuid}" into wrangler.toml [env.${env}] (commit it)`);
   }
@@ -296,7 +319,9 @@ async function run(plan, opts) {
   for (const s of REQUIRED_SECRETS) {
     if (have.has(s)) console.log(`   ${s}: set`);
     else {
-      console.log(`   ${s}: missing. ${s === "JWT_SECRET" ? "A long random string, e.g. `openssl rand -base64 48`." : "The bearer token for /api/v1/admin, e.g. `openssl rand -hex 32`; keep it."}`);
+      console.log(
+        `   ${s}: missing. ${s === "JWT_SECRET" ? "A long random string, e.g. `openssl rand -base64 48`." : "The bearer token for /api/v1/admin, e.g. `openssl rand -hex 32`; keep it."}`,
+      );
       wrangler(["secret", "put", s, "--env", env], { interactive: true });
     }
   }
@@ -310,14 +335,17 @@ async function run(plan, opts) {
 async function enableReadReplication(databaseId) {
   const auth = parseJson(wrangler(["auth", "token", "--json"]) ?? "{}");
   /** @type {Record<string, string>} */
-  const headers = auth.type === "api_key" ? { "X-Auth-Key": auth.key, "X-Auth-Email": auth.email } : { Authorization: `Bearer ${auth.token}` };
+  const headers =
+    auth.type === "api_key" ? { "X-Auth-Key": auth.key, "X-Auth-Email": auth.email } : { Authorization: `Bearer ${auth.token}` };
   let account = process.env.CLOUDFLARE_ACCOUNT_ID;
   if (!account) {
     const who = parseJson(wrangler(["whoami", "--json"]) ?? "{}");
     if (who.accounts?.length !== 1) fail(`this login sees ${who.accounts?.length ?? 0} accounts: set CLOUDFLARE_ACCOUNT_ID and run again`);
     account = who.accounts[0].id;
   }
-  console.log(`  $ curl -X PUT https://api.cloudflare.com/client/v4/accounts/${account}/d1/database/${databaseId} -d '{"read_replication":{"mode":"auto"}}'`);
+  console.log(
+    `  $ curl -X PUT https://api.cloudflare.com/client/v4/accounts/${account}/d1/database/${databaseId} -d '{"read_replication":{"mode":"auto"}}'`,
+  );
   const res = await fetch(`https://api.cloudflare.com/client/v4/accounts/${account}/d1/database/${databaseId}`, {
     method: "PUT",
     headers: { ...headers, "Content-Type": "application/json" },
@@ -335,7 +363,9 @@ const opts = parseArgs(process.argv.slice(2));
 const plan = await readPlan(opts.env);
 const days = (/** @type {number} */ s) => `${(s / 86_400).toFixed(1)} days`;
 console.log(`deploy:setup --env ${opts.env}${opts.dryRun ? " --dry-run: nothing runs; every command it would run, in order" : ""}`);
-console.log(`  Worker ${plan.name}; D1 ${plan.database}${plan.location ? ` (location ${plan.location})` : " (no DO_LOCATION_HINT: created near you)"}; queues ${plan.eventsQueue}, ${plan.deadLetterQueue}`);
+console.log(
+  `  Worker ${plan.name}; D1 ${plan.database}${plan.location ? ` (location ${plan.location})` : " (no DO_LOCATION_HINT: created near you)"}; queues ${plan.eventsQueue}, ${plan.deadLetterQueue}`,
+);
 console.log(
   `  retention ${days(RETENTION_SECONDS)} covers the retries: events ${plan.eventRetries} (${eventRetrySpan(plan.eventRetries)} s), ` +
     `dead letters ${plan.deadLetterRetries} (${days(deadLetterRetrySpan(plan.deadLetterRetries))})`,
@@ -344,6 +374,11 @@ if (opts.dryRun) printDryRun(plan, opts);
 else await run(plan, opts);
 
 console.log("\nNext (docs/DEPLOY.md):");
-if (plan.placeholderRoutes.length > 0) console.log(`  - replace the placeholder route ${plan.placeholderRoutes.join(", ")} in wrangler.toml [env.${opts.env}] with your own hostname`);
+if (plan.placeholderRoutes.length > 0)
+  console.log(
+    `  - replace the placeholder route ${plan.placeholderRoutes.join(", ")} in wrangler.toml [env.${opts.env}] with your own hostname`,
+  );
 console.log(`  - npx wrangler deploy --env ${opts.env}`);
-console.log(`  - smoke test: BASE=https://<your hostname>${plan.workersDev ? ` (or https://${plan.name}.<subdomain>.workers.dev, without the edge cache)` : ""}; see docs/DEPLOY.md step 6`);
+console.log(
+  `  - smoke test: BASE=https://<your hostname>${plan.workersDev ? ` (or https://${plan.name}.<subdomain>.workers.dev, without the edge cache)` : ""}; see docs/DEPLOY.md step 6`,
+);

@@ -30,7 +30,14 @@ const args = ["wrangler", "dev", "--port", port, "--inspector-port", inspectorPo
 let bridge;
 if (await redisReachable(process.env.REDIS_URL)) {
   bridge = await startBridge({ port: Number(process.env.REDIS_BRIDGE_PORT ?? 8079), token: "dev-bridge-token" });
-  args.push("--var", `UPSTASH_REDIS_REST_URL:${bridge.url}`, "--var", `UPSTASH_REDIS_REST_TOKEN:${bridge.token}`, "--var", "REDIS_KEY_PREFIX:dev:");
+  args.push(
+    "--var",
+    `UPSTASH_REDIS_REST_URL:${bridge.url}`,
+    "--var",
+    `UPSTASH_REDIS_REST_TOKEN:${bridge.token}`,
+    "--var",
+    "REDIS_KEY_PREFIX:dev:",
+  );
   console.log(`redis: Upstash-REST bridge ${bridge.url} -> ${process.env.REDIS_URL ?? "redis://127.0.0.1:6379"}`);
 } else {
   console.log("redis: no local redis-server; rankings and caches fall back to D1");

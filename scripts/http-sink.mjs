@@ -60,7 +60,10 @@ export async function startSink(options = {}) {
     }
     if (req.method === "POST" && url.pathname === "/kafka/produce") {
       const messages = Array.isArray(body) ? body : [body];
-      record.status = send(200, messages.map((m) => ({ topic: m?.topic, partition: 0, offset: offset++ })));
+      record.status = send(
+        200,
+        messages.map((m) => ({ topic: m?.topic, partition: 0, offset: offset++ })),
+      );
       return;
     }
     record.status = send(404, { error: "unknown sink path" });

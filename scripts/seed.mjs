@@ -81,7 +81,7 @@ coupons.forEach(([name, type, value, quantity, startsAt, endsAt, validDays, shar
 const dir = join(process.cwd(), ".wrangler", "seed");
 mkdirSync(dir, { recursive: true });
 const file = join(dir, "seed.sql");
-writeFileSync(file, sql.join("\n") + "\n");
+writeFileSync(file, `${sql.join("\n")}\n`);
 execFileSync("npx", ["wrangler", "d1", "execute", "DB", "--local", "--file", file], {
   stdio: ["ignore", "ignore", "inherit"],
   env: { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", CI: "true" },

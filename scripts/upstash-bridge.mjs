@@ -32,7 +32,10 @@ function toJson(reply, base64) {
   if (reply instanceof Error) throw reply;
   if (reply instanceof Map) return [...reply.entries()].flat().map((r) => toJson(r, base64));
   // Map-shaped replies (HGETALL, ...) arrive as plain objects: the REST API returns them flat.
-  if (typeof reply === "object") return Object.entries(reply).flat().map((r) => toJson(r, base64));
+  if (typeof reply === "object")
+    return Object.entries(reply)
+      .flat()
+      .map((r) => toJson(r, base64));
   return String(reply);
 }
 

@@ -50,7 +50,8 @@ const JSON_CONTENT_TYPE = /^application\/([a-z0-9.+-]*\+)?json\s*(;|$)/i;
 /** Maps anything thrown during a request to one AppError (the only thing clients see). */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  if (err instanceof ObjectUnavailableError || err instanceof D1UnavailableError || isTransientD1Error(err)) return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
+  if (err instanceof ObjectUnavailableError || err instanceof D1UnavailableError || isTransientD1Error(err))
+    return new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" });
   if (err instanceof HTTPException) {
     if (err.status === 400) return new AppError("VALIDATION_FAILED", "body: malformed JSON");
     if (err.status === 401) return new AppError("UNAUTHORIZED");
@@ -146,7 +147,17 @@ export function createApp(options: AppOptions = {}) {
     return cors({
       origin: origins,
       allowHeaders: ["Content-Type", "Authorization", "Idempotency-Key", BOOKMARK_HEADER, "If-None-Match"],
-      exposeHeaders: ["X-Request-Id", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Idempotent-Replayed", "Server-Timing", BOOKMARK_HEADER, "ETag"],
+      exposeHeaders: [
+        "X-Request-Id",
+        "Retry-After",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "Idempotent-Replayed",
+        "Server-Timing",
+        BOOKMARK_HEADER,
+        "ETag",
+      ],
     })(c, next);
   });
   app.use(
@@ -181,7 +192,12 @@ export function createApp(options: AppOptions = {}) {
   // A sale's stock reaches D1 through the objects' write-behind projection: its generation bump waits for that.
   app.use("/api/*", edgeCache({ now, wait: options.wait, saleSettleMs: PROJECTION_LAG_MS + PROJECTION_DELAY_MS }));
   app.use("/api/*", async (c, next) => {
-    const services = createServices(c.env, c.var.config, { ctx: c.executionCtx, meter: c.var.meter, start: sessionStartFor(c), shareWriteBatches: options.shareWriteBatches });
+    const services = createServices(c.env, c.var.config, {
+      ctx: c.executionCtx,
+      meter: c.var.meter,
+      start: sessionStartFor(c),
+      shareWriteBatches: options.shareWriteBatches,
+    });
     c.set("services", services);
     await next();
     // Also on errors: a refused write may still have read or written something.
@@ -260,7 +276,12 @@ export function createApp(options: AppOptions = {}) {
     if (appErr.code === "MISCONFIGURED") return errorResponse(c, appErr);
     if (appErr.code === "SERVICE_UNAVAILABLE") {
       const cause = err instanceof ObjectUnavailableError || err instanceof D1UnavailableError ? err.cause : transientD1Cause(err);
-      log("warn", "service unavailable", { requestId: c.var.requestId, path: c.req.path, detail: appErr.detail, ...(cause === undefined ? {} : errorFields(cause)) });
+      log("warn", "service unavailable", {
+        requestId: c.var.requestId,
+        path: c.req.path,
+        detail: appErr.detail,
+        ...(cause === undefined ? {} : errorFields(cause)),
+      });
     } else if (appErr.status >= 500) {
       log("error", "unhandled error", { requestId: c.var.requestId, path: c.req.path, ...errorFields(err) });
     }

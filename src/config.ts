@@ -10,7 +10,10 @@ const optionalString = z
 const ConfigSchema = z.object({
   // Unset counts as deployed: only an explicit "development" (wrangler.toml's top-level vars) runs without secrets.
   ENVIRONMENT: optionalString,
-  DO_LOCATION_HINT: optionalString.refine((v) => v === undefined || isLocationHint(v), "DO_LOCATION_HINT must be a Durable Object location hint (wnam, enam, weur, eeur, apac, oc, ...)"),
+  DO_LOCATION_HINT: optionalString.refine(
+    (v) => v === undefined || isLocationHint(v),
+    "DO_LOCATION_HINT must be a Durable Object location hint (wnam, enam, weur, eeur, apac, oc, ...)",
+  ),
   BUSINESS_TIMEZONE: z
     .string()
     .default("Asia/Seoul")

@@ -22,7 +22,12 @@ export default {
     // The consumer records deliveries and must see every earlier one (idempotency on the event id): primary.
     const meter = new HopMeter();
     const started = Date.now();
-    const deps = { d1: meterD1(primaryD1(env.DB), meter), dataPlatformUrl: config.dataPlatformUrl, retryBaseSeconds: config.eventRetryBaseSeconds, now: Date.now };
+    const deps = {
+      d1: meterD1(primaryD1(env.DB), meter),
+      dataPlatformUrl: config.dataPlatformUrl,
+      retryBaseSeconds: config.eventRetryBaseSeconds,
+      now: Date.now,
+    };
     if (isDeadLetterQueue(batch.queue)) await consumeDeadLetters(batch, deps);
     else await consumeEvents(batch, deps);
     const d1 = meter.d1Cost();

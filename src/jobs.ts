@@ -16,7 +16,10 @@ export type Job = { name: string; run: (services: Services, now: number) => Prom
  */
 export const JOBS: Record<string, Job[]> = {
   "* * * * *": [
-    { name: "order-maintenance", run: (s, now) => runOrderMaintenance({ sweep: s.orderSweep, stock: s.stock, couponCache: s.userCouponCache }, now) },
+    {
+      name: "order-maintenance",
+      run: (s, now) => runOrderMaintenance({ sweep: s.orderSweep, stock: s.stock, couponCache: s.userCouponCache }, now),
+    },
     { name: "outbox-relay", run: (s) => s.events.relay() },
     { name: "idempotency-purge", run: (s) => purgeIdempotencyKeysJob(s) },
   ],

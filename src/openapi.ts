@@ -9,6 +9,7 @@
  */
 import { isPublicRead } from "./shared/request-user";
 
+// biome-ignore lint/suspicious/noExplicitAny: the generated OpenAPI document is walked as plain JSON
 type Json = Record<string, any>;
 
 const ERROR = { "application/json": { schema: { $ref: "#/components/schemas/Error" } } };
@@ -18,20 +19,31 @@ const p = (name: string) => ({ $ref: `#/components/parameters/${name}` });
 const HEADERS: Json = {
   XRequestId: { description: "Correlates this answer with the JSON log line.", schema: { type: "string" } },
   ServerTiming: {
-    description: 'Round trips of this request: `d1`, `do`, `redis` calls with durations, `cache;desc="hit|miss|bypass"` on catalogue reads, and `hops;desc="N sequential"`.',
+    description:
+      'Round trips of this request: `d1`, `do`, `redis` calls with durations, `cache;desc="hit|miss|bypass"` on catalogue reads, and `hops;desc="N sequential"`.',
     schema: { type: "string" },
   },
   D1Bookmark: {
-    description: "The D1 session's latest bookmark, when the request touched D1. Send it back as `x-d1-bookmark` to read at least this state (your own writes), even from a replica.",
+    description:
+      "The D1 session's latest bookmark, when the request touched D1. Send it back as `x-d1-bookmark` to read at least this state (your own writes), even from a replica.",
     schema: { type: "string" },
   },
-  CacheControl: { description: "`public, max-age=0, s-maxage=…` on catalogue reads; `private, no-store` on user-specific answers; `no-store` on errors.", schema: { type: "string" } },
+  CacheControl: {
+    description: "`public, max-age=0, s-maxage=…` on catalogue reads; `private, no-store` on user-specific answers; `no-store` on errors.",
+    schema: { type: "string" },
+  },
   ETag: { description: "Strong tag of the body; send it as `If-None-Match` to get a 304.", schema: { type: "string" } },
   RetryAfter: { description: "Seconds to wait before retrying.", schema: { type: "string" } },
-  RateLimitLimit: { description: "The write limit that refused this request, per minute (IETF draft-ietf-httpapi-ratelimit-headers).", schema: { type: "string" } },
+  RateLimitLimit: {
+    description: "The write limit that refused this request, per minute (IETF draft-ietf-httpapi-ratelimit-headers).",
+    schema: { type: "string" },
+  },
   RateLimitRemaining: { description: "Writes left in the window: `0` on a 429.", schema: { type: "string" } },
   RateLimitReset: { description: "Seconds until the window ends (equal to Retry-After).", schema: { type: "string" } },
-  IdempotentReplayed: { description: "`true` when this is the stored answer of an earlier request with the same Idempotency-Key.", schema: { type: "string" } },
+  IdempotentReplayed: {
+    description: "`true` when this is the stored answer of an earlier request with the same Idempotency-Key.",
+    schema: { type: "string" },
+  },
 };
 
 const PARAMETERS: Json = {
@@ -39,7 +51,8 @@ const PARAMETERS: Json = {
     name: "x-d1-bookmark",
     in: "header",
     required: false,
-    description: "A bookmark from an earlier answer: this request's D1 session starts from it (read-your-writes). Malformed: 400 VALIDATION_FAILED. Skips the edge cache.",
+    description:
+      "A bookmark from an earlier answer: this request's D1 session starts from it (read-your-writes). Malformed: 400 VALIDATION_FAILED. Skips the edge cache.",
     schema: { type: "string", pattern: "^[0-9a-fA-F]{8}-[0-9a-fA-F]{8}-[0-9a-fA-F]{8}-[0-9a-fA-F]{32}$" },
   },
   IdempotencyKey: {
@@ -49,7 +62,13 @@ const PARAMETERS: Json = {
     description: "1..255 printable ASCII characters. The same key, user, route and body within 24 h replays the first answer.",
     schema: { type: "string", minLength: 1, maxLength: 255, pattern: "^[\\x20-\\x7E]+$" },
   },
-  IfNoneMatch: { name: "If-None-Match", in: "header", required: false, description: "An ETag from an earlier answer: 304 when it is still current.", schema: { type: "string" } },
+  IfNoneMatch: {
+    name: "If-None-Match",
+    in: "header",
+    required: false,
+    description: "An ETag from an earlier answer: 304 when it is still current.",
+    schema: { type: "string" },
+  },
 };
 
 /** Operations that call a Durable Object (stock, coupon issuer): 503 with Retry-After when it is unreachable. */
@@ -89,24 +108,33 @@ export function addEdgeConventions(doc: Json): Json {
       const admin = path.startsWith("/api/v1/admin/");
       // The same rule the middleware applies to a request's path (the template matches it as a path would).
       const publicRead = isPublicRead(method.toUpperCase(), path);
-      const params: Json[] = (op.parameters ??= []);
+      op.parameters ??= [];
+      const params: Json[] = op.parameters;
       params.push(p("D1Bookmark"));
       const r: Json = op.responses;
       if (publicRead) {
         params.push(p("IfNoneMatch"));
-        r["304"] = { description: "Not modified: the If-None-Match tag is current.", headers: { ETag: h("ETag"), "Cache-Control": h("CacheControl") } };
+        r["304"] = {
+          description: "Not modified: the If-None-Match tag is current.",
+          headers: { ETag: h("ETag"), "Cache-Control": h("CacheControl") },
+        };
         r["200"].headers = { ...r["200"].headers, ETag: h("ETag") };
       } else if (!admin) {
-        r["401"] ??= errorAnswer("UNAUTHORIZED: JWT_SECRET is set and the Bearer token is missing, malformed, forged or expired.", { "WWW-Authenticate": { schema: { type: "string" } } });
+        r["401"] ??= errorAnswer("UNAUTHORIZED: JWT_SECRET is set and the Bearer token is missing, malformed, forged or expired.", {
+          "WWW-Authenticate": { schema: { type: "string" } },
+        });
         r["403"] ??= errorAnswer("FORBIDDEN: the token's `sub` is not the request's userId.");
       }
       if (isWrite(method) && !admin) {
-        r["429"] ??= errorAnswer("RATE_LIMITED: over RATE_LIMIT_WRITES_PER_MINUTE for this user or RATE_LIMIT_IP_WRITES_PER_MINUTE for this IP.", {
-          "Retry-After": h("RetryAfter"),
-          "RateLimit-Limit": h("RateLimitLimit"),
-          "RateLimit-Remaining": h("RateLimitRemaining"),
-          "RateLimit-Reset": h("RateLimitReset"),
-        });
+        r["429"] ??= errorAnswer(
+          "RATE_LIMITED: over RATE_LIMIT_WRITES_PER_MINUTE for this user or RATE_LIMIT_IP_WRITES_PER_MINUTE for this IP.",
+          {
+            "Retry-After": h("RetryAfter"),
+            "RateLimit-Limit": h("RateLimitLimit"),
+            "RateLimit-Remaining": h("RateLimitRemaining"),
+            "RateLimit-Reset": h("RateLimitReset"),
+          },
+        );
         if (method === "post") {
           params.push(p("IdempotencyKey"));
           r["409"] ??= errorAnswer("Business refusal, or IDEMPOTENCY_KEY_REUSED / IDEMPOTENCY_KEY_IN_PROGRESS.");
@@ -115,11 +143,20 @@ export function addEdgeConventions(doc: Json): Json {
       // Every route that takes an identity (user JWT or admin token) is closed when its secret is missing outside development.
       const unavailable = [
         ...(OBJECT_BACKED.has(key) ? ["SERVICE_UNAVAILABLE: a Durable Object was unreachable or overloaded; retry."] : []),
-        ...(publicRead ? [] : [`MISCONFIGURED: this deployment lacks ${admin ? "ADMIN_TOKEN" : "JWT_SECRET"} (only local development runs without it); retry once the operator has set it.`]),
+        ...(publicRead
+          ? []
+          : [
+              `MISCONFIGURED: this deployment lacks ${admin ? "ADMIN_TOKEN" : "JWT_SECRET"} (only local development runs without it); retry once the operator has set it.`,
+            ]),
       ];
       if (unavailable.length > 0) r["503"] ??= errorAnswer(unavailable.join(" "), { "Retry-After": h("RetryAfter") });
       for (const [status, answer] of Object.entries<Json>(r)) {
-        answer.headers = { "X-Request-Id": h("XRequestId"), "Server-Timing": h("ServerTiming"), "Cache-Control": h("CacheControl"), ...answer.headers };
+        answer.headers = {
+          "X-Request-Id": h("XRequestId"),
+          "Server-Timing": h("ServerTiming"),
+          "Cache-Control": h("CacheControl"),
+          ...answer.headers,
+        };
         if (status !== "304") answer.headers["x-d1-bookmark"] = h("D1Bookmark");
         if (method === "post" && !admin && !publicRead) answer.headers["Idempotent-Replayed"] = h("IdempotentReplayed");
       }

@@ -118,7 +118,10 @@ export interface ServicesOptions {
 const relaysSoon = new WeakMap<D1Database, RelaySoon>();
 function relaySoonFor(d1: D1Database): RelaySoon {
   let r = relaysSoon.get(d1);
-  if (!r) relaysSoon.set(d1, (r = new RelaySoon()));
+  if (!r) {
+    r = new RelaySoon();
+    relaysSoon.set(d1, r);
+  }
   return r;
 }
 
@@ -150,10 +153,18 @@ export function createServices(env: Env, config: Config, options: ServicesOption
   const productsRepo = new ProductsRepo(db);
   const redis = createRedis(config);
   const rankingCache = redis ? redisRankingCache(redis, config.redisKeyPrefix) : noRankingCache;
-  const userCouponCache = redis ? redisUserCouponCache(redis, config.redisKeyPrefix, options.background ? "background" : "request") : noUserCouponCache;
+  const userCouponCache = redis
+    ? redisUserCouponCache(redis, config.redisKeyPrefix, options.background ? "background" : "request")
+    : noUserCouponCache;
   const transport = createEventTransport(env, config);
   const relay = () => relayOutbox(d1, transport, clock());
-  const rankings = new RankingsService({ repo: new RankingsRepo(d1), products: productsRepo, cache: rankingCache, timeZone: config.businessTimeZone, clock });
+  const rankings = new RankingsService({
+    repo: new RankingsRepo(d1),
+    products: productsRepo,
+    cache: rankingCache,
+    timeZone: config.businessTimeZone,
+    clock,
+  });
   // Best-effort work after the answer; the Worker stays alive for it through ctx.waitUntil
   // (without a request context, e.g. a direct service call in a test, it runs inline, unawaited).
   const afterCommit = (work: () => Promise<unknown>) => {
@@ -165,7 +176,8 @@ export function createServices(env: Env, config: Config, options: ServicesOption
   const settleWrites: WriteBatcher = share
     ? new SharedWrites({ binding: env.DB, session: primaryD1(env.DB), bookmark: () => null, meter: detachedMeter(), keepAlive })
     : aloneOn(primaryD1(env.DB));
-  const markSettledLater = (orderId: number) => afterCommit(() => new OrdersRepo(primaryD1(env.DB), settleWrites).markSettled(orderId, clock()));
+  const markSettledLater = (orderId: number) =>
+    afterCommit(() => new OrdersRepo(primaryD1(env.DB), settleWrites).markSettled(orderId, clock()));
   const stock = new DurableObjectStock(placeObjects(env.PRODUCT_STOCK, config.doLocationHint), meter);
   const couponsRepo = new CouponsRepo(db);
   const ordersRepo = new OrdersRepo(d1, writes);

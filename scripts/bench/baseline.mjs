@@ -30,7 +30,13 @@ console.log(`\n## bench:baseline  connections=${CONNECTIONS} duration=${DURATION
 if (BARE) {
   const bare = await startBareWorkerd();
   try {
-    rows.push(await healthCeiling(bare.url, { connections: CONNECTIONS, duration: DURATION, label: "GET /health, bare workerd --experimental (no D1)" }));
+    rows.push(
+      await healthCeiling(bare.url, {
+        connections: CONNECTIONS,
+        duration: DURATION,
+        label: "GET /health, bare workerd --experimental (no D1)",
+      }),
+    );
   } finally {
     await bare.stop();
   }
@@ -49,7 +55,11 @@ try {
     label: "POST /admin/products (setup, 50)",
   });
   if (products.statusCounts[201] !== 50) throw new Error(`product setup failed: ${JSON.stringify(products.statusCounts)}`);
-  const health = await healthCeiling(server.url, { connections: CONNECTIONS, duration: DURATION, label: "GET /health, bench server (Miniflare/workerd)" });
+  const health = await healthCeiling(server.url, {
+    connections: CONNECTIONS,
+    duration: DURATION,
+    label: "GET /health, bench server (Miniflare/workerd)",
+  });
   const list = await load({
     url: server.url,
     path: "/api/v1/products?page=0&size=10",

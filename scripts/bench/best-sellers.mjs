@@ -157,8 +157,13 @@ const server = await startServer();
 const db = server.d1.raw;
 let exitCode = 1;
 try {
-  printMachine({ server: server.mode, "state dir": process.env.BENCH_STATE_ROOT ? `${process.env.BENCH_STATE_ROOT} (BENCH_STATE_ROOT)` : ".bench/state (disk)" });
-  console.log(`\n## bench:best-sellers  items=${int(ITEMS)} products=${PRODUCTS} users=${USERS} days=${DAYS} runs=${RUNS} http-runs=${HTTP_RUNS} seed=${SEED}`);
+  printMachine({
+    server: server.mode,
+    "state dir": process.env.BENCH_STATE_ROOT ? `${process.env.BENCH_STATE_ROOT} (BENCH_STATE_ROOT)` : ".bench/state (disk)",
+  });
+  console.log(
+    `\n## bench:best-sellers  items=${int(ITEMS)} products=${PRODUCTS} users=${USERS} days=${DAYS} runs=${RUNS} http-runs=${HTTP_RUNS} seed=${SEED}`,
+  );
 
   // ---- the window, as RankingsService.bestSellerWindow computes it
   const now = Date.now();
@@ -233,7 +238,8 @@ try {
     const taken = new Set();
     for (let k = 0; k < perOrder[i]; k++, it++) {
       let idx;
-      do idx = (pickRank() + day * 97) % PRODUCTS; // hot products rotate per business day
+      do
+        idx = (pickRank() + day * 97) % PRODUCTS; // hot products rotate per business day
       while (taken.has(idx));
       taken.add(idx);
       const productId = productIds[idx];
@@ -344,7 +350,14 @@ try {
    * @param {unknown[]} binds
    */
   const plan = async (sql, binds) =>
-    (await db.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...binds).all()).results.map((/** @type {any} */ r) => r.detail).join("; ");
+    (
+      await db
+        .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+        .bind(...binds)
+        .all()
+    ).results
+      .map((/** @type {any} */ r) => r.detail)
+      .join("; ");
   /**
    * @param {string} path
    * @returns {Promise<{ lat: Stats, statuses: Record<number, number>, last: { status: number, json: any } }>}
@@ -368,10 +381,15 @@ try {
     return { lat: stats(lat), statuses, last };
   }
   /** @param {SalesRow[]} rows */
-  const sameTop = (rows) => JSON.stringify(rows.map((r) => [r.productId, r.sales])) === JSON.stringify(expected.map((r) => [r.productId, r.sales]));
+  const sameTop = (rows) =>
+    JSON.stringify(rows.map((r) => [r.productId, r.sales])) === JSON.stringify(expected.map((r) => [r.productId, r.sales]));
 
   const c = new Checks("Checks");
-  c.check(`D1 holds exactly ${int(ITEMS)} order_items, all with paid_at`, counts.items === ITEMS && counts.paidItems === ITEMS, `${counts.items} / ${counts.paidItems}`);
+  c.check(
+    `D1 holds exactly ${int(ITEMS)} order_items, all with paid_at`,
+    counts.items === ITEMS && counts.paidItems === ITEMS,
+    `${counts.items} / ${counts.paidItems}`,
+  );
   c.check("D1 items in the window == generated", counts.inWindow === inWindow, `${counts.inWindow} vs ${inWindow}`);
   c.check("D1 items in the narrow window == generated", counts.inNarrow === inNarrow, `${counts.inNarrow} vs ${inNarrow}`);
 
@@ -402,7 +420,11 @@ try {
   const withoutQ = await timeQuery(SALES_SQL, params);
   const withoutHttp = await timeHttp("/api/v1/products/best");
   const withoutNarrow = await timeQuery(SALES_SQL, narrowParams);
-  c.check("narrow window: same answer with and without the index", JSON.stringify(withNarrow.rows) === JSON.stringify(withoutNarrow.rows) && withNarrow.rows.length > 0, JSON.stringify(withNarrow.rows));
+  c.check(
+    "narrow window: same answer with and without the index",
+    JSON.stringify(withNarrow.rows) === JSON.stringify(withoutNarrow.rows) && withNarrow.rows.length > 0,
+    JSON.stringify(withNarrow.rows),
+  );
   c.check("plan WITHOUT the index scans order_items", !withoutPlan.includes(INDEX) && /SCAN order_items/.test(withoutPlan), withoutPlan);
   c.check("live query WITHOUT the index == expected top 5", sameTop(withoutQ.rows), JSON.stringify(withoutQ.rows));
   c.check(
@@ -445,21 +467,43 @@ try {
   const overQ = (q) => ms(q.wall.median - floor.wall.median);
   /** @param {{ lat: Stats }} h */
   const overH = (h) => ms(h.lat.median - health.lat.median);
-  console.log(`\n### Best sellers: live query, ${int(ITEMS)} order items, window ${win.from}..${win.to} (${int(counts.inWindow)} items), LIMIT ${TOP}\n`);
+  console.log(
+    `\n### Best sellers: live query, ${int(ITEMS)} order items, window ${win.from}..${win.to} (${int(counts.inWindow)} items), LIMIT ${TOP}\n`,
+  );
   console.log(`Narrow window: [${new Date(narrow.fromMs).toISOString()}, ${new Date(narrow.toMs).toISOString()}).\n`);
   console.log("| what | median ms | min ms | max ms | median - floor ms | D1 meta.duration median ms | MySQL reference (1,000,000 rows) |");
   console.log("|---|---:|---:|---:|---:|---:|---:|");
-  console.log(`| live query WITHOUT the index (\`DROP INDEX ${INDEX}\`), D1 binding round trip | ${ms(withoutQ.wall.median)} | ${ms(withoutQ.wall.min)} | ${ms(withoutQ.wall.max)} | ${overQ(withoutQ)} | ${d1Col(withoutQ)} | ${MYSQL_REF.without} ms |`);
-  console.log(`| live query WITH \`${INDEX}\`, D1 binding round trip | ${ms(withQ.wall.median)} | ${ms(withQ.wall.min)} | ${ms(withQ.wall.max)} | ${overQ(withQ)} | ${d1Col(withQ)} | ${MYSQL_REF.with} ms |`);
-  console.log(`| same query, narrow window (${int(counts.inNarrow)} items), WITHOUT the index | ${ms(withoutNarrow.wall.median)} | ${ms(withoutNarrow.wall.min)} | ${ms(withoutNarrow.wall.max)} | ${overQ(withoutNarrow)} | ${d1Col(withoutNarrow)} | ${MYSQL_REF.without} ms (1,000,000 rows read) |`);
-  console.log(`| same query, narrow window (${int(counts.inNarrow)} items), WITH the index | ${ms(withNarrow.wall.median)} | ${ms(withNarrow.wall.min)} | ${ms(withNarrow.wall.max)} | ${overQ(withNarrow)} | ${d1Col(withNarrow)} | ${MYSQL_REF.with} ms (100 rows read) |`);
-  console.log(`| \`SELECT 1\`, D1 binding round trip (floor) | ${ms(floor.wall.median)} | ${ms(floor.wall.min)} | ${ms(floor.wall.max)} | 0 | ${d1Col(floor)} | |`);
-  console.log(`| GET /api/v1/products/best over HTTP, WITHOUT the index | ${ms(withoutHttp.lat.median)} | ${ms(withoutHttp.lat.min)} | ${ms(withoutHttp.lat.max)} | ${overH(withoutHttp)} | | |`);
-  console.log(`| GET /api/v1/products/best over HTTP, WITH the index | ${ms(withHttp.lat.median)} | ${ms(withHttp.lat.min)} | ${ms(withHttp.lat.max)} | ${overH(withHttp)} | | |`);
-  console.log(`| GET /api/v1/products/best over HTTP, today's D1 snapshot present (no live query) | ${ms(snapHttp.lat.median)} | ${ms(snapHttp.lat.min)} | ${ms(snapHttp.lat.max)} | ${overH(snapHttp)} | | |`);
+  console.log(
+    `| live query WITHOUT the index (\`DROP INDEX ${INDEX}\`), D1 binding round trip | ${ms(withoutQ.wall.median)} | ${ms(withoutQ.wall.min)} | ${ms(withoutQ.wall.max)} | ${overQ(withoutQ)} | ${d1Col(withoutQ)} | ${MYSQL_REF.without} ms |`,
+  );
+  console.log(
+    `| live query WITH \`${INDEX}\`, D1 binding round trip | ${ms(withQ.wall.median)} | ${ms(withQ.wall.min)} | ${ms(withQ.wall.max)} | ${overQ(withQ)} | ${d1Col(withQ)} | ${MYSQL_REF.with} ms |`,
+  );
+  console.log(
+    `| same query, narrow window (${int(counts.inNarrow)} items), WITHOUT the index | ${ms(withoutNarrow.wall.median)} | ${ms(withoutNarrow.wall.min)} | ${ms(withoutNarrow.wall.max)} | ${overQ(withoutNarrow)} | ${d1Col(withoutNarrow)} | ${MYSQL_REF.without} ms (1,000,000 rows read) |`,
+  );
+  console.log(
+    `| same query, narrow window (${int(counts.inNarrow)} items), WITH the index | ${ms(withNarrow.wall.median)} | ${ms(withNarrow.wall.min)} | ${ms(withNarrow.wall.max)} | ${overQ(withNarrow)} | ${d1Col(withNarrow)} | ${MYSQL_REF.with} ms (100 rows read) |`,
+  );
+  console.log(
+    `| \`SELECT 1\`, D1 binding round trip (floor) | ${ms(floor.wall.median)} | ${ms(floor.wall.min)} | ${ms(floor.wall.max)} | 0 | ${d1Col(floor)} | |`,
+  );
+  console.log(
+    `| GET /api/v1/products/best over HTTP, WITHOUT the index | ${ms(withoutHttp.lat.median)} | ${ms(withoutHttp.lat.min)} | ${ms(withoutHttp.lat.max)} | ${overH(withoutHttp)} | | |`,
+  );
+  console.log(
+    `| GET /api/v1/products/best over HTTP, WITH the index | ${ms(withHttp.lat.median)} | ${ms(withHttp.lat.min)} | ${ms(withHttp.lat.max)} | ${overH(withHttp)} | | |`,
+  );
+  console.log(
+    `| GET /api/v1/products/best over HTTP, today's D1 snapshot present (no live query) | ${ms(snapHttp.lat.median)} | ${ms(snapHttp.lat.min)} | ${ms(snapHttp.lat.max)} | ${overH(snapHttp)} | | |`,
+  );
   console.log(`| GET /health over HTTP (floor) | ${ms(health.lat.median)} | ${ms(health.lat.min)} | ${ms(health.lat.max)} | 0 | | |`);
-  console.log(`\nQueries: ${n} each; HTTP: ${nh} each, one connection. Index speed-up: ${(withoutQ.wall.median / withQ.wall.median).toFixed(1)}x on the query (MySQL: ${(MYSQL_REF.without / MYSQL_REF.with).toFixed(0)}x).`);
-  console.log("\"median - floor\": minus the same run's `SELECT 1` (queries) or `GET /health` (HTTP) median. D1 meta.duration: the SQL time Miniflare's D1 measures inside workerd (its clock, whole ms).");
+  console.log(
+    `\nQueries: ${n} each; HTTP: ${nh} each, one connection. Index speed-up: ${(withoutQ.wall.median / withQ.wall.median).toFixed(1)}x on the query (MySQL: ${(MYSQL_REF.without / MYSQL_REF.with).toFixed(0)}x).`,
+  );
+  console.log(
+    "\"median - floor\": minus the same run's `SELECT 1` (queries) or `GET /health` (HTTP) median. D1 meta.duration: the SQL time Miniflare's D1 measures inside workerd (its clock, whole ms).",
+  );
   console.log(`Recreating the index on ${int(ITEMS)} rows took ${ms(rebuildMs)} ms.`);
   console.log("\nEXPLAIN QUERY PLAN:");
   console.log(`- WITH the index: ${withPlan}`);

@@ -113,7 +113,6 @@ function homeShard(userId, shards) {
   return (h >>> 0) % shards;
 }
 
-
 const server = await openTarget();
 let exitCode = 1;
 try {
@@ -126,7 +125,11 @@ try {
     console.log(
       `\n## bench:coupons${ALL_WINNERS ? " --all-winners" : ""} --shards ${SHARDS}  users=${USERS} quantity=${QUANTITY} connections=${CONNECTIONS}, twice on one server: K=1, then K=${SHARDS} (fresh coupon, fresh users)`,
     );
-    exitCode = await compareShards(SHARDS, "shards", { runStorm, printComparison, point: "The point of the local run is exactness and the per-shard spread; the capacity claim is the sim (`npm run sim:hot-coupon`)." });
+    exitCode = await compareShards(SHARDS, "shards", {
+      runStorm,
+      printComparison,
+      point: "The point of the local run is exactness and the per-shard spread; the capacity claim is the sim (`npm run sim:hot-coupon`).",
+    });
   }
 } catch (err) {
   console.error(err);
@@ -152,7 +155,10 @@ async function runStorm({ k }) {
   let users;
   const seedStarted = Date.now();
   if (HTTP_USERS || server.remote) {
-    const created = await createUsers(server.url, USERS, { connections: 50, ...(server.remote ? { namePrefix: `${server.tag}-user` } : {}) });
+    const created = await createUsers(server.url, USERS, {
+      connections: 50,
+      ...(server.remote ? { namePrefix: `${server.tag}-user` } : {}),
+    });
     users = created.ids;
     setupRows.push(created.run);
   } else {
@@ -180,11 +186,15 @@ async function runStorm({ k }) {
   const couponId = coupon.json.data.couponId;
 
   if (!(await routeExists(server.url, ISSUE_PATH))) {
-    console.log(`\nSKIPPED: POST ${ISSUE_PATH} is not in this build (404 NOT_FOUND). Setup worked: ${users.length} users, coupon ${couponId}.`);
+    console.log(
+      `\nSKIPPED: POST ${ISSUE_PATH} is not in this build (404 NOT_FOUND). Setup worked: ${users.length} users, coupon ${couponId}.`,
+    );
     return { skipped: true };
   }
   if (sharded && !(await shardView(couponId))) {
-    console.log(`\nSKIPPED: GET /api/v1/admin/coupons/{couponId}/shards is not in this build. Setup worked: ${users.length} users, coupon ${couponId}.`);
+    console.log(
+      `\nSKIPPED: GET /api/v1/admin/coupons/{couponId}/shards is not in this build. Setup worked: ${users.length} users, coupon ${couponId}.`,
+    );
     return { skipped: true };
   }
 
@@ -218,7 +228,9 @@ async function runStorm({ k }) {
       label: "warm-up (separate coupon, not measured)",
     });
     await healthCeiling(server.url, { connections: CONNECTIONS, amount: 2_000, label: "warm-up /health" });
-    console.log(`\nwarm-up: ${warm.responses} issue requests on coupon ${warmCoupon.json.data.couponId}${sharded ? ` (K=${k})` : ""} (${statusSummary(warm)}), 2,000 x /health`);
+    console.log(
+      `\nwarm-up: ${warm.responses} issue requests on coupon ${warmCoupon.json.data.couponId}${sharded ? ` (K=${k})` : ""} (${statusSummary(warm)}), 2,000 x /health`,
+    );
   }
 
   // Issuance requests the coupon's shards answered before the storm (0: priming is not an issuance).
@@ -248,13 +260,19 @@ async function runStorm({ k }) {
       if (json?.data?.userId !== ctx.userId || json?.data?.couponId !== couponId) badBodies++;
       winners.add(ctx.userId);
     },
-    label: tagged(
-      ALL_WINNERS ? `POST /coupons/issue (all-winners storm, ${USERS} users, quantity ${QUANTITY}` : `POST /coupons/issue (storm, ${USERS} distinct users`,
-    ) + ")",
+    label: `${tagged(
+      ALL_WINNERS
+        ? `POST /coupons/issue (all-winners storm, ${USERS} users, quantity ${QUANTITY}`
+        : `POST /coupons/issue (storm, ${USERS} distinct users`,
+    )})`,
   });
   // Read at once: `requests` lives in each object's memory (the retry below adds to it; an eviction resets it).
   const afterStorm = sharded ? await shardView(couponId) : undefined;
-  const health = await healthCeiling(server.url, { connections: CONNECTIONS, amount: USERS, ...(sharded ? { label: `GET /health (ceiling, after the K=${k} storm)` } : {}) });
+  const health = await healthCeiling(server.url, {
+    connections: CONNECTIONS,
+    amount: USERS,
+    ...(sharded ? { label: `GET /health (ceiling, after the K=${k} storm)` } : {}),
+  });
 
   // Phase 2: the winners again (all of them, or the first RETRY).
   const winnerList = [...winners];
@@ -269,11 +287,18 @@ async function runStorm({ k }) {
         maxSeconds: 60,
         timeout: 30,
         build: (i) => ({ body: { userId: retryList[i], couponId }, headers: userHeaders(retryList[i]) }),
-        label: tagged(`POST /coupons/issue (winners retry, ${retryList.length}${retryList.length < winnerList.length ? ` of ${winnerList.length}` : ""}`) + ")",
+        label: `${tagged(
+          `POST /coupons/issue (winners retry, ${retryList.length}${retryList.length < winnerList.length ? ` of ${winnerList.length}` : ""}`,
+        )})`,
       })
     : undefined;
 
-  printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [...setupRows, storm, health, ...(retry ? [retry] : [])]);
+  printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [
+    ...setupRows,
+    storm,
+    health,
+    ...(retry ? [retry] : []),
+  ]);
   if (!sharded) {
     printRatio(storm, health, { target: RATIO_TARGET, name: ALL_WINNERS ? "coupons.all-winners" : "coupons.storm" });
     printLoad();
@@ -286,14 +311,22 @@ async function runStorm({ k }) {
   const slack = unknownUsers.size ? ` (${unknownUsers.size} unanswered requests: outcome unknown)` : "";
   const n201 = storm.statusCounts[201] ?? 0;
   const soldOut = storm.errorCodes["409 COUPON_SOLD_OUT"] ?? 0;
-  c.check("every request answered (no socket errors, no timeouts)", storm.responses === USERS && !storm.socketErrors && !storm.timeouts, `${storm.responses}/${USERS}`);
+  c.check(
+    "every request answered (no socket errors, no timeouts)",
+    storm.responses === USERS && !storm.socketErrors && !storm.timeouts,
+    `${storm.responses}/${USERS}`,
+  );
   c.check(
     LOSERS === 0 ? `every answer is 201 (${WINNERS} winners)` : `exactly ${WINNERS} x 201`,
     unknownUsers.size ? n201 <= WINNERS : n201 === WINNERS,
     `${n201}${slack}`,
   );
   if (LOSERS === 0) {
-    c.check("no answer other than 201", Object.keys(storm.statusCounts).every((st) => st === "201"), `${JSON.stringify(storm.statusCounts)} ${JSON.stringify(storm.errorCodes)}`);
+    c.check(
+      "no answer other than 201",
+      Object.keys(storm.statusCounts).every((st) => st === "201"),
+      `${JSON.stringify(storm.statusCounts)} ${JSON.stringify(storm.errorCodes)}`,
+    );
   } else {
     c.check(
       `the other ${LOSERS} are 409 COUPON_SOLD_OUT`,
@@ -324,19 +357,29 @@ async function runStorm({ k }) {
   // What a client sees, for a sample of winners and losers.
   const losers = users.filter((u) => !winners.has(u) && !unknownUsers.has(u));
   /** @type {[number, boolean][]} */
-  const sample = [...winnerList.slice(0, 20).map((u) => /** @type {[number, boolean]} */ ([u, true])), ...losers.slice(0, 20).map((u) => /** @type {[number, boolean]} */ ([u, false]))];
+  const sample = [
+    ...winnerList.slice(0, 20).map((u) => /** @type {[number, boolean]} */ ([u, true])),
+    ...losers.slice(0, 20).map((u) => /** @type {[number, boolean]} */ ([u, false])),
+  ];
   const views = await mapLimit(sample, 10, async ([u, won]) => {
     const r = await api(server.url, "GET", `/api/v1/coupons?userId=${u}`, undefined, { user: u });
     const has = (r.json?.data?.coupons ?? []).some((/** @type {{ couponId: number }} */ x) => x.couponId === couponId);
-    return r.status === 200 && has === won ? "" : `user ${u} (${won ? "winner" : "loser"}): ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`;
+    return r.status === 200 && has === won
+      ? ""
+      : `user ${u} (${won ? "winner" : "loser"}): ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`;
   });
   const wrong = views.filter(Boolean);
   const nWinners = Math.min(20, winnerList.length);
   const nLosers = Math.min(20, losers.length);
-  c.check(`GET /coupons?userId= agrees for ${nWinners} winners and ${nLosers} losers`, wrong.length === 0, wrong.length ? `${wrong.length} wrong, e.g. ${wrong[0]}` : `${views.length} users`);
+  c.check(
+    `GET /coupons?userId= agrees for ${nWinners} winners and ${nLosers} losers`,
+    wrong.length === 0,
+    wrong.length ? `${wrong.length} wrong, e.g. ${wrong[0]}` : `${views.length} users`,
+  );
 
   let shardSummary;
-  if (sharded && before && afterStorm) shardSummary = await shardChecks(c, { k, couponId, users, winners, unknownUsers, before, afterStorm });
+  if (sharded && before && afterStorm)
+    shardSummary = await shardChecks(c, { k, couponId, users, winners, unknownUsers, before, afterStorm });
   latencyChecks(c, storm, { ceiling: health });
   c.print();
   return { ok: c.ok(), k, couponId, storm, health, retry, shardSummary, checksFailed: c.failed };
@@ -380,15 +423,38 @@ async function httpCounts(c, { couponId, users, slack }) {
   const read = async () => {
     const pub = await api(server.url, "GET", `/api/v1/coupons/${couponId}`);
     const row = await adminListRow(server.url, "coupons", couponId);
-    return { issued: pub.json?.data?.issued, remaining: pub.json?.data?.remaining, quantity: pub.json?.data?.quantity, adminIssued: row?.issued, adminRemaining: row?.remaining };
+    return {
+      issued: pub.json?.data?.issued,
+      remaining: pub.json?.data?.remaining,
+      quantity: pub.json?.data?.quantity,
+      adminIssued: row?.issued,
+      adminRemaining: row?.remaining,
+    };
   };
   const { value: n, stable } = await readStable(read, { interval: 1500, tries: 20 });
   c.check("GET /coupons/{id} and GET /admin/coupons stable (write-behind converged)", stable, JSON.stringify(n));
-  c.check(`GET /coupons/{id}: quantity ${QUANTITY}, issued ${WINNERS}, remaining ${QUANTITY - WINNERS} (the issuing objects' count)`, n.quantity === QUANTITY && n.issued === WINNERS && n.remaining === QUANTITY - WINNERS, `quantity ${n.quantity}, issued ${n.issued}, remaining ${n.remaining}${slack}`);
-  c.check(`GET /admin/coupons: issued ${WINNERS} (D1's count)`, n.adminIssued === WINNERS && n.adminRemaining === QUANTITY - WINNERS, `issued ${n.adminIssued}, remaining ${n.adminRemaining}`);
-  const owned = await readEach(server.url, users, (u) => ({ path: `/api/v1/coupons?userId=${u}`, userId: u }), `GET /coupons?userId= (read back ${users.length} users)`);
+  c.check(
+    `GET /coupons/{id}: quantity ${QUANTITY}, issued ${WINNERS}, remaining ${QUANTITY - WINNERS} (the issuing objects' count)`,
+    n.quantity === QUANTITY && n.issued === WINNERS && n.remaining === QUANTITY - WINNERS,
+    `quantity ${n.quantity}, issued ${n.issued}, remaining ${n.remaining}${slack}`,
+  );
+  c.check(
+    `GET /admin/coupons: issued ${WINNERS} (D1's count)`,
+    n.adminIssued === WINNERS && n.adminRemaining === QUANTITY - WINNERS,
+    `issued ${n.adminIssued}, remaining ${n.adminRemaining}`,
+  );
+  const owned = await readEach(
+    server.url,
+    users,
+    (u) => ({ path: `/api/v1/coupons?userId=${u}`, userId: u }),
+    `GET /coupons?userId= (read back ${users.length} users)`,
+  );
   printTable("Read-back", [owned.run]);
-  c.check("every user's coupon list read back (GET /coupons?userId=, 200)", owned.failed === 0 && owned.data.size === users.length, `${owned.data.size}/${users.length} ${statusSummary(owned.run)}`);
+  c.check(
+    "every user's coupon list read back (GET /coupons?userId=, 200)",
+    owned.failed === 0 && owned.data.size === users.length,
+    `${owned.data.size}/${users.length} ${statusSummary(owned.run)}`,
+  );
   /** @param {any} data */
   const holds = (data) => (data?.coupons ?? []).some((/** @type {{ couponId: number }} */ x) => x.couponId === couponId);
   return new Set(users.filter((_, i) => holds(owned.data.get(i))));
@@ -497,7 +563,9 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
   const free = sum((s) => s.free);
 
   console.log(`\n### Shards of coupon ${couponId} (K=${k}; admin view after the storm, settled after ${pollMs} ms of polling)\n`);
-  console.log("| shard | users homed | requests reached | share of requests | share / uniform (1/K) | 201s to its users | issued | held | free | unsynced | open transfers | D1 batches |");
+  console.log(
+    "| shard | users homed | requests reached | share of requests | share / uniform (1/K) | 201s to its users | issued | held | free | unsynced | open transfers | D1 batches |",
+  );
   console.log("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   per.forEach((s, i) => {
     const share = reachedTotal > 0 ? reached[i] / reachedTotal : NaN;
@@ -505,7 +573,16 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
       `| ${s.shard} | ${fmtInt(homed[s.shard])} | ${fmtInt(reached[i])} | ${fmt(share * 100)}% | ${fmt(share * k, 2)} | ${fmtInt(won[s.shard])} | ${fmtInt(s.issued)} | ${fmtInt(s.held)} | ${fmtInt(s.free)} | ${s.unsynced} | ${s.openTransfers} | ${fmtInt(batches[i])} |`,
     );
   });
-  console.log(`| all | ${fmtInt(users.length)} | ${fmtInt(reachedTotal)} | 100% | | ${fmtInt(winners.size)} | ${fmtInt(issued)} | ${fmtInt(held)} | ${fmtInt(free)} | ${sum((s) => s.unsynced)} | ${sum((s) => s.openTransfers)} | ${fmtInt(batches.reduce((a, b) => a + b, 0))} (${fmt(winners.size / Math.max(1, batches.reduce((a, b) => a + b, 0)), 1)} wins per batch) |`);
+  console.log(
+    `| all | ${fmtInt(users.length)} | ${fmtInt(reachedTotal)} | 100% | | ${fmtInt(winners.size)} | ${fmtInt(issued)} | ${fmtInt(held)} | ${fmtInt(free)} | ${sum((s) => s.unsynced)} | ${sum((s) => s.openTransfers)} | ${fmtInt(batches.reduce((a, b) => a + b, 0))} (${fmt(
+      winners.size /
+        Math.max(
+          1,
+          batches.reduce((a, b) => a + b, 0),
+        ),
+      1,
+    )} wins per batch) |`,
+  );
   const shares = reached.map((r) => (reachedTotal > 0 ? (r / reachedTotal) * k : NaN));
   console.log(
     `\nclient requests: ${fmtInt(USERS)}; issuance requests that reached the shard objects: ${fmtInt(reachedTotal)}; ` +
@@ -518,13 +595,29 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
     settledView(view),
     per.map((s) => `${s.shard}: unsynced ${s.unsynced}, open ${s.openTransfers}`).join("; "),
   );
-  c.check(`shards view: ${k} shards, each reporting shards = ${k}`, view.shards === k && per.length === k && per.every((s, i) => s.shard === i && s.shards === k), `view.shards ${view.shards}, shards ${per.map((s) => `${s.shard}/${s.shards}`).join(" ")}`);
+  c.check(
+    `shards view: ${k} shards, each reporting shards = ${k}`,
+    view.shards === k && per.length === k && per.every((s, i) => s.shard === i && s.shards === k),
+    `view.shards ${view.shards}, shards ${per.map((s) => `${s.shard}/${s.shards}`).join(" ")}`,
+  );
   c.check(`shards view: quantity = ${QUANTITY}`, view.quantity === QUANTITY, `${view.quantity}`);
   c.check(`shards: sum of held = quantity ${QUANTITY}`, held === QUANTITY, `${held} (${per.map((s) => s.held).join(" + ")})`);
-  c.check(`shards: sum of issued = ${WINNERS} (and the view's issued)`, issued === WINNERS && view.issued === WINNERS, `${issued} (${per.map((s) => s.issued).join(" + ")}), view.issued ${view.issued}`);
-  c.check(`shards: free = ${QUANTITY - WINNERS} (sum and the view's free)`, free === QUANTITY - WINNERS && view.free === QUANTITY - WINNERS, `sum ${free}, view.free ${view.free}`);
+  c.check(
+    `shards: sum of issued = ${WINNERS} (and the view's issued)`,
+    issued === WINNERS && view.issued === WINNERS,
+    `${issued} (${per.map((s) => s.issued).join(" + ")}), view.issued ${view.issued}`,
+  );
+  c.check(
+    `shards: free = ${QUANTITY - WINNERS} (sum and the view's free)`,
+    free === QUANTITY - WINNERS && view.free === QUANTITY - WINNERS,
+    `sum ${free}, view.free ${view.free}`,
+  );
   const over = per.filter((s) => !(s.issued <= s.held) || s.free !== s.held - s.issued);
-  c.check("every shard: issued <= held, free = held - issued", over.length === 0, over.length ? over.map((s) => `shard ${s.shard}: issued ${s.issued} held ${s.held} free ${s.free}`).join("; ") : `${per.length} shards`);
+  c.check(
+    "every shard: issued <= held, free = held - issued",
+    over.length === 0,
+    over.length ? over.map((s) => `shard ${s.shard}: issued ${s.issued} held ${s.held} free ${s.free}`).join("; ") : `${per.length} shards`,
+  );
   const misrouted = unknownUsers.size ? [] : per.filter((s) => s.issued !== won[s.shard]);
   c.check(
     "every shard issued exactly the 201s to users homed on it (homeShard)",
@@ -536,7 +629,10 @@ async function shardChecks(c, { k, couponId, users, winners, unknownUsers, befor
         : `${per.map((s) => s.issued).join(", ")}`,
   );
   // `requests` is a load indicator, not an exactness property: a reset is reported, not failed.
-  if (countsReset.length) console.log(`\nnote: the request count of shard(s) ${countsReset.join(", ")} went down between reads (object evicted and restarted): its "requests reached" is a lower bound`);
+  if (countsReset.length)
+    console.log(
+      `\nnote: the request count of shard(s) ${countsReset.join(", ")} went down between reads (object evicted and restarted): its "requests reached" is a lower bound`,
+    );
   return { reached, reachedTotal, homed, won, per, shares };
 }
 
@@ -550,7 +646,12 @@ function printComparison(runs, note) {
   const base = ALL_WINNERS ? "coupons.all-winners" : "coupons.storm";
   console.log(`\n## K=1 vs K=${b.k} (same server, same run; each storm's ratio is to the /health ceiling measured right after it)\n`);
   /** @param {CouponStorm} r */
-  const hist = (r) => (r.storm.hops ? Object.entries(r.storm.hops.histogram).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ") : "n/a");
+  const hist = (r) =>
+    r.storm.hops
+      ? Object.entries(r.storm.hops.histogram)
+          .map(([h, n]) => `${h} x ${fmtInt(n)}`)
+          .join(", ")
+      : "n/a";
   /** @type {[string, (r: CouponStorm) => string][]} */
   const rows = [
     ["coupon", (r) => `${r.couponId}`],
@@ -565,10 +666,19 @@ function printComparison(runs, note) {
     ["client requests", () => fmtInt(USERS)],
     ["requests that reached the shard objects", (r) => fmtInt(r.shardSummary?.reachedTotal)],
     ["refused by the isolate's sold-out memory", (r) => fmtInt(USERS - (r.shardSummary?.reachedTotal ?? NaN))],
-    ["requests per shard (min / max share vs uniform)", (r) => (r.k === 1 ? "1 shard" : `${fmt(Math.min(...(r.shardSummary?.shares ?? [])), 2)} / ${fmt(Math.max(...(r.shardSummary?.shares ?? [])), 2)}`)],
+    [
+      "requests per shard (min / max share vs uniform)",
+      (r) =>
+        r.k === 1
+          ? "1 shard"
+          : `${fmt(Math.min(...(r.shardSummary?.shares ?? [])), 2)} / ${fmt(Math.max(...(r.shardSummary?.shares ?? [])), 2)}`,
+    ],
     ["hops: responses", hist],
     ["mean hops", (r) => fmt(r.storm.hops?.mean, 2)],
-    ["do calls/resp (+nested)", (r) => `${fmt(r.storm.timing.metrics.do.callsPerResponse, 2)} (+${fmt(r.storm.timing.metrics.do.nestedPerResponse, 2)})`],
+    [
+      "do calls/resp (+nested)",
+      (r) => `${fmt(r.storm.timing.metrics.do.callsPerResponse, 2)} (+${fmt(r.storm.timing.metrics.do.nestedPerResponse, 2)})`,
+    ],
     ["checks", (r) => (r.ok ? "ALL PASSED" : `${r.checksFailed} FAILED`)],
   ];
   console.log(`| | K=1 | K=${b.k} |`);
@@ -579,5 +689,14 @@ function printComparison(runs, note) {
   printRatio(b.storm, b.health, { target: RATIO_TARGET, name: `${base}.k${b.k}${b.k === 1 ? "-second" : ""}` });
   console.log(`\n${note}`);
   printLoad();
-  console.log(`\n${runs.every((r) => r.ok) ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${runs.filter((r) => !r.ok).map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`);
+  console.log(
+    `\n${
+      runs.every((r) => r.ok)
+        ? "ALL CHECKS PASSED (both storms)"
+        : `CHECKS FAILED: ${runs
+            .filter((r) => !r.ok)
+            .map((r) => `K=${r.k} (${r.checksFailed})`)
+            .join(", ")}`
+    }`,
+  );
 }

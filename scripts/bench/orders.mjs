@@ -90,7 +90,6 @@ if (SHARDED && !(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= MAX_SHARDS
   process.exit(1);
 }
 
-
 const server = await openTarget();
 let exitCode = 1;
 try {
@@ -103,7 +102,11 @@ try {
     console.log(
       `\n## bench:orders --shards ${SHARDS}  orders=${ORDERS} users=${USERS} products=${PRODUCTS}x${STOCK} connections=${CONNECTIONS} seed=${SEED}, twice on one server: K=1, then K=${SHARDS} (fresh products, fresh users)`,
     );
-    exitCode = await compareShards(SHARDS, "stock shards", { runStorm, printComparison, point: "The point of the local run is exactness (conservation over the shards, lines on their shard) and the per-shard spread." });
+    exitCode = await compareShards(SHARDS, "stock shards", {
+      runStorm,
+      printComparison,
+      point: "The point of the local run is exactness (conservation over the shards, lines on their shard) and the per-shard spread.",
+    });
   }
 } catch (err) {
   console.error(err);
@@ -152,7 +155,14 @@ async function runStorm({ k }) {
     parseBodies: true,
     build: (i, ctx) => {
       ctx.price = 1000 * (i + 1);
-      return { body: { name: server.remote ? `${server.tag}-hot-${i}` : `bench-hot-${i}`, price: ctx.price, stock: STOCK, ...(sharded ? { stockShards: k } : {}) } };
+      return {
+        body: {
+          name: server.remote ? `${server.tag}-hot-${i}` : `bench-hot-${i}`,
+          price: ctx.price,
+          stock: STOCK,
+          ...(sharded ? { stockShards: k } : {}),
+        },
+      };
     },
     onResponse: (status, json, ctx) => {
       if (status === 201) {
@@ -160,11 +170,14 @@ async function runStorm({ k }) {
         prices.set(json.data.productId, ctx.price);
       }
     },
-    label: tagged(`POST /admin/products (setup, ${PRODUCTS}`) + ")",
+    label: `${tagged(`POST /admin/products (setup, ${PRODUCTS}`)})`,
   });
-  if (productIds.length !== PRODUCTS) throw new Error(`product setup: ${JSON.stringify(setup.statusCounts)} ${JSON.stringify(setup.errorCodes)}`);
+  if (productIds.length !== PRODUCTS)
+    throw new Error(`product setup: ${JSON.stringify(setup.statusCounts)} ${JSON.stringify(setup.errorCodes)}`);
   const users = await makeUsers(USERS, "bench-user");
-  console.log(`\nsetup: ${PRODUCTS} products${sharded ? ` (${productIds.join(", ")}; stockShards ${k})` : ""}, ${users.length} users ${server.remote ? "created through the admin API" : "seeded into D1"} with balance ${BALANCE}`);
+  console.log(
+    `\nsetup: ${PRODUCTS} products${sharded ? ` (${productIds.join(", ")}; stockShards ${k})` : ""}, ${users.length} users ${server.remote ? "created through the admin API" : "seeded into D1"} with balance ${BALANCE}`,
+  );
 
   const missing = [];
   for (const p of ["/api/v1/orders", "/api/v1/points/use"]) if (!(await routeExists(server.url, p))) missing.push(p);
@@ -197,7 +210,12 @@ async function runStorm({ k }) {
         "POST",
         "/api/v1/admin/products",
         // With --shards the warm-up product has the storm's K, so the K-shard storm meets warm stock objects' code paths too.
-        { name: server.remote ? `${server.tag}-warm-up` : "bench-warm-up", price: 100, stock: WARMUP * 10, ...(sharded ? { stockShards: k } : {}) },
+        {
+          name: server.remote ? `${server.tag}-warm-up` : "bench-warm-up",
+          price: 100,
+          stock: WARMUP * 10,
+          ...(sharded ? { stockShards: k } : {}),
+        },
         { admin: true },
       );
       const warmUsers = await makeUsers(WARMUP, "bench-warm");
@@ -212,7 +230,10 @@ async function runStorm({ k }) {
         parseBodies: true,
         build: (i, ctx) => {
           ctx.userId = warmUsers[i];
-          return { body: { userId: warmUsers[i], orderProducts: [{ productId: warmProduct.data.productId, quantity: 1 }] }, headers: userHeaders(ctx.userId) };
+          return {
+            body: { userId: warmUsers[i], orderProducts: [{ productId: warmProduct.data.productId, quantity: 1 }] },
+            headers: userHeaders(ctx.userId),
+          };
         },
         onResponse: (status, json, ctx) => {
           if (status === 201) warmOrders.push({ userId: ctx.userId, orderId: json.data.orderId });
@@ -229,7 +250,9 @@ async function runStorm({ k }) {
         label: "warm-up payments",
       });
       await healthCeiling(server.url, { connections: CONNECTIONS, amount: 2_000, label: "warm-up /health" });
-      console.log(`warm-up: ${warmOrders.length} orders placed and paid on product ${warmProduct.data.productId}${sharded ? ` (K=${k})` : ""} by separate users, 2,000 x /health`);
+      console.log(
+        `warm-up: ${warmOrders.length} orders placed and paid on product ${warmProduct.data.productId}${sharded ? ` (K=${k})` : ""} by separate users, 2,000 x /health`,
+      );
     }
 
     // Each shard's reserve calls and D1 batches before the storm (the counters live in the objects' memory).
@@ -270,7 +293,7 @@ async function runStorm({ k }) {
           expectedTotal: p.orderProducts.reduce((s, l) => s + (prices.get(l.productId) ?? NaN) * l.quantity, 0),
         });
       },
-      label: tagged(`POST /orders (storm, ${ORDERS}`) + ")",
+      label: `${tagged(`POST /orders (storm, ${ORDERS}`)})`,
     });
     printSelloutHops(placeArrivals, sharded ? k : 1);
     // Read at once: payments do not reserve, but an eviction would restart the counters.
@@ -309,7 +332,7 @@ async function runStorm({ k }) {
           answeredPay[ctx.i] = 1;
           if (status === 200) paid.set(toPay[ctx.i].orderId, json.data.paidAmount);
         },
-        label: tagged(`POST /points/use (pay ${toPay.length}`) + ")",
+        label: `${tagged(`POST /points/use (pay ${toPay.length}`)})`,
       });
       if (sharded) viewsAfterPay = await Promise.all(productIds.map((id) => mustStockShardsView(id)));
       healthPay = await healthCeiling(server.url, {
@@ -319,7 +342,12 @@ async function runStorm({ k }) {
       });
       groupsAfterPay = await d1Groups(server.url);
     }
-    printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [setup, place, healthPlace, ...(pay && healthPay ? [pay, healthPay] : [])]);
+    printTable(sharded ? `Throughput and latency (K=${k}, same run)` : "Throughput and latency (same run)", [
+      setup,
+      place,
+      healthPlace,
+      ...(pay && healthPay ? [pay, healthPay] : []),
+    ]);
     if (!sharded) {
       printRatio(place, healthPlace, { target: PLACE_TARGET, name: "orders.place" });
       printD1Writes(place, "orders.place");
@@ -338,7 +366,10 @@ async function runStorm({ k }) {
       return out;
     };
     // A deployed Worker may answer catalogue reads from the edge cache for up to 5 s (src/shared/cache-policy.ts): poll slower.
-    const { value: stocks, stable } = await readStable(readStocks, server.remote ? { interval: 6000, tries: 10 } : { interval: 500, tries: 20 });
+    const { value: stocks, stable } = await readStable(
+      readStocks,
+      server.remote ? { interval: 6000, tries: 10 } : { interval: 500, tries: 20 },
+    );
     /** @type {Map<number, { status: string, items: OrderLine[] }>} orderId -> the order read back */
     const orders = new Map();
     const readBack = await load({
@@ -356,22 +387,32 @@ async function runStorm({ k }) {
       onResponse: (status, json, ctx) => {
         if (status === 200) orders.set(ctx.o.orderId, json.data);
       },
-      label: tagged(`GET /orders/{id}?userId= (read back ${created.length}`) + ")",
+      label: `${tagged(`GET /orders/{id}?userId= (read back ${created.length}`)})`,
     });
     printTable("Read-back", [readBack]);
 
-    const c = new Checks(sharded ? `Stock conservation, payment exactness and latency targets (K=${k}, product(s) ${productIds.join(", ")})` : "Stock conservation, payment exactness and latency targets");
+    const c = new Checks(
+      sharded
+        ? `Stock conservation, payment exactness and latency targets (K=${k}, product(s) ${productIds.join(", ")})`
+        : "Stock conservation, payment exactness and latency targets",
+    );
     const unansweredPlace = ORDERS - answeredPlace.reduce((s, x) => s + x, 0);
     const unansweredPay = toPay.length - answeredPay.reduce((s, x) => s + x, 0);
     c.check(
       "every request answered (no socket errors, no timeouts)",
       unansweredPlace === 0 && unansweredPay === 0,
-      unansweredPlace || unansweredPay ? `${unansweredPlace} orders and ${unansweredPay} payments unanswered: their outcome is unknown, conservation below still must hold` : "",
+      unansweredPlace || unansweredPay
+        ? `${unansweredPlace} orders and ${unansweredPay} payments unanswered: their outcome is unknown, conservation below still must hold`
+        : "",
     );
     const placeOther = Object.keys(place.errorCodes).filter((k) => k !== "409 INSUFFICIENT_STOCK");
     c.check("order storm answers only 201 or 409 INSUFFICIENT_STOCK", placeOther.length === 0, JSON.stringify(place.errorCodes));
     if (sharded && placeOther.length > 0 && !server.remote) await attributeRefusals({ k, productIds, plan, placeStatus });
-    c.check("some orders hit 409 INSUFFICIENT_STOCK (demand exceeds stock)", (place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0) > 0, `${place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0}`);
+    c.check(
+      "some orders hit 409 INSUFFICIENT_STOCK (demand exceeds stock)",
+      (place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0) > 0,
+      `${place.errorCodes["409 INSUFFICIENT_STOCK"] ?? 0}`,
+    );
     const badTotals = created.filter((o) => o.totalAmount !== o.expectedTotal);
     c.check("201 totals == sum(price x quantity)", badTotals.length === 0, `${badTotals.length} differ`);
     c.check("products.stock projection stable", stable, JSON.stringify(stocks));
@@ -380,7 +421,8 @@ async function runStorm({ k }) {
     /** @param {string} status */
     const qty = (status) => {
       const m = new Map(productIds.map((id) => [id, 0]));
-      for (const o of orders.values()) if (o.status === status) for (const it of o.items) m.set(it.productId, (m.get(it.productId) ?? 0) + it.quantity);
+      for (const o of orders.values())
+        if (o.status === status) for (const it of o.items) m.set(it.productId, (m.get(it.productId) ?? 0) + it.quantity);
       return m;
     };
     const notPaid = qty("NOT_PAID");
@@ -406,8 +448,16 @@ async function runStorm({ k }) {
     });
     c.check("every order's items are the lines it was placed with", lineMismatch.length === 0, `${lineMismatch.length} differ`);
     const paidRead = [...orders.values()].filter((o) => o.status === "PAID").length;
-    c.check("PAID orders == payments answered 200", unansweredPay > 0 ? paidRead >= paid.size : paidRead === paid.size, `${paidRead} vs ${paid.size}`);
-    c.check("payments answered 200 for every order paid once", paid.size === toPay.length - unansweredPay, `${paid.size}/${toPay.length} ${JSON.stringify(pay?.errorCodes ?? {})}`);
+    c.check(
+      "PAID orders == payments answered 200",
+      unansweredPay > 0 ? paidRead >= paid.size : paidRead === paid.size,
+      `${paidRead} vs ${paid.size}`,
+    );
+    c.check(
+      "payments answered 200 for every order paid once",
+      paid.size === toPay.length - unansweredPay,
+      `${paid.size}/${toPay.length} ${JSON.stringify(pay?.errorCodes ?? {})}`,
+    );
     const wrongPaid = [...paid].filter(([id, amount]) => amount !== created.find((o) => o.orderId === id)?.totalAmount);
     c.check("paidAmount == the order's totalAmount", wrongPaid.length === 0, `${wrongPaid.length} differ`);
 
@@ -419,7 +469,15 @@ async function runStorm({ k }) {
       shardSummaries = [];
       for (const [i, id] of productIds.entries()) {
         shardSummaries.push(
-          await shardChecks(c, { k, productId: id, before: viewsBefore[i], afterPlace: viewsAfterPlace[i], afterPay: viewsAfterPay[i], apiStock: stocks[id], storedStock: storedStock.get(id) }),
+          await shardChecks(c, {
+            k,
+            productId: id,
+            before: viewsBefore[i],
+            afterPlace: viewsAfterPlace[i],
+            afterPay: viewsAfterPay[i],
+            apiStock: stocks[id],
+            storedStock: storedStock.get(id),
+          }),
         );
       }
     }
@@ -427,7 +485,19 @@ async function runStorm({ k }) {
     if (pay) latencyChecks(c, pay, healthPay ? { ceiling: healthPay } : {});
     else c.check("payment storm ran (some orders were created)", false, "no order was created, so nothing was paid");
     c.print();
-    return { ok: c.ok(), k, productIds, place, healthPlace, pay, healthPay, shardSummaries, checksFailed: c.failed, created: created.length, paid: paid.size };
+    return {
+      ok: c.ok(),
+      k,
+      productIds,
+      place,
+      healthPlace,
+      pay,
+      healthPay,
+      shardSummaries,
+      checksFailed: c.failed,
+      created: created.length,
+      paid: paid.size,
+    };
   }
 }
 
@@ -501,9 +571,17 @@ async function d1Checks(c, d1, { users, productIds, paid, stocks, notPaid, paidQ
   const paidSum = [...paid.values()].reduce((s, x) => s + x, 0);
   // Only the storm's users (the warm-up's users were seeded after them and paid too).
   const [minUser, maxUser] = [Math.min(...users), Math.max(...users)];
-  const { total } = await d1.first(`SELECT COALESCE(SUM(balance), 0) AS total FROM user_balances WHERE user_id BETWEEN ${minUser} AND ${maxUser}`);
-  c.check("sum of balances == initial - sum of paid amounts", unansweredPay > 0 || total === USERS * BALANCE - paidSum, `${total} vs ${USERS * BALANCE} - ${paidSum}`);
-  const { n: useRows } = await d1.first(`SELECT COUNT(*) AS n FROM point_history WHERE type = 'USE' AND user_id BETWEEN ${minUser} AND ${maxUser}`);
+  const { total } = await d1.first(
+    `SELECT COALESCE(SUM(balance), 0) AS total FROM user_balances WHERE user_id BETWEEN ${minUser} AND ${maxUser}`,
+  );
+  c.check(
+    "sum of balances == initial - sum of paid amounts",
+    unansweredPay > 0 || total === USERS * BALANCE - paidSum,
+    `${total} vs ${USERS * BALANCE} - ${paidSum}`,
+  );
+  const { n: useRows } = await d1.first(
+    `SELECT COUNT(*) AS n FROM point_history WHERE type = 'USE' AND user_id BETWEEN ${minUser} AND ${maxUser}`,
+  );
   c.check("USE history rows == payments answered 200", unansweredPay > 0 || useRows === paid.size, `${useRows} vs ${paid.size}`);
   /** @type {{ productId: number, status: string, q: number }[]} */
   const d1Rows = await d1.all(
@@ -522,10 +600,18 @@ async function d1Checks(c, d1, { users, productIds, paid, stocks, notPaid, paidQ
   c.check("conservation with every order D1 holds (also those whose answer was lost)", d1Conserved);
   /** @type {{ status: string, n: number }[]} */
   const d1Statuses = await d1.all("SELECT status, COUNT(*) AS n FROM orders GROUP BY status");
-  c.check("D1 order_items per product/status == the API read-back", d1Mismatch.length === 0, `D1 orders by status: ${JSON.stringify(Object.fromEntries(d1Statuses.map((r) => [r.status, r.n])))}`);
+  c.check(
+    "D1 order_items per product/status == the API read-back",
+    d1Mismatch.length === 0,
+    `D1 orders by status: ${JSON.stringify(Object.fromEntries(d1Statuses.map((r) => [r.status, r.n])))}`,
+  );
   /** @type {{ id: number, stock: number }[]} */
   const d1Stock = await d1.all(`SELECT id, stock FROM products WHERE id IN (${productIds.join(",")})`);
-  c.check("D1 products.stock == the API's stock", d1Stock.every((r) => r.stock === stocks[r.id]), JSON.stringify(Object.fromEntries(d1Stock.map((r) => [r.id, r.stock]))));
+  c.check(
+    "D1 products.stock == the API's stock",
+    d1Stock.every((r) => r.stock === stocks[r.id]),
+    JSON.stringify(Object.fromEntries(d1Stock.map((r) => [r.id, r.stock]))),
+  );
   return new Map(d1Stock.map((r) => [r.id, r.stock]));
 }
 
@@ -541,20 +627,41 @@ async function d1Checks(c, d1, { users, productIds, paid, stocks, notPaid, paidQ
 async function httpChecks(c, { users, productIds, paid, stocks, notPaid, paidQty, unansweredPay }) {
   const paidSum = [...paid.values()].reduce((s, x) => s + x, 0);
   /** @param {string} route */
-  const perUser = (route) => readEach(server.url, users, (u) => ({ path: `/api/v1/${route}${route.includes("?") ? "&" : "?"}userId=${u}`, userId: u }), `GET /${route.split("?")[0]}?userId= (read back ${users.length} users)`);
+  const perUser = (route) =>
+    readEach(
+      server.url,
+      users,
+      (u) => ({ path: `/api/v1/${route}${route.includes("?") ? "&" : "?"}userId=${u}`, userId: u }),
+      `GET /${route.split("?")[0]}?userId= (read back ${users.length} users)`,
+    );
   const balances = await perUser("points");
   const history = await perUser("points/history?limit=100");
   const lists = await perUser("orders?limit=100");
   printTable("Read-back per user", [balances.run, history.run, lists.run]);
   const all = (/** @type {{ data: Map<number, any>, failed: number }} */ r) => r.failed === 0 && r.data.size === users.length;
-  c.check("every storm user's balance, history and order list read back (200)", all(balances) && all(history) && all(lists), `${balances.data.size}, ${history.data.size}, ${lists.data.size} of ${users.length}`);
+  c.check(
+    "every storm user's balance, history and order list read back (200)",
+    all(balances) && all(history) && all(lists),
+    `${balances.data.size}, ${history.data.size}, ${lists.data.size} of ${users.length}`,
+  );
   const truncated = [...history.data.values(), ...lists.data.values()].filter((d) => d?.nextCursor).length;
   c.check("every history and order list fits one page of 100", truncated === 0, `${truncated} lists have more pages`);
 
   const total = [...balances.data.values()].reduce((s, d) => s + (d?.balance ?? 0), 0);
-  c.check("sum of balances (GET /points) == initial - sum of paid amounts", unansweredPay > 0 || total === USERS * BALANCE - paidSum, `${total} vs ${USERS * BALANCE} - ${paidSum}`);
-  const useRows = [...history.data.values()].reduce((n, d) => n + (d?.items ?? []).filter((/** @type {{ type: string }} */ h) => h.type === "USE").length, 0);
-  c.check("USE history entries (GET /points/history) == payments answered 200", unansweredPay > 0 || useRows === paid.size, `${useRows} vs ${paid.size}`);
+  c.check(
+    "sum of balances (GET /points) == initial - sum of paid amounts",
+    unansweredPay > 0 || total === USERS * BALANCE - paidSum,
+    `${total} vs ${USERS * BALANCE} - ${paidSum}`,
+  );
+  const useRows = [...history.data.values()].reduce(
+    (n, d) => n + (d?.items ?? []).filter((/** @type {{ type: string }} */ h) => h.type === "USE").length,
+    0,
+  );
+  c.check(
+    "USE history entries (GET /points/history) == payments answered 200",
+    unansweredPay > 0 || useRows === paid.size,
+    `${useRows} vs ${paid.size}`,
+  );
 
   /** @type {Map<string, number>} "<productId> <status>" -> quantity over every listed order */
   const listed = new Map();
@@ -569,12 +676,23 @@ async function httpChecks(c, { users, productIds, paid, stocks, notPaid, paidQty
   /** @param {number} id @param {string} st */
   const q = (id, st) => listed.get(`${id} ${st}`) ?? 0;
   const listMismatch = productIds.filter((id) => q(id, "NOT_PAID") !== (notPaid.get(id) ?? 0) || q(id, "PAID") !== (paidQty.get(id) ?? 0));
-  c.check("conservation with every order the users' lists show (also those whose answer was lost)", productIds.every((id) => stocks[id] + q(id, "NOT_PAID") + q(id, "PAID") === STOCK));
-  c.check("GET /orders?userId= per product/status == the read-back by id", listMismatch.length === 0, `listed orders by status: ${JSON.stringify(statuses)}${listMismatch.length ? `; differ on ${listMismatch.join(", ")}` : ""}`);
+  c.check(
+    "conservation with every order the users' lists show (also those whose answer was lost)",
+    productIds.every((id) => stocks[id] + q(id, "NOT_PAID") + q(id, "PAID") === STOCK),
+  );
+  c.check(
+    "GET /orders?userId= per product/status == the read-back by id",
+    listMismatch.length === 0,
+    `listed orders by status: ${JSON.stringify(statuses)}${listMismatch.length ? `; differ on ${listMismatch.join(", ")}` : ""}`,
+  );
   /** @type {Map<number, number>} */
   const stored = new Map();
   for (const id of productIds) stored.set(id, (await adminListRow(server.url, "products", id))?.stock);
-  c.check("GET /admin/products stock (D1) == the API's stock", productIds.every((id) => stored.get(id) === stocks[id]), JSON.stringify(Object.fromEntries(stored)));
+  c.check(
+    "GET /admin/products stock (D1) == the API's stock",
+    productIds.every((id) => stored.get(id) === stocks[id]),
+    JSON.stringify(Object.fromEntries(stored)),
+  );
   return stored;
 }
 
@@ -611,10 +729,15 @@ async function attributeRefusals({ k, productIds, plan, placeStatus }) {
   /** @type {Map<number, { status: number, key: string }[]>} userId -> its non-201 answers (key: its lines' quantities) */
   const failedByUser = new Map();
   /** @param {OrderLine[]} lines */
-  const keyOf = (lines) => lines.map((l) => `${l.productId}x${l.quantity}`).sort().join(",");
+  const keyOf = (lines) =>
+    lines
+      .map((l) => `${l.productId}x${l.quantity}`)
+      .sort()
+      .join(",");
   plan.forEach((o, i) => {
     const status = placeStatus[i] ?? 0;
-    if (status && status !== 201) failedByUser.set(o.userId, [...(failedByUser.get(o.userId) ?? []), { status, key: keyOf(o.orderProducts) }]);
+    if (status && status !== 201)
+      failedByUser.set(o.userId, [...(failedByUser.get(o.userId) ?? []), { status, key: keyOf(o.orderProducts) }]);
   });
   /** @type {{ orderId: number, userId: number, productId: number, quantity: number, shard: number }[]} */
   const rows = await localD1(server).all(
@@ -634,7 +757,8 @@ async function attributeRefusals({ k, productIds, plan, placeStatus }) {
   }
   /** @type {Map<number, { orderId: number, key: string, shards: Set<number> }[]>} */
   const byUser = new Map();
-  for (const [orderId, o] of orders) byUser.set(o.userId, [...(byUser.get(o.userId) ?? []), { orderId, key: keyOf(o.lines), shards: o.shards }]);
+  for (const [orderId, o] of orders)
+    byUser.set(o.userId, [...(byUser.get(o.userId) ?? []), { orderId, key: keyOf(o.lines), shards: o.shards }]);
   /** @type {Map<number, { shards: number[], orders: number[], unattributed: number }>} status -> count per shard, orders, unattributed */
   const byStatus = new Map();
   for (const [userId, answers] of failedByUser) {
@@ -719,12 +843,17 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
    * @param {number} shard
    * @param {string} status
    */
-  const lines = (shard, status) => (d1 ? lineRows.filter((r) => r.shard === shard && r.status === status).reduce((a, r) => a + r.q, 0) : NaN);
+  const lines = (shard, status) =>
+    d1 ? lineRows.filter((r) => r.shard === shard && r.status === status).reduce((a, r) => a + r.q, 0) : NaN;
   const facts = d1
     ? {
-        misrouted: Number((await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ? AND stock_shard != order_id % ?", productId, k)).n),
+        misrouted: Number(
+          (await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ? AND stock_shard != order_id % ?", productId, k)).n,
+        ),
         lineCount: Number((await d1.first("SELECT COUNT(*) AS n FROM order_items WHERE product_id = ?", productId)).n),
-        rowSum: /** @type {{ s: number, n: number }} */ (await d1.first("SELECT COALESCE(SUM(available), 0) AS s, COUNT(*) AS n FROM product_stock_shards WHERE product_id = ?", productId)),
+        rowSum: /** @type {{ s: number, n: number }} */ (
+          await d1.first("SELECT COALESCE(SUM(available), 0) AS s, COUNT(*) AS n FROM product_stock_shards WHERE product_id = ?", productId)
+        ),
       }
     : undefined;
 
@@ -740,13 +869,19 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
   const batchesPlace = per.map((s) => (a.get(s.shard)?.d1Batches ?? 0) - (b.get(s.shard)?.d1Batches ?? 0));
   const batchesPay = per.map((s) => (p.get(s.shard)?.d1Batches ?? 0) - (a.get(s.shard)?.d1Batches ?? 0));
   // An object evicted between two of those reads restarts its counters at 0: a difference would go negative.
-  const countsReset = per.filter((s, i) => reached[i] < 0 || batchesPlace[i] < 0 || batchesPay[i] < 0).map((s) => s.shard);
+  const countsReset = per.filter((_s, i) => reached[i] < 0 || batchesPlace[i] < 0 || batchesPay[i] < 0).map((s) => s.shard);
   const restartedLater = per.filter((s) => s.requests < (p.get(s.shard)?.requests ?? 0)).map((s) => s.shard);
   const reachedTotal = reached.reduce((x, y) => x + y, 0);
   const shares = reached.map((r) => (reachedTotal > 0 ? (r / reachedTotal) * k : NaN));
   /** @param {(s: StockShardState) => number} f */
   const sum = (f) => per.reduce((n, s) => n + f(s), 0);
-  const total = { available: sum((s) => s.available), held: sum((s) => s.held), confirmed: sum((s) => s.confirmed), sold: sum((s) => s.sold), projected: sum((s) => s.projected ?? 0) };
+  const total = {
+    available: sum((s) => s.available),
+    held: sum((s) => s.held),
+    confirmed: sum((s) => s.confirmed),
+    sold: sum((s) => s.sold),
+    projected: sum((s) => s.projected ?? 0),
+  };
   const units = total.available + total.held + total.confirmed + total.sold;
 
   console.log(`\n### Stock shards of product ${productId} (K=${k}; admin view after both storms, settled after ${pollMs} ms of polling)\n`);
@@ -766,7 +901,9 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
   );
   console.log(
     (facts
-      ? `\norder lines of the product in D1: ${fmtInt(facts.lineCount)} (${[...lineRows.reduce((m, r) => m.set(r.status, (m.get(r.status) ?? 0) + r.n), new Map())]
+      ? `\norder lines of the product in D1: ${fmtInt(facts.lineCount)} (${[
+          ...lineRows.reduce((m, r) => m.set(r.status, (m.get(r.status) ?? 0) + r.n), new Map()),
+        ]
           .map(([st, n]) => `${st} ${fmtInt(n)}`)
           .join(", ")}); `
       : "\norder lines by shard: only in D1 (not on a --url run); ") +
@@ -780,7 +917,11 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
     settledView(view) && stable,
     per.map((s) => `${s.shard}: open ${s.openTransfers}, projected ${s.projected} vs available ${s.available}`).join("; "),
   );
-  c.check(`stock-shards view: ${k} shard(s), stockShards = ${k}`, view.stockShards === k && per.length === k && per.every((s, i) => s.shard === i), `stockShards ${view.stockShards}, shards ${per.map((s) => s.shard).join(" ")}`);
+  c.check(
+    `stock-shards view: ${k} shard(s), stockShards = ${k}`,
+    view.stockShards === k && per.length === k && per.every((s, i) => s.shard === i),
+    `stockShards ${view.stockShards}, shards ${per.map((s) => s.shard).join(" ")}`,
+  );
   c.check(
     `shards: sum of available + held + confirmed + sold == initial ${STOCK}`,
     units === STOCK,
@@ -800,7 +941,10 @@ async function shardChecks(c, { k, productId, before, afterPlace, afterPay, apiS
     );
   }
   // `requests`/`d1Batches` are load indicators, not exactness properties: a reset is reported, not failed.
-  if (countsReset.length) console.log(`\nnote: the counters of shard(s) ${countsReset.join(", ")} went down between reads (object evicted and restarted): their numbers are lower bounds`);
+  if (countsReset.length)
+    console.log(
+      `\nnote: the counters of shard(s) ${countsReset.join(", ")} went down between reads (object evicted and restarted): their numbers are lower bounds`,
+    );
   if (restartedLater.length) {
     console.log(
       `\nnote: shard(s) ${restartedLater.join(", ")} restarted after the payments (counters back to ${per.map((s) => `${s.requests}/${s.d1Batches}`).join(", ")} requests/batches in the final read: evicted while idle during the read-back); the table's counts come from the reads taken right after each phase`,
@@ -820,16 +964,29 @@ function d1ShardChecks(c, { k, per, total, apiStock, storedStock, facts, lines }
   const { misrouted, lineCount, rowSum } = facts;
   c.check(
     "products.stock (API and D1) == sum of the projected rows (view and D1) == sum of the shards' available",
-    apiStock === total.available && storedStock === total.available && total.projected === total.available && rowSum.s === total.available && rowSum.n === k,
+    apiStock === total.available &&
+      storedStock === total.available &&
+      total.projected === total.available &&
+      rowSum.s === total.available &&
+      rowSum.n === k,
     `API ${apiStock}, D1 products.stock ${storedStock}, view projected ${total.projected}, D1 product_stock_shards ${rowSum.s} over ${rowSum.n} rows, available ${total.available}`,
   );
-  c.check(`every order line sits on shard order_id % ${k} (order_items.stock_shard)`, misrouted === 0, `${misrouted} of ${lineCount} lines elsewhere`);
+  c.check(
+    `every order line sits on shard order_id % ${k} (order_items.stock_shard)`,
+    misrouted === 0,
+    `${misrouted} of ${lineCount} lines elsewhere`,
+  );
   const wrong = per.filter((s) => s.sold !== lines(s.shard, "PAID") || s.held + s.confirmed !== lines(s.shard, "NOT_PAID"));
   c.check(
     "every shard: sold == its PAID lines, held + confirmed == its NOT_PAID lines (by order_items.stock_shard)",
     wrong.length === 0,
     wrong.length
-      ? wrong.map((s) => `shard ${s.shard}: sold ${s.sold} vs PAID ${lines(s.shard, "PAID")}, held ${s.held} + confirmed ${s.confirmed} vs NOT_PAID ${lines(s.shard, "NOT_PAID")}`).join("; ")
+      ? wrong
+          .map(
+            (s) =>
+              `shard ${s.shard}: sold ${s.sold} vs PAID ${lines(s.shard, "PAID")}, held ${s.held} + confirmed ${s.confirmed} vs NOT_PAID ${lines(s.shard, "NOT_PAID")}`,
+          )
+          .join("; ")
       : per.map((s) => `${s.shard}: ${s.sold}+${s.confirmed}`).join(", "),
   );
 }
@@ -843,14 +1000,23 @@ function printComparison(runs, note) {
   const [a, b] = runs;
   console.log(`\n## K=1 vs K=${b.k} (same server, same run; each storm's ratio is to the /health ceiling measured right after it)\n`);
   /** @param {import("./lib/load.mjs").LoadRun | undefined} run */
-  const hist = (run) => (run?.hops ? Object.entries(run.hops.histogram).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ") : "n/a");
+  const hist = (run) =>
+    run?.hops
+      ? Object.entries(run.hops.histogram)
+          .map(([h, n]) => `${h} x ${fmtInt(n)}`)
+          .join(", ")
+      : "n/a";
   /**
    * @param {import("./lib/load.mjs").LoadRun | undefined} run
    * @param {number | string} status
    */
   const histBy = (run, status) => {
     const h = run?.hops?.byStatus?.[Number(status)];
-    return h ? Object.entries(h).map(([x, n]) => `${x} x ${fmtInt(n)}`).join(", ") : "-";
+    return h
+      ? Object.entries(h)
+          .map(([x, n]) => `${x} x ${fmtInt(n)}`)
+          .join(", ")
+      : "-";
   };
   /**
    * @param {import("./lib/load.mjs").LoadRun | undefined} run
@@ -895,7 +1061,10 @@ function printComparison(runs, note) {
     ["pay d1 calls/resp @ ms/call", (r) => metric(r.pay, "d1")],
     ["orders created / paid", (r) => `${fmtInt(r.created)} / ${fmtInt(r.paid)}`],
     ["reserve calls that reached the shards", (r) => fmtInt(summed(r, (s) => s.reachedTotal))],
-    ["reserve calls per shard (min / max share vs uniform)", (r) => (r.k === 1 ? "1 shard" : `${fmt(Math.min(...allShares(r)), 2)} / ${fmt(Math.max(...allShares(r)), 2)}`)],
+    [
+      "reserve calls per shard (min / max share vs uniform)",
+      (r) => (r.k === 1 ? "1 shard" : `${fmt(Math.min(...allShares(r)), 2)} / ${fmt(Math.max(...allShares(r)), 2)}`),
+    ],
     ["D1 projection batches, placement (all shards)", (r) => fmtInt(summed(r, (s) => s.batchesPlace))],
     ["D1 projection batches, payments (all shards)", (r) => fmtInt(summed(r, (s) => s.batchesPay))],
     ["checks", (r) => (r.ok ? "ALL PASSED" : `${r.checksFailed} FAILED`)],
@@ -915,7 +1084,16 @@ function printComparison(runs, note) {
   if (b.pay) printD1Writes(b.pay, `orders.pay.k${b.k}${second}`);
   console.log(`\n${note}`);
   printLoad();
-  console.log(`\n${runs.every((r) => r.ok) ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${runs.filter((r) => !r.ok).map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`);
+  console.log(
+    `\n${
+      runs.every((r) => r.ok)
+        ? "ALL CHECKS PASSED (both storms)"
+        : `CHECKS FAILED: ${runs
+            .filter((r) => !r.ok)
+            .map((r) => `K=${r.k} (${r.checksFailed})`)
+            .join(", ")}`
+    }`,
+  );
 }
 
 /**
@@ -939,6 +1117,11 @@ function printSelloutHops(arrivals, k) {
   /** @type {Record<number, number>} */
   const statuses = {};
   for (const a of sellout) statuses[a.status] = (statuses[a.status] ?? 0) + 1;
-  console.log(`hops: ${[...hist].sort((a, b) => a[0] - b[0]).map(([h, n]) => `${h} x ${fmtInt(n)}`).join(", ")}; p50 ${p(0.5)}, p99 ${p(0.99)}, max ${sorted[sorted.length - 1]}`);
+  console.log(
+    `hops: ${[...hist]
+      .sort((a, b) => a[0] - b[0])
+      .map(([h, n]) => `${h} x ${fmtInt(n)}`)
+      .join(", ")}; p50 ${p(0.5)}, p99 ${p(0.99)}, max ${sorted[sorted.length - 1]}`,
+  );
   console.log(`statuses: ${JSON.stringify(statuses)} (target: only 201/409, p99 <= 5)`);
 }

@@ -53,7 +53,9 @@ const server = await startServer();
 let exitCode = 1;
 try {
   printMachine({ server: server.mode });
-  console.log(`\n## bench:points${KEYED ? " --idempotency-keys" : ""}  users=${USERS} requests=${REQUESTS} connections=${CONNECTIONS} seed=${SEED}${KEYED ? ` replays=${REPLAYS}` : ""}`);
+  console.log(
+    `\n## bench:points${KEYED ? " --idempotency-keys" : ""}  users=${USERS} requests=${REQUESTS} connections=${CONNECTIONS} seed=${SEED}${KEYED ? ` replays=${REPLAYS}` : ""}`,
+  );
 
   const { ids: users, run: setup } = await createUsers(server.url, USERS, { connections: 50 });
   const hot = await api(server.url, "POST", "/api/v1/admin/users", { name: "bench-hot", initialBalance: HOT_INITIAL }, { admin: true });
@@ -180,10 +182,18 @@ try {
   );
   const sumInitial = allUsers.reduce((s, u) => s + initialOf(u), 0);
   const { total } = await server.d1.first("SELECT COALESCE(SUM(balance), 0) AS total FROM user_balances");
-  c.check("sum of balances == initial + sum of 200s' amounts", within(total, sumInitial + okAmount, unknownAmount), `${total} vs ${sumInitial} + ${okAmount}${slack}`);
+  c.check(
+    "sum of balances == initial + sum of 200s' amounts",
+    within(total, sumInitial + okAmount, unknownAmount),
+    `${total} vs ${sumInitial} + ${okAmount}${slack}`,
+  );
   const { n: history } = await server.d1.first("SELECT COUNT(*) AS n FROM point_history WHERE type = 'CHARGE'");
   const initialRows = allUsers.filter((u) => initialOf(u) > 0).length;
-  c.check("CHARGE history rows == initial-balance rows + 200s", within(history, initialRows + ok200, unknownCount), `${history} vs ${initialRows} + ${ok200}${slack}`);
+  c.check(
+    "CHARGE history rows == initial-balance rows + 200s",
+    within(history, initialRows + ok200, unknownCount),
+    `${history} vs ${initialRows} + ${ok200}${slack}`,
+  );
   const { m: maxBalance } = await server.d1.first("SELECT MAX(balance) AS m FROM user_balances");
   c.check("no balance above 5,000,000", maxBalance <= MAX_BALANCE, `max ${maxBalance}`);
   const hotSent = plan.filter((p, i) => p.userId === hotUser && i < storm.built).length;
@@ -193,11 +203,19 @@ try {
     `${(credited.get(hotUser) ?? 0) / 1000} accepted of ${hotSent}; balance ${balance.get(hotUser)}${slack}`,
   );
   const unexpected = Object.entries(storm.statusCounts).filter(([s]) => s !== "200" && s !== "409");
-  c.check("only 200 and 409 answers, no socket errors or timeouts", unexpected.length === 0 && !storm.socketErrors && !storm.timeouts, unexpected.map(([s, n]) => `${s} x ${n}`).join(", "));
+  c.check(
+    "only 200 and 409 answers, no socket errors or timeouts",
+    unexpected.length === 0 && !storm.socketErrors && !storm.timeouts,
+    unexpected.map(([s, n]) => `${s} x ${n}`).join(", "),
+  );
   c.check("every request answered", storm.responses === REQUESTS, `${storm.responses}/${REQUESTS}`);
   // Spot check through the API (what a client sees).
   const probe = await api(server.url, "GET", `/api/v1/points?userId=${hotUser}`);
-  c.check("GET /points agrees with D1 for the hot user", probe.json?.data?.balance === balance.get(hotUser), `${probe.json?.data?.balance}`);
+  c.check(
+    "GET /points agrees with D1 for the hot user",
+    probe.json?.data?.balance === balance.get(hotUser),
+    `${probe.json?.data?.balance}`,
+  );
   if (KEYED) {
     // One claimed, completed key per request, holding the status its request was answered.
     const keys = await server.d1.all(

@@ -34,7 +34,13 @@ let exitCode = 1;
 try {
   printMachine({ server: server.mode });
   console.log(`\n## bench:reads  requests=${REQUESTS} connections=${CONNECTIONS} warmup=${WARMUP}`);
-  const created = await api(server.url, "POST", "/api/v1/admin/products", { name: "bench-read", description: "a hot product", price: 1000, stock: 100 }, { admin: true });
+  const created = await api(
+    server.url,
+    "POST",
+    "/api/v1/admin/products",
+    { name: "bench-read", description: "a hot product", price: 1000, stock: 100 },
+    { admin: true },
+  );
   if (created.status !== 201) throw new Error(`product: ${created.status} ${JSON.stringify(created.json)}`);
   const path = `/api/v1/products/${created.json.data.productId}`;
   // A bookmark for the uncached run: any answer that touched D1 carries one.
@@ -59,7 +65,14 @@ try {
 
   /** @type {Record<"cached" | "uncached" | "revalidated", Record<string, number>>} answers by "<status> <cache state>" */
   const seen = { cached: {}, uncached: {}, revalidated: {} };
-  const cached = await load({ url: server.url, path, connections: CONNECTIONS, amount: REQUESTS, onResponse: cacheStates(seen.cached), label: `GET ${path.replace(/\d+$/, "{id}")} (edge cache)` });
+  const cached = await load({
+    url: server.url,
+    path,
+    connections: CONNECTIONS,
+    amount: REQUESTS,
+    onResponse: cacheStates(seen.cached),
+    label: `GET ${path.replace(/\d+$/, "{id}")} (edge cache)`,
+  });
   const uncached = await load({
     url: server.url,
     path,
@@ -103,11 +116,31 @@ try {
     return run.responses === REQUESTS && (s[`${status} hit`] ?? 0) + misses === REQUESTS && misses <= turns(run);
   };
   const c = new Checks("Checks");
-  c.check(`cached run: every answer 200 from the cache, but one miss per 5 s bucket`, fromCache(cached, "cached", 200), JSON.stringify(seen.cached));
-  c.check("uncached run: every answer 200 read from D1", uncached.responses === REQUESTS && seen.uncached["200 bypass"] === REQUESTS, JSON.stringify(seen.uncached));
-  c.check("revalidated run: every answer 304, but one miss per 5 s bucket", fromCache(revalidated, "revalidated", 304), JSON.stringify(seen.revalidated));
-  c.check("cached answers made no round trip, but the misses one", (cached.hops?.histogram["1"] ?? 0) === (seen.cached["200 miss"] ?? 0) && (cached.hops?.max ?? Infinity) <= 1, JSON.stringify(cached.hops?.histogram));
-  c.check("uncached answers made exactly one", uncached.hops?.mean === 1 && uncached.hops?.max === 1, JSON.stringify(uncached.hops?.histogram));
+  c.check(
+    `cached run: every answer 200 from the cache, but one miss per 5 s bucket`,
+    fromCache(cached, "cached", 200),
+    JSON.stringify(seen.cached),
+  );
+  c.check(
+    "uncached run: every answer 200 read from D1",
+    uncached.responses === REQUESTS && seen.uncached["200 bypass"] === REQUESTS,
+    JSON.stringify(seen.uncached),
+  );
+  c.check(
+    "revalidated run: every answer 304, but one miss per 5 s bucket",
+    fromCache(revalidated, "revalidated", 304),
+    JSON.stringify(seen.revalidated),
+  );
+  c.check(
+    "cached answers made no round trip, but the misses one",
+    (cached.hops?.histogram["1"] ?? 0) === (seen.cached["200 miss"] ?? 0) && (cached.hops?.max ?? Infinity) <= 1,
+    JSON.stringify(cached.hops?.histogram),
+  );
+  c.check(
+    "uncached answers made exactly one",
+    uncached.hops?.mean === 1 && uncached.hops?.max === 1,
+    JSON.stringify(uncached.hops?.histogram),
+  );
   c.print();
   exitCode = c.ok() ? 0 : 1;
 } catch (err) {

@@ -124,7 +124,11 @@ async function call(base, method, path, { body, admin = false, headers = {} } = 
   const started = performance.now();
   const res = await fetch(url, {
     method,
-    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...(admin ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {}), ...headers },
+    headers: {
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+      ...(admin ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {}),
+      ...headers,
+    },
     body: body !== undefined ? JSON.stringify(body) : undefined,
     signal: AbortSignal.timeout(30_000),
   });
@@ -252,9 +256,19 @@ async function prepareYear() {
     dropSidecars();
     copyFileSync(cacheFile, d1File);
     const copyS = (performance.now() - t0) / 1000;
-    return { stateDir, meta, how: `reused ${cacheFile} (made ${new Date(meta.madeAt).toISOString()}, history ends ${ageH.toFixed(1)} h ago; copied in ${copyS.toFixed(1)} s)` };
+    return {
+      stateDir,
+      meta,
+      how: `reused ${cacheFile} (made ${new Date(meta.madeAt).toISOString()}, history ends ${ageH.toFixed(1)} h ago; copied in ${copyS.toFixed(1)} s)`,
+    };
   }
-  const why = NO_CACHE ? "--no-cache" : !meta ? "no cached copy" : ageH >= MAX_CACHE_AGE_H ? `cached copy ends ${ageH.toFixed(1)} h ago (>= --max-cache-age-hours ${MAX_CACHE_AGE_H})` : "cached copy incomplete";
+  const why = NO_CACHE
+    ? "--no-cache"
+    : !meta
+      ? "no cached copy"
+      : ageH >= MAX_CACHE_AGE_H
+        ? `cached copy ends ${ageH.toFixed(1)} h ago (>= --max-cache-age-hours ${MAX_CACHE_AGE_H})`
+        : "cached copy incomplete";
   console.error(`[bench] scale: generating the year (${why}) into ${d1File}`);
   const end = Math.floor(Date.now() / HOUR_MS) * HOUR_MS;
   const gen = writeHistory(d1File, { sizes: SIZES, seed: SEED, end });
@@ -382,11 +396,35 @@ async function seed(phase) {
   for (let i = 0; i < 5; i++) await call(base, "GET", "/health"); // the isolate, its JIT, the connection
   phase.live = [];
   for (let i = 0; i < 3; i++) {
-    phase.live.push(mustOk(await api(base, "POST", "/api/v1/admin/products", { name: `scale-live-${i}`, description: "bench:scale", price: 1000, stock: 1_000_000 }, { admin: true }), "product").productId);
+    phase.live.push(
+      mustOk(
+        await api(
+          base,
+          "POST",
+          "/api/v1/admin/products",
+          { name: `scale-live-${i}`, description: "bench:scale", price: 1000, stock: 1_000_000 },
+          { admin: true },
+        ),
+        "product",
+      ).productId,
+    );
   }
   const now = Date.now();
   phase.couponId = mustOk(
-    await api(base, "POST", "/api/v1/admin/coupons", { name: "scale-live", discountType: "RATE", discountValue: 10, quantity: 100_000, startsAt: isoWithOffset(now - 60_000), endsAt: isoWithOffset(now + 86_400_000) }, { admin: true }),
+    await api(
+      base,
+      "POST",
+      "/api/v1/admin/coupons",
+      {
+        name: "scale-live",
+        discountType: "RATE",
+        discountValue: 10,
+        quantity: 100_000,
+        startsAt: isoWithOffset(now - 60_000),
+        endsAt: isoWithOffset(now + 86_400_000),
+      },
+      { admin: true },
+    ),
     "coupon",
   ).couponId;
   // Catalogue reads that send a bookmark skip the edge cache and read D1 (any answer that touched D1 carries one).
@@ -414,7 +452,14 @@ async function readTargets(phase) {
   }
   phase.readUsers = Array.from({ length: READS }, () => 1 + Math.floor(pick() * y.counts.users));
   const ids = Array.from({ length: READS }, () => 1 + Math.floor(pick() * y.counts.orders));
-  const owners = new Map((await phase.server.d1.all("SELECT id, user_id AS userId FROM orders WHERE id IN (SELECT value FROM json_each(?))", JSON.stringify(ids))).map((/** @type {{ id: number, userId: number }} */ r) => [r.id, r.userId]));
+  const owners = new Map(
+    (
+      await phase.server.d1.all(
+        "SELECT id, user_id AS userId FROM orders WHERE id IN (SELECT value FROM json_each(?))",
+        JSON.stringify(ids),
+      )
+    ).map((/** @type {{ id: number, userId: number }} */ r) => [r.id, r.userId]),
+  );
   phase.readOrders = ids.filter((id) => owners.has(id)).map((id) => ({ orderId: id, userId: owners.get(id) ?? 0 }));
   phase.readProducts = Array.from({ length: READS }, () => 1 + Math.floor(pick() * y.counts.products));
   // A history without point rows or coupons has no heaviest user: ask for the seed's.
@@ -431,7 +476,11 @@ async function measure(phases) {
   await step(phases, "GET /health", READS, () => ["GET", "/health"]);
 
   // ---- writes: each a fresh valid request (a new user each; orders of their own)
-  const made = await step(phases, "POST /admin/users", 6 * WRITES, (p, i) => ["POST", "/api/v1/admin/users", { admin: true, body: { name: `scale-${p.name}-${i}`, initialBalance: 1_000_000 } }]);
+  const made = await step(phases, "POST /admin/users", 6 * WRITES, (p, i) => [
+    "POST",
+    "/api/v1/admin/users",
+    { admin: true, body: { name: `scale-${p.name}-${i}`, initialBalance: 1_000_000 } },
+  ]);
   phases.forEach((p, k) => {
     p.users = made[k].map((r) => mustOk(r, "user").userId);
     /** @param {number} j */
@@ -439,13 +488,39 @@ async function measure(phases) {
     [p.chargers, p.issuers, p.pathIssuers] = [slice(0), slice(1), slice(2)];
     p.buyers = p.users.slice(3 * WRITES);
   });
-  await step(phases, "POST /points/charge", WRITES, (p, i) => ["POST", "/api/v1/points/charge", { body: { userId: p.chargers[i], amount: 10_000 } }]);
-  await step(phases, "POST /coupons/issue", WRITES, (p, i) => ["POST", "/api/v1/coupons/issue", { body: { userId: p.issuers[i], couponId: p.couponId } }]);
-  await step(phases, "POST /coupons/{couponId}/issue", WRITES, (p, i) => ["POST", `/api/v1/coupons/${p.couponId}/issue`, { body: { userId: p.pathIssuers[i] } }]);
-  const placed = await step(phases, "POST /orders", 3 * WRITES, (p, i) => ["POST", "/api/v1/orders", { body: { userId: p.buyers[i], orderProducts: [{ productId: p.live[i % p.live.length], quantity: 1 }] } }]);
-  phases.forEach((p, k) => (p.orders = placed[k].map((r, i) => ({ orderId: mustOk(r, "order").orderId, userId: p.buyers[i] }))));
-  await step(phases, "POST /orders/{orderId}/cancel", WRITES, (p, i) => ["POST", `/api/v1/orders/${p.orders[i].orderId}/cancel`, { body: { userId: p.orders[i].userId } }]);
-  await step(phases, "POST /points/use", WRITES, (p, i) => ["POST", "/api/v1/points/use", { body: { userId: p.orders[WRITES + i].userId, orderId: p.orders[WRITES + i].orderId } }]);
+  await step(phases, "POST /points/charge", WRITES, (p, i) => [
+    "POST",
+    "/api/v1/points/charge",
+    { body: { userId: p.chargers[i], amount: 10_000 } },
+  ]);
+  await step(phases, "POST /coupons/issue", WRITES, (p, i) => [
+    "POST",
+    "/api/v1/coupons/issue",
+    { body: { userId: p.issuers[i], couponId: p.couponId } },
+  ]);
+  await step(phases, "POST /coupons/{couponId}/issue", WRITES, (p, i) => [
+    "POST",
+    `/api/v1/coupons/${p.couponId}/issue`,
+    { body: { userId: p.pathIssuers[i] } },
+  ]);
+  const placed = await step(phases, "POST /orders", 3 * WRITES, (p, i) => [
+    "POST",
+    "/api/v1/orders",
+    { body: { userId: p.buyers[i], orderProducts: [{ productId: p.live[i % p.live.length], quantity: 1 }] } },
+  ]);
+  phases.forEach((p, k) => {
+    p.orders = placed[k].map((r, i) => ({ orderId: mustOk(r, "order").orderId, userId: p.buyers[i] }));
+  });
+  await step(phases, "POST /orders/{orderId}/cancel", WRITES, (p, i) => [
+    "POST",
+    `/api/v1/orders/${p.orders[i].orderId}/cancel`,
+    { body: { userId: p.orders[i].userId } },
+  ]);
+  await step(phases, "POST /points/use", WRITES, (p, i) => [
+    "POST",
+    "/api/v1/points/use",
+    { body: { userId: p.orders[WRITES + i].userId, orderId: p.orders[WRITES + i].orderId } },
+  ]);
 
   // ---- reads
   for (const p of phases) await readTargets(p);
@@ -455,16 +530,33 @@ async function measure(phases) {
   await step(phases, "GET /points/history (heaviest user)", READS, (p) => ["GET", `/api/v1/points/history?userId=${p.heavyHistory}`]);
   await step(phases, "GET /coupons?userId=", READS, (p, i) => ["GET", `/api/v1/coupons?userId=${p.readUsers[i]}`]);
   await step(phases, "GET /coupons?userId= (heaviest user)", READS, (p) => ["GET", `/api/v1/coupons?userId=${p.heavyCoupons}`]);
-  await step(phases, "GET /orders/{orderId}", nOrders, (p, i) => ["GET", `/api/v1/orders/${p.readOrders[i].orderId}?userId=${p.readOrders[i].userId}`]);
+  await step(phases, "GET /orders/{orderId}", nOrders, (p, i) => [
+    "GET",
+    `/api/v1/orders/${p.readOrders[i].orderId}?userId=${p.readOrders[i].userId}`,
+  ]);
   const first = await step(phases, "GET /products (first page)", READS, (p) => ["GET", "/api/v1/products?page=0&size=10", p.noCache]);
-  phases.forEach((p, k) => (p.total = first[k].find((r) => r.status === 200)?.json?.data?.total ?? 0));
-  await step(phases, "GET /products (last page)", READS, (p) => ["GET", `/api/v1/products?page=${Math.max(0, Math.ceil(p.total / 10) - 1)}&size=10`, p.noCache]);
+  phases.forEach((p, k) => {
+    p.total = first[k].find((r) => r.status === 200)?.json?.data?.total ?? 0;
+  });
+  await step(phases, "GET /products (last page)", READS, (p) => [
+    "GET",
+    `/api/v1/products?page=${Math.max(0, Math.ceil(p.total / 10) - 1)}&size=10`,
+    p.noCache,
+  ]);
   await step(phases, "GET /products/{productId}", READS, (p, i) => ["GET", `/api/v1/products/${p.readProducts[i]}`, p.noCache]);
   await step(phases, "GET /products/top", READS, (p) => ["GET", "/api/v1/products/top", p.noCache]);
   await step(phases, "GET /products/best", READS, (p) => ["GET", "/api/v1/products/best", p.noCache]);
   await step(phases, "GET /admin/dead-letters", READS, () => ["GET", "/api/v1/admin/dead-letters?limit=50", { admin: true }]);
-  await step(phases, "GET /admin/coupons/{couponId}/shards", READS, (p) => ["GET", `/api/v1/admin/coupons/${p.couponId}/shards`, { admin: true }]);
-  await step(phases, "GET /admin/products/{productId}/stock-shards", READS, (p) => ["GET", `/api/v1/admin/products/${p.live[0]}/stock-shards`, { admin: true }]);
+  await step(phases, "GET /admin/coupons/{couponId}/shards", READS, (p) => [
+    "GET",
+    `/api/v1/admin/coupons/${p.couponId}/shards`,
+    { admin: true },
+  ]);
+  await step(phases, "GET /admin/products/{productId}/stock-shards", READS, (p) => [
+    "GET",
+    `/api/v1/admin/products/${p.live[0]}/stock-shards`,
+    { admin: true },
+  ]);
 
   // ---- crons (everything logged so far is the routes')
   for (const p of phases) p.logState.offset = existsSync(p.server.logFile) ? statSync(p.server.logFile).size : 0;
@@ -480,7 +572,8 @@ async function measure(phases) {
   }
 
   // ---- the /health ceiling of each server, one right after the other
-  for (const p of phases) p.ceiling = await healthCeiling(p.server.url, { connections: 10, amount: 3000, label: `GET /health (ceiling, ${p.name})` });
+  for (const p of phases)
+    p.ceiling = await healthCeiling(p.server.url, { connections: 10, amount: 3000, label: `GET /health (ceiling, ${p.name})` });
 }
 
 // ---------------------------------------------------------------- summaries and output
@@ -583,7 +676,8 @@ const raw = (n, d = 2) => (n === undefined || !Number.isFinite(n) ? "na" : Numbe
  * @param {number | undefined} a
  * @param {number | undefined} b
  */
-const rawRatio = (a, b) => (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || a === 0 ? "na" : (b / a).toFixed(2));
+const rawRatio = (a, b) =>
+  a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || a === 0 ? "na" : (b / a).toFixed(2);
 
 /**
  * @param {Phase} empty
@@ -593,7 +687,9 @@ const rawRatio = (a, b) => (a === undefined || b === undefined || !Number.isFini
 function printSideBySide(empty, year, { healthMs }) {
   console.log("\n### Near empty vs a year of history (medians; rows = D1 rows from the Server-Timing meter / the `job done` line)\n");
   console.log("D1 calls `(+N)`: D1 calls a Durable Object made before it answered; their rows are not in the request's meter.\n");
-  console.log("| route / job | n | D1 calls empty / year | rows read empty | rows read year | x | rows written empty | rows written year | x | ms empty | ms year | x | status |");
+  console.log(
+    "| route / job | n | D1 calls empty / year | rows read empty | rows read year | x | rows written empty | rows written year | x | ms empty | ms year | x | status |",
+  );
   console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
   /**
    * @param {string} label
@@ -602,7 +698,12 @@ function printSideBySide(empty, year, { healthMs }) {
    * @param {{ derived?: boolean }} [o]
    */
   const row = (label, e, y, { derived = false } = {}) => {
-    const status = !e || !y ? "missing" : e.ok && y.ok ? "ok" : `empty ${JSON.stringify(e.statuses ?? e.ok)} / year ${JSON.stringify(y.statuses ?? y.ok)}`;
+    const status =
+      !e || !y
+        ? "missing"
+        : e.ok && y.ok
+          ? "ok"
+          : `empty ${JSON.stringify(e.statuses ?? e.ok)} / year ${JSON.stringify(y.statuses ?? y.ok)}`;
     /** @param {number | undefined} v */
     const m = (v) => `${derived ? "~" : ""}${ms(v)}`;
     /** @param {Summary | undefined} x */
@@ -636,14 +737,24 @@ function printSideBySide(empty, year, { healthMs }) {
         `scale cron="${cron}" job="${job}" n=${yj?.n ?? 0} calls.empty=${raw(ej?.calls)} calls.year=${raw(yj?.calls)} rowsRead.empty=${raw(ej?.rowsRead)} rowsRead.year=${raw(yj?.rowsRead)} rowsWritten.empty=${raw(ej?.rowsWritten)} rowsWritten.year=${raw(yj?.rowsWritten)} writeTx.empty=${raw(ej?.writeTx)} writeTx.year=${raw(yj?.writeTx)} ms.empty=${raw(ej?.ms)} ms.year=${raw(yj?.ms)} x.ms=${rawRatio(ej?.ms, yj?.ms)}${ej?.msDerived || yj?.msDerived ? " ms=log-gap" : ""}`,
       );
       /** @param {Summary | undefined} x */
-      const show = (x) => JSON.stringify(x?.results?.[0] ?? null) + (x?.results && x.results.length > 1 ? ` ... ${JSON.stringify(x.results[x.results.length - 1] ?? null)}` : "");
-      results.push(`- \`${cron}\` ${job}: empty ${show(ej)}; year ${show(yj)}${[...(ej?.errors ?? []), ...(yj?.errors ?? [])].length ? `; FAILED: ${[...(ej?.errors ?? []), ...(yj?.errors ?? [])].join(" | ")}` : ""}`);
+      const show = (x) =>
+        JSON.stringify(x?.results?.[0] ?? null) +
+        (x?.results && x.results.length > 1 ? ` ... ${JSON.stringify(x.results[x.results.length - 1] ?? null)}` : "");
+      results.push(
+        `- \`${cron}\` ${job}: empty ${show(ej)}; year ${show(yj)}${[...(ej?.errors ?? []), ...(yj?.errors ?? [])].length ? `; FAILED: ${[...(ej?.errors ?? []), ...(yj?.errors ?? [])].join(" | ")}` : ""}`,
+      );
     }
   }
   const meteredRoutes = [...empty.rec.values(), ...year.rec.values()].some((xs) => xs.some((s) => s.d1?.rowsRead !== undefined));
-  if (!meteredRoutes) console.log("\nRows: n/a: this build's Server-Timing carries no D1 row counts (the D1 meter is not in it); ms and D1 calls only.");
-  const meteredJobs = [...empty.cronRuns.values(), ...year.cronRuns.values()].some((runs) => runs.some((r) => r.jobs.some((j) => j.rowsRead !== undefined)));
-  if (!meteredJobs) console.log("Jobs: this build's `job done` lines carry no d1RowsRead / ms: rows n/a, ms `~` = the gap between consecutive log lines (the first from the invocation's start).");
+  if (!meteredRoutes)
+    console.log("\nRows: n/a: this build's Server-Timing carries no D1 row counts (the D1 meter is not in it); ms and D1 calls only.");
+  const meteredJobs = [...empty.cronRuns.values(), ...year.cronRuns.values()].some((runs) =>
+    runs.some((r) => r.jobs.some((j) => j.rowsRead !== undefined)),
+  );
+  if (!meteredJobs)
+    console.log(
+      "Jobs: this build's `job done` lines carry no d1RowsRead / ms: rows n/a, ms `~` = the gap between consecutive log lines (the first from the invocation's start).",
+    );
   console.log("\nJob results (first and last run of each phase):\n");
   for (const r of results) console.log(r);
   console.log("");
@@ -658,16 +769,27 @@ function printSideBySide(empty, year, { healthMs }) {
 let exitCode = 1;
 const servers = [];
 try {
-  printMachine({ server: "Miniflare/workerd, wrangler deploy --dry-run bundle (scripts/bench/server.mjs), two servers: near empty and the year" });
+  printMachine({
+    server: "Miniflare/workerd, wrangler deploy --dry-run bundle (scripts/bench/server.mjs), two servers: near empty and the year",
+  });
   console.log(`\n## bench:scale  history ${historyKey(SIZES, SEED)}  reads=${READS} writes=${WRITES} cron-runs=${CRON_RUNS}`);
 
   const emptyServer = await startServer(); // builds the bundle
   servers.push(emptyServer);
   const year = await prepareYear();
   console.log(`\nThe year: ${year.how}`);
-  console.log(`- ${new Date(year.meta.start).toISOString()} .. ${new Date(year.meta.end).toISOString()}; ${Object.entries(year.meta.counts).map(([t, n]) => `${t} ${fmtInt(n)}`).join(", ")}`);
-  console.log(`- heaviest users: #${year.meta.heaviest.pointHistoryUser} (${fmtInt(year.meta.heaviest.pointHistoryRows)} point rows), #${year.meta.heaviest.couponUser} (${fmtInt(year.meta.heaviest.coupons)} coupons)`);
-  if (year.generated) console.log(`history seconds=${year.generated.seconds.toFixed(1)} rows=${year.generated.rows} rows_per_s=${Math.round(year.generated.rowsPerSecond)} bytes=${year.meta.bytes}`);
+  console.log(
+    `- ${new Date(year.meta.start).toISOString()} .. ${new Date(year.meta.end).toISOString()}; ${Object.entries(year.meta.counts)
+      .map(([t, n]) => `${t} ${fmtInt(n)}`)
+      .join(", ")}`,
+  );
+  console.log(
+    `- heaviest users: #${year.meta.heaviest.pointHistoryUser} (${fmtInt(year.meta.heaviest.pointHistoryRows)} point rows), #${year.meta.heaviest.couponUser} (${fmtInt(year.meta.heaviest.coupons)} coupons)`,
+  );
+  if (year.generated)
+    console.log(
+      `history seconds=${year.generated.seconds.toFixed(1)} rows=${year.generated.rows} rows_per_s=${Math.round(year.generated.rowsPerSecond)} bytes=${year.meta.bytes}`,
+    );
   const yearServer = await startServer({ build: false, stateDir: year.stateDir });
   servers.push(yearServer);
 
@@ -681,11 +803,17 @@ try {
   console.log("\n### /health reference (same run, both servers)\n");
   console.log("| server | sequential median ms | autocannon req/s (10 conns, 3,000 req) | p50 ms | p99 ms |");
   console.log("|---|---:|---:|---:|---:|");
-  console.log(`| near empty | ${ms(healthMs.empty)} | ${fmtInt(empty.ceiling.rps)} | ${fmt(empty.ceiling.p50, 0)} | ${fmt(empty.ceiling.p99, 0)} |`);
-  console.log(`| year | ${ms(healthMs.year)} | ${fmtInt(withYear.ceiling.rps)} | ${fmt(withYear.ceiling.p50, 0)} | ${fmt(withYear.ceiling.p99, 0)} |`);
+  console.log(
+    `| near empty | ${ms(healthMs.empty)} | ${fmtInt(empty.ceiling.rps)} | ${fmt(empty.ceiling.p50, 0)} | ${fmt(empty.ceiling.p99, 0)} |`,
+  );
+  console.log(
+    `| year | ${ms(healthMs.year)} | ${fmtInt(withYear.ceiling.rps)} | ${fmt(withYear.ceiling.p50, 0)} | ${fmt(withYear.ceiling.p99, 0)} |`,
+  );
   console.log(`\nCatalogue: ${fmtInt(empty.total)} products near empty, ${fmtInt(withYear.total)} with the year.`);
   const { routesOk, cronsOk } = printSideBySide(empty, withYear, { healthMs });
-  console.log(`scale health ms.empty=${raw(healthMs.empty)} ms.year=${raw(healthMs.year)} rps.empty=${Math.round(empty.ceiling.rps)} rps.year=${Math.round(withYear.ceiling.rps)}`);
+  console.log(
+    `scale health ms.empty=${raw(healthMs.empty)} ms.year=${raw(healthMs.year)} rps.empty=${Math.round(empty.ceiling.rps)} rps.year=${Math.round(withYear.ceiling.rps)}`,
+  );
   console.log(`ratio scale.health-year-vs-empty=${(withYear.ceiling.rps / empty.ceiling.rps).toFixed(3)}`);
   printLoad();
   exitCode = routesOk && cronsOk ? 0 : 1;

@@ -276,15 +276,25 @@ export async function startServer({
     await waitForHealth(url);
     if (!quiet) {
       const app = APP_ROOT === ROOT ? "" : `, app ${APP_ROOT}`;
-      console.error(`[bench] server ${url} (Miniflare/workerd, ${direct ? "direct socket" : "entry worker"}, bundle ${scriptPath}${app}); migrations: ${applied.join(", ")}`);
+      console.error(
+        `[bench] server ${url} (Miniflare/workerd, ${direct ? "direct socket" : "entry worker"}, bundle ${scriptPath}${app}); migrations: ${applied.join(", ")}`,
+      );
     }
     /** @type {import("./lib/fixtures.mjs").LocalD1} */
     const d1 = {
       async all(sql, ...params) {
-        return (await db.prepare(sql).bind(...params).all()).results;
+        return (
+          await db
+            .prepare(sql)
+            .bind(...params)
+            .all()
+        ).results;
       },
       async first(sql, ...params) {
-        return db.prepare(sql).bind(...params).first();
+        return db
+          .prepare(sql)
+          .bind(...params)
+          .first();
       },
       raw: db,
     };
@@ -325,7 +335,9 @@ export async function startBareWorkerd({ vars = {}, quiet = false } = {}) {
   };
   const doBindings = config.durable_objects?.bindings ?? [];
   if (doBindings.length > 0) {
-    json.durable_objects = { bindings: doBindings.map((/** @type {{ name: string, class_name: string }} */ b) => ({ name: b.name, class_name: b.class_name })) };
+    json.durable_objects = {
+      bindings: doBindings.map((/** @type {{ name: string, class_name: string }} */ b) => ({ name: b.name, class_name: b.class_name })),
+    };
     if (config.migrations?.length) json.migrations = config.migrations;
   }
   const configPath = join(dir, "wrangler.json");

@@ -44,11 +44,14 @@ export async function checkAll(server, world, ledger, retries) {
   // Every charge retried with its key: 200, and an acknowledged one replays its first answer.
   for (const { charge, res } of retries) {
     if (res.status !== 200) fail(`charge ${charge.key}: retry answered ${res.status} ${JSON.stringify(res.body)}`);
-    else if (charge.acked && (!res.replayed || JSON.stringify(res.body) !== JSON.stringify(charge.body))) fail(`charge ${charge.key}: acknowledged, but the retry did not replay it`);
+    else if (charge.acked && (!res.replayed || JSON.stringify(res.body) !== JSON.stringify(charge.body)))
+      fail(`charge ${charge.key}: acknowledged, but the retry did not replay it`);
   }
   // No charge applied twice, none lost: one CHARGE row per key (amounts are unique per key).
   for (const c of ledger.charges) {
-    const n = (await d1.first("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'CHARGE' AND amount = ?", c.userId, c.amount)).n;
+    const n = (
+      await d1.first("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'CHARGE' AND amount = ?", c.userId, c.amount)
+    ).n;
     if (n !== 1) fail(`charge ${c.key} (${c.amount}) applied ${n} times`);
   }
   const extra = await d1.first(
@@ -63,12 +66,15 @@ export async function checkAll(server, world, ledger, retries) {
        coalesce((SELECT sum(CASE h.type WHEN 'USE' THEN -h.amount ELSE h.amount END) FROM point_history h WHERE h.user_id = b.user_id), 0) AS net
      FROM user_balances b`,
   );
-  for (const b of balances) if (b.balance !== b.net || b.balance < 0 || b.balance > 5_000_000) fail(`user ${b.userId}: balance ${b.balance}, history says ${b.net}`);
+  for (const b of balances)
+    if (b.balance !== b.net || b.balance < 0 || b.balance > 5_000_000)
+      fail(`user ${b.userId}: balance ${b.balance}, history says ${b.net}`);
 
   // Every acknowledged write is there.
   for (const o of ledger.orders) {
     const row = await d1.first("SELECT status, user_id AS userId FROM orders WHERE id = ?", o.orderId);
-    if (!row || row.userId !== o.userId || !["NOT_PAID", "PAID", "EXPIRED", "CANCELLED"].includes(row.status)) fail(`order ${o.orderId}: acknowledged, found ${JSON.stringify(row)}`);
+    if (!row || row.userId !== o.userId || !["NOT_PAID", "PAID", "EXPIRED", "CANCELLED"].includes(row.status))
+      fail(`order ${o.orderId}: acknowledged, found ${JSON.stringify(row)}`);
   }
   for (const p of ledger.payments) {
     const row = await d1.first("SELECT status FROM orders WHERE id = ?", p.orderId);
@@ -89,11 +95,13 @@ export async function checkAll(server, world, ledger, retries) {
 
   // Coupons bounded and one per user; a used coupon belongs to a live order of its owner.
   const coupon = await d1.first("SELECT quantity, issued_quantity AS issued FROM coupons WHERE id = ?", world.couponId);
-  if (rows.length > COUPON_QUANTITY || coupon.issued > coupon.quantity) fail(`coupon: ${rows.length} rows, issued ${coupon.issued}, quantity ${coupon.quantity}`);
+  if (rows.length > COUPON_QUANTITY || coupon.issued > coupon.quantity)
+    fail(`coupon: ${rows.length} rows, issued ${coupon.issued}, quantity ${coupon.quantity}`);
   if (new Set(rows.map((r) => r.userId)).size !== rows.length) fail("coupon: a user holds it twice");
   for (const r of rows.filter((x) => x.orderId !== null)) {
     const o = await d1.first("SELECT status, user_id AS userId FROM orders WHERE id = ?", r.orderId);
-    if (!o || o.userId !== r.userId || !["NOT_PAID", "PAID"].includes(o.status)) fail(`coupon of user ${r.userId} used by order ${r.orderId} (${o?.status})`);
+    if (!o || o.userId !== r.userId || !["NOT_PAID", "PAID"].includes(o.status))
+      fail(`coupon of user ${r.userId} used by order ${r.orderId} (${o?.status})`);
   }
 
   // Nothing half-way, every terminal order settled in its objects, and stock conserved.
@@ -108,7 +116,8 @@ export async function checkAll(server, world, ledger, retries) {
         productId,
       );
     const s = await eventually(counted, (x) => x.available + x.taken === PRODUCT_STOCK);
-    if (s.available + s.taken !== PRODUCT_STOCK) fail(`product ${productId}: available ${s.available} + taken ${s.taken} != ${PRODUCT_STOCK}`);
+    if (s.available + s.taken !== PRODUCT_STOCK)
+      fail(`product ${productId}: available ${s.available} + taken ${s.taken} != ${PRODUCT_STOCK}`);
   }
   return v;
 }

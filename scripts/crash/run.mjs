@@ -41,7 +41,9 @@ async function injectDoubleCharge(server, ledger) {
   await server.d1.raw.batch([
     server.d1.raw.prepare("UPDATE user_balances SET balance = balance + ?1 WHERE user_id = ?2").bind(c.amount, c.userId),
     server.d1.raw
-      .prepare("INSERT INTO point_history (user_id, type, amount, balance_after, created_at) SELECT ?2, 'CHARGE', ?1, balance, ?3 FROM user_balances WHERE user_id = ?2")
+      .prepare(
+        "INSERT INTO point_history (user_id, type, amount, balance_after, created_at) SELECT ?2, 'CHARGE', ?1, balance, ?3 FROM user_balances WHERE user_id = ?2",
+      )
       .bind(c.amount, c.userId, Date.now()),
   ]);
 }
@@ -97,13 +99,24 @@ try {
   // Until nothing is left half-way: no PENDING placement, no unpaid order, no terminal order its objects were not told.
   for (cronRuns = 1; cronRuns <= MAX_CRON_RUNS; cronRuns++) {
     await server.scheduled("* * * * *", Date.now() + CRON_AHEAD_MS);
-    const left = await server.d1.first("SELECT count(*) AS n FROM orders WHERE status IN ('PENDING','NOT_PAID') OR (status != 'NOT_PAID' AND closed_at IS NULL)");
+    const left = await server.d1.first(
+      "SELECT count(*) AS n FROM orders WHERE status IN ('PENDING','NOT_PAID') OR (status != 'NOT_PAID' AND closed_at IS NULL)",
+    );
     if (left.n === 0) break;
   }
   if (process.env.CRASH_INJECT === "double-charge") await injectDoubleCharge(server, ledger);
   retries = [];
   for (const charge of ledger.charges) {
-    retries.push({ charge, res: await call(server.url, "POST", "/points/charge", { userId: charge.userId, amount: charge.amount }, { "idempotency-key": charge.key }) });
+    retries.push({
+      charge,
+      res: await call(
+        server.url,
+        "POST",
+        "/points/charge",
+        { userId: charge.userId, amount: charge.amount },
+        { "idempotency-key": charge.key },
+      ),
+    });
   }
   violations = await checkAll(server, world, ledger, retries);
   const fresh = await freshUserCanBuy(server.url, world);
@@ -115,10 +128,15 @@ try {
 /** @param {{ acked?: boolean }[]} xs */
 const acked = (xs) => xs.filter((x) => x.acked !== false).length;
 const summary = {
-  killed: killedAt !== undefined ? `SIGKILL after ${killedAt} answers (server exit: ${signal})` : `storm ended before the kill at ${KILL_AFTER}`,
+  killed:
+    killedAt !== undefined ? `SIGKILL after ${killedAt} answers (server exit: ${signal})` : `storm ended before the kill at ${KILL_AFTER}`,
   answered: ledger.answered,
   cutOff: ledger.unanswered,
-  charges: { sent: ledger.charges.length, acknowledged: acked(ledger.charges), replayedOnRetry: retries.filter((r) => r.res.replayed).length },
+  charges: {
+    sent: ledger.charges.length,
+    acknowledged: acked(ledger.charges),
+    replayedOnRetry: retries.filter((r) => r.res.replayed).length,
+  },
   couponIssues: ledger.issues.length,
   orders: ledger.orders.length,
   payments: ledger.payments.length,

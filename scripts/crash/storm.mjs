@@ -143,7 +143,12 @@ export async function runStorm(base, world, onResponse) {
      * @param {number} [userCouponId]
      */
     const order = async (lines, userCouponId) => {
-      const r = await send("POST", "/orders", { userId, ...(userCouponId ? { userCouponId } : {}), orderProducts: lines }, { "idempotency-key": `crash-o-${userId}-${lines[0].productId}-${lines.length}` });
+      const r = await send(
+        "POST",
+        "/orders",
+        { userId, ...(userCouponId ? { userCouponId } : {}), orderProducts: lines },
+        { "idempotency-key": `crash-o-${userId}-${lines[0].productId}-${lines.length}` },
+      );
       if (r.status === 201) ledger.orders.push({ userId, orderId: r.body.data.orderId, lines, userCouponId });
       return r;
     };
@@ -159,7 +164,13 @@ export async function runStorm(base, world, onResponse) {
     if (issued.status === 201) ledger.issues.push({ userId, userCouponId: issued.body.data.userCouponId });
     if (!(await charge(2))) return;
     const p = world.products;
-    const first = await order([{ productId: p[u % p.length], quantity: 1 + (u % 3) }, { productId: p[(u + 1) % p.length], quantity: 1 }], issued.status === 201 ? issued.body.data.userCouponId : undefined);
+    const first = await order(
+      [
+        { productId: p[u % p.length], quantity: 1 + (u % 3) },
+        { productId: p[(u + 1) % p.length], quantity: 1 },
+      ],
+      issued.status === 201 ? issued.body.data.userCouponId : undefined,
+    );
     if (first.status === 0) return;
     if (first.status === 201) {
       if (u % 4 === 0) {

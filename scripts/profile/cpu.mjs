@@ -53,7 +53,9 @@ const SEED = arg("seed", 7);
 const PROFILES_DIR = join(BENCH_DIR, "profiles");
 
 if (!["coupons", "orders"].includes(SCENARIO) || !(SECONDS > 0) || SECONDS > 300) {
-  console.error("usage: npm run profile:cpu -- --scenario coupons|orders [--seconds 20 (1..300)] [--connections 100] [--interval-us 200] [--top 25] [--with-d1]");
+  console.error(
+    "usage: npm run profile:cpu -- --scenario coupons|orders [--seconds 20 (1..300)] [--connections 100] [--interval-us 200] [--top 25] [--with-d1]",
+  );
   process.exit(1);
 }
 if (typeof WebSocket !== "function") {
@@ -80,7 +82,11 @@ async function cdpConnect(wsUrl) {
   const ws = new WebSocket(wsUrl);
   await new Promise((resolve, reject) => {
     ws.addEventListener("open", resolve, { once: true });
-    ws.addEventListener("error", (e) => reject(new Error(`inspector ${wsUrl}: ${/** @type {{ message?: string }} */ (e).message ?? "connection failed"}`)), { once: true });
+    ws.addEventListener(
+      "error",
+      (e) => reject(new Error(`inspector ${wsUrl}: ${/** @type {{ message?: string }} */ (e).message ?? "connection failed"}`)),
+      { once: true },
+    );
   });
   let nextId = 1;
   /** @type {Map<number, { method: string, resolve: (r: unknown) => void, reject: (e: Error) => void }>} */
@@ -108,8 +114,14 @@ async function cdpConnect(wsUrl) {
         }, timeoutMs);
         pending.set(id, {
           method,
-          resolve: (/** @type {unknown} */ r) => (clearTimeout(timer), resolve(r)),
-          reject: (/** @type {Error} */ e) => (clearTimeout(timer), reject(e)),
+          resolve: (/** @type {unknown} */ r) => {
+            clearTimeout(timer);
+            resolve(r);
+          },
+          reject: (/** @type {Error} */ e) => {
+            clearTimeout(timer);
+            reject(e);
+          },
         });
         ws.send(JSON.stringify({ id, method, params }));
       });
@@ -169,7 +181,13 @@ function selfTimes(profile) {
     totalUs += us;
     const cf = nodes.get(id)?.callFrame ?? { functionName: "", url: undefined, lineNumber: undefined, columnNumber: undefined };
     const key = `${cf.functionName}\u0000${cf.url}\u0000${cf.lineNumber}\u0000${cf.columnNumber}`;
-    const e = perFn.get(key) ?? { functionName: cf.functionName || "(anonymous)", url: cf.url ?? "", lineNumber: cf.lineNumber ?? -1, columnNumber: cf.columnNumber ?? -1, us: 0 };
+    const e = perFn.get(key) ?? {
+      functionName: cf.functionName || "(anonymous)",
+      url: cf.url ?? "",
+      lineNumber: cf.lineNumber ?? -1,
+      columnNumber: cf.columnNumber ?? -1,
+      us: 0,
+    };
     e.us += us;
     perFn.set(key, e);
   }
@@ -223,7 +241,14 @@ async function setupScenario(server) {
       server.url,
       "POST",
       "/api/v1/admin/coupons",
-      { name: "profile first-come", discountType: "AMOUNT", discountValue: 1000, quantity, startsAt: isoWithOffset(now - 60_000), endsAt: isoWithOffset(now + 86_400_000) },
+      {
+        name: "profile first-come",
+        discountType: "AMOUNT",
+        discountValue: 1000,
+        quantity,
+        startsAt: isoWithOffset(now - 60_000),
+        endsAt: isoWithOffset(now + 86_400_000),
+      },
       { admin: true },
     );
     if (coupon.status !== 201) throw new Error(`coupon: ${coupon.status} ${JSON.stringify(coupon.json)}`);
@@ -243,7 +268,13 @@ async function setupScenario(server) {
   /** @type {number[]} */
   const productIds = [];
   for (let i = 0; i < products; i++) {
-    const r = await api(server.url, "POST", "/api/v1/admin/products", { name: `profile-hot-${i}`, price: 1000 * (i + 1), stock }, { admin: true });
+    const r = await api(
+      server.url,
+      "POST",
+      "/api/v1/admin/products",
+      { name: `profile-hot-${i}`, price: 1000 * (i + 1), stock },
+      { admin: true },
+    );
     if (r.status !== 201) throw new Error(`product: ${r.status} ${JSON.stringify(r.json)}`);
     productIds.push(r.json.data.productId);
   }
@@ -252,9 +283,14 @@ async function setupScenario(server) {
   const plan = Array.from({ length: orders }, (_, i) => {
     const shuffled = [...productIds].sort(() => random() - 0.5);
     const lines = shuffled.slice(0, 1 + Math.floor(random() * Math.min(3, products)));
-    return { userId: ids[i % ids.length], orderProducts: lines.map((productId) => ({ productId, quantity: 1 + Math.floor(random() * 3) })) };
+    return {
+      userId: ids[i % ids.length],
+      orderProducts: lines.map((productId) => ({ productId, quantity: 1 + Math.floor(random() * 3) })),
+    };
   });
-  console.log(`\nsetup: ${products} products x ${stock} stock, ${ids.length} users seeded into D1, plan of ${orders} orders (seed ${SEED})`);
+  console.log(
+    `\nsetup: ${products} products x ${stock} stock, ${ids.length} users seeded into D1, plan of ${orders} orders (seed ${SEED})`,
+  );
   return {
     path: "/api/v1/orders",
     method: "POST",

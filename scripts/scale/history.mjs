@@ -104,9 +104,12 @@ export function historySizes(get = arg) {
   for (const [k, v] of Object.entries(sizes)) {
     if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k}: not a whole number >= 0 (${v})`);
   }
-  if (sizes.orders < 1 || sizes.users < 1 || sizes.products < 1 || sizes.days < 1) throw new Error("--orders, --users, --products and --days must be at least 1");
-  if (sizes.items < sizes.orders) throw new Error(`--items (${sizes.items}) must be at least --orders (${sizes.orders}): every order has a line`);
-  if (Math.ceil(sizes.items / sizes.orders) > Math.min(50, sizes.products)) throw new Error("--items / --orders lines per order exceed the distinct products (or the 50-line limit)");
+  if (sizes.orders < 1 || sizes.users < 1 || sizes.products < 1 || sizes.days < 1)
+    throw new Error("--orders, --users, --products and --days must be at least 1");
+  if (sizes.items < sizes.orders)
+    throw new Error(`--items (${sizes.items}) must be at least --orders (${sizes.orders}): every order has a line`);
+  if (Math.ceil(sizes.items / sizes.orders) > Math.min(50, sizes.products))
+    throw new Error("--items / --orders lines per order exceed the distinct products (or the 50-line limit)");
   if (sizes.userCoupons > 0 && sizes.coupons < 1) throw new Error("--user-coupons needs --coupons >= 1");
   if (sizes.userCoupons > sizes.coupons * sizes.users) throw new Error("--user-coupons exceeds one per (user, coupon)");
   return sizes;
@@ -131,7 +134,8 @@ export function historyKey(sizes, seed) {
  */
 export function findD1File(stateDir) {
   const dir = join(stateDir, "d1", "miniflare-D1DatabaseObject");
-  if (!existsSync(dir)) throw new Error(`${dir} missing: not a bench server state dir (start one with startServer({ keepState: true }) first)`);
+  if (!existsSync(dir))
+    throw new Error(`${dir} missing: not a bench server state dir (start one with startServer({ keepState: true }) first)`);
   const files = readdirSync(dir).filter((f) => f.endsWith(".sqlite") && f !== "metadata.sqlite");
   if (files.length !== 1) throw new Error(`expected one D1 database file in ${dir}, found ${files.length}: ${files.join(", ")}`);
   return join(dir, files[0]);
@@ -144,11 +148,14 @@ export function findD1File(stateDir) {
  */
 function assertBenchTarget(db, file) {
   const rel = relative(ROOT, resolve(file));
-  if (!rel.startsWith("..") && rel.split(/[\\/]/)[0] === ".wrangler") throw new Error(`refusing ${file}: that is the dev database (.wrangler/state)`);
+  if (!rel.startsWith("..") && rel.split(/[\\/]/)[0] === ".wrangler")
+    throw new Error(`refusing ${file}: that is the dev database (.wrangler/state)`);
   /** @param {string} name */
   const has = (name) => db.prepare("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
-  if (!has("_bench_migrations")) throw new Error(`refusing ${file}: no _bench_migrations table, so not a database the bench server migrated`);
-  if (!has("orders") || !has("product_stock_shards")) throw new Error(`refusing ${file}: migrations incomplete (no orders / product_stock_shards)`);
+  if (!has("_bench_migrations"))
+    throw new Error(`refusing ${file}: no _bench_migrations table, so not a database the bench server migrated`);
+  if (!has("orders") || !has("product_stock_shards"))
+    throw new Error(`refusing ${file}: migrations incomplete (no orders / product_stock_shards)`);
   for (const t of ["users", "products", "orders", "coupons", "outbox"]) {
     const n = db.prepare(`SELECT count(*) AS n FROM ${t}`).get()?.n;
     if (n !== 0) throw new Error(`refusing ${file}: ${t} already has ${n} rows (the year goes into a freshly migrated database)`);
@@ -202,7 +209,16 @@ function businessTimeZone() {
  * @param {string} timeZone
  */
 function zoneOffsetMs(ms, timeZone) {
-  const parts = new Intl.DateTimeFormat("en-US", { timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }).formatToParts(new Date(ms));
+  const parts = new Intl.DateTimeFormat("en-US", {
+    timeZone,
+    hourCycle: "h23",
+    year: "numeric",
+    month: "2-digit",
+    day: "2-digit",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  }).formatToParts(new Date(ms));
   /** @param {string} t */
   const get = (t) => Number(parts.find((p) => p.type === t)?.value);
   return Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second")) - Math.floor(ms / 1000) * 1000;
@@ -319,7 +335,9 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     assertBenchTarget(db, file);
     // The load is one transaction on a file nobody else has open: no WAL (it would double every
     // page write), rollback journal in memory, no fsync until the end, a large page cache.
-    db.exec("PRAGMA journal_mode = DELETE; PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF; PRAGMA cache_size = -524288; PRAGMA temp_store = MEMORY;");
+    db.exec(
+      "PRAGMA journal_mode = DELETE; PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF; PRAGMA cache_size = -524288; PRAGMA temp_store = MEMORY;",
+    );
     // Secondary indexes are rebuilt after the load (a sorted build instead of random inserts).
     const indexes = db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").all();
     db.exec("BEGIN");
@@ -345,7 +363,10 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     const joinSpan = span * 0.95;
     const userCreated = new Float64Array(U + 1);
     for (let u = 1; u <= U; u++) {
-      userCreated[u] = u <= oldUsers ? start - Math.floor(rand() * 90 * DAY_MS) - 1000 : start + Math.floor(((u - oldUsers) / Math.max(1, U - oldUsers)) * joinSpan);
+      userCreated[u] =
+        u <= oldUsers
+          ? start - Math.floor(rand() * 90 * DAY_MS) - 1000
+          : start + Math.floor(((u - oldUsers) / Math.max(1, U - oldUsers)) * joinSpan);
     }
     /** Users that exist at `t`: 1..k, k the largest id created at or before t. */
     /** @param {number} t */
@@ -357,7 +378,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     };
     // Old users buy far more (a few whales, a long tail).
     /** @param {number} t */
-    const pickUser = (t) => 1 + Math.floor(usersAt(t) * Math.pow(rand(), 1.5));
+    const pickUser = (t) => 1 + Math.floor(usersAt(t) * rand() ** 1.5);
     const users = new Inserter(db, "users", ["id", "name", "created_at"]);
     for (let u = 1; u <= U; u++) users.add(u, `user-${u}`, userCreated[u]);
     users.flush();
@@ -366,7 +387,16 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     // ------------------------------------------------ products (one stock shard each)
     const P = S.products;
     const price = new Int32Array(P + 1);
-    const products = new Inserter(db, "products", ["id", "name", "description", "price", "stock", "stock_shards", "created_at", "updated_at"]);
+    const products = new Inserter(db, "products", [
+      "id",
+      "name",
+      "description",
+      "price",
+      "stock",
+      "stock_shards",
+      "created_at",
+      "updated_at",
+    ]);
     const shards = new Inserter(db, "product_stock_shards", ["product_id", "shard", "available", "stamp"]);
     for (let p = 1; p <= P; p++) {
       price[p] = 1000 + 100 * Math.floor(rand() * 990);
@@ -381,7 +411,7 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     counts.products = products.rows;
     counts.product_stock_shards = shards.rows;
     /** Zipf-like popularity: low ids sell most. */
-    const pickProduct = () => 1 + Math.floor(P * Math.pow(rand(), 2.5));
+    const pickProduct = () => 1 + Math.floor(P * rand() ** 2.5);
 
     // ------------------------------------------------ coupons (one window per day by default)
     const C = S.coupons;
@@ -425,8 +455,35 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     const eventTime = new Float64Array(N + UC);
     let events = 0;
 
-    const orders = new Inserter(db, "orders", ["id", "user_id", "user_coupon_id", "status", "items_amount", "discount_amount", "total_amount", "created_at", "expires_at", "paid_at", "closed_at", "updated_at"], 32);
-    const items = new Inserter(db, "order_items", ["id", "order_id", "product_id", "quantity", "unit_price", "amount", "paid_at", "stock_shard"]);
+    const orders = new Inserter(
+      db,
+      "orders",
+      [
+        "id",
+        "user_id",
+        "user_coupon_id",
+        "status",
+        "items_amount",
+        "discount_amount",
+        "total_amount",
+        "created_at",
+        "expires_at",
+        "paid_at",
+        "closed_at",
+        "updated_at",
+      ],
+      32,
+    );
+    const items = new Inserter(db, "order_items", [
+      "id",
+      "order_id",
+      "product_id",
+      "quantity",
+      "unit_price",
+      "amount",
+      "paid_at",
+      "stock_shard",
+    ]);
     const history = new Inserter(db, "point_history", ["user_id", "type", "amount", "balance_after", "order_id", "created_at"]);
     /** @type {Record<string, number>} */
     const statusCount = { PAID: 0, EXPIRED: 0, CANCELLED: 0, FAILED: 0 };
@@ -476,7 +533,8 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
         lastHistoryAt = Math.max(lastHistoryAt, at);
       }
       lastActive[u] = Math.max(lastActive[u], at);
-      for (let k = itemStart[orderId]; k < itemStart[orderId + 1]; k++) sales[(bday(at) - firstDay) * (P + 1) + itemProduct[k]] += itemQty[k];
+      for (let k = itemStart[orderId]; k < itemStart[orderId + 1]; k++)
+        sales[(bday(at) - firstDay) * (P + 1) + itemProduct[k]] += itemQty[k];
       eventRef[events] = orderId;
       eventTime[events++] = at;
     };
@@ -550,7 +608,14 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
         if (r > 0.997 && t > end - FAILED_RETENTION_MS + DAY_MS) status = "FAILED";
         const uc = lastUc[u];
         let discount = 0;
-        if (status !== "FAILED" && uc !== 0 && lastUcFree[u] === 1 && ucIssued[uc] <= t && ucIssued[uc] + COUPON_VALID_DAYS * DAY_MS > t && rand() < 0.7) {
+        if (
+          status !== "FAILED" &&
+          uc !== 0 &&
+          lastUcFree[u] === 1 &&
+          ucIssued[uc] <= t &&
+          ucIssued[uc] + COUPON_VALID_DAYS * DAY_MS > t &&
+          rand() < 0.7
+        ) {
           orderUc[id] = uc;
           const c = ucCoupon[uc];
           discount = couponType[c] === 1 ? Math.min(couponValue[c], amount) : Math.floor((amount * couponValue[c]) / 100);
@@ -587,26 +652,57 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
       const due = Math.floor(((t - start) / span) * H);
       while (history.rows < due && extraCharge(t));
     }
-    for (let tries = 0; history.rows < H && tries < 4 * H; tries++) extraCharge(Math.max(lastHistoryAt, Math.floor(lastPlacement + rand() * (end - lastPlacement))));
+    for (let tries = 0; history.rows < H && tries < 4 * H; tries++)
+      extraCharge(Math.max(lastHistoryAt, Math.floor(lastPlacement + rand() * (end - lastPlacement))));
     orders.flush();
     items.flush();
     history.flush();
     counts.orders = orders.rows;
     counts.order_items = items.rows;
     counts.point_history = history.rows;
-    log(`[history] timeline: ${fmtInt(N)} orders (${Object.entries(statusCount).map(([k, v]) => `${k} ${fmtInt(v)}`).join(", ")}), ${fmtInt(items.rows)} items, ${fmtInt(history.rows)} point rows, ${fmtInt(j)} issuances in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    log(
+      `[history] timeline: ${fmtInt(N)} orders (${Object.entries(statusCount)
+        .map(([k, v]) => `${k} ${fmtInt(v)}`)
+        .join(
+          ", ",
+        )}), ${fmtInt(items.rows)} items, ${fmtInt(history.rows)} point rows, ${fmtInt(j)} issuances in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
 
     // ------------------------------------------------ balances, coupons, user coupons
     const balances = new Inserter(db, "user_balances", ["user_id", "balance", "updated_at"]);
     for (let u = 1; u <= U; u++) balances.add(u, balance[u], Math.max(userCreated[u], lastActive[u]));
     balances.flush();
     counts.user_balances = balances.rows;
-    const coupons = new Inserter(db, "coupons", ["id", "name", "discount_type", "discount_value", "quantity", "issued_quantity", "starts_at", "ends_at", "valid_days", "shards", "created_at"]);
+    const coupons = new Inserter(db, "coupons", [
+      "id",
+      "name",
+      "discount_type",
+      "discount_value",
+      "quantity",
+      "issued_quantity",
+      "starts_at",
+      "ends_at",
+      "valid_days",
+      "shards",
+      "created_at",
+    ]);
     for (let c = 1; c <= C; c++) {
       const from = couponStart(c);
       const to = c === C ? end : couponStart(c + 1);
       const quantity = Math.max(1, couponIssued[c] + Math.floor(couponIssued[c] * 0.2 * rand()));
-      coupons.add(c, `coupon-${iso(from).slice(0, 10)}`, couponType[c] ? "AMOUNT" : "RATE", couponValue[c], quantity, couponIssued[c], from, Math.max(to, from + 1), COUPON_VALID_DAYS, 1, from - DAY_MS);
+      coupons.add(
+        c,
+        `coupon-${iso(from).slice(0, 10)}`,
+        couponType[c] ? "AMOUNT" : "RATE",
+        couponValue[c],
+        quantity,
+        couponIssued[c],
+        from,
+        Math.max(to, from + 1),
+        COUPON_VALID_DAYS,
+        1,
+        from - DAY_MS,
+      );
     }
     coupons.flush();
     counts.coupons = coupons.rows;
@@ -614,7 +710,15 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     let couponUser = 0;
     const held = new Int32Array(U + 1);
     for (let id = 1; id <= UC; id++) {
-      userCoupons.add(id, ucUser[id], ucCoupon[id], ucIssued[id], ucIssued[id] + COUPON_VALID_DAYS * DAY_MS, ucOrder[id] ? ucUsedAt[id] : null, ucOrder[id] || null);
+      userCoupons.add(
+        id,
+        ucUser[id],
+        ucCoupon[id],
+        ucIssued[id],
+        ucIssued[id] + COUPON_VALID_DAYS * DAY_MS,
+        ucOrder[id] ? ucUsedAt[id] : null,
+        ucOrder[id] || null,
+      );
       if (++held[ucUser[id]] > held[couponUser]) couponUser = ucUser[id];
     }
     userCoupons.flush();
@@ -622,7 +726,8 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
 
     // ------------------------------------------------ events: outbox, dead letters, deliveries
     /** @param {number} k */
-    const eventIdOf = (k) => (eventRef[k] > 0 ? uuidAt(seed, 0x6f726465, eventRef[k]) : `coupon.issued:${ucCoupon[-eventRef[k]]}:${ucUser[-eventRef[k]]}`);
+    const eventIdOf = (k) =>
+      eventRef[k] > 0 ? uuidAt(seed, 0x6f726465, eventRef[k]) : `coupon.issued:${ucCoupon[-eventRef[k]]}:${ucUser[-eventRef[k]]}`;
     /** @param {number} k */
     const publishedAt = (k) => eventTime[k] + 300 + (mix32(k ^ seed) % 2_000);
     /** @param {number} k */
@@ -640,7 +745,16 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
           type: "order.completed",
           version: 1,
           occurredAt: paidAt,
-          order: { orderId: ref, userId: orderUser[ref], userCouponId: orderUc[ref] || null, items: lines, itemsAmount: orderItems[ref], discountAmount: orderDiscount[ref], totalAmount: orderItems[ref] - orderDiscount[ref], paidAt },
+          order: {
+            orderId: ref,
+            userId: orderUser[ref],
+            userCouponId: orderUc[ref] || null,
+            items: lines,
+            itemsAmount: orderItems[ref],
+            discountAmount: orderDiscount[ref],
+            totalAmount: orderItems[ref] - orderDiscount[ref],
+            paidAt,
+          },
         });
       }
       const uc = -ref;
@@ -650,7 +764,13 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
         type: "coupon.issued",
         version: 1,
         occurredAt: issuedAt,
-        issuance: { couponId: ucCoupon[uc], userId: ucUser[uc], userCouponId: uc, issuedAt, expiresAt: iso(ucIssued[uc] + COUPON_VALID_DAYS * DAY_MS) },
+        issuance: {
+          couponId: ucCoupon[uc],
+          userId: ucUser[uc],
+          userCouponId: uc,
+          issuedAt,
+          expiresAt: iso(ucIssued[uc] + COUPON_VALID_DAYS * DAY_MS),
+        },
       });
     };
     /** @param {number} k */
@@ -658,9 +778,38 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     /** @param {number} k */
     const aggregateOf = (k) => String(eventRef[k] > 0 ? eventRef[k] : ucCoupon[-eventRef[k]]);
     const outboxFrom = Math.max(0, events - S.outbox);
-    const outbox = new Inserter(db, "outbox", ["id", "event_id", "type", "aggregate_id", "payload", "status", "attempts", "next_attempt_at", "last_error", "created_at", "published_at"], 32);
+    const outbox = new Inserter(
+      db,
+      "outbox",
+      [
+        "id",
+        "event_id",
+        "type",
+        "aggregate_id",
+        "payload",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "created_at",
+        "published_at",
+      ],
+      32,
+    );
     for (let k = outboxFrom; k < events; k++) {
-      outbox.add(k - outboxFrom + 1, eventIdOf(k), typeOf(k), aggregateOf(k), payloadOf(k), "PUBLISHED", 1, eventTime[k] + 200 + RELAY_LEASE_MS, null, eventTime[k], publishedAt(k));
+      outbox.add(
+        k - outboxFrom + 1,
+        eventIdOf(k),
+        typeOf(k),
+        aggregateOf(k),
+        payloadOf(k),
+        "PUBLISHED",
+        1,
+        eventTime[k] + 200 + RELAY_LEASE_MS,
+        null,
+        eventTime[k],
+        publishedAt(k),
+      );
     }
     outbox.flush();
     counts.outbox = outbox.rows;
@@ -676,10 +825,23 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
       const replay = rand() < 0.25 ? publishedAt(k) + HOUR_MS + Math.floor(rand() * DAY_MS) : 0;
       dead.set(k, replay > end - 7 * DAY_MS && replay < end ? replay : 0);
     }
-    const deadLetters = new Inserter(db, "dead_letters", ["id", "event_id", "type", "payload", "attempts", "created_at", "replayed_at"], 32);
+    const deadLetters = new Inserter(
+      db,
+      "dead_letters",
+      ["id", "event_id", "type", "payload", "attempts", "created_at", "replayed_at"],
+      32,
+    );
     let deadId = 0;
     for (const [k, replayed] of [...dead].sort((a, b) => a[0] - b[0])) {
-      deadLetters.add(++deadId, eventIdOf(k), typeOf(k), payloadOf(k), 6, publishedAt(k) + 60_000 + Math.floor(rand() * 60_000), replayed || null);
+      deadLetters.add(
+        ++deadId,
+        eventIdOf(k),
+        typeOf(k),
+        payloadOf(k),
+        6,
+        publishedAt(k) + 60_000 + Math.floor(rand() * 60_000),
+        replayed || null,
+      );
     }
     deadLetters.flush();
     counts.dead_letters = deadLetters.rows;
@@ -700,7 +862,15 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
     counts.event_deliveries = deliveries.rows;
 
     // ------------------------------------------------ best-seller snapshots (each past 00:30 refresh)
-    const snapshots = new Inserter(db, "best_seller_snapshots", ["business_date", "rank", "product_id", "sales", "from_date", "to_date", "created_at"]);
+    const snapshots = new Inserter(db, "best_seller_snapshots", [
+      "business_date",
+      "rank",
+      "product_id",
+      "sales",
+      "from_date",
+      "to_date",
+      "created_at",
+    ]);
     /** @param {number} day */
     const dateOf = (day) => new Date(day * DAY_MS).toISOString().slice(0, 10);
     const totals = new Int32Array(P + 1);
@@ -716,13 +886,27 @@ export function writeHistory(file, { sizes, seed = 1, end = Math.floor(Date.now(
         top.sort((a, b) => totals[b] - totals[a] || a - b);
         if (top.length > BEST_SELLER_COUNT) top.pop();
       }
-      top.forEach((p, rank) => snapshots.add(dateOf(firstDay + d), rank + 1, p, totals[p], dateOf(firstDay + d - BEST_SELLER_DAYS), dateOf(firstDay + d - 1), refreshAt + 1_000));
+      for (const [rank, p] of top.entries())
+        snapshots.add(
+          dateOf(firstDay + d),
+          rank + 1,
+          p,
+          totals[p],
+          dateOf(firstDay + d - BEST_SELLER_DAYS),
+          dateOf(firstDay + d - 1),
+          refreshAt + 1_000,
+        );
     }
     snapshots.flush();
     counts.best_seller_snapshots = snapshots.rows;
 
     // ------------------------------------------------ idempotency keys of the last 24 hours
-    const keys = new Inserter(db, "idempotency_keys", ["user_id", "key", "scope", "request_hash", "status_code", "response_body", "created_at", "expires_at"], 32);
+    const keys = new Inserter(
+      db,
+      "idempotency_keys",
+      ["user_id", "key", "scope", "request_hash", "status_code", "response_body", "created_at", "expires_at"],
+      32,
+    );
     for (let k = 0; k < S.idempotencyKeys; k++) {
       const at = end - IDEMPOTENCY_TTL_MS + Math.floor(((k + rand()) * IDEMPOTENCY_TTL_MS) / S.idempotencyKeys);
       const u = pickUser(at);
@@ -801,7 +985,9 @@ async function main() {
   console.error(`[history] writing ${historyKey(sizes, seed)} into ${file}`);
   const r = writeHistory(file, { sizes, seed, end });
   const bytes = statSync(file).size;
-  console.log(`history: ${fmtInt(r.rows)} rows in ${r.seconds.toFixed(1)} s = ${fmtInt(r.rowsPerSecond)} rows/s; file ${(bytes / 2 ** 20).toFixed(0)} MiB; ${iso(r.start)} .. ${iso(r.end)}`);
+  console.log(
+    `history: ${fmtInt(r.rows)} rows in ${r.seconds.toFixed(1)} s = ${fmtInt(r.rowsPerSecond)} rows/s; file ${(bytes / 2 ** 20).toFixed(0)} MiB; ${iso(r.start)} .. ${iso(r.end)}`,
+  );
   for (const [t, n] of Object.entries(r.counts)) console.log(`  ${t}: ${fmtInt(n)}`);
   console.log(`history seconds=${r.seconds.toFixed(1)} rows=${r.rows} rows_per_s=${Math.round(r.rowsPerSecond)} bytes=${bytes}`);
   if (stateDir) console.log(`serve it: npx node scripts/bench/server.mjs --state-dir ${stateDir} --keep-state`);

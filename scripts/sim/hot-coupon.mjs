@@ -163,7 +163,10 @@ function empiricalSampler(hist) {
   /** @type {number[]} */
   const cum = [];
   let acc = 0;
-  for (const [, c] of hist) cum.push((acc += c));
+  for (const [, c] of hist) {
+    acc += c;
+    cum.push(acc);
+  }
   return (u) => {
     const x = u * acc;
     let lo = 0;
@@ -187,7 +190,13 @@ function erfc(x) {
     Math.exp(
       -z * z -
         1.26551223 +
-        t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+        t *
+          (1.00002368 +
+            t *
+              (0.37409196 +
+                t *
+                  (0.09678418 +
+                    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
     );
   return x >= 0 ? r : 2 - r;
 }
@@ -272,11 +281,13 @@ function inverseErf(x) {
   if (w < 5) {
     w -= 2.5;
     p = 2.81022636e-8;
-    for (const c of [3.43273939e-7, -3.5233877e-6, -4.39150654e-6, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941]) p = c + p * w;
+    for (const c of [3.43273939e-7, -3.5233877e-6, -4.39150654e-6, 0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941])
+      p = c + p * w;
   } else {
     w = Math.sqrt(w) - 3;
     p = -0.000200214257;
-    for (const c of [0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682]) p = c + p * w;
+    for (const c of [0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047, 1.00167406, 2.83297682])
+      p = c + p * w;
   }
   let y = p * x;
   for (let i = 0; i < 2; i++) y -= (1 - erfc(y) - x) / ((2 / Math.sqrt(Math.PI)) * Math.exp(-y * y));
@@ -514,7 +525,7 @@ function simulate(o) {
         fail(job.req, "bound");
         continue;
       }
-      if (job.req && job.req.counted && waited > maxWait) maxWait = waited;
+      if (job.req?.counted && waited > maxWait) maxWait = waited;
       const service = draw(rService) * (job.kind === "receive" ? receiverWork : 1);
       s.busy = true;
       s.busyMs += service;
@@ -669,23 +680,37 @@ const rec = record;
 line("# Capacity model: one hot coupon (`npm run sim:hot-coupon`)");
 line();
 line(`Command: ${["npm run sim:hot-coupon", ...process.argv.slice(2)].join(" ")}`);
-line(`Service-time file: ${relative(process.cwd(), SERVICE_FILE) || SERVICE_FILE}, figure \`${FIGURE}\`, model ${SERVICE_MODEL}${SERVICE_SCALE !== 1 ? `, SCALED x ${SERVICE_SCALE} (a what-if, not the measurement)` : ""}`);
+line(
+  `Service-time file: ${relative(process.cwd(), SERVICE_FILE) || SERVICE_FILE}, figure \`${FIGURE}\`, model ${SERVICE_MODEL}${SERVICE_SCALE !== 1 ? `, SCALED x ${SERVICE_SCALE} (a what-if, not the measurement)` : ""}`,
+);
 line();
 line("## Inputs");
 line();
 line("MEASURED (this project, local bench server):");
 line(`- Object service time per request: the \`do\` part of the Server-Timing response header (\`do;desc="1 call";dur=<ms>\`)`);
-line(`  of POST /api/v1/coupons/issue, figure \`${FIGURE}\`: n=${figure.n}, mean ${fmt(figure.mean, 3)} ms, p50 ${figure.p50}, p90 ${figure.p90}, p99 ${figure.p99}, p99.9 ${figure.p999}, max ${figure.max} ms`);
-line(`  answers: ${Object.entries(figure.byCode ?? {}).map(([c, n]) => `${c} x ${n}`).join(", ")}; measured values: ${valuesOf(histogram)}`);
+line(
+  `  of POST /api/v1/coupons/issue, figure \`${FIGURE}\`: n=${figure.n}, mean ${fmt(figure.mean, 3)} ms, p50 ${figure.p50}, p90 ${figure.p90}, p99 ${figure.p99}, p99.9 ${figure.p999}, max ${figure.max} ms`,
+);
+line(
+  `  answers: ${Object.entries(figure.byCode ?? {})
+    .map(([c, n]) => `${c} x ${n}`)
+    .join(", ")}; measured values: ${valuesOf(histogram)}`,
+);
 line(`  command: ${rec.wrapper ?? rec.command}  (script ${rec.script}); date ${rec.date}; git ${rec.gitCommit}`);
-line(`  machine: ${rec.machine?.cpu} x ${rec.machine?.cores} cores, ${rec.machine?.memoryGiB} GiB, ${rec.machine?.os}, node ${rec.machine?.node}, ${rec.machine?.workerd}`);
+line(
+  `  machine: ${rec.machine?.cpu} x ${rec.machine?.cores} cores, ${rec.machine?.memoryGiB} GiB, ${rec.machine?.os}, node ${rec.machine?.node}, ${rec.machine?.workerd}`,
+);
 line(`  server: ${rec.server}`);
 line(`  machine load: at start \`${rec.uptimeAtStart}\`; at end \`${rec.uptimeAtEnd}\``);
-if (wholeMs) line(`  resolution: the values are whole ms (the Workers clock ticks in 1 ms here): the mean is unbiased, the quantiles are ticks.`);
+if (wholeMs)
+  line(`  resolution: the values are whole ms (the Workers clock ticks in 1 ms here): the mean is unbiased, the quantiles are ticks.`);
 if (rec.crossCheck) line(`  cross-check (client clock, us resolution): ${rec.crossCheck.what}: ${fmt(rec.crossCheck.differenceMs, 3)} ms`);
 line(`- Why this figure: ${rec.why}`);
 const others = Object.entries(rec.figures).filter(([k]) => k !== FIGURE);
-if (others.length) line(`- Also measured, not used: ${others.map(([k, f]) => `\`${k}\` mean ${fmt(f.mean, 3)} ms (p50 ${f.p50}, p99 ${f.p99}, n=${f.n})`).join("; ")}.`);
+if (others.length)
+  line(
+    `- Also measured, not used: ${others.map(([k, f]) => `\`${k}\` mean ${fmt(f.mean, 3)} ms (p50 ${f.p50}, p99 ${f.p99}, n=${f.n})`).join("; ")}.`,
+  );
 line(
   `- Sampled as: ${
     SERVICE_MODEL === "empirical"
@@ -695,19 +720,33 @@ line(
 );
 line();
 line("ASSUMED (flags; Cloudflare publishes no figure for the first two):");
-line(`- Overload: a request that waited in its object's queue > ${QUEUE_BOUND_MS} ms fails ("Durable Object is overloaded. Requests queued for too long."), --queue-bound-ms.`);
-line("  Under sustained overload the error share is about 1 - capacity/offered whatever the bound; the bound mostly sets the served p99 (about the bound).");
+line(
+  `- Overload: a request that waited in its object's queue > ${QUEUE_BOUND_MS} ms fails ("Durable Object is overloaded. Requests queued for too long."), --queue-bound-ms.`,
+);
+line(
+  "  Under sustained overload the error share is about 1 - capacity/offered whatever the bound; the bound mostly sets the served p99 (about the bound).",
+);
 line(`- Queue length cap: ${QUEUE_CAP > 0 ? `${QUEUE_CAP} waiting requests ("Too many requests queued")` : "none"} (--queue-cap).`);
-line(`- Arrivals: Poisson at the offered rate for ${DURATION_S} s after a ${WARMUP_S} s warm-up (simulated, not counted); every request a distinct user.`);
+line(
+  `- Arrivals: Poisson at the offered rate for ${DURATION_S} s after a ${WARMUP_S} s warm-up (simulated, not counted); every request a distinct user.`,
+);
 line("- Routing: a user's home shard is a uniform hash of the user id: each request goes to one of K shards uniformly at random.");
-line(`- Workers: scale out freely, no queueing in front; fixed Worker overhead ${OVERHEAD_MS} ms added to each latency (--worker-overhead-ms).`);
+line(
+  `- Workers: scale out freely, no queueing in front; fixed Worker overhead ${OVERHEAD_MS} ms added to each latency (--worker-overhead-ms).`,
+);
 line("  So p99 is the object part (queue wait + service + wait for a borrowed batch). Not in it: the Worker's CPU, the Worker<->object");
 line("  network round trip, and a win's own D1 write (awaited after the object is free again).");
 line("- Objects: one request at a time, FIFO; service times i.i.d. from the measured distribution, the same for wins and refusals");
-line("  (a win does two more SQLite statements than a refusal: see \"Service time needed\" for the margin).");
-line(`- Quantity ${int(QUANTITY)}, allotment quantity/K per shard. A dry shard borrows up to ${BORROW_BATCH} units from a sibling in ring order (one extra`);
-line(`  service on the giver, FIFO, never dropped; ${TRANSFER_DELAY_MS} ms each way; ${RECEIVER_WORK} service draw(s) on the receiver). The Worker's sold-out memo is not modelled.`);
-line(`- Cloudflare's documented soft limit, ~${int(SOFT_LIMIT_RPS)} req/s per object, is NOT enforced by the model; the per-object rate is shown beside it.`);
+line('  (a win does two more SQLite statements than a refusal: see "Service time needed" for the margin).');
+line(
+  `- Quantity ${int(QUANTITY)}, allotment quantity/K per shard. A dry shard borrows up to ${BORROW_BATCH} units from a sibling in ring order (one extra`,
+);
+line(
+  `  service on the giver, FIFO, never dropped; ${TRANSFER_DELAY_MS} ms each way; ${RECEIVER_WORK} service draw(s) on the receiver). The Worker's sold-out memo is not modelled.`,
+);
+line(
+  `- Cloudflare's documented soft limit, ~${int(SOFT_LIMIT_RPS)} req/s per object, is NOT enforced by the model; the per-object rate is shown beside it.`,
+);
 line(`- Seed ${SEED} (one PRNG stream each for arrivals, shard choice, service; the same for every K).`);
 
 const main = [];
@@ -723,7 +762,9 @@ const table = (rows, { title, extra } = {}) => {
     line(title);
   }
   line();
-  line("| K | offered req/s | per object req/s (soft limit 1,000) | ρ per object | served req/s | errors % | p50 ms | p99 ms | max wait ms | wins | transfers |");
+  line(
+    "| K | offered req/s | per object req/s (soft limit 1,000) | ρ per object | served req/s | errors % | p50 ms | p99 ms | max wait ms | wins | transfers |",
+  );
   line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   for (const r of rows) {
     const perObject = r.rate / r.K;
@@ -735,7 +776,9 @@ const table = (rows, { title, extra } = {}) => {
 };
 
 line();
-line(`## Results (service mean ${fmt(baseMean(SERVICE_MODEL) * SERVICE_SCALE, 3)} ms, queue bound ${QUEUE_BOUND_MS} ms, ${DURATION_S} s measured)`);
+line(
+  `## Results (service mean ${fmt(baseMean(SERVICE_MODEL) * SERVICE_SCALE, 3)} ms, queue bound ${QUEUE_BOUND_MS} ms, ${DURATION_S} s measured)`,
+);
 table(main);
 line();
 line("ρ = per-object arrival rate x mean service time (> 1: the object cannot keep up, its queue grows until requests pass the bound).");
@@ -747,7 +790,9 @@ if (!QUICK) {
   line();
   line(`## Service time needed (same seed; the measured distribution scaled until the run errs)`);
   line();
-  line("| K | offered req/s | measured mean ms | largest mean with 0 errors in this run, ms | steady state needs mean < K/rate, ms | measured / steady-state limit |");
+  line(
+    "| K | offered req/s | measured mean ms | largest mean with 0 errors in this run, ms | steady state needs mean < K/rate, ms | measured / steady-state limit |",
+  );
   line("|---:|---:|---:|---:|---:|---:|");
   for (const rate of RATES) {
     for (const k of KS) {
@@ -762,7 +807,9 @@ if (!QUICK) {
           else hi = mid;
         }
       const measured = baseMean(SERVICE_MODEL) * SERVICE_SCALE;
-      line(`| ${k} | ${int(rate)} | ${fmt(measured, 3)} | ${fmt(lo * baseMean(SERVICE_MODEL), 3)} | ${fmt(limit, 3)} | ${fmt(measured / limit, 2)} |`);
+      line(
+        `| ${k} | ${int(rate)} | ${fmt(measured, 3)} | ${fmt(lo * baseMean(SERVICE_MODEL), 3)} | ${fmt(limit, 3)} | ${fmt(measured / limit, 2)} |`,
+      );
     }
   }
   line();
@@ -786,7 +833,10 @@ if (!QUICK) {
   add(`lognormal fit (mean ${fmt(lognormalMean, 3)} ms)`, { model: "lognormal", scale: 1 });
   const c4 = rec.figures[FIGURE.replace(/_c\d+$/, "_c4")];
   if (c4 && FIGURE !== FIGURE.replace(/_c\d+$/, "_c4")) {
-    add(`empirical x ${fmt(c4.mean / histMean, 2)} = the 4-connection mean (${fmt(c4.mean, 3)} ms)`, { model: "empirical", scale: c4.mean / histMean });
+    add(`empirical x ${fmt(c4.mean / histMean, 2)} = the 4-connection mean (${fmt(c4.mean, 3)} ms)`, {
+      model: "empirical",
+      scale: c4.mean / histMean,
+    });
   }
   add(`what-if: mean 1 ms (the 1,000 req/s soft limit read as a service time)`, { model: "empirical", scale: 1 / histMean });
   line();
@@ -800,9 +850,13 @@ if (!QUICK) {
   const tailRate = Math.max(...RATES);
   const tail = KS.map((k) => simulate({ k, rate: tailRate, seed: SEED, quantity: TAIL_QUANTITY }));
   line();
-  line(`## Sell-out tail: quantity ${int(TAIL_QUANTITY)} at ${int(tailRate)} req/s (demand over warm-up + run: ~${int((tailRate * (WARMUP_S + DURATION_S)))})`);
+  line(
+    `## Sell-out tail: quantity ${int(TAIL_QUANTITY)} at ${int(tailRate)} req/s (demand over warm-up + run: ~${int(tailRate * (WARMUP_S + DURATION_S))})`,
+  );
   line();
-  line("| K | served req/s | errors % | wins (window) | sold-out answers | borrow requests (giver services) | units moved | first dry shard (s from start) | all shards sold out (s from start) | wins, whole run | p99 ms | max ms |");
+  line(
+    "| K | served req/s | errors % | wins (window) | sold-out answers | borrow requests (giver services) | units moved | first dry shard (s from start) | all shards sold out (s from start) | wins, whole run | p99 ms | max ms |",
+  );
   line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
   for (const r of tail) {
     line(
@@ -810,7 +864,9 @@ if (!QUICK) {
     );
   }
   line();
-  line("Wins over the whole run (warm-up included) never exceed the quantity (the script checks it); the window column counts only the measured window.");
+  line(
+    "Wins over the whole run (warm-up included) never exceed the quantity (the script checks it); the window column counts only the measured window.",
+  );
   const most = tail.reduce((a, b) => (b.transfers > a.transfers ? b : a), tail[0]);
   line("Borrowing only happens at the tail (uniform hashing keeps the shards' remaining units close to each other), and each");
   line(
@@ -822,4 +878,7 @@ if (!QUICK) {
 line();
 line("## Machine-readable (one line per run)");
 line();
-for (const r of main) line(`hot-coupon K=${r.K} offered=${r.rate}/s served=${Math.round(r.servedPerS)}/s p99_ms=${fmt(r.p99, 2)} errors=${fmt(r.errorsPct, 2)}%`);
+for (const r of main)
+  line(
+    `hot-coupon K=${r.K} offered=${r.rate}/s served=${Math.round(r.servedPerS)}/s p99_ms=${fmt(r.p99, 2)} errors=${fmt(r.errorsPct, 2)}%`,
+  );

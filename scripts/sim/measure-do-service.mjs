@@ -67,7 +67,9 @@ const SIM_FIGURE = `no_nested_c${CONCURRENCY[0]}`;
 /** The command line this process was started with, and a `flock` wrapper if an ancestor is one. */
 function invocation() {
   const args = process.argv.slice(2);
-  const npm = process.env.npm_lifecycle_event ? `npm run ${process.env.npm_lifecycle_event}${args.length ? ` -- ${args.join(" ")}` : ""}` : `node ${relative(ROOT, process.argv[1])} ${args.join(" ")}`.trim();
+  const npm = process.env.npm_lifecycle_event
+    ? `npm run ${process.env.npm_lifecycle_event}${args.length ? ` -- ${args.join(" ")}` : ""}`
+    : `node ${relative(ROOT, process.argv[1])} ${args.join(" ")}`.trim();
   let wrapper = null;
   try {
     let pid = process.ppid;
@@ -164,7 +166,9 @@ const server = await startServer({ quiet: true });
 let exitCode = 1;
 try {
   console.log(`# sim:measure: Durable Object service time from Server-Timing (${started.toISOString()})`);
-  console.log(`command: ${inv.command}${inv.wrapper ? ` (under: ${inv.wrapper})` : " (no flock wrapper found among the parent processes)"}`);
+  console.log(
+    `command: ${inv.command}${inv.wrapper ? ` (under: ${inv.wrapper})` : " (no flock wrapper found among the parent processes)"}`,
+  );
   console.log(`server: ${server.mode}`);
   console.log(`uptime at start: ${loadStart}`);
 
@@ -174,7 +178,11 @@ try {
   const users = await seedUsersD1(server.d1, nUsers);
   let u = 0;
   /** @param {number} n */
-  const take = (n) => users.slice(u, (u += n));
+  const take = (n) => {
+    const taken = users.slice(u, u + n);
+    u += n;
+    return taken;
+  };
 
   const now = Date.now();
   /**
@@ -187,7 +195,14 @@ try {
       server.url,
       "POST",
       "/api/v1/admin/coupons",
-      { name, discountType: "AMOUNT", discountValue: 1000, quantity, startsAt: isoWithOffset(now - 60_000), endsAt: isoWithOffset(now + 86_400_000) },
+      {
+        name,
+        discountType: "AMOUNT",
+        discountValue: 1000,
+        quantity,
+        startsAt: isoWithOffset(now - 60_000),
+        endsAt: isoWithOffset(now + 86_400_000),
+      },
       { admin: true },
     );
     if (r.status !== 201) throw new Error(`coupon ${name}: ${r.status} ${JSON.stringify(r.json)}`);
@@ -220,7 +235,9 @@ try {
       excluded.other[key] = (excluded.other[key] ?? 0) + 1;
       return;
     }
-    (samples[`${figure}_${figureSuffix}`] ??= []).push({ dur: d.dur, code });
+    const key = `${figure}_${figureSuffix}`;
+    samples[key] ??= [];
+    samples[key].push({ dur: d.dur, code });
   };
   /**
    * @param {string} label
@@ -243,7 +260,9 @@ try {
       label,
     });
     runs.push(r);
-    console.log(`- ${label}: ${r.responses} responses in ${r.elapsedS.toFixed(1)} s (${Math.round(r.rps)} req/s), client p50 ${r.p50} ms p99 ${r.p99} ms; ${statusSummary(r)} ${JSON.stringify(r.errorCodes)}`);
+    console.log(
+      `- ${label}: ${r.responses} responses in ${r.elapsedS.toFixed(1)} s (${Math.round(r.rps)} req/s), client p50 ${r.p50} ms p99 ${r.p99} ms; ${statusSummary(r)} ${JSON.stringify(r.errorCodes)}`,
+    );
     return r;
   };
 
@@ -274,9 +293,18 @@ try {
 
   // Cross-check with sub-millisecond resolution (the client's clock): a refusal at the object vs /health,
   // both one request at a time. The difference holds the route, validation, the RPC and the object's work.
-  const health = await load({ url: server.url, path: "/health", connections: CONCURRENCY[0], amount: REFUSALS, maxSeconds: 60, label: `c=${CONCURRENCY[0]}: GET /health (cross-check)` });
+  const health = await load({
+    url: server.url,
+    path: "/health",
+    connections: CONCURRENCY[0],
+    amount: REFUSALS,
+    maxSeconds: 60,
+    label: `c=${CONCURRENCY[0]}: GET /health (cross-check)`,
+  });
   runs.push(health);
-  console.log(`- ${health.label}: ${health.responses} responses (${Math.round(health.rps)} req/s), client p50 ${health.p50} ms p99 ${health.p99} ms`);
+  console.log(
+    `- ${health.label}: ${health.responses} responses (${Math.round(health.rps)} req/s), client p50 ${health.p50} ms p99 ${health.p99} ms`,
+  );
   const refusalRun = runs.find((r) => r.label.startsWith(`c=${CONCURRENCY[0]}: COUPON_ALREADY_ISSUED`));
   const crossCheck = refusalRun
     ? {
@@ -304,16 +332,23 @@ try {
       .join(", ");
     console.log(`| ${k} | ${f.n} | ${f.mean.toFixed(3)} | ${f.p50} | ${f.p90} | ${f.p99} | ${f.p999} | ${f.max} | ${codes} |`);
   }
-  const allDurs = Object.values(samples).flat().map((x) => x.dur);
+  const allDurs = Object.values(samples)
+    .flat()
+    .map((x) => x.dur);
   const wholeMs = allDurs.every((d) => Number.isInteger(d));
   const resolution = wholeMs
     ? "every measured dur is a whole number of ms: the Workers clock (performance.now() in the Worker, around the RPC) advances in 1 ms ticks here, so each dur counts ticks. Quantiles are quantised to 1 ms; the mean over many samples is an unbiased estimate of the true mean (the call's start is at a uniform phase of the tick). Header values are written with toFixed(1)."
     : "Server-Timing dur is written with 0.1 ms resolution (toFixed(1)), measured with the Workers clock in the Worker around the RPC";
   console.log(`\nresolution: ${resolution}`);
-  if (crossCheck) console.log(`cross-check: ${crossCheck.what}: ${crossCheck.refusalP50Ms} - ${crossCheck.healthP50Ms} = ${crossCheck.differenceMs} ms`);
-  console.log(`\nexcluded: ${excluded.noDoCall} responses with no DO call (the isolate's sold-out memo), ${excluded.noHeader} without Server-Timing, other: ${JSON.stringify(excluded.other)}`);
+  if (crossCheck)
+    console.log(`cross-check: ${crossCheck.what}: ${crossCheck.refusalP50Ms} - ${crossCheck.healthP50Ms} = ${crossCheck.differenceMs} ms`);
+  console.log(
+    `\nexcluded: ${excluded.noDoCall} responses with no DO call (the isolate's sold-out memo), ${excluded.noHeader} without Server-Timing, other: ${JSON.stringify(excluded.other)}`,
+  );
   const sim = figures[SIM_FIGURE];
-  console.log(`\nThe sim uses \`${SIM_FIGURE}\` (mean ${sim.mean} ms, p50 ${sim.p50}, p99 ${sim.p99}) as the object's busy time per request:`);
+  console.log(
+    `\nThe sim uses \`${SIM_FIGURE}\` (mean ${sim.mean} ms, p50 ${sim.p50}, p99 ${sim.p99}) as the object's busy time per request:`,
+  );
   console.log("an object is busy only for its own CPU and storage work; during a win's awaited D1 write its input gate is");
   console.log("open and it serves other requests (wins also share one group-commit batch), so the win's `do` dur");
   console.log("(which includes that D1 round trip) overstates how long it holds the object. The no-nested-I/O time is");
@@ -329,7 +364,16 @@ try {
     date: started.toISOString(),
     gitCommit: gitCommit(),
     server: server.mode,
-    machine: { cpu: m.cpu, cores: m.cores, memoryGiB: m.memoryGiB, os: m.os, node: m.node, workerd: m.workerd, miniflare: m.miniflare, wrangler: m.wrangler },
+    machine: {
+      cpu: m.cpu,
+      cores: m.cores,
+      memoryGiB: m.memoryGiB,
+      os: m.os,
+      node: m.node,
+      workerd: m.workerd,
+      miniflare: m.miniflare,
+      wrangler: m.wrangler,
+    },
     uptimeAtStart: loadStart,
     uptimeAtEnd: loadEnd,
     options: { refusals: REFUSALS, wins: WINS, soldout: SOLDOUT, warmup: WARMUP, concurrency: CONCURRENCY },
@@ -338,7 +382,16 @@ try {
     simFigure: SIM_FIGURE,
     why: "The object is busy only for its own CPU/storage time; during a win's awaited D1 write the input gate is open and the object serves other requests (wins are group-committed), so the busy time per request is best approximated by the DO time of calls that made no nested I/O. That figure also includes the RPC itself and Worker CPU since the last I/O, so it overstates a refusal's busy time; a win does two more SQLite statements than a refusal.",
     excluded,
-    runs: runs.map((r) => ({ label: r.label, connections: r.connections, responses: r.responses, rps: Math.round(r.rps), clientP50Ms: r.p50, clientP99Ms: r.p99, statusCounts: r.statusCounts, errorCodes: r.errorCodes })),
+    runs: runs.map((r) => ({
+      label: r.label,
+      connections: r.connections,
+      responses: r.responses,
+      rps: Math.round(r.rps),
+      clientP50Ms: r.p50,
+      clientP99Ms: r.p99,
+      statusCounts: r.statusCounts,
+      errorCodes: r.errorCodes,
+    })),
     figures,
   };
   writeFileSync(OUT, `${JSON.stringify(record, null, 2)}\n`);

@@ -27,7 +27,10 @@ const AdminCouponSchema = z
     discountType: z.enum(["RATE", "AMOUNT"]),
     discountValue: z.number().int(),
     quantity: z.number().int(),
-    issued: z.number().int().openapi({ description: "D1's count (each win is written there before it is answered); GET /coupons/{couponId} asks the objects" }),
+    issued: z
+      .number()
+      .int()
+      .openapi({ description: "D1's count (each win is written there before it is answered); GET /coupons/{couponId} asks the objects" }),
     remaining: z.number().int().min(0),
     startsAt: z.string().openapi({ format: "date-time" }),
     endsAt: z.string().openapi({ format: "date-time" }),
@@ -93,10 +96,17 @@ export const adminListRoutes = createRouter<AppEnv>()
   .openapi(couponsRoute, async (c) => {
     const { limit, cursor } = c.req.valid("query");
     const now = c.var.services.clock();
-    const { rows, nextCursor } = paged(await c.var.services.adminLists.coupons(beforeIdOf(cursor, COUPONS_TAG), limit + 1), limit, COUPONS_TAG);
+    const { rows, nextCursor } = paged(
+      await c.var.services.adminLists.coupons(beforeIdOf(cursor, COUPONS_TAG), limit + 1),
+      limit,
+      COUPONS_TAG,
+    );
     return ok(c, {
       coupons: rows.map((r) => {
-        const { remaining, status } = couponAvailability({ quantity: r.quantity, issued: r.issuedQuantity, startsAt: r.startsAt, endsAt: r.endsAt }, now);
+        const { remaining, status } = couponAvailability(
+          { quantity: r.quantity, issued: r.issuedQuantity, startsAt: r.startsAt, endsAt: r.endsAt },
+          now,
+        );
         return {
           couponId: r.id,
           name: r.name,
@@ -117,9 +127,20 @@ export const adminListRoutes = createRouter<AppEnv>()
   })
   .openapi(productsRoute, async (c) => {
     const { limit, cursor } = c.req.valid("query");
-    const { rows, nextCursor } = paged(await c.var.services.adminLists.products(beforeIdOf(cursor, PRODUCTS_TAG), limit + 1), limit, PRODUCTS_TAG);
+    const { rows, nextCursor } = paged(
+      await c.var.services.adminLists.products(beforeIdOf(cursor, PRODUCTS_TAG), limit + 1),
+      limit,
+      PRODUCTS_TAG,
+    );
     return ok(c, {
-      products: rows.map((r) => ({ productId: r.id, name: r.name, price: r.price, stock: r.stock, stockShards: r.stockShards, createdAt: toIso(r.createdAt) })),
+      products: rows.map((r) => ({
+        productId: r.id,
+        name: r.name,
+        price: r.price,
+        stock: r.stock,
+        stockShards: r.stockShards,
+        createdAt: toIso(r.createdAt),
+      })),
       nextCursor,
     });
   });

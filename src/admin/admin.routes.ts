@@ -78,7 +78,7 @@ const setCouponShardsRoute = createRoute({
   path: "/coupons/{couponId}/shards",
   tags: ["admin"],
   security,
-  summary: "Raise a coupon's shard count (before its window opens, while nothing is issued); docs/SHARDING.md \"When and how to shard\"",
+  summary: 'Raise a coupon\'s shard count (before its window opens, while nothing is issued); docs/SHARDING.md "When and how to shard"',
   request: { params: CouponIdParamSchema, body: jsonBody(SetCouponShardsBodySchema) },
   responses: {
     ...okResponse(200, "Shard count in force", CouponShardsSchema),

@@ -11,9 +11,7 @@ const shardCount = (what: string) =>
     .max(MAX_SHARDS)
     .openapi({ example: 8, description: `${what} (docs/ARCHITECTURE.md §9); 1 = one object. At most ${MAX_SHARDS}.` });
 
-const isoWithOffset = z.iso
-  .datetime({ offset: true })
-  .openapi({ format: "date-time", example: "2026-12-01T00:00:00+09:00" });
+const isoWithOffset = z.iso.datetime({ offset: true }).openapi({ format: "date-time", example: "2026-12-01T00:00:00+09:00" });
 
 export const CreateUserBodySchema = z
   .strictObject({
@@ -28,7 +26,9 @@ export const CreateProductBodySchema = z
     description: z.string().max(2000).optional(),
     price: z.number().int().positive().max(100_000_000),
     stock: z.number().int().min(0).max(1_000_000_000),
-    stockShards: shardCount("ProductStock shard objects the stock is split over (default 1): more than 1 only for a product expected to take hundreds of orders a second").optional(),
+    stockShards: shardCount(
+      "ProductStock shard objects the stock is split over (default 1): more than 1 only for a product expected to take hundreds of orders a second",
+    ).optional(),
   })
   .openapi("CreateProductRequest");
 
@@ -75,7 +75,10 @@ export const D1CostSchema = z
     rowsWritten: z.number().int(),
     writeTx: z.number().int().openapi({ description: "D1 calls (a batch is one) that changed the database" }),
   })
-  .openapi("D1Cost", { description: "The object's own D1 calls, rows read and written, and write transactions, since its current incarnation started (in memory)" });
+  .openapi("D1Cost", {
+    description:
+      "The object's own D1 calls, rows read and written, and write transactions, since its current incarnation started (in memory)",
+  });
 
 export const CouponShardStateSchema = z
   .object({
@@ -132,6 +135,8 @@ const GroupStatsSchema = z
 
 export const D1GroupsSchema = z
   .object({
-    kinds: z.record(z.string(), GroupStatsSchema).openapi({ example: { "orders.pay": { batches: 16, requests: 150, largest: 32, split: 0, failed: 0 } } }),
+    kinds: z
+      .record(z.string(), GroupStatsSchema)
+      .openapi({ example: { "orders.pay": { batches: 16, requests: 150, largest: 32, split: 0, failed: 0 } } }),
   })
   .openapi("D1Groups");

@@ -9,7 +9,8 @@ const d1GroupsRoute = createRoute({
   path: "/d1-groups",
   tags: ["admin"],
   security: [{ adminBearer: [] }],
-  summary: "This isolate's group-commit queues: D1 batches sent per kind of write and requests in them (counters since the isolate started)",
+  summary:
+    "This isolate's group-commit queues: D1 batches sent per kind of write and requests in them (counters since the isolate started)",
   responses: {
     ...okResponse(200, "Counters per kind", D1GroupsSchema),
     ...errorResponses(401, 403),

@@ -42,7 +42,10 @@ const listRoute = createRoute({
         .openapi({
           type: "integer",
           minimum: 0,
-          param: { deprecated: true, description: "Deprecated (removed in the next release): use `cursor`. The id after which the page starts." },
+          param: {
+            deprecated: true,
+            description: "Deprecated (removed in the next release): use `cursor`. The id after which the page starts.",
+          },
         }),
       limit: intQuery(1, 100, 50),
     }),
@@ -66,7 +69,9 @@ const replayRoute = createRoute({
   tags: ["admin"],
   security,
   summary: "Send a dead letter's event to the events queue again (delivery stays idempotent on the event id)",
-  request: { params: z.strictObject({ deadLetterId: idParamSchema.openapi({ type: "integer", param: { name: "deadLetterId", in: "path" } }) }) },
+  request: {
+    params: z.strictObject({ deadLetterId: idParamSchema.openapi({ type: "integer", param: { name: "deadLetterId", in: "path" } }) }),
+  },
   responses: {
     ...okResponse(200, "Replayed", DeadLetterSchema),
     ...errorResponses(400, 401, 403, 404),
@@ -77,7 +82,8 @@ const replayRoute = createRoute({
 export const deadLetterRoutes = createRouter<AppEnv>()
   .openapi(listRoute, async (c) => {
     const { cursor, afterId, limit } = c.req.valid("query");
-    if (cursor !== undefined && afterId !== undefined) throw new AppError("VALIDATION_FAILED", "cursor, afterId: give one (afterId is deprecated)");
+    if (cursor !== undefined && afterId !== undefined)
+      throw new AppError("VALIDATION_FAILED", "cursor, afterId: give one (afterId is deprecated)");
     const after = afterId ?? decodeCursor(cursor, DEAD_LETTER_CURSOR_TAG);
     // One row more than the page, to know whether another follows.
     const read = await c.var.services.events.deadLetters.list(after, limit + 1);

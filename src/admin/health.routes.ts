@@ -9,25 +9,41 @@ import { checkHealth, OUTBOX_BEHIND_AT } from "./health";
 const Probe = (what: string) =>
   z
     .object({
-      status: z.enum(["ok", "fail", "off"]).openapi({ description: `${what}: ok, fail (error or no answer in time; the cause is in the log) or off (not configured)` }),
+      status: z
+        .enum(["ok", "fail", "off"])
+        .openapi({ description: `${what}: ok, fail (error or no answer in time; the cause is in the log) or off (not configured)` }),
       ms: z.number().int().min(0),
     })
     .openapi({ description: what });
 
 export const HealthSchema = z
   .object({
-    status: z.enum(["ok", "degraded"]).openapi({ description: "degraded: Redis failed, the outbox is behind or dead letters wait (the API still serves correctly)" }),
+    status: z
+      .enum(["ok", "degraded"])
+      .openapi({ description: "degraded: Redis failed, the outbox is behind or dead letters wait (the API still serves correctly)" }),
     checks: z.object({
       d1: Probe("D1 primary (the backlog counts below, one batch)"),
       couponObject: Probe("One CouponIssuer Durable Object (a storage-only call)"),
       redis: Probe("Upstash Redis PING"),
       outbox: z.object({
         status: z.enum(["ok", "behind", "unknown"]),
-        pending: z.number().int().min(0).max(OUTBOX_BEHIND_AT).nullable().openapi({ description: `Unpublished outbox rows, counted up to ${OUTBOX_BEHIND_AT} (behind from there)` }),
+        pending: z
+          .number()
+          .int()
+          .min(0)
+          .max(OUTBOX_BEHIND_AT)
+          .nullable()
+          .openapi({ description: `Unpublished outbox rows, counted up to ${OUTBOX_BEHIND_AT} (behind from there)` }),
       }),
       deadLetters: z.object({
         status: z.enum(["ok", "waiting", "unknown"]),
-        waiting: z.number().int().min(0).max(OUTBOX_BEHIND_AT).nullable().openapi({ description: `Dead letters not replayed yet, counted up to ${OUTBOX_BEHIND_AT}` }),
+        waiting: z
+          .number()
+          .int()
+          .min(0)
+          .max(OUTBOX_BEHIND_AT)
+          .nullable()
+          .openapi({ description: `Dead letters not replayed yet, counted up to ${OUTBOX_BEHIND_AT}` }),
       }),
     }),
   })
@@ -38,7 +54,8 @@ const healthRoute = createRoute({
   path: "/health",
   tags: ["admin"],
   security: [{ adminBearer: [] }],
-  summary: "Dependency check for uptime monitors: D1, a CouponIssuer object, Redis (if configured), outbox backlog, dead letters; one round trip",
+  summary:
+    "Dependency check for uptime monitors: D1, a CouponIssuer object, Redis (if configured), outbox backlog, dead letters; one round trip",
   responses: {
     ...okResponse(200, "Every hard dependency answered; `degraded` when a soft one did not", HealthSchema),
     // 503 (a hard dependency failed) is declared with the object-backed routes' (src/openapi.ts).
@@ -52,7 +69,8 @@ const healthRoute = createRoute({
  */
 export const healthRoutes = createRouter<AppEnv>().openapi(healthRoute, async (c) => {
   const report = await checkHealth(c.var.services.health, {
-    onError: (check, err) => log("warn", "health check failed", { requestId: c.var.requestId, check, ...errorFields(err), stack: undefined }),
+    onError: (check, err) =>
+      log("warn", "health check failed", { requestId: c.var.requestId, check, ...errorFields(err), stack: undefined }),
   });
   if (report.status === "down") {
     const failed = (["d1", "couponObject"] as const).filter((k) => report.checks[k].status === "fail");

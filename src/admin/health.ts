@@ -51,7 +51,11 @@ class ProbeTimeout extends Error {
 }
 
 /** Runs one probe against its deadline; the failure itself goes to `onError` (the log), never to the answer. */
-async function probe<T>(run: () => Promise<T>, timeoutMs: number, onError: (err: unknown) => void): Promise<{ result: ProbeResult; value?: T }> {
+async function probe<T>(
+  run: () => Promise<T>,
+  timeoutMs: number,
+  onError: (err: unknown) => void,
+): Promise<{ result: ProbeResult; value?: T }> {
   const started = performance.now();
   let timer: ReturnType<typeof setTimeout> | undefined;
   const deadline = new Promise<never>((_, reject) => {
@@ -69,13 +73,26 @@ async function probe<T>(run: () => Promise<T>, timeoutMs: number, onError: (err:
 }
 
 /** Runs every probe in parallel and grades the answers. */
-export async function checkHealth(probes: HealthProbes, options: { timeoutMs?: number; onError: (check: string, err: unknown) => void }): Promise<HealthReport> {
+export async function checkHealth(
+  probes: HealthProbes,
+  options: { timeoutMs?: number; onError: (check: string, err: unknown) => void },
+): Promise<HealthReport> {
   const timeoutMs = options.timeoutMs ?? HEALTH_PROBE_TIMEOUT_MS;
   const redisProbe = probes.redis;
   const [d1, couponObject, redis] = await Promise.all([
-    probe(() => probes.backlog(OUTBOX_BEHIND_AT), timeoutMs, (err) => options.onError("d1", err)),
-    probe(() => probes.couponObject(), timeoutMs, (err) => options.onError("couponObject", err)),
-    redisProbe ? probe(redisProbe, timeoutMs, (err) => options.onError("redis", err)) : Promise.resolve({ result: { status: "off" as const, ms: 0 } }),
+    probe(
+      () => probes.backlog(OUTBOX_BEHIND_AT),
+      timeoutMs,
+      (err) => options.onError("d1", err),
+    ),
+    probe(
+      () => probes.couponObject(),
+      timeoutMs,
+      (err) => options.onError("couponObject", err),
+    ),
+    redisProbe
+      ? probe(redisProbe, timeoutMs, (err) => options.onError("redis", err))
+      : Promise.resolve({ result: { status: "off" as const, ms: 0 } }),
   ]);
   const backlog = d1.value;
   const outbox = backlog

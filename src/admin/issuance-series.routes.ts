@@ -35,7 +35,10 @@ const IssuanceSeriesSchema = z
     nextFrom: z
       .string()
       .nullable()
-      .openapi({ format: "date-time", description: `Set when the span was cut at ${ISSUANCE_MAX_BUCKETS} buckets: pass as \`from\` to go on` }),
+      .openapi({
+        format: "date-time",
+        description: `Set when the span was cut at ${ISSUANCE_MAX_BUCKETS} buckets: pass as \`from\` to go on`,
+      }),
   })
   .openapi("IssuanceSeries");
 
@@ -57,7 +60,12 @@ export const issuanceSeriesRoutes = createRouter<AppEnv>().openapi(seriesRoute, 
   const { couponId } = c.req.valid("param");
   const { from, bucketSeconds } = c.req.valid("query");
   const s = c.var.services;
-  const series = await issuanceSeries({ coupons: s.couponsRepo, lists: s.adminLists, clock: s.clock }, couponId, bucketSeconds, from === undefined ? undefined : Date.parse(from));
+  const series = await issuanceSeries(
+    { coupons: s.couponsRepo, lists: s.adminLists, clock: s.clock },
+    couponId,
+    bucketSeconds,
+    from === undefined ? undefined : Date.parse(from),
+  );
   return ok(c, {
     ...series,
     startsAt: toIso(series.startsAt),

@@ -7,7 +7,12 @@ import { BACKLOG_COUNT_CAP } from "./backlog.repo";
 const security = [{ adminBearer: [] }];
 
 const capped = (what: string) =>
-  z.number().int().min(0).max(BACKLOG_COUNT_CAP).openapi({ description: `${what}; counted up to ${BACKLOG_COUNT_CAP} (that value means "at least")` });
+  z
+    .number()
+    .int()
+    .min(0)
+    .max(BACKLOG_COUNT_CAP)
+    .openapi({ description: `${what}; counted up to ${BACKLOG_COUNT_CAP} (that value means "at least")` });
 
 export const AdminStatsSchema = z
   .object({

@@ -30,10 +30,21 @@ export const StockShardsViewSchema = z
       z.object({
         shard: z.number().int(),
         ...units,
-        projected: z.number().int().nullable().openapi({ description: "The shard's row in D1 (written behind the object); null before its first write" }),
-        openTransfers: z.number().int().openapi({ description: "Transfers the shard asked its siblings for and has not closed (units possibly in flight to it)" }),
-        requests: z.number().int().openapi({ description: "Reserve calls the shard's current incarnation answered (in memory: a load indicator, 0 again after a restart)" }),
-        d1Batches: z.number().int().openapi({ description: "D1 projection batches the shard's current incarnation sent (in memory: a load indicator, 0 again after a restart)" }),
+        projected: z
+          .number()
+          .int()
+          .nullable()
+          .openapi({ description: "The shard's row in D1 (written behind the object); null before its first write" }),
+        openTransfers: z
+          .number()
+          .int()
+          .openapi({ description: "Transfers the shard asked its siblings for and has not closed (units possibly in flight to it)" }),
+        requests: z.number().int().openapi({
+          description: "Reserve calls the shard's current incarnation answered (in memory: a load indicator, 0 again after a restart)",
+        }),
+        d1Batches: z.number().int().openapi({
+          description: "D1 projection batches the shard's current incarnation sent (in memory: a load indicator, 0 again after a restart)",
+        }),
         d1: D1CostSchema,
       }),
     ),

@@ -152,15 +152,20 @@ async function refresh(session) {
   renderDeadLetters(letters.ok ? itemsOf(letters.body.data, "deadLetters") : []);
   renderCards("#coupons", coupons, couponViews, (entry, view) => couponCard(entry, view));
   renderCards("#products", products, productViews, (entry, view) => productCard(entry, view, now));
-  $("#coupons-note").textContent = state.lists.coupon ? "" : "No coupon list on this deployment: showing the coupons created or watched here.";
-  $("#products-note").textContent = state.lists.product ? "" : "No product list on this deployment: showing the products created or watched here.";
+  $("#coupons-note").textContent = state.lists.coupon
+    ? ""
+    : "No coupon list on this deployment: showing the coupons created or watched here.";
+  $("#products-note").textContent = state.lists.product
+    ? ""
+    : "No product list on this deployment: showing the products created or watched here.";
   renderRanking("#top", top.ok ? top.body.data.products : []);
   $("#top-date").textContent = top.ok ? top.body.data.date : refusal(top);
   renderRanking("#best", best.ok ? best.body.data.bestSellers : []);
   $("#best-range").textContent = best.ok ? `${best.body.data.from} … ${best.body.data.to}` : refusal(best);
 
   document.body.dataset.refreshedAt = String(now);
-  $("#status").textContent = `Signed in · updated ${new Date(now).toLocaleTimeString()} (${Math.round(performance.now() - started)} ms) · every ${POLL_MS / 1000} s`;
+  $("#status").textContent =
+    `Signed in · updated ${new Date(now).toLocaleTimeString()} (${Math.round(performance.now() - started)} ms) · every ${POLL_MS / 1000} s`;
 }
 
 /** Listed items first (in list order), then watched ids the list did not return. */
@@ -172,7 +177,10 @@ function merge(listed, watched) {
 // ---- rendering (DOM built with textContent: names come from users of the API) ----
 
 function el(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(tag === "svg" || tag === "polyline" ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml", tag);
+  const node = document.createElementNS(
+    tag === "svg" || tag === "polyline" ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml",
+    tag,
+  );
   for (const [k, v] of Object.entries(attrs)) if (v !== undefined) node.setAttribute(k, String(v));
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
@@ -188,7 +196,15 @@ function renderCards(selector, entries, views, card) {
 function couponCard({ id, item }, view) {
   const box = el("article", { class: "card", "data-coupon-id": id });
   const title = item.couponTitle ?? item.name;
-  box.append(el("h3", {}, `Coupon #${id}`, title ? el("small", {}, ` ${title}`) : "", item.status ? el("span", { class: "badge" }, item.status) : ""));
+  box.append(
+    el(
+      "h3",
+      {},
+      `Coupon #${id}`,
+      title ? el("small", {}, ` ${title}`) : "",
+      item.status ? el("span", { class: "badge" }, item.status) : "",
+    ),
+  );
   if (!view.ok) {
     box.append(el("p", { class: "error" }, refusal(view)));
     return box;
@@ -196,13 +212,26 @@ function couponCard({ id, item }, view) {
   const v = view.body.data;
   const chart = state.issuances.get(id);
   box.append(
-    el("dl", {}, fact("quantity", "quantity", v.quantity), fact("issued", "issued", v.issued), fact("remaining", "remaining", v.quantity - v.issued), fact("shards (K)", "shards", v.shards)),
+    el(
+      "dl",
+      {},
+      fact("quantity", "quantity", v.quantity),
+      fact("issued", "issued", v.issued),
+      fact("remaining", "remaining", v.quantity - v.issued),
+      fact("shards (K)", "shards", v.shards),
+    ),
     chart?.to ? issuanceChart(chart) : el("p", { class: "chart" }, "issuances/s: loading…"),
     el(
       "table",
       {},
       el("thead", {}, el("tr", {}, ...["shard", "units held", "issued", "free", "requests"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, ...v.perShard.map((s) => el("tr", { "data-shard": s.shard }, ...[s.shard, s.held, s.issued, s.free, s.requests].map((x) => el("td", {}, x))))),
+      el(
+        "tbody",
+        {},
+        ...v.perShard.map((s) =>
+          el("tr", { "data-shard": s.shard }, ...[s.shard, s.held, s.issued, s.free, s.requests].map((x) => el("td", {}, x))),
+        ),
+      ),
     ),
   );
   return box;
@@ -233,7 +262,17 @@ function productCard({ id, item }, view, now) {
       "table",
       {},
       el("thead", {}, el("tr", {}, ...["shard", "available", "reserved", "paid", "sold", "reserve calls"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, ...v.shards.map((s) => el("tr", { "data-shard": s.shard }, ...[s.shard, s.available, s.held, s.confirmed, s.sold, s.requests].map((x) => el("td", {}, x))))),
+      el(
+        "tbody",
+        {},
+        ...v.shards.map((s) =>
+          el(
+            "tr",
+            { "data-shard": s.shard },
+            ...[s.shard, s.available, s.held, s.confirmed, s.sold, s.requests].map((x) => el("td", {}, x)),
+          ),
+        ),
+      ),
     ),
   );
   return box;
@@ -251,7 +290,8 @@ function push(map, id, point) {
 function perMinute(series, key) {
   const last = series[series.length - 1];
   let grown = 0;
-  for (let i = series.length - 1; i > 0 && last.t - series[i - 1].t <= 60_000; i--) grown += Math.max(0, series[i][key] - series[i - 1][key]);
+  for (let i = series.length - 1; i > 0 && last.t - series[i - 1].t <= 60_000; i--)
+    grown += Math.max(0, series[i][key] - series[i - 1][key]);
   return grown;
 }
 
@@ -295,7 +335,8 @@ function issuanceChart(chart) {
   const bucketMs = chart.bucketSeconds * 1000;
   const first = Math.floor(chart.startsAt / bucketMs) * bucketMs;
   const rates = [];
-  for (let at = Math.max(first, chart.to - MAX_BUCKETS * bucketMs); at < chart.to; at += bucketMs) rates.push((chart.counts.get(at) ?? 0) / chart.bucketSeconds);
+  for (let at = Math.max(first, chart.to - MAX_BUCKETS * bucketMs); at < chart.to; at += bucketMs)
+    rates.push((chart.counts.get(at) ?? 0) / chart.bucketSeconds);
   let total = 0;
   for (const n of chart.counts.values()) total += n;
   const w = 240;
@@ -304,9 +345,24 @@ function issuanceChart(chart) {
   const step = w / Math.max(1, rates.length - 1);
   const points = rates.map((r, i) => `${(i * step).toFixed(1)},${(h - 2 - (peak > 0 ? (r / peak) * (h - 4) : 0)).toFixed(1)}`).join(" ");
   const label = `issuances/s since the window opened (${chart.bucketSeconds} s buckets)`;
-  const svg = el("svg", { class: "spark", viewBox: `0 0 ${w} ${h}`, width: w, height: h, role: "img", "aria-label": `${label}, peak ${peak.toFixed(1)}`, "data-peak": peak.toFixed(2), "data-samples": rates.length, "data-total": total });
+  const svg = el("svg", {
+    class: "spark",
+    viewBox: `0 0 ${w} ${h}`,
+    width: w,
+    height: h,
+    role: "img",
+    "aria-label": `${label}, peak ${peak.toFixed(1)}`,
+    "data-peak": peak.toFixed(2),
+    "data-samples": rates.length,
+    "data-total": total,
+  });
   svg.append(el("polyline", { points: rates.length > 1 ? points : `0,${h - 2} ${w},${h - 2}`, fill: "none" }));
-  return el("figure", { class: "chart" }, svg, el("figcaption", {}, `${label}: now ${(rates[rates.length - 1] ?? 0).toFixed(1)}, peak ${peak.toFixed(1)}, ${total} in all`));
+  return el(
+    "figure",
+    { class: "chart" },
+    svg,
+    el("figcaption", {}, `${label}: now ${(rates[rates.length - 1] ?? 0).toFixed(1)}, peak ${peak.toFixed(1)}, ${total} in all`),
+  );
 }
 
 function renderDeadLetters(letters) {
@@ -314,13 +370,25 @@ function renderDeadLetters(letters) {
     ...letters.map((d) => {
       const button = el("button", { type: "button", "data-replay": d.id }, d.replayedAt ? "Replay again" : "Replay");
       button.addEventListener("click", () => replay(d.id));
-      return el("tr", { "data-dead-letter-id": d.id }, el("td", {}, d.id), el("td", {}, d.type), el("td", {}, d.eventId), el("td", {}, d.attempts), el("td", {}, d.createdAt), el("td", { "data-field": "replayedAt" }, d.replayedAt ?? "—"), el("td", {}, button));
+      return el(
+        "tr",
+        { "data-dead-letter-id": d.id },
+        el("td", {}, d.id),
+        el("td", {}, d.type),
+        el("td", {}, d.eventId),
+        el("td", {}, d.attempts),
+        el("td", {}, d.createdAt),
+        el("td", { "data-field": "replayedAt" }, d.replayedAt ?? "—"),
+        el("td", {}, button),
+      );
     }),
   );
 }
 
 function renderRanking(selector, products) {
-  $(selector).replaceChildren(...products.map((p) => el("li", { "data-product-id": p.productId }, `${p.productName} (#${p.productId}): ${p.sales} sold`)));
+  $(selector).replaceChildren(
+    ...products.map((p) => el("li", { "data-product-id": p.productId }, `${p.productName} (#${p.productId}): ${p.sales} sold`)),
+  );
 }
 
 // ---- actions ----
@@ -352,7 +420,12 @@ const ACTIONS = {
     return [r, () => `Created coupon #${r.body.data.couponId}.`];
   },
   "create-product": async (f) => {
-    const body = { name: f.name, price: num(f.price), stock: num(f.stock), ...(f.stockShards === "" ? {} : { stockShards: num(f.stockShards) }) };
+    const body = {
+      name: f.name,
+      price: num(f.price),
+      stock: num(f.stock),
+      ...(f.stockShards === "" ? {} : { stockShards: num(f.stockShards) }),
+    };
     const r = await api("POST", "/api/v1/admin/products", body);
     if (r.ok) watch("product", r.body.data.productId);
     return [r, () => `Created product #${r.body.data.productId}.`];
@@ -368,7 +441,9 @@ const ACTIONS = {
     return [r, () => `Coupon #${f.couponId} now has ${r.body.data.shards} shards.`];
   },
   "stock-shards": async (f) => {
-    const r = await api("PUT", `/api/v1/admin/products/${encodeURIComponent(f.productId)}/stock-shards`, { stockShards: num(f.stockShards) });
+    const r = await api("PUT", `/api/v1/admin/products/${encodeURIComponent(f.productId)}/stock-shards`, {
+      stockShards: num(f.stockShards),
+    });
     if (r.ok) watch("product", f.productId);
     return [r, () => `Product #${f.productId} now has ${r.body.data.stockShards} stock shards.`];
   },

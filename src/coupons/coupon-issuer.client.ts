@@ -3,7 +3,15 @@ import { log } from "../shared/logger";
 import type { ObjectNamespace } from "../shared/object-placement";
 import { homeShard, shardObjectName, type ShardAddress } from "../sharding/routing";
 import type { CouponIssuer } from "./coupon-issuer.do";
-import type { IssueOutcome, IssueRequest, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome } from "./coupon-issuer.types";
+import type {
+  IssueOutcome,
+  IssueRequest,
+  IssuerCounts,
+  IssuerState,
+  PrimeOutcome,
+  SetQuantityOutcome,
+  SetShardsOutcome,
+} from "./coupon-issuer.types";
 import { isolateShardCounts, type ShardCountMemo } from "./sold-out";
 
 /** The port to the per-coupon serializer (the CouponIssuer shards in production). */
@@ -74,13 +82,17 @@ export function couponIssuerClient(
       if (first.shards <= 1) return "ok";
       counts.remember(couponId, first.shards, first.startsAt, Date.now());
       // Each other shard takes its fair share from shard 0 (shard 0 serialises the grants, so the split is even).
-      const rest = await Promise.all(others(first.shards).map((s) => callObject<PrimeOutcome>(meter, () => stub(couponId, s).prime(couponId, s))));
+      const rest = await Promise.all(
+        others(first.shards).map((s) => callObject<PrimeOutcome>(meter, () => stub(couponId, s).prime(couponId, s))),
+      );
       const refused = rest.find((r) => !r.ok);
       return refused && !refused.ok ? refused.code : "ok";
     },
     setShards: async (couponId, shards, now) => {
       counts.forget(couponId);
-      const rest = await Promise.all(others(shards).map((s) => callObject<SetShardsOutcome>(meter, () => stub(couponId, s).setShards(couponId, s, shards, now))));
+      const rest = await Promise.all(
+        others(shards).map((s) => callObject<SetShardsOutcome>(meter, () => stub(couponId, s).setShards(couponId, s, shards, now))),
+      );
       const refused = rest.find((r) => !r.ok);
       if (refused) return refused;
       return callObject<SetShardsOutcome>(meter, () => stub(couponId, 0).setShards(couponId, 0, shards, now));

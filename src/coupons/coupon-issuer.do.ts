@@ -13,10 +13,26 @@ import { primaryD1 } from "../db/client";
 import { HopMeter, meterD1 } from "../shared/hops";
 import { homeShard, shardObjectName, UNSHARDED, type ShardAddress } from "../sharding/routing";
 import { fairShare } from "../sharding/rules";
-import { NOTHING_TO_GIVE, siblingPortOver, type GiveAnswer, type GiveRequest, type PushRequest, type ShardPeer, type SiblingPort } from "../sharding/transfer";
+import {
+  NOTHING_TO_GIVE,
+  siblingPortOver,
+  type GiveAnswer,
+  type GiveRequest,
+  type PushRequest,
+  type ShardPeer,
+  type SiblingPort,
+} from "../sharding/transfer";
 import { ShardLedger } from "../sharding/ledger";
 import { ShardBalancer } from "../sharding/balancer";
-import type { IssueOutcome, IssueRequest, IssuerCounts, IssuerState, PrimeOutcome, SetQuantityOutcome, SetShardsOutcome } from "./coupon-issuer.types";
+import type {
+  IssueOutcome,
+  IssueRequest,
+  IssuerCounts,
+  IssuerState,
+  PrimeOutcome,
+  SetQuantityOutcome,
+  SetShardsOutcome,
+} from "./coupon-issuer.types";
 
 export type * from "./coupon-issuer.types";
 
@@ -176,14 +192,30 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
     if (load.result !== "ok") return { ok: false, code: load.result, d1Calls, doCalls };
     const coupon = this.shardStore.coupon()!;
     if (at.shards !== coupon.shards || homeShard(userId, coupon.shards) !== coupon.shard) {
-      return { ok: false, code: "WRONG_SHARD", shards: coupon.shard === 0 ? coupon.shards : undefined, startsAt: coupon.starts_at, d1Calls, doCalls };
+      return {
+        ok: false,
+        code: "WRONG_SHARD",
+        shards: coupon.shard === 0 ? coupon.shards : undefined,
+        startsAt: coupon.starts_at,
+        d1Calls,
+        doCalls,
+      };
     }
     const self: ShardAddress = { shard: coupon.shard, shards: coupon.shards };
 
     let decision = this.decide(userId, now, requestKey);
     if (decision.ok && "userCouponId" in decision) {
       // A twin of an issuance already in D1 under the same key: the same answer.
-      return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId: decision.userCouponId, d1Calls, doCalls };
+      return {
+        ok: true,
+        couponId,
+        userId,
+        issuedAt: decision.issuedAt,
+        expiresAt: decision.expiresAt,
+        userCouponId: decision.userCouponId,
+        d1Calls,
+        doCalls,
+      };
     }
     if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && coupon.shards > 1) {
       let proven = false;
@@ -195,18 +227,33 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
       }
       for (let tries = 0; tries < BORROW_TRIES && !decision.ok && decision.code === "COUPON_SOLD_OUT"; tries++) {
         // The decision runs the moment a unit is seen free (no other borrower can take it in between).
-        const borrowed = await this.balancer.borrow({ at: self, need: 1, extra: this.borrowBatch(), take: () => this.decide(userId, now, requestKey) });
+        const borrowed = await this.balancer.borrow({
+          at: self,
+          need: 1,
+          extra: this.borrowBatch(),
+          take: () => this.decide(userId, now, requestKey),
+        });
         doCalls += borrowed.rounds;
         if (borrowed.result === "unknown") break;
         decision = borrowed.taken ?? this.decide(userId, now, requestKey);
         proven = borrowed.result === "dry";
         if (proven) break;
       }
-      if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && !proven) return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
+      if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && !proven)
+        return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
     }
     if (!decision.ok) return { ...decision, d1Calls, doCalls };
     if ("userCouponId" in decision) {
-      return { ok: true, couponId, userId, issuedAt: decision.issuedAt, expiresAt: decision.expiresAt, userCouponId: decision.userCouponId, d1Calls, doCalls };
+      return {
+        ok: true,
+        couponId,
+        userId,
+        issuedAt: decision.issuedAt,
+        expiresAt: decision.expiresAt,
+        userCouponId: decision.userCouponId,
+        d1Calls,
+        doCalls,
+      };
     }
 
     let ids: Map<number, number> | undefined;
@@ -269,7 +316,8 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
     const load = await this.ensureLoaded(couponId, shard);
     if (load.result !== "ok") return { ok: false, code: load.result };
     const c = this.shardStore.coupon()!;
-    if (this.neverHeld()) await this.balancer.prefetch({ at: { shard: c.shard, shards: c.shards }, extra: fairShare(c.quantity, c.shards) });
+    if (this.neverHeld())
+      await this.balancer.prefetch({ at: { shard: c.shard, shards: c.shards }, extra: fairShare(c.quantity, c.shards) });
     return { ok: true, shards: c.shards, startsAt: c.starts_at };
   }
 
@@ -311,7 +359,8 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
   async state(): Promise<IssuerState> {
     const load = { requests: this.requests, d1Batches: this.projection.batches, d1: this.d1Meter.d1Cost() };
     const coupon = this.shardStore.read();
-    if (!coupon) return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, ...load };
+    if (!coupon)
+      return { couponId: null, quantity: 0, issued: 0, users: [], unsynced: 0, shard: 0, shards: 1, held: 0, openTransfers: 0, ...load };
     const { users, unsynced } = this.shardStore.issuances();
     const openTransfers = this.ledger.openTransfers(coupon.shard).length;
     const { quantity, issued, shard, shards, held } = coupon;
@@ -378,7 +427,10 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
    * unknown coupon is not remembered: it may be created later. `d1Calls` is the
    * number of load steps this call waited for.
    */
-  private async ensureLoaded(couponId: number, shard: number): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
+  private async ensureLoaded(
+    couponId: number,
+    shard: number,
+  ): Promise<{ result: "ok" | "COUPON_NOT_FOUND" | "INTERNAL_ERROR"; d1Calls: number }> {
     let d1Calls = 0;
     // The memory copy is dropped after a rolled-back transaction: a stored coupon row is never loaded again.
     let coupon = this.shardStore.coupon();

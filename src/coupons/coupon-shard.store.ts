@@ -123,7 +123,13 @@ export class CouponShardStore implements LedgerHost {
   /** A new issuance, unsynced, and one more unit issued here (inside the decision's transaction). */
   recordIssuance(userId: number, issuedAt: number, expiresAt: number, requestKey: string | undefined): void {
     const c = this.row!;
-    this.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced, request_key) VALUES (?, ?, ?, 0, ?)", userId, issuedAt, expiresAt, requestKey ?? null);
+    this.sql.exec(
+      "INSERT INTO issuances (user_id, issued_at, expires_at, synced, request_key) VALUES (?, ?, ?, 0, ?)",
+      userId,
+      issuedAt,
+      expiresAt,
+      requestKey ?? null,
+    );
     this.sql.exec("UPDATE coupon SET issued = issued + 1");
     this.row = { ...c, issued: c.issued + 1 };
   }
@@ -205,7 +211,10 @@ export class CouponShardStore implements LedgerHost {
 
   /** The users issued here, and how many of them D1 has not confirmed (the state view). */
   issuances(): { users: number[]; unsynced: number } {
-    const users = this.sql.exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id").toArray().map((r) => r.user_id);
+    const users = this.sql
+      .exec<{ user_id: number }>("SELECT user_id FROM issuances ORDER BY user_id")
+      .toArray()
+      .map((r) => r.user_id);
     const unsynced = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM issuances WHERE synced = 0").one().n;
     return { users, unsynced };
   }
@@ -250,13 +259,26 @@ export class CouponShardStore implements LedgerHost {
     if (!this.ready) return;
     // An object of before the paged load has no progress table (and, having its coupon row, never needs one).
     this.sql.exec(LOAD_PROGRESS_SCHEMA);
-    const columns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(coupon)").toArray().map((c) => c.name));
+    const columns = new Set(
+      this.sql
+        .exec<{ name: string }>("PRAGMA table_info(coupon)")
+        .toArray()
+        .map((c) => c.name),
+    );
     // Issue 19: the quantity's stamp and the issuance's Idempotency-Key.
     if (!columns.has("quantity_version")) this.sql.exec("ALTER TABLE coupon ADD COLUMN quantity_version INTEGER NOT NULL DEFAULT 0");
-    const issuanceColumns = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(issuances)").toArray().map((c) => c.name));
+    const issuanceColumns = new Set(
+      this.sql
+        .exec<{ name: string }>("PRAGMA table_info(issuances)")
+        .toArray()
+        .map((c) => c.name),
+    );
     if (!issuanceColumns.has("request_key")) this.sql.exec("ALTER TABLE issuances ADD COLUMN request_key TEXT");
     // A sharded object of before issue 19: its ledger gains the drain state and the push tables (idempotent).
-    if (columns.has("held")) return ledgerSchema();
+    if (columns.has("held")) {
+      ledgerSchema();
+      return;
+    }
     this.storage.transactionSync(() => {
       this.sql.exec("ALTER TABLE coupon ADD COLUMN held INTEGER NOT NULL DEFAULT 0");
       this.sql.exec("UPDATE coupon SET held = quantity");

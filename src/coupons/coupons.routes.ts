@@ -54,7 +54,8 @@ const availabilityRoute = createRoute({
   tags: ["coupons"],
   // Public like the catalogue: no user, a replica may answer, and the edge keeps it for at most a second.
   security: [],
-  summary: "A coupon's availability for a sale page: quantity, issued, remaining and UPCOMING/OPEN/SOLD_OUT/ENDED (public; edge-cached for at most 1 s)",
+  summary:
+    "A coupon's availability for a sale page: quantity, issued, remaining and UPCOMING/OPEN/SOLD_OUT/ENDED (public; edge-cached for at most 1 s)",
   request: { params: CouponIdParamSchema },
   responses: {
     ...okResponse(200, "The coupon and what is left of it", CouponAvailabilitySchema),

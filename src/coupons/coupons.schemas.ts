@@ -9,9 +9,7 @@ export const IssueBodySchema = z
   })
   .openapi("IssueCouponRequest");
 
-export const IssueForCouponBodySchema = z
-  .strictObject({ userId: idSchema.openapi({ example: 1 }) })
-  .openapi("IssueCouponForPathRequest");
+export const IssueForCouponBodySchema = z.strictObject({ userId: idSchema.openapi({ example: 1 }) }).openapi("IssueCouponForPathRequest");
 
 export const CouponIdParamSchema = z.strictObject({
   couponId: idParamSchema.openapi({ type: "integer", example: 1, param: { name: "couponId", in: "path" } }),

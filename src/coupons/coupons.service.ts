@@ -94,7 +94,8 @@ export class CouponsService {
         this.soldOut.remember(couponId, now);
         this.metrics.event("coupon.sold_out", couponId);
       }
-      if (out.code === "SERVICE_UNAVAILABLE" || out.code === "IDEMPOTENCY_KEY_IN_PROGRESS") throw new AppError(out.code, undefined, { "Retry-After": "1" });
+      if (out.code === "SERVICE_UNAVAILABLE" || out.code === "IDEMPOTENCY_KEY_IN_PROGRESS")
+        throw new AppError(out.code, undefined, { "Retry-After": "1" });
       throw new AppError(out.code);
     }
     this.metrics.event("coupon.issued", couponId);
@@ -109,7 +110,10 @@ export class CouponsService {
    * read through the owned-coupon cache; other pages go to D1. Each page reads one row
    * more than it answers, to know whether another follows.
    */
-  async listOwned(userId: number, page: { limit?: number; cursor?: string } = {}): Promise<{ userId: number; coupons: OwnedCoupon[]; nextCursor: string | null }> {
+  async listOwned(
+    userId: number,
+    page: { limit?: number; cursor?: string } = {},
+  ): Promise<{ userId: number; coupons: OwnedCoupon[]; nextCursor: string | null }> {
     const now = this.clock();
     const limit = page.limit ?? OWNED_COUPONS_PAGE;
     const afterId = decodeCursor(page.cursor, "uc");
@@ -169,10 +173,12 @@ export class CouponsService {
     if (!coupon) throw new AppError("COUPON_NOT_FOUND");
     const out = await this.issuer.setQuantity(couponId, quantity);
     // INTERNAL_ERROR: D1 could not take a raise (nothing changed) or the siblings could not be reached for a cut: retry.
-    if (!out.ok) throw out.code === "INTERNAL_ERROR" ? new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" }) : new AppError(out.code);
+    if (!out.ok)
+      throw out.code === "INTERNAL_ERROR" ? new AppError("SERVICE_UNAVAILABLE", undefined, { "Retry-After": "1" }) : new AppError(out.code);
     this.soldOut.forget(couponId);
     // Shard 0 knows its own issuances only; D1 counts every shard's (each win is in D1 before it is answered).
-    const issuedQuantity = coupon.shards > 1 ? ((await this.repo.findById(couponId))?.issuedQuantity ?? out.issuedQuantity) : out.issuedQuantity;
+    const issuedQuantity =
+      coupon.shards > 1 ? ((await this.repo.findById(couponId))?.issuedQuantity ?? out.issuedQuantity) : out.issuedQuantity;
     return { couponId, quantity: out.quantity, issuedQuantity };
   }
 
@@ -214,7 +220,10 @@ export class CouponsService {
     if (!coupon) throw new AppError("COUPON_NOT_FOUND");
     const counts = await this.issuer.shardCounts(couponId, coupon.shards);
     const quantity = counts[0]?.loaded ? counts[0].quantity : coupon.quantity;
-    const issued = Math.min(quantity, counts.reduce((n, c) => n + c.issued, 0));
+    const issued = Math.min(
+      quantity,
+      counts.reduce((n, c) => n + c.issued, 0),
+    );
     const { remaining, status } = couponAvailability({ quantity, issued, startsAt: coupon.startsAt, endsAt: coupon.endsAt }, this.clock());
     return {
       couponId,
@@ -231,7 +240,9 @@ export class CouponsService {
   }
 
   /** Per-shard units, issuances and open transfers (admin view). */
-  async shardStates(couponId: number): Promise<{ couponId: number; shards: number; quantity: number; issued: number; free: number; perShard: IssuerState[] }> {
+  async shardStates(
+    couponId: number,
+  ): Promise<{ couponId: number; shards: number; quantity: number; issued: number; free: number; perShard: IssuerState[] }> {
     const coupon = await this.repo.findById(couponId);
     if (!coupon) throw new AppError("COUPON_NOT_FOUND");
     const perShard = await this.issuer.shardStates(couponId, coupon.shards);

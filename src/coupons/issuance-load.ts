@@ -77,7 +77,9 @@ export class IssuanceLoader {
       for (;;) {
         const progress = this.progress();
         d1Calls++;
-        const page = await this.host.store().loadPage(couponId, { afterId: progress?.after_id ?? 0, limit: this.pageRows, recount: shard === 0 && !progress });
+        const page = await this.host
+          .store()
+          .loadPage(couponId, { afterId: progress?.after_id ?? 0, limit: this.pageRows, recount: shard === 0 && !progress });
         // An unknown coupon or shard is not remembered (no storage left behind): it may be created later.
         if (!page) return { result: "done", d1Calls };
         const shards = Math.max(page.coupon.shards, 1);

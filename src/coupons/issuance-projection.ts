@@ -123,7 +123,9 @@ export class IssuanceProjection {
         .toArray();
       if (rows.length === 0) return "done";
       after = rows[rows.length - 1]!.user_id;
-      const records = rows.filter((r) => !opts.skip(r.user_id)).map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
+      const records = rows
+        .filter((r) => !opts.skip(r.user_id))
+        .map((r) => ({ userId: r.user_id, issuedAt: r.issued_at, expiresAt: r.expires_at }));
       if (records.length > 0 && (await this.project(records)) === undefined) return "failed";
     }
     const left = this.host.sql.exec("SELECT 1 FROM issuances WHERE synced = 0 AND user_id > ? LIMIT 1", after).toArray().length > 0;

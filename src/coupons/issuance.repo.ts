@@ -57,7 +57,6 @@ export interface IssuanceStore {
   updateQuantity(couponId: number, quantity: number, version: number): Promise<void>;
 }
 
-
 export const couponIssuedEventId = (couponId: number, userId: number) => `coupon.issued:${couponId}:${userId}`;
 
 export class IssuanceRepo implements IssuanceStore {
@@ -76,13 +75,17 @@ export class IssuanceRepo implements IssuanceStore {
           // issued_quantity counts rows from here on (project adds what it inserts); rows that reached D1 some
           // other way (an import, an older version) are counted once, when the coupon's shard 0 first loads.
           this.d1
-            .prepare("UPDATE coupons SET issued_quantity = min(quantity, (SELECT count(*) FROM user_coupons WHERE coupon_id = ?1)) WHERE id = ?1")
+            .prepare(
+              "UPDATE coupons SET issued_quantity = min(quantity, (SELECT count(*) FROM user_coupons WHERE coupon_id = ?1)) WHERE id = ?1",
+            )
             .bind(couponId),
         ]
       : [];
     const results = await this.d1.batch([...recount, ...reads]);
     const [coupon, rows] = results.slice(recount.length);
-    const c = coupon?.results[0] as { quantity: number; starts_at: number; ends_at: number; valid_days: number; shards: number } | undefined;
+    const c = coupon?.results[0] as
+      | { quantity: number; starts_at: number; ends_at: number; valid_days: number; shards: number }
+      | undefined;
     if (!c) return undefined;
     const issued = (rows?.results ?? []) as { id: number; user_id: number; issued_at: number; expires_at: number }[];
     return {

@@ -52,7 +52,9 @@ export function redisUserCouponCache(lanes: RedisLanes, prefix: string, evictOn:
   const gen = (userId: number) => `${prefix}userCoupons:${userId}:gen`;
   return {
     async get(userId) {
-      const hit = await tryRedis(lanes.request, "userCoupons.get", (redis) => redis.mget<[UserCouponRow[] | null, number | string | null]>(key(userId), gen(userId)));
+      const hit = await tryRedis(lanes.request, "userCoupons.get", (redis) =>
+        redis.mget<[UserCouponRow[] | null, number | string | null]>(key(userId), gen(userId)),
+      );
       if (!hit) return { rows: undefined, generation: undefined };
       return { rows: hit[0] ?? undefined, generation: String(hit[1] ?? 0) };
     },

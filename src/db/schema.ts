@@ -4,15 +4,7 @@
  * Instants are epoch milliseconds (INTEGER). No ON DELETE CASCADE anywhere.
  */
 import { sql } from "drizzle-orm";
-import {
-  check,
-  index,
-  integer,
-  primaryKey,
-  sqliteTable,
-  text,
-  uniqueIndex,
-} from "drizzle-orm/sqlite-core";
+import { check, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 export const MAX_BALANCE = 5_000_000;
 
@@ -32,7 +24,7 @@ export const userBalances = sqliteTable(
     balance: integer("balance").notNull().default(0),
     updatedAt: integer("updated_at").notNull(),
   },
-  (t) => [check("user_balances_balance_range", sql`balance BETWEEN 0 AND 5000000`)],
+  (_t) => [check("user_balances_balance_range", sql`balance BETWEEN 0 AND 5000000`)],
 );
 
 export const POINT_TYPES = ["CHARGE", "USE", "REFUND"] as const;
@@ -73,10 +65,7 @@ export const products = sqliteTable(
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
-  (t) => [
-    check("products_price_positive", sql`price > 0`),
-    check("products_stock_non_negative", sql`stock >= 0`),
-  ],
+  (_t) => [check("products_price_positive", sql`price > 0`), check("products_stock_non_negative", sql`stock >= 0`)],
 );
 
 /**
@@ -126,7 +115,7 @@ export const coupons = sqliteTable(
     quantityVersion: integer("quantity_version").notNull().default(0),
     createdAt: integer("created_at").notNull(),
   },
-  (t) => [
+  (_t) => [
     check("coupons_discount_type", sql`discount_type IN ('RATE','AMOUNT')`),
     check(
       "coupons_discount_value_range",
@@ -217,10 +206,7 @@ export const orders = sqliteTable(
     // FAILED placement attempts by age, for the purge (orders.repo purgeFailed): its range holds only the attempts
     // past their retention, never the paid history. Partial, so only failed attempts pay for it.
     index("orders_failed_idx").on(t.updatedAt).where(sql`status = 'FAILED'`),
-    check(
-      "orders_status",
-      sql`status IN ('PENDING','NOT_PAID','PAID','EXPIRED','CANCELLED','FAILED')`,
-    ),
+    check("orders_status", sql`status IN ('PENDING','NOT_PAID','PAID','EXPIRED','CANCELLED','FAILED')`),
     check(
       "orders_amounts",
       sql`items_amount >= 0 AND discount_amount BETWEEN 0 AND items_amount AND total_amount = items_amount - discount_amount`,
@@ -295,10 +281,7 @@ export const idempotencyKeys = sqliteTable(
     createdAt: integer("created_at").notNull(),
     expiresAt: integer("expires_at").notNull(),
   },
-  (t) => [
-    primaryKey({ columns: [t.userId, t.key] }),
-    index("idempotency_keys_expires_idx").on(t.expiresAt),
-  ],
+  (t) => [primaryKey({ columns: [t.userId, t.key] }), index("idempotency_keys_expires_idx").on(t.expiresAt)],
 );
 
 /** The daily best-seller refresh writes one row per rank for its business day. */
@@ -313,10 +296,7 @@ export const bestSellerSnapshots = sqliteTable(
     toDate: text("to_date").notNull(),
     createdAt: integer("created_at").notNull(),
   },
-  (t) => [
-    primaryKey({ columns: [t.businessDate, t.rank] }),
-    check("best_seller_snapshots_rank", sql`rank BETWEEN 1 AND 100`),
-  ],
+  (t) => [primaryKey({ columns: [t.businessDate, t.rank] }), check("best_seller_snapshots_rank", sql`rank BETWEEN 1 AND 100`)],
 );
 
 /**
@@ -334,7 +314,7 @@ export const batchGuards = sqliteTable(
     ok: integer("ok").notNull(),
     reason: text("reason"),
   },
-  (t) => [check("batch_guards_ok", sql`ok = 1`)],
+  (_t) => [check("batch_guards_ok", sql`ok = 1`)],
 );
 
 /** Events the consumer delivered to the data platform: makes redelivery of a duplicate message a no-op. */

@@ -136,7 +136,12 @@ export async function consumeDeadLetters(batch: MessageBatch<unknown>, deps: Con
     } catch (err) {
       if (msg.attempts > DEAD_LETTER_MAX_RETRIES) {
         // The queue deletes it after this try: the log line is what is left of the event.
-        log("error", "dead letter lost: not stored after every retry", { eventId, attempts: msg.attempts, payload: msg.body, ...errorFields(err) });
+        log("error", "dead letter lost: not stored after every retry", {
+          eventId,
+          attempts: msg.attempts,
+          payload: msg.body,
+          ...errorFields(err),
+        });
       } else {
         log("error", "dead letter not stored; retrying the message", { eventId, attempts: msg.attempts, ...errorFields(err) });
       }

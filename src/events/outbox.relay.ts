@@ -68,7 +68,13 @@ export async function relayOutbox(d1: D1Database, transport: EventTransport, now
         .prepare(`UPDATE outbox SET next_attempt_at = ?1, last_error = ?${ids.length + 2} WHERE id IN (${placeholders})`)
         .bind(now + relayBackoffMs(attempts), ...ids, String(err instanceof Error ? err.message : err).slice(0, 500))
         .run();
-      log("warn", "outbox publish failed; rows stay pending", { transport: transport.name, rows: ids.length, attempts, ...errorFields(err), stack: undefined });
+      log("warn", "outbox publish failed; rows stay pending", {
+        transport: transport.name,
+        rows: ids.length,
+        attempts,
+        ...errorFields(err),
+        stack: undefined,
+      });
       result.failed += rows.length;
       break;
     }

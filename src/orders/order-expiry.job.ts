@@ -54,7 +54,14 @@ type Round = (budget: SubrequestBudget) => Promise<SweptOrder[]>;
  * or the budget is low; each round's orders are settled at once. A failing round is
  * logged and ends this sweep (the next run starts over; every step is idempotent).
  */
-async function sweep(deps: OrderJobDeps & { budget: SubrequestBudget }, what: string, now: number, batchSize: number, maxRounds: number, round: Round) {
+async function sweep(
+  deps: OrderJobDeps & { budget: SubrequestBudget },
+  what: string,
+  now: number,
+  batchSize: number,
+  maxRounds: number,
+  round: Round,
+) {
   let moved = 0;
   let settled = 0;
   for (let i = 0; i < maxRounds && deps.budget.left >= MIN_ROUND_SUBREQUESTS; i++) {
@@ -79,7 +86,12 @@ const withBudget = (deps: OrderJobDeps) => ({ ...deps, budget: deps.budget ?? ne
  * makes exactly one of expiry, payment and cancel win), then one call per product stock shard
  * releases their stock. Idempotent: a rerun finds nothing, releases are keyed by order.
  */
-export async function expireOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {
+export async function expireOrders(
+  deps: OrderJobDeps,
+  now: number,
+  batchSize = EXPIRY_BATCH_SIZE,
+  maxRounds = EXPIRY_MAX_ROUNDS,
+): Promise<number> {
   const d = withBudget(deps);
   const r = await sweep(d, "order expiry", now, batchSize, maxRounds, async (budget) => {
     budget.take(2);
@@ -92,7 +104,12 @@ export async function expireOrders(deps: OrderJobDeps, now: number, batchSize = 
 }
 
 /** Fails placements that died before their commit point, and releases what they held. */
-export async function failStalePendingOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {
+export async function failStalePendingOrders(
+  deps: OrderJobDeps,
+  now: number,
+  batchSize = EXPIRY_BATCH_SIZE,
+  maxRounds = EXPIRY_MAX_ROUNDS,
+): Promise<number> {
   const d = withBudget(deps);
   const r = await sweep(d, "stale placement cleanup", now, batchSize, maxRounds, async (budget) => {
     budget.take(2);
@@ -106,7 +123,12 @@ export async function failStalePendingOrders(deps: OrderJobDeps, now: number, ba
  * objects (or whose objects were down): no age cut-off, and an order that keeps
  * failing backs off (orders.settle_after) so it never blocks the others.
  */
-export async function settleUnsettledOrders(deps: OrderJobDeps, now: number, batchSize = EXPIRY_BATCH_SIZE, maxRounds = EXPIRY_MAX_ROUNDS): Promise<number> {
+export async function settleUnsettledOrders(
+  deps: OrderJobDeps,
+  now: number,
+  batchSize = EXPIRY_BATCH_SIZE,
+  maxRounds = EXPIRY_MAX_ROUNDS,
+): Promise<number> {
   const d = withBudget(deps);
   const r = await sweep(d, "order settlement", now, batchSize, maxRounds, async (budget) => {
     budget.take(1);

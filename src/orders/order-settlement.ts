@@ -41,7 +41,10 @@ export async function settleSwept(deps: SettlementDeps, orders: SweptOrder[], no
     for (const l of o.lines) {
       const key = `${l.productId}/${l.shard}`;
       let g = byShard.get(key);
-      if (!g) byShard.set(key, (g = { productId: l.productId, shard: l.shard, sell: [], release: [] }));
+      if (!g) {
+        g = { productId: l.productId, shard: l.shard, sell: [], release: [] };
+        byShard.set(key, g);
+      }
       (o.status === "PAID" ? g.sell : g.release).push(o.id);
     }
   }

@@ -41,7 +41,11 @@ export class OrderSweepRepo {
    * index instead of the few ids it was given.
    */
   async expireDue(now: number, limit: number): Promise<SweptOrder[]> {
-    const ids = await this.pick("SELECT id FROM orders WHERE status = 'NOT_PAID' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2", now, limit);
+    const ids = await this.pick(
+      "SELECT id FROM orders WHERE status = 'NOT_PAID' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+      now,
+      limit,
+    );
     if (ids.length === 0) return [];
     const json = JSON.stringify(ids);
     const [flipped, , items] = await this.d1.batch([
@@ -68,12 +72,18 @@ export class OrderSweepRepo {
    * The pick reads the PENDING rows (placements in flight, never history); the flip reaches the picked ids by key.
    */
   async failStalePending(createdBefore: number, now: number, limit: number): Promise<SweptOrder[]> {
-    const ids = await this.pick("SELECT id FROM orders WHERE status = 'PENDING' AND created_at < ?1 ORDER BY id LIMIT ?2", createdBefore, limit);
+    const ids = await this.pick(
+      "SELECT id FROM orders WHERE status = 'PENDING' AND created_at < ?1 ORDER BY id LIMIT ?2",
+      createdBefore,
+      limit,
+    );
     if (ids.length === 0) return [];
     const json = JSON.stringify(ids);
     const [flipped, items] = await this.d1.batch([
       this.d1
-        .prepare(`UPDATE orders SET status = 'FAILED', updated_at = ?2 WHERE id IN ${IDS} AND +status = 'PENDING' RETURNING id, user_id AS userId, user_coupon_id AS userCouponId`)
+        .prepare(
+          `UPDATE orders SET status = 'FAILED', updated_at = ?2 WHERE id IN ${IDS} AND +status = 'PENDING' RETURNING id, user_id AS userId, user_coupon_id AS userCouponId`,
+        )
         .bind(json, now),
       this.itemsOf(json),
     ]);
@@ -114,7 +124,9 @@ export class OrderSweepRepo {
   async recordSettlement(settled: number[], retry: number[], now: number): Promise<void> {
     const stmts: D1PreparedStatement[] = [];
     if (settled.length > 0) {
-      stmts.push(this.d1.prepare(`UPDATE orders SET closed_at = ?2 WHERE id IN ${IDS} AND closed_at IS NULL`).bind(JSON.stringify(settled), now));
+      stmts.push(
+        this.d1.prepare(`UPDATE orders SET closed_at = ?2 WHERE id IN ${IDS} AND closed_at IS NULL`).bind(JSON.stringify(settled), now),
+      );
     }
     if (retry.length > 0) {
       stmts.push(

@@ -80,7 +80,10 @@ const LIST_ARMS: Record<OrderListFilter, string[]> = {
   NOT_PAID: ["WHERE user_id = ?1 AND status = 'NOT_PAID' AND id < ?2 AND expires_at > ?4"],
   PAID: ["WHERE user_id = ?1 AND status = 'PAID' AND id < ?2"],
   CANCELLED: ["WHERE user_id = ?1 AND status = 'CANCELLED' AND id < ?2"],
-  EXPIRED: ["WHERE user_id = ?1 AND status = 'EXPIRED' AND id < ?2", "WHERE user_id = ?1 AND status = 'NOT_PAID' AND id < ?2 AND expires_at <= ?4"],
+  EXPIRED: [
+    "WHERE user_id = ?1 AND status = 'EXPIRED' AND id < ?2",
+    "WHERE user_id = ?1 AND status = 'NOT_PAID' AND id < ?2 AND expires_at <= ?4",
+  ],
 };
 
 /** The page's orders (columns `cols`), newest first: `?1` user, `?2` before id, `?3` limit, `?4` now. */
@@ -122,7 +125,10 @@ export class OrdersRepo {
     now: number,
     provisionalExpiresAt: number,
     claim?: KeyClaim,
-  ): Promise<{ ok: true; orderId: number; items: PlacedLine[]; coupon: { discountType: DiscountType; discountValue: number } | undefined } | { ok: false }> {
+  ): Promise<
+    | { ok: true; orderId: number; items: PlacedLine[]; coupon: { discountType: DiscountType; discountValue: number } | undefined }
+    | { ok: false }
+  > {
     const d1 = this.d1;
     const lines = JSON.stringify(input.lines.map((l) => ({ p: l.productId, q: l.quantity })));
     // A key that already holds an answer (or a live claim an earlier version left) refuses the attempt.
@@ -171,7 +177,14 @@ export class OrdersRepo {
     if (orderId === undefined) return { ok: false };
     const coupon = results[2]?.results[0] as { discountType: DiscountType; discountValue: number } | undefined;
     const items = rows
-      .map((i) => ({ productId: i.productId, quantity: i.quantity, unitPrice: i.unitPrice, amount: i.amount, stockShard: i.stockShard, stockShards: i.stockShards }))
+      .map((i) => ({
+        productId: i.productId,
+        quantity: i.quantity,
+        unitPrice: i.unitPrice,
+        amount: i.amount,
+        stockShard: i.stockShard,
+        stockShards: i.stockShards,
+      }))
       .sort((a, b) => a.productId - b.productId);
     return { ok: true, orderId, items, coupon: input.userCouponId === null ? undefined : coupon };
   }
@@ -193,7 +206,9 @@ export class OrdersRepo {
         )
         .bind(userCouponId),
       d1
-        .prepare("SELECT 1 AS x FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3 AND NOT (status_code IS NULL AND created_at <= ?4)")
+        .prepare(
+          "SELECT 1 AS x FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3 AND NOT (status_code IS NULL AND created_at <= ?4)",
+        )
         .bind(claim?.userId ?? 0, claim?.key ?? "", claim?.now ?? 0, claim?.staleBefore ?? 0),
     ]);
     return {
@@ -211,7 +226,9 @@ export class OrdersRepo {
    */
   async twinInFlight(claim: KeyClaim, orderId: number): Promise<boolean> {
     const row = await this.d1
-      .prepare("SELECT 1 AS x FROM orders WHERE user_id = ?1 AND status = 'PENDING' AND idempotency_key = ?2 AND created_at > ?3 AND id != ?4 LIMIT 1")
+      .prepare(
+        "SELECT 1 AS x FROM orders WHERE user_id = ?1 AND status = 'PENDING' AND idempotency_key = ?2 AND created_at > ?3 AND id != ?4 LIMIT 1",
+      )
       .bind(claim.userId, claim.key, claim.staleBefore, orderId)
       .first();
     return row !== null;
@@ -244,13 +261,23 @@ export class OrdersRepo {
            WHERE id = ?6 AND status = 'PENDING' ${couponUsable} ${marker ? `AND ${marker.held}` : ""}
            RETURNING id`,
         )
-        .bind(amounts.itemsAmount, amounts.discountAmount, amounts.totalAmount, expiresAt, now, orderId, ...(userCouponId === null ? [] : [userCouponId, userId])),
+        .bind(
+          amounts.itemsAmount,
+          amounts.discountAmount,
+          amounts.totalAmount,
+          expiresAt,
+          now,
+          orderId,
+          ...(userCouponId === null ? [] : [userCouponId, userId]),
+        ),
     ];
     if (userCouponId !== null) {
       // changes(): the flip just before, which checked the coupon.
       stmts.push(
         d1
-          .prepare("UPDATE user_coupons SET used_at = ?1, order_id = ?2 WHERE id = ?3 AND user_id = ?4 AND used_at IS NULL AND changes() > 0")
+          .prepare(
+            "UPDATE user_coupons SET used_at = ?1, order_id = ?2 WHERE id = ?3 AND user_id = ?4 AND used_at IS NULL AND changes() > 0",
+          )
           .bind(now, orderId, userCouponId, userId),
       );
     }
@@ -289,9 +316,14 @@ export class OrdersRepo {
    * `linesOf` orders (order_items by order_id IN the same page, so the lines cost their own rows).
    * Rows read: the page's orders twice and its lines, whatever the user's history.
    */
-  async listUserOrders(
-    q: { userId: number; filter: OrderListFilter; beforeId: number; limit: number; linesOf: number; now: number },
-  ): Promise<{ userExists: boolean; orders: OrderRow[]; items: ListedItemRow[] }> {
+  async listUserOrders(q: {
+    userId: number;
+    filter: OrderListFilter;
+    beforeId: number;
+    limit: number;
+    linesOf: number;
+    now: number;
+  }): Promise<{ userExists: boolean; orders: OrderRow[]; items: ListedItemRow[] }> {
     const d1 = this.d1;
     // D1 refuses a binding the SQL does not use: `now` (?4) only goes to the arms that compare deadlines.
     const withNow = LIST_ARMS[q.filter].some((arm) => arm.includes("?4"));
@@ -371,7 +403,9 @@ export class OrdersRepo {
    * the payments themselves on the one D1 primary.
    */
   async markSettled(orderId: number, now: number): Promise<void> {
-    await this.writes.batch("orders.settle", [this.d1.prepare("UPDATE orders SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL").bind(now, orderId)]);
+    await this.writes.batch("orders.settle", [
+      this.d1.prepare("UPDATE orders SET closed_at = ?1 WHERE id = ?2 AND closed_at IS NULL").bind(now, orderId),
+    ]);
   }
 
   /**

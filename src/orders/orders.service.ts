@@ -142,7 +142,14 @@ export class OrdersService {
 
     const reserves = await Promise.allSettled(
       items.map((item) =>
-        this.stock.reserve({ productId: item.productId, orderId, quantity: item.quantity, now, confirmed: true, at: { shard: item.stockShard, shards: item.stockShards } }),
+        this.stock.reserve({
+          productId: item.productId,
+          orderId,
+          quantity: item.quantity,
+          now,
+          confirmed: true,
+          at: { shard: item.stockShard, shards: item.stockShards },
+        }),
       ),
     );
     const refused = reserves.some((r) => r.status === "rejected" || !r.value.ok);
@@ -287,13 +294,23 @@ export class OrdersService {
     const limit = page.limit ?? ORDER_PAGE_DEFAULT;
     const after = decodeCursor(page.cursor, ORDER_CURSOR_TAG);
     const filter: OrderListFilter = page.status ?? "ALL";
-    const read = await this.repo.listUserOrders({ userId, filter, beforeId: after === 0 ? Number.MAX_SAFE_INTEGER : after, limit: limit + 1, linesOf: limit, now });
+    const read = await this.repo.listUserOrders({
+      userId,
+      filter,
+      beforeId: after === 0 ? Number.MAX_SAFE_INTEGER : after,
+      limit: limit + 1,
+      linesOf: limit,
+      now,
+    });
     if (!read.userExists) throw new AppError("USER_NOT_FOUND");
     const orders = read.orders.slice(0, limit);
     const lines = new Map<number, ListedOrder["items"]>();
     for (const l of read.items) {
       let list = lines.get(l.orderId);
-      if (!list) lines.set(l.orderId, (list = []));
+      if (!list) {
+        list = [];
+        lines.set(l.orderId, list);
+      }
       list.push({ productId: l.productId, productName: l.productName, quantity: l.quantity, unitPrice: l.unitPrice });
     }
     const last = orders[orders.length - 1];

@@ -90,7 +90,9 @@ export class PaymentRepo {
         )
         .bind(eventId, cmd.paidAtIso, now, orderId),
       d1
-        .prepare(`UPDATE user_balances SET balance = balance - (SELECT total_amount FROM orders WHERE id = ?1), updated_at = ?2 WHERE user_id = ?3 AND ${paid("?4")} RETURNING balance`)
+        .prepare(
+          `UPDATE user_balances SET balance = balance - (SELECT total_amount FROM orders WHERE id = ?1), updated_at = ?2 WHERE user_id = ?3 AND ${paid("?4")} RETURNING balance`,
+        )
         .bind(orderId, now, userId, eventId),
       // point_history.amount must be > 0: a fully discounted order leaves no USE row.
       d1
@@ -101,7 +103,9 @@ export class PaymentRepo {
         )
         .bind(orderId, userId, now, eventId),
       d1
-        .prepare(`UPDATE order_items SET paid_at = ?1 WHERE order_id = ?2 AND ${paid("?3")} RETURNING product_id AS productId, quantity, stock_shard AS stockShard`)
+        .prepare(
+          `UPDATE order_items SET paid_at = ?1 WHERE order_id = ?2 AND ${paid("?3")} RETURNING product_id AS productId, quantity, stock_shard AS stockShard`,
+        )
         .bind(now, orderId, eventId),
       // Read only for a refusal: whether the order was payable (then the balance was short).
       d1

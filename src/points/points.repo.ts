@@ -27,11 +27,7 @@ export class PointsRepo {
   ) {}
 
   async findBalance(userId: number): Promise<number | undefined> {
-    const row = await this.db
-      .select({ balance: userBalances.balance })
-      .from(userBalances)
-      .where(eq(userBalances.userId, userId))
-      .get();
+    const row = await this.db.select({ balance: userBalances.balance }).from(userBalances).where(eq(userBalances.userId, userId)).get();
     return row?.balance;
   }
 
@@ -78,7 +74,9 @@ export class PointsRepo {
         )
         .bind(amount, at, userId),
       // Read only for a refusal: is the user there (then the cap refused it)?
-      d1.prepare("SELECT CASE WHEN changes() > 0 THEN 1 ELSE EXISTS (SELECT 1 FROM user_balances WHERE user_id = ?1) END AS known").bind(userId),
+      d1
+        .prepare("SELECT CASE WHEN changes() > 0 THEN 1 ELSE EXISTS (SELECT 1 FROM user_balances WHERE user_id = ?1) END AS known")
+        .bind(userId),
       ...(key ? [key.close("changes() > 0"), key.release] : []),
     ];
     const results = await this.writes.batch("points.charge", statements);

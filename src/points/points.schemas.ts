@@ -18,9 +18,7 @@ export const HistoryQuerySchema = z.strictObject({
   cursor: z.string().max(64).optional(),
 });
 
-export const BalanceSchema = z
-  .object({ userId: z.number().int(), balance: z.number().int() })
-  .openapi("Balance");
+export const BalanceSchema = z.object({ userId: z.number().int(), balance: z.number().int() }).openapi("Balance");
 
 export const HistorySchema = z
   .object({

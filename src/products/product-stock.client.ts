@@ -97,7 +97,9 @@ export class DurableObjectStock implements StockPort {
   async prime(productId: number, shards: number, prefetch: boolean): Promise<(PrimeResult | undefined)[]> {
     const all = Array.from({ length: shards }, (_, shard) => shard);
     // One parallel step: shard 0 loads the product's stock on the first call that reaches it (its own, or a sibling's give).
-    const primed = await Promise.all(all.map((shard) => this.rpc<PrimeResult | undefined>(() => this.stub(productId, shard).prime(productId, shard, shards, prefetch))));
+    const primed = await Promise.all(
+      all.map((shard) => this.rpc<PrimeResult | undefined>(() => this.stub(productId, shard).prime(productId, shard, shards, prefetch))),
+    );
     // The givers changed after their own prime projected: one more step leaves D1 exact (an admin call, rare).
     if (prefetch && shards > 1) await Promise.all(all.map((shard) => this.flush(productId, shard)));
     return primed;

@@ -7,7 +7,15 @@ import { HopMeter, meterD1 } from "../shared/hops";
 import { ObjectAlarm } from "../shared/object-alarm";
 import { shardObjectName, UNSHARDED } from "../sharding/routing";
 import { fairShare } from "../sharding/rules";
-import { NOTHING_TO_GIVE, siblingPortOver, type GiveAnswer, type GiveRequest, type PushRequest, type ShardPeer, type SiblingPort } from "../sharding/transfer";
+import {
+  NOTHING_TO_GIVE,
+  siblingPortOver,
+  type GiveAnswer,
+  type GiveRequest,
+  type PushRequest,
+  type ShardPeer,
+  type SiblingPort,
+} from "../sharding/transfer";
 import { ShardLedger } from "../sharding/ledger";
 import { ShardBalancer } from "../sharding/balancer";
 import { SiblingProjections } from "./sibling-projections";
@@ -40,7 +48,8 @@ const RECOVERY_RETRY_MS = 1_000;
 /** Borrowing rounds one reservation may start before it answers SHARDS_BUSY (each borrow runs up to MAX_BORROW_ROUNDS). */
 const RESERVE_BORROWS = 2;
 
-const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } => (n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r);
+const withNested = <T extends object>(r: T, n: NestedCalls): T & { nested?: NestedCalls } =>
+  n.do > 0 || n.d1 > 0 ? { ...r, nested: n } : r;
 
 /**
  * One shard of a product's stock (docs/ARCHITECTURE.md §3, §9), named
@@ -156,7 +165,9 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
       else if (borrows === RESERVE_BORROWS) result = { ok: false, code: "SHARDS_BUSY", available: this.store.available() };
       else {
         // The reservation is made the moment the units are seen free (no other borrower can take them in between).
-        const outcome = await this.borrow(quantity, undefined, () => this.store.tx(() => this.store.reserveLocal(orderId, quantity, now, confirmed)));
+        const outcome = await this.borrow(quantity, undefined, () =>
+          this.store.tx(() => this.store.reserveLocal(orderId, quantity, now, confirmed)),
+        );
         nested.do += outcome.rounds;
         if (outcome.result === "dry") result = { ok: false, code: "INSUFFICIENT_STOCK", available: this.store.available() };
         if (outcome.result === "unknown") result = { ok: false, code: "SHARDS_BUSY", available: this.store.available() };
@@ -209,8 +220,12 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
     return this.settle(() => {
       const { sold, released } = this.store.settleRows(sellIds, releaseIds, Date.now());
       const refused: SettleManyResult["refused"] = [];
-      sold.forEach((r, i) => !r.ok && refused.push({ orderId: sellIds[i]!, code: r.code }));
-      released.forEach((r, i) => !r.ok && refused.push({ orderId: releaseIds[i]!, code: r.code }));
+      sold.forEach((r, i) => {
+        if (!r.ok) refused.push({ orderId: sellIds[i]!, code: r.code });
+      });
+      released.forEach((r, i) => {
+        if (!r.ok) refused.push({ orderId: releaseIds[i]!, code: r.code });
+      });
       return { refused };
     });
   }
@@ -274,7 +289,13 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
   async state(productId: number, shard = 0): Promise<StockShardState | undefined> {
     const snap = await this.snapshot(productId, shard);
     if (!snap) return undefined;
-    return { ...snap, openTransfers: this.ledger.openTransfers(shard).length, requests: this.requests, d1Batches: this.projector.batches, d1: this.d1Meter.d1Cost() };
+    return {
+      ...snap,
+      openTransfers: this.ledger.openTransfers(shard).length,
+      requests: this.requests,
+      d1Batches: this.projector.batches,
+      d1: this.d1Meter.d1Cost(),
+    };
   }
 
   /**
@@ -292,7 +313,8 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
 
   /** Shard 0: a drained sibling hands back units that came back to it (ShardPeer.push). Once per id. */
   async push(productId: number, shard: number, push: PushRequest): Promise<void> {
-    if (!(await this.ensureStock(productId, shard, push.sender + 1)).found) throw new Error(`stock shard ${shard} of ${productId} not found`);
+    if (!(await this.ensureStock(productId, shard, push.sender + 1)).found)
+      throw new Error(`stock shard ${shard} of ${productId} not found`);
     this.balancer.accepted(push);
     await this.afterChange();
   }
@@ -336,7 +358,11 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
       try {
         await this.balancer.recover(stock.shard);
       } catch (err) {
-        log("warn", "stock shard recovery failed; the alarm retries", { productId: stock.product_id, shard: stock.shard, ...errorFields(err) });
+        log("warn", "stock shard recovery failed; the alarm retries", {
+          productId: stock.product_id,
+          shard: stock.shard,
+          ...errorFields(err),
+        });
       }
     }
     await this.projector.runBehind();
@@ -425,5 +451,4 @@ export class ProductStock extends DurableObject<Env> implements ShardPeer {
     if (at === null) await this.alarm_.clear();
     else await this.alarm_.armBy(at);
   }
-
 }

@@ -39,7 +39,11 @@ export interface ReserveRequest {
  */
 export type ReserveResult = (
   | { ok: true; reservation: Reservation; available: number }
-  | { ok: false; code: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY" | "SHARDS_BUSY"; available: number }
+  | {
+      ok: false;
+      code: "INSUFFICIENT_STOCK" | "PRODUCT_NOT_FOUND" | "ALREADY_RELEASED" | "INVALID_QUANTITY" | "SHARDS_BUSY";
+      available: number;
+    }
 ) & { nested?: NestedCalls };
 export type ConfirmResult = { ok: true; reservation: Reservation } | { ok: false; code: "HOLD_EXPIRED" | "NOT_RESERVED" };
 export type SellResult = { ok: true; reservation: Reservation } | { ok: false; code: "NOT_RESERVED" | "ALREADY_RELEASED" };

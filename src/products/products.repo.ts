@@ -24,7 +24,12 @@ export class ProductsRepo {
 
   async page(page: number, size: number): Promise<{ rows: ProductRow[]; total: number }> {
     const [rows, totals] = await this.db.batch([
-      this.db.select(columns).from(products).orderBy(asc(products.id)).limit(size).offset(page * size),
+      this.db
+        .select(columns)
+        .from(products)
+        .orderBy(asc(products.id))
+        .limit(size)
+        .offset(page * size),
       this.db.select({ total: count() }).from(products),
     ]);
     return { rows, total: totals[0]?.total ?? 0 };
@@ -44,7 +49,10 @@ export class ProductsRepo {
    * projection row holding the whole stock (the other shards' rows appear when they
    * first project), so `products.stock` is the sum over its rows from the start.
    */
-  async create(input: { name: string; description: string; price: number; stock: number; stockShards?: number }, at: number): Promise<number> {
+  async create(
+    input: { name: string; description: string; price: number; stock: number; stockShards?: number },
+    at: number,
+  ): Promise<number> {
     const [rows] = await this.db.batch([
       this.db
         .insert(products)

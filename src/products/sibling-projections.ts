@@ -45,7 +45,9 @@ export class SiblingProjections {
 
   /** The values waiting for D1, one per sibling. */
   pending(): ShardValue[] {
-    return this.sql.exec<{ shard: number; available: number; stamp: number }>("SELECT shard, available, stamp FROM sibling_projections ORDER BY shard").toArray();
+    return this.sql
+      .exec<{ shard: number; available: number; stamp: number }>("SELECT shard, available, stamp FROM sibling_projections ORDER BY shard")
+      .toArray();
   }
 
   hasPending(): boolean {

@@ -30,7 +30,9 @@ export async function projectShards(d1: D1Database, productId: number, values: S
   try {
     const results = await d1.batch([
       d1
-        .prepare("INSERT OR IGNORE INTO product_stock_shards (product_id, shard, available, stamp) SELECT id, 0, stock, updated_at FROM products WHERE id = ?1")
+        .prepare(
+          "INSERT OR IGNORE INTO product_stock_shards (product_id, shard, available, stamp) SELECT id, 0, stock, updated_at FROM products WHERE id = ?1",
+        )
         .bind(productId),
       ...values.map((v) =>
         d1

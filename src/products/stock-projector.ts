@@ -175,7 +175,11 @@ export class StockProjector {
       await this.host.handOver(value);
     } catch (err) {
       this.lastFailedAt = this.host.now();
-      log("warn", "stock projection hand-over to shard 0 failed; alarm retries", { productId: stock.product_id, shard: stock.shard, ...errorFields(err) });
+      log("warn", "stock projection hand-over to shard 0 failed; alarm retries", {
+        productId: stock.product_id,
+        shard: stock.shard,
+        ...errorFields(err),
+      });
       return false;
     }
     this.handedStamp = Math.max(this.handedStamp, value.stamp);

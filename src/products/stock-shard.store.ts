@@ -94,7 +94,12 @@ export class StockShardStore implements LedgerHost {
   /** Creates the tables, and adds the shard columns to an object that predates them (idempotent). */
   createSchema(): void {
     this.sql.exec(SCHEMA);
-    const have = new Set(this.sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('stock')").toArray().map((c) => c.name));
+    const have = new Set(
+      this.sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('stock')")
+        .toArray()
+        .map((c) => c.name),
+    );
     for (const [name, ddl] of SHARD_COLUMNS) if (!have.has(name)) this.sql.exec(ddl);
     this.row = null;
   }
@@ -109,7 +114,15 @@ export class StockShardStore implements LedgerHost {
   }
 
   /** First load: this shard's identity and starting units. */
-  init(r: { productId: number; shard: number; shards: number; hint: number; available: number; stamp: number; projectedStamp: number }): void {
+  init(r: {
+    productId: number;
+    shard: number;
+    shards: number;
+    hint: number;
+    available: number;
+    stamp: number;
+    projectedStamp: number;
+  }): void {
     this.sql.exec(
       "INSERT INTO stock (id, product_id, shard, shards, hint, available, stamp, projected_stamp) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
       r.productId,
@@ -271,14 +284,18 @@ export class StockShardStore implements LedgerHost {
 
   /** The earliest hold deadline, if any hold is live. */
   nextHoldExpiry(): number | null {
-    return this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM reservations WHERE status = 'held'").toArray()[0]?.t ?? null;
+    return (
+      this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM reservations WHERE status = 'held'").toArray()[0]?.t ?? null
+    );
   }
 
   /** Units per live status (held, confirmed, sold). */
   sums(): { held: number; confirmed: number; sold: number } {
     const sums = { held: 0, confirmed: 0, sold: 0 };
     const rows = this.sql
-      .exec<{ status: ReservationStatus; q: number }>("SELECT status, sum(quantity) AS q FROM reservations WHERE status != 'released' GROUP BY status")
+      .exec<{ status: ReservationStatus; q: number }>(
+        "SELECT status, sum(quantity) AS q FROM reservations WHERE status != 'released' GROUP BY status",
+      )
       .toArray();
     for (const row of rows) sums[row.status as keyof typeof sums] = row.q;
     return sums;

@@ -67,7 +67,9 @@ export class StockShardsService {
    * effort: a shard that is not primed loads and borrows on its first order.
    */
   async primeNewProduct(productId: number, stockShards: number): Promise<void> {
-    await this.stock.prime(productId, stockShards, true).catch((err: unknown) => log("warn", "stock shards not primed", { productId, ...errorFields(err) }));
+    await this.stock
+      .prime(productId, stockShards, true)
+      .catch((err: unknown) => log("warn", "stock shards not primed", { productId, ...errorFields(err) }));
   }
 
   /**
@@ -96,7 +98,12 @@ export class StockShardsService {
     const shards = snapshots.map((snap, shard) => {
       const v = { available: snap?.available ?? 0, held: snap?.held ?? 0, confirmed: snap?.confirmed ?? 0, sold: snap?.sold ?? 0 };
       for (const k of ["available", "held", "confirmed", "sold"] as const) total[k] += v[k];
-      const load = { openTransfers: snap?.openTransfers ?? 0, requests: snap?.requests ?? 0, d1Batches: snap?.d1Batches ?? 0, d1: snap?.d1 ?? NO_D1_COST };
+      const load = {
+        openTransfers: snap?.openTransfers ?? 0,
+        requests: snap?.requests ?? 0,
+        d1Batches: snap?.d1Batches ?? 0,
+        d1: snap?.d1 ?? NO_D1_COST,
+      };
       return { shard, ...v, projected: projected.get(shard) ?? null, ...load };
     });
     return { productId, stockShards: known.stockShards, shards, total };

@@ -119,7 +119,12 @@ export class ShardBalancer {
         request,
         this.clock(),
         // (A new shard's share, need 0, is a batch: taken before the sale, as before.)
-        (free) => (free < need ? 0 : batching && (need === 0 || free - need >= request.extra * shards) ? decideGrant(free, need, request.extra) : need),
+        (free) =>
+          free < need
+            ? 0
+            : batching && (need === 0 || free - need >= request.extra * shards)
+              ? decideGrant(free, need, request.extra)
+              : need,
         (units) => {
           if (units > need) this.ledger.siblingHolds(request.receiver, request.transferId);
         },
@@ -306,4 +311,3 @@ export class ShardBalancer {
     if (granted > 0) void this.sendAcks().catch(() => undefined);
   }
 }
-

@@ -100,7 +100,12 @@ export class ShardLedger {
   /** Creates the tables, and adds the drain columns to a ledger that predates them (idempotent). */
   createSchema(): void {
     this.sql.exec(LEDGER_SCHEMA);
-    const have = new Set(this.sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('shard_ledger')").toArray().map((c) => c.name));
+    const have = new Set(
+      this.sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('shard_ledger')")
+        .toArray()
+        .map((c) => c.name),
+    );
     for (const [name, ddl] of DRAIN_COLUMNS) if (!have.has(name)) this.sql.exec(ddl);
     this.invalidate();
   }
@@ -182,7 +187,10 @@ export class ShardLedger {
   answerWith(granted: number): GiveAnswer {
     const { drained, epoch } = this.drainState();
     const openIds = this.hasOpen()
-      ? this.sql.exec<{ transfer_id: string }>("SELECT transfer_id FROM transfers_in LIMIT 64").toArray().map((r) => r.transfer_id)
+      ? this.sql
+          .exec<{ transfer_id: string }>("SELECT transfer_id FROM transfers_in LIMIT 64")
+          .toArray()
+          .map((r) => r.transfer_id)
       : [];
     return { granted, available: this.host.available(), moves: this.moves, drained, epoch, openIds };
   }
@@ -207,7 +215,14 @@ export class ShardLedger {
       this.sql.exec("UPDATE shard_ledger SET seq = ? WHERE id = 1", seq);
       this.counters = { ...this.read(), seq };
       const request: GiveRequest = { transferId: `${self}:${seq}`, receiver: self, need, extra };
-      this.sql.exec("INSERT INTO transfers_in (transfer_id, from_shard, need, extra, at) VALUES (?, ?, ?, ?, ?)", request.transferId, giver, need, extra, now);
+      this.sql.exec(
+        "INSERT INTO transfers_in (transfer_id, from_shard, need, extra, at) VALUES (?, ?, ?, ?, ?)",
+        request.transferId,
+        giver,
+        need,
+        extra,
+        now,
+      );
       this.openCount = undefined;
       return { giver, request };
     });
@@ -287,7 +302,12 @@ export class ShardLedger {
 
   /** Shard 0: a sibling's push, applied once per id (a repeat adds nothing). */
   accept(transferId: string, units: number, now: number): void {
-    const added = this.sql.exec("INSERT OR IGNORE INTO pushes_in (transfer_id, units, at) VALUES (?, ?, ?)", transferId, units, now).rowsWritten;
+    const added = this.sql.exec(
+      "INSERT OR IGNORE INTO pushes_in (transfer_id, units, at) VALUES (?, ?, ?)",
+      transferId,
+      units,
+      now,
+    ).rowsWritten;
     if (added > 0 && units > 0) {
       this.host.adjust(units);
       this.bumpMoves();
@@ -305,7 +325,9 @@ export class ShardLedger {
    */
   noteSibling(shard: number, epoch: number, drained: boolean, openIds: string[] = []): void {
     if (drained && openIds.length > 0) {
-      const hold = this.sql.exec<{ t: string | null }>("SELECT hold_transfer AS t FROM sibling_drain WHERE shard = ?", shard).toArray()[0]?.t;
+      const hold = this.sql
+        .exec<{ t: string | null }>("SELECT hold_transfer AS t FROM sibling_drain WHERE shard = ?", shard)
+        .toArray()[0]?.t;
       if (hold && openIds.includes(hold)) drained = false;
     }
     this.sql.exec(
@@ -335,7 +357,10 @@ export class ShardLedger {
   /** Shard 0: the siblings (of `shards`) not known to be drained. */
   undrainedSiblings(shards: number): number[] {
     const drained = new Set(
-      this.sql.exec<{ shard: number }>("SELECT shard FROM sibling_drain WHERE drained = 1 AND shard < ?", shards).toArray().map((r) => r.shard),
+      this.sql
+        .exec<{ shard: number }>("SELECT shard FROM sibling_drain WHERE drained = 1 AND shard < ?", shards)
+        .toArray()
+        .map((r) => r.shard),
     );
     return siblingsOf(0, shards).filter((s) => !drained.has(s));
   }

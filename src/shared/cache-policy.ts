@@ -57,7 +57,11 @@ export function cachePolicyFor(path: string, now: number, timeZone: string, gene
     return { version: `c${second}`, ttlS: COUPON_AVAILABILITY_TTL_S, cacheControl: sharedFor(COUPON_AVAILABILITY_TTL_S, 0) };
   }
   const bucket = Math.floor(now / (CATALOGUE_TTL_S * 1000));
-  return { version: `t${bucket}.g${generation}`, ttlS: CATALOGUE_TTL_S, cacheControl: sharedFor(CATALOGUE_TTL_S, STALE_WHILE_REVALIDATE_S) };
+  return {
+    version: `t${bucket}.g${generation}`,
+    ttlS: CATALOGUE_TTL_S,
+    cacheControl: sharedFor(CATALOGUE_TTL_S, STALE_WHILE_REVALIDATE_S),
+  };
 }
 
 /**

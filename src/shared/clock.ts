@@ -6,8 +6,7 @@ export const now = (): number => Date.now();
 
 export const toIso = (ms: number): string => new Date(ms).toISOString();
 
-export const toIsoOrNull = (ms: number | null | undefined): string | null =>
-  ms === null || ms === undefined ? null : toIso(ms);
+export const toIsoOrNull = (ms: number | null | undefined): string | null => (ms === null || ms === undefined ? null : toIso(ms));
 
 /**
  * The business day (`yyyy-MM-dd`) of an instant in an IANA time zone, e.g.

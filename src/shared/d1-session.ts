@@ -22,10 +22,7 @@ const BOOKMARK = /^[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{32}$/i;
  * bookmark, or `primary`, no session at all (every query on the primary: crons and
  * other work that acts on the latest commit, src/db/client.ts primaryD1).
  */
-export type SessionStart =
-  | { kind: "first-unconstrained" | "first-primary" }
-  | { kind: "bookmark"; bookmark: string }
-  | { kind: "primary" };
+export type SessionStart = { kind: "first-unconstrained" | "first-primary" } | { kind: "bookmark"; bookmark: string } | { kind: "primary" };
 
 /** The argument `withSession()` takes for a session start. */
 export const withSessionArg = (start: Exclude<SessionStart, { kind: "primary" }>): string =>

@@ -117,7 +117,9 @@ export function edgeCache(options: EdgeCacheOptions = {}): MiddlewareHandler<Edg
         const admin = path.startsWith("/api/v1/admin/");
         const key = generationKeyOf(new URL(c.req.url));
         const bump = generation.changed(admin ? "admin" : "sale", async (value) => {
-          await quietly(c, "generation bump", () => store.put(key, new Response(value, { headers: { "Cache-Control": "public, max-age=86400" } })));
+          await quietly(c, "generation bump", () =>
+            store.put(key, new Response(value, { headers: { "Cache-Control": "public, max-age=86400" } })),
+          );
         });
         // An admin sees its change on its next read anywhere here; sale writes bump after the answer.
         if (bump && admin) await bump;
@@ -127,7 +129,9 @@ export function edgeCache(options: EdgeCacheOptions = {}): MiddlewareHandler<Edg
     }
     const url = new URL(c.req.url);
     const at = now();
-    const version = store ? await generation.read(at, () => quietly(c, "generation read", async () => (await store.match(generationKeyOf(url)))?.text())) : "0";
+    const version = store
+      ? await generation.read(at, () => quietly(c, "generation read", async () => (await store.match(generationKeyOf(url)))?.text()))
+      : "0";
     const policy = cachePolicyFor(path, at, c.var.config.businessTimeZone, version);
     const key = cacheKeyOf(url, policy.version);
     const lookup = store !== undefined && method === "GET" && !c.req.header(BOOKMARK_HEADER)?.trim();
@@ -135,7 +139,13 @@ export function edgeCache(options: EdgeCacheOptions = {}): MiddlewareHandler<Edg
       const hit = await quietly(c, "lookup", () => store.match(key));
       if (hit) {
         c.var.meter.cache = "hit";
-        return answer(c, await hit.arrayBuffer(), hit.headers.get("etag") ?? "", policy, hit.headers.get("content-type") ?? "application/json");
+        return answer(
+          c,
+          await hit.arrayBuffer(),
+          hit.headers.get("etag") ?? "",
+          policy,
+          hit.headers.get("content-type") ?? "application/json",
+        );
       }
     }
     let ahead = lookup ? inflight.get(key) : undefined;
@@ -178,8 +188,13 @@ export function edgeCache(options: EdgeCacheOptions = {}): MiddlewareHandler<Edg
     settle({ body, etag, contentType });
     release();
     if (store && method === "GET") {
-      const copy = new Response(body, { headers: { "Content-Type": contentType, ETag: etag, "Cache-Control": `public, max-age=${policy.ttlS}` } });
-      await afterAnswer(c, quietly(c, "store", () => store.put(key, copy)));
+      const copy = new Response(body, {
+        headers: { "Content-Type": contentType, ETag: etag, "Cache-Control": `public, max-age=${policy.ttlS}` },
+      });
+      await afterAnswer(
+        c,
+        quietly(c, "store", () => store.put(key, copy)),
+      );
     }
     // The origin answer's body is consumed; `answer` rebuilds it with its headers plus ETag and Cache-Control.
     c.res = answer(c, body, etag, policy, contentType);

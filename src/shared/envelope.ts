@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { z } from "@hono/zod-openapi";
-import { AppError, STATUS_MESSAGES, type ErrorCode } from "./errors";
+import { type AppError, STATUS_MESSAGES, type ErrorCode } from "./errors";
 
 /** Success envelope: `{code, message, data}`. */
 export function ok<T, S extends 200 | 201 = 200>(c: Context, data: T, status?: S) {

@@ -210,7 +210,9 @@ export class GroupCommitter {
     if (!flight || Date.now() - flight.since < this.limits.stallMs) return;
     this.inFlight = undefined;
     this.stats.failed++;
-    const error = new D1UnavailableError(new Error(`a shared batch was in flight for more than ${this.limits.stallMs} ms: its sender is gone`));
+    const error = new D1UnavailableError(
+      new Error(`a shared batch was in flight for more than ${this.limits.stallMs} ms: its sender is gone`),
+    );
     for (const w of flight.group) {
       w.settled ??= { kind: "failed", error };
       w.rouse();
@@ -237,7 +239,8 @@ export class GroupCommitter {
       const wrote = results.some((r) => r.meta?.changed_db === true || (r.meta?.rows_written ?? 0) > 0);
       let at = 0;
       for (const w of group) {
-        const own = results.slice(at, (at += w.member.statements.length));
+        const own = results.slice(at, at + w.member.statements.length);
+        at += w.member.statements.length;
         w.settled ??= { kind: "done", batch: { results: own, size: group.length, sent: w === sender, wrote, bookmark } };
       }
     } catch (err) {
@@ -300,7 +303,7 @@ export class GroupCommitter {
  */
 export function runtimeSettlesAcrossRequests(): boolean {
   const flags = (globalThis as { Cloudflare?: { compatibilityFlags?: Record<string, boolean> } }).Cloudflare?.compatibilityFlags;
-  return flags?.["handle_cross_request_promise_resolution"] === true;
+  return flags?.handle_cross_request_promise_resolution === true;
 }
 
 /** One queue per D1 binding (i.e. per isolate) and kind, like src/events/relay-soon.ts. */
@@ -309,9 +312,15 @@ const committers = new WeakMap<object, Map<string, GroupCommitter>>();
 /** The isolate's queue for `kind` writes on `binding`. */
 export function groupCommitter(binding: object, kind: string): GroupCommitter {
   let byKind = committers.get(binding);
-  if (!byKind) committers.set(binding, (byKind = new Map()));
+  if (!byKind) {
+    byKind = new Map();
+    committers.set(binding, byKind);
+  }
   let committer = byKind.get(kind);
-  if (!committer) byKind.set(kind, (committer = new GroupCommitter()));
+  if (!committer) {
+    committer = new GroupCommitter();
+    byKind.set(kind, committer);
+  }
   return committer;
 }
 

@@ -158,7 +158,8 @@ export class HopMeter {
     for (const kind of KINDS) {
       if (this.calls[kind] === 0 && this.nestedCalls[kind] > 0) parts.push(`${kind};desc="0 calls (+${this.nestedCalls[kind]} nested)"`);
     }
-    for (const g of this.groups) parts.push(`d1group;desc="${g.kind}, ${g.size} request${g.size === 1 ? "" : "s"}${g.sent ? ", sent" : ""}"`);
+    for (const g of this.groups)
+      parts.push(`d1group;desc="${g.kind}, ${g.size} request${g.size === 1 ? "" : "s"}${g.sent ? ", sent" : ""}"`);
     if (this.cache) parts.push(`cache;desc="${this.cache}"`);
     parts.push(`hops;desc="${this.steps} sequential"`);
     return parts.join(", ");
@@ -217,8 +218,12 @@ export function hopsOf(serverTiming: string | null): number | undefined {
 
 /** Parses the D1 cost back out of a Server-Timing value (tests, benchmarks); zero when the request made no D1 call. */
 export function d1CostOf(serverTiming: string | null): D1Cost {
-  const m = /(?:^|,\s*)d1;desc="(\d+) calls?(?: \(\+\d+ nested\))?, (\d+) rows read, (\d+) written, (\d+) write tx"/.exec(serverTiming ?? "");
-  return m ? { calls: Number(m[1]), rowsRead: Number(m[2]), rowsWritten: Number(m[3]), writeTx: Number(m[4]) } : { calls: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0 };
+  const m = /(?:^|,\s*)d1;desc="(\d+) calls?(?: \(\+\d+ nested\))?, (\d+) rows read, (\d+) written, (\d+) write tx"/.exec(
+    serverTiming ?? "",
+  );
+  return m
+    ? { calls: Number(m[1]), rowsRead: Number(m[2]), rowsWritten: Number(m[3]), writeTx: Number(m[4]) }
+    : { calls: 0, rowsRead: 0, rowsWritten: 0, writeTx: 0 };
 }
 
 /** Parses the shared batches back out of a Server-Timing value (benchmarks: group sizes per kind). */

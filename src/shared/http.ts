@@ -11,7 +11,7 @@ import { validationError } from "./validation";
  */
 export function createRouter<E extends HonoEnv>() {
   return new OpenAPIHono<E>({
-    defaultHook: (result, c) => {
+    defaultHook: (result, _c) => {
       if (!result.success) {
         throw validationError(result.error, result.target);
       }

@@ -15,7 +15,6 @@ export interface KeyClaim {
   stored: boolean;
 }
 
-
 /** A stored key: `statusCode` is null only for a claim an earlier version left in flight. */
 export interface IdempotencyRecord {
   scope: string;
@@ -39,14 +38,23 @@ export interface IdempotencyStore {
   purgeExpired(now: number, limit?: number): Promise<number>;
 }
 
-type Row = { scope: string; request_hash: string; status_code: number | null; response_body: string | null; created_at: number; expires_at: number };
+type Row = {
+  scope: string;
+  request_hash: string;
+  status_code: number | null;
+  response_body: string | null;
+  created_at: number;
+  expires_at: number;
+};
 
 export class IdempotencyRepo implements IdempotencyStore {
   constructor(private readonly d1: D1Database) {}
 
   async find(userId: number, key: string): Promise<IdempotencyRecord | null> {
     const row = await this.d1
-      .prepare("SELECT scope, request_hash, status_code, response_body, created_at, expires_at FROM idempotency_keys WHERE user_id = ? AND key = ?")
+      .prepare(
+        "SELECT scope, request_hash, status_code, response_body, created_at, expires_at FROM idempotency_keys WHERE user_id = ? AND key = ?",
+      )
       .bind(userId, key)
       .first<Row>();
     if (!row) return null;
@@ -71,7 +79,17 @@ export class IdempotencyRepo implements IdempotencyStore {
          WHERE idempotency_keys.expires_at <= ?7
             OR (idempotency_keys.status_code IS NULL AND idempotency_keys.request_hash = ?4 AND idempotency_keys.created_at <= ?9)`,
       )
-      .bind(claim.userId, claim.key, claim.scope, claim.requestHash, statusCode, responseBody, claim.now, claim.expiresAt, claim.staleBefore)
+      .bind(
+        claim.userId,
+        claim.key,
+        claim.scope,
+        claim.requestHash,
+        statusCode,
+        responseBody,
+        claim.now,
+        claim.expiresAt,
+        claim.staleBefore,
+      )
       .run();
     return res.meta.changes > 0;
   }

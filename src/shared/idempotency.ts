@@ -34,7 +34,6 @@ export async function requestHash(method: string, path: string, body: string): P
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-
 /** Thrown by a use case whose batch found the key already taken (its effect skipped): the middleware replays what it holds. */
 export class KeyTakenError extends Error {
   constructor() {
@@ -90,7 +89,9 @@ export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, b
     held: "changes() > 0",
     close: (appliedSql, ...appliedBinds) =>
       d1
-        .prepare(`UPDATE idempotency_keys SET scope = ?, response_body = (${bodySql}) WHERE user_id = ? AND key = ? AND scope = ? AND (${appliedSql})`)
+        .prepare(
+          `UPDATE idempotency_keys SET scope = ?, response_body = (${bodySql}) WHERE user_id = ? AND key = ? AND scope = ? AND (${appliedSql})`,
+        )
         .bind(claim.scope, ...bodyBinds, claim.userId, claim.key, mine, ...appliedBinds),
     release: d1.prepare("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND scope = ?").bind(claim.userId, claim.key, mine),
     taken: (result) => (result?.meta.changes ?? 0) > 0,
@@ -115,7 +116,10 @@ export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, b
  * The user is the request's userId (equal to the JWT sub when identity is on);
  * a request without a valid one is left to the validator.
  */
-export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_OPTIONS, atomicScopes: ReadonlySet<string> = new Set()): MiddlewareHandler<IdempotencyEnv> {
+export function idempotentPosts(
+  opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_OPTIONS,
+  atomicScopes: ReadonlySet<string> = new Set(),
+): MiddlewareHandler<IdempotencyEnv> {
   return async (c, next) => {
     const key = c.req.header("idempotency-key");
     if (key === undefined || c.req.method !== "POST" || isAdminPath(c.req.path)) return next();
@@ -127,7 +131,16 @@ export function idempotentPosts(opts: IdempotencyOptions = DEFAULT_IDEMPOTENCY_O
     const scope = `${c.req.method} ${c.req.path}`;
     const hash = await requestHash(c.req.method, c.req.path, body.kind === "json" ? body.text : "");
     const now = opts.now();
-    const claim: KeyClaim = { userId, key, scope, requestHash: hash, now, expiresAt: now + IDEMPOTENCY_TTL_MS, staleBefore: now - opts.leaseMs, stored: false };
+    const claim: KeyClaim = {
+      userId,
+      key,
+      scope,
+      requestHash: hash,
+      now,
+      expiresAt: now + IDEMPOTENCY_TTL_MS,
+      staleBefore: now - opts.leaseMs,
+      stored: false,
+    };
 
     if (!atomicScopes.has(scope)) {
       const replay = await replayStored(c, claim);

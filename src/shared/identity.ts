@@ -43,7 +43,7 @@ export const requireUserIdentity: MiddlewareHandler<IdentityEnv> = async (c, nex
   }
 
   const header = c.req.header("authorization");
-  const match = header ? /^Bearer +([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*) *$/.exec(header) : null;
+  const match = header ? /^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*) *$/.exec(header) : null;
   if (!match) throw new AppError("UNAUTHORIZED", "Authorization: Bearer <JWT> 헤더가 필요합니다.", CHALLENGE);
 
   let sub: unknown;

@@ -8,7 +8,19 @@
  */
 
 /** Every `locationHint` the runtime accepts (workers-types `DurableObjectLocationHint`). */
-export const LOCATION_HINTS = ["wnam", "enam", "sam", "weur", "eeur", "apac", "apac-ne", "apac-se", "oc", "afr", "me"] as const satisfies readonly DurableObjectLocationHint[];
+export const LOCATION_HINTS = [
+  "wnam",
+  "enam",
+  "sam",
+  "weur",
+  "eeur",
+  "apac",
+  "apac-ne",
+  "apac-se",
+  "oc",
+  "afr",
+  "me",
+] as const satisfies readonly DurableObjectLocationHint[];
 
 export type LocationHint = (typeof LOCATION_HINTS)[number];
 
@@ -25,7 +37,10 @@ export type ObjectNamespace<T extends Rpc.DurableObjectBranded | undefined> = Pi
  * stub of CouponIssuer and ProductStock is made through one of these, from the Worker and from
  * a shard calling its siblings alike, so a shard is never created away from its siblings.
  */
-export function placeObjects<T extends Rpc.DurableObjectBranded | undefined>(ns: ObjectNamespace<T>, hint: LocationHint | undefined): ObjectNamespace<T> {
+export function placeObjects<T extends Rpc.DurableObjectBranded | undefined>(
+  ns: ObjectNamespace<T>,
+  hint: LocationHint | undefined,
+): ObjectNamespace<T> {
   if (!hint) return ns;
   return {
     idFromName: (name) => ns.idFromName(name),

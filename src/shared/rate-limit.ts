@@ -66,7 +66,8 @@ let missingBindingLogged = false;
 async function ask(c: Context<RateLimitEnv>, binding: RateLimit | undefined, limit: number, key: string): Promise<LimitDecision> {
   if (limit === 0) return ALLOWED;
   if (!binding) {
-    if (!missingBindingLogged) log("error", "write limit configured but its [[ratelimits]] binding is missing; letting writes through", { key: key.split(":")[0] });
+    if (!missingBindingLogged)
+      log("error", "write limit configured but its [[ratelimits]] binding is missing; letting writes through", { key: key.split(":")[0] });
     missingBindingLogged = true;
     return ALLOWED;
   }
@@ -102,19 +103,21 @@ function rateLimited(d: LimitDecision, now: number): AppError {
  * per-user one. A request refused before that (401/403/400) is still answered 429 when its
  * IP is over the limit.
  */
-export const limitWritesByIp = (now: () => number): MiddlewareHandler<RateLimitEnv> => async (c, next) => {
-  const limit = c.var.config.writeLimits.perIp;
-  if (limit === 0 || !isLimitedWrite(c)) return next();
-  const pending = ask(c, c.var.services.writeLimiters.perIp, limit, `ip:${clientIp(c)}`);
-  c.set("ipLimit", pending);
-  await next();
-  if (c.var.ipLimit === undefined) return; // awaited by limitWritesByUser
-  const decision = await pending;
-  if (!decision.allowed) {
-    c.error = undefined;
-    c.res = errorResponse(c, rateLimited(decision, now()));
-  }
-};
+export const limitWritesByIp =
+  (now: () => number): MiddlewareHandler<RateLimitEnv> =>
+  async (c, next) => {
+    const limit = c.var.config.writeLimits.perIp;
+    if (limit === 0 || !isLimitedWrite(c)) return next();
+    const pending = ask(c, c.var.services.writeLimiters.perIp, limit, `ip:${clientIp(c)}`);
+    c.set("ipLimit", pending);
+    await next();
+    if (c.var.ipLimit === undefined) return; // awaited by limitWritesByUser
+    const decision = await pending;
+    if (!decision.allowed) {
+      c.error = undefined;
+      c.res = errorResponse(c, rateLimited(decision, now()));
+    }
+  };
 
 /**
  * Per acting user (`RATE_LIMIT_WRITES_PER_MINUTE`, binding `WRITES_PER_USER`; the body/query
@@ -126,14 +129,19 @@ export const limitWritesByIp = (now: () => number): MiddlewareHandler<RateLimitE
  * enforced by the CouponIssuer and ProductStock objects and D1 constraints; this one only
  * spreads capacity fairly during a sale.
  */
-export const limitWritesByUser = (now: () => number): MiddlewareHandler<RateLimitEnv> => async (c, next) => {
-  const ip = c.var.ipLimit;
-  const limit = c.var.config.writeLimits.perUser;
-  if (ip === undefined && (limit === 0 || !isLimitedWrite(c))) return next();
-  c.set("ipLimit", undefined);
-  const userId = limit === 0 || !isLimitedWrite(c) ? undefined : await requestUserId(c);
-  const [ipDecision, userDecision] = await Promise.all([ip ?? ALLOWED, userId === undefined ? ALLOWED : ask(c, c.var.services.writeLimiters.perUser, limit, `user:${userId}`)]);
-  if (!ipDecision.allowed) throw rateLimited(ipDecision, now());
-  if (!userDecision.allowed) throw rateLimited(userDecision, now());
-  await next();
-};
+export const limitWritesByUser =
+  (now: () => number): MiddlewareHandler<RateLimitEnv> =>
+  async (c, next) => {
+    const ip = c.var.ipLimit;
+    const limit = c.var.config.writeLimits.perUser;
+    if (ip === undefined && (limit === 0 || !isLimitedWrite(c))) return next();
+    c.set("ipLimit", undefined);
+    const userId = limit === 0 || !isLimitedWrite(c) ? undefined : await requestUserId(c);
+    const [ipDecision, userDecision] = await Promise.all([
+      ip ?? ALLOWED,
+      userId === undefined ? ALLOWED : ask(c, c.var.services.writeLimiters.perUser, limit, `user:${userId}`),
+    ]);
+    if (!ipDecision.allowed) throw rateLimited(ipDecision, now());
+    if (!userDecision.allowed) throw rateLimited(userDecision, now());
+    await next();
+  };

@@ -56,7 +56,7 @@ export async function requestUserIds(c: Context): Promise<string[]> {
   if (body.kind === "json" && body.value !== null && typeof body.value === "object" && !Array.isArray(body.value)) {
     if (Object.hasOwn(body.value, "userId")) {
       const v = (body.value as Record<string, unknown>).userId;
-      ids.push(typeof v === "number" || typeof v === "string" ? String(v) : JSON.stringify(v) ?? "undefined");
+      ids.push(typeof v === "number" || typeof v === "string" ? String(v) : (JSON.stringify(v) ?? "undefined"));
     }
   }
   return ids;

@@ -1,4 +1,4 @@
-import { SubrequestBudget } from "./budget";
+import type { SubrequestBudget } from "./budget";
 
 /**
  * Why a run of rounds ended: `null` when the work ran out (a round found less than a

@@ -21,7 +21,13 @@ describe("admin lists for the operator console (cursor paged, newest first)", ()
   it("GET /admin/coupons lists every coupon with quantity, issued, remaining and status", async () => {
     const now = Date.now();
     const sold = await createCoupon({ name: "sold", quantity: 1 });
-    const upcoming = await createCoupon({ name: "later", quantity: 3, shards: 2, startsAt: new Date(now + 86_400_000).toISOString(), endsAt: new Date(now + 2 * 86_400_000).toISOString() });
+    const upcoming = await createCoupon({
+      name: "later",
+      quantity: 3,
+      shards: 2,
+      startsAt: new Date(now + 86_400_000).toISOString(),
+      endsAt: new Date(now + 2 * 86_400_000).toISOString(),
+    });
     const open = await createCoupon({ name: "open", quantity: 5 });
     expect((await issue(sold, await createUser())).status).toBe(201);
     expect((await issue(open, await createUser())).status).toBe(201);

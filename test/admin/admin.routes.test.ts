@@ -12,7 +12,9 @@ describe("admin authentication", () => {
   ];
 
   it.each(routes)("%s: no token is 401, a wrong token is 403, and nothing is created", async (path, body) => {
-    const before = await env.DB.prepare("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM products) + (SELECT count(*) FROM coupons) AS n").first("n");
+    const before = await env.DB.prepare(
+      "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM products) + (SELECT count(*) FROM coupons) AS n",
+    ).first("n");
     const none = await api.post(path, body);
     expect(none.status).toBe(401);
     expect(errorCode(none)).toBe("UNAUTHORIZED");
@@ -21,7 +23,9 @@ describe("admin authentication", () => {
     expect(errorCode(wrong)).toBe("FORBIDDEN");
     const basic = await api.post(path, body, { authorization: "Basic dGVzdA==" });
     expect(basic.status).toBe(401);
-    const after = await env.DB.prepare("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM products) + (SELECT count(*) FROM coupons) AS n").first("n");
+    const after = await env.DB.prepare(
+      "SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM products) + (SELECT count(*) FROM coupons) AS n",
+    ).first("n");
     expect(after).toBe(before);
   });
 });
@@ -62,7 +66,11 @@ describe("POST /api/v1/admin/products", () => {
   });
 
   it("refuses a zero price or negative stock", async () => {
-    for (const body of [{ name: "a", price: 0, stock: 1 }, { name: "a", price: 1, stock: -1 }, { name: "a", price: 1.5, stock: 1 }]) {
+    for (const body of [
+      { name: "a", price: 0, stock: 1 },
+      { name: "a", price: 1, stock: -1 },
+      { name: "a", price: 1.5, stock: 1 },
+    ]) {
       const res = await api.post("/api/v1/admin/products", body, adminHeaders);
       expect(res.status).toBe(400);
     }
@@ -73,7 +81,14 @@ describe("POST /api/v1/admin/coupons", () => {
   it("creates a coupon with default validity of 7 days", async () => {
     const res = await api.post(
       "/api/v1/admin/coupons",
-      { name: "10%", discountType: "RATE", discountValue: 10, quantity: 100, startsAt: "2026-01-01T00:00:00+09:00", endsAt: "2027-01-01T00:00:00+09:00" },
+      {
+        name: "10%",
+        discountType: "RATE",
+        discountValue: 10,
+        quantity: 100,
+        startsAt: "2026-01-01T00:00:00+09:00",
+        endsAt: "2027-01-01T00:00:00+09:00",
+      },
       adminHeaders,
     );
     expect(res.status).toBe(201);

@@ -28,7 +28,10 @@ describe("finding 3: PUT /admin/coupons/{id}/shards when shard 0's call fails", 
     const retried = await api.put(`/api/v1/admin/coupons/${couponId}/shards`, { shards: 4 }, adminHeaders);
     expect(retried.status).toBe(200);
     const states = await Promise.all([0, 1, 2, 3].map((s) => shardOf(couponId, s).state()));
-    expect(states.map((s) => s.shards), "every shard under K = 4").toEqual([4, 4, 4, 4]);
+    expect(
+      states.map((s) => s.shards),
+      "every shard under K = 4",
+    ).toEqual([4, 4, 4, 4]);
     expect(states.reduce((n, s) => n + s.held, 0)).toBe(40);
     const d1 = await env.DB.prepare("SELECT shards FROM coupons WHERE id = ?").bind(couponId).first<number>("shards");
     expect(d1).toBe(4);

@@ -7,11 +7,9 @@ import { adminHeaders, api, errorCode } from "../support/http";
 async function seedLetters(n: number): Promise<number[]> {
   const rows = await env.DB.batch(
     Array.from({ length: n }, (_, i) =>
-      env.DB.prepare("INSERT INTO dead_letters (event_id, type, payload, attempts, created_at) VALUES (?, 'order.completed', ?, 5, ?) RETURNING id").bind(
-        crypto.randomUUID(),
-        JSON.stringify({ n: i }),
-        Date.now(),
-      ),
+      env.DB.prepare(
+        "INSERT INTO dead_letters (event_id, type, payload, attempts, created_at) VALUES (?, 'order.completed', ?, 5, ?) RETURNING id",
+      ).bind(crypto.randomUUID(), JSON.stringify({ n: i }), Date.now()),
     ),
   );
   return rows.map((r) => (r.results[0] as { id: number }).id);

@@ -71,11 +71,17 @@ describe("GET /api/v1/admin/health", () => {
     expect(noObject.body.detail).toContain("couponObject");
     // The causes are logged, never answered.
     expect(JSON.stringify(noObject.body)).not.toContain("overloaded");
-    expect(warnings.mock.calls.map((c) => String(c[0])).some((l) => l.includes('"check":"couponObject"') && l.includes("overloaded"))).toBe(true);
+    expect(warnings.mock.calls.map((c) => String(c[0])).some((l) => l.includes('"check":"couponObject"') && l.includes("overloaded"))).toBe(
+      true,
+    );
   });
 
   it("is degraded by a waiting dead letter and by an outbox behind, counting no further than its cap", async () => {
-    await env.DB.prepare("INSERT INTO dead_letters (event_id, type, payload, attempts, created_at) VALUES (?, 'order.completed', '{}', 5, ?)").bind(crypto.randomUUID(), Date.now()).run();
+    await env.DB.prepare(
+      "INSERT INTO dead_letters (event_id, type, payload, attempts, created_at) VALUES (?, 'order.completed', '{}', 5, ?)",
+    )
+      .bind(crypto.randomUUID(), Date.now())
+      .run();
     const letters = await api.get(HEALTH, adminHeaders);
     expect(letters.body.data.status).toBe("degraded");
     expect(letters.body.data.checks.deadLetters).toEqual({ status: "waiting", waiting: 1 });

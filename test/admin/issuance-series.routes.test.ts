@@ -4,14 +4,20 @@ import { d1CostOf } from "../../src/shared/hops";
 import { adminHeaders, api, createCoupon, errorCode } from "../support/http";
 import { createUsers, issue } from "../coupons/support";
 
-const series = (couponId: number, query = "") => api.get(`/api/v1/admin/coupons/${couponId}/issuances${query ? `?${query}` : ""}`, adminHeaders);
+const series = (couponId: number, query = "") =>
+  api.get(`/api/v1/admin/coupons/${couponId}/issuances${query ? `?${query}` : ""}`, adminHeaders);
 
 /** Writes wins straight into D1 at chosen times (what the issuing objects project), for exact buckets. */
 async function winsAt(couponId: number, times: number[]): Promise<void> {
   const users = await createUsers(times.length);
   await env.DB.batch(
     times.map((t, i) =>
-      env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(users[i], couponId, t, t + 86_400_000),
+      env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(
+        users[i],
+        couponId,
+        t,
+        t + 86_400_000,
+      ),
     ),
   );
 }
@@ -71,7 +77,10 @@ describe("GET /admin/coupons/{couponId}/issuances (the console's chart since the
 
   it("follows real issuances through the objects, and reads one index entry per win in its span whatever else the table holds", async () => {
     const busy = await createCoupon({ quantity: 100 });
-    await winsAt(busy, Array.from({ length: 60 }, (_, i) => Date.now() - 1_000 - i));
+    await winsAt(
+      busy,
+      Array.from({ length: 60 }, (_, i) => Date.now() - 1_000 - i),
+    );
     const couponId = await createCoupon({ quantity: 10 });
     for (const userId of await createUsers(3)) expect((await issue(couponId, userId)).status).toBe(201);
     const res = await series(couponId, "bucketSeconds=3600");

@@ -13,7 +13,9 @@ async function stats() {
 }
 
 async function insertDeadLetter(replayedAt: number | null = null): Promise<number> {
-  const row = await env.DB.prepare("INSERT INTO dead_letters (event_id, type, payload, attempts, created_at, replayed_at) VALUES (?, 'order.completed', '{}', 5, ?, ?) RETURNING id")
+  const row = await env.DB.prepare(
+    "INSERT INTO dead_letters (event_id, type, payload, attempts, created_at, replayed_at) VALUES (?, 'order.completed', '{}', 5, ?, ?) RETURNING id",
+  )
     .bind(crypto.randomUUID(), Date.now(), replayedAt)
     .first<{ id: number }>();
   return row!.id;
@@ -35,7 +37,11 @@ describe("GET /api/v1/admin/stats", () => {
     await insertOutbox("PUBLISHED");
     const letters = [await insertDeadLetter(), await insertDeadLetter(), await insertDeadLetter()];
     await insertDeadLetter(Date.now());
-    expect(await stats()).toEqual({ outboxPending: before.outboxPending + 2, deadLettersWaiting: before.deadLettersWaiting + 3, countCap: 10_000 });
+    expect(await stats()).toEqual({
+      outboxPending: before.outboxPending + 2,
+      deadLettersWaiting: before.deadLettersWaiting + 3,
+      countCap: 10_000,
+    });
 
     // A replay through the admin route takes the letter out of the waiting count at once.
     expect((await api.post(`/api/v1/admin/dead-letters/${letters[0]}/replay`, {}, adminHeaders)).status).toBe(200);

@@ -8,7 +8,11 @@ import { placedOrderId, stockStub } from "../support/orders";
 const path = (p: number) => `/api/v1/admin/products/${p}/stock-shards`;
 
 async function createProduct(stock: number, stockShards?: number): Promise<number> {
-  const res = await api.post("/api/v1/admin/products", { name: "p", price: 100, stock, ...(stockShards ? { stockShards } : {}) }, adminHeaders);
+  const res = await api.post(
+    "/api/v1/admin/products",
+    { name: "p", price: 100, stock, ...(stockShards ? { stockShards } : {}) },
+    adminHeaders,
+  );
   expect(res.status).toBe(201);
   return res.body.data.productId;
 }
@@ -16,7 +20,10 @@ async function createProduct(stock: number, stockShards?: number): Promise<numbe
 describe("POST /api/v1/admin/products with stockShards", () => {
   it("creates the product split over its shards: every shard primed, the sum is the stock, D1 holds one row per shard", async () => {
     const p = await createProduct(100, 4);
-    expect(await env.DB.prepare("SELECT stock, stock_shards AS k FROM products WHERE id = ?").bind(p).first()).toEqual({ stock: 100, k: 4 });
+    expect(await env.DB.prepare("SELECT stock, stock_shards AS k FROM products WHERE id = ?").bind(p).first()).toEqual({
+      stock: 100,
+      k: 4,
+    });
     const view = (await api.get(path(p), adminHeaders)).body.data;
     expect(view).toMatchObject({ productId: p, stockShards: 4, total: { available: 100, held: 0, confirmed: 0, sold: 0 } });
     expect(view.shards.map((s: { shard: number }) => s.shard)).toEqual([0, 1, 2, 3]);
@@ -32,7 +39,20 @@ describe("POST /api/v1/admin/products with stockShards", () => {
     expect((await api.get(path(p), adminHeaders)).body.data).toEqual({
       productId: p,
       stockShards: 1,
-      shards: [{ shard: 0, available: 7, held: 0, confirmed: 0, sold: 0, projected: 7, openTransfers: 0, requests: 0, d1Batches: 0, d1: { calls: 1, rowsRead: 2, rowsWritten: 0, writeTx: 0 } }],
+      shards: [
+        {
+          shard: 0,
+          available: 7,
+          held: 0,
+          confirmed: 0,
+          sold: 0,
+          projected: 7,
+          openTransfers: 0,
+          requests: 0,
+          d1Batches: 0,
+          d1: { calls: 1, rowsRead: 2, rowsWritten: 0, writeTx: 0 },
+        },
+      ],
       total: { available: 7, held: 0, confirmed: 0, sold: 0 },
     });
     for (const stockShards of [0, MAX_SHARDS + 1, 1.5]) {
@@ -82,7 +102,9 @@ describe("PUT /api/v1/admin/products/{productId}/stock-shards", () => {
 
     const orders = [];
     for (let i = 0; i < 9; i++) orders.push(await placedOrderId(userId, [[p, 1]]));
-    const shards = await env.DB.prepare("SELECT order_id AS o, stock_shard AS s FROM order_items WHERE product_id = ? ORDER BY order_id").bind(p).all<{ o: number; s: number }>();
+    const shards = await env.DB.prepare("SELECT order_id AS o, stock_shard AS s FROM order_items WHERE product_id = ? ORDER BY order_id")
+      .bind(p)
+      .all<{ o: number; s: number }>();
     expect(shards.results[0]).toEqual({ o: before, s: 0 }); // placed with K = 1
     expect(new Set(shards.results.slice(1).map((r) => r.s))).toEqual(new Set([0, 1, 2]));
     for (const r of shards.results.slice(1)) expect(r.s).toBe(r.o % 3);

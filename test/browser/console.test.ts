@@ -63,7 +63,10 @@ async function expectChart(page: Page, couponId: number, issued: number): Promis
   const series = (await api("GET", `/api/v1/admin/coupons/${couponId}/issuances`)).body.data;
   expect(series.issued).toBe(issued);
   const chart = page.locator(`[data-coupon-id="${couponId}"] svg.spark`);
-  await until(`chart of coupon ${couponId} counts ${issued}`, async () => (await chart.count()) === 1 && (await chart.getAttribute("data-total")) === String(issued));
+  await until(
+    `chart of coupon ${couponId} counts ${issued}`,
+    async () => (await chart.count()) === 1 && (await chart.getAttribute("data-total")) === String(issued),
+  );
   expect(Number(await chart.getAttribute("data-peak"))).toBeGreaterThan(0);
   expect(Number(await chart.getAttribute("data-samples"))).toBeGreaterThan(1);
 }
@@ -71,7 +74,12 @@ async function expectChart(page: Page, couponId: number, issued: number): Promis
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} missing: apt-get install -y chromium (.ci/run installs it)`);
   platform = await startPlatform();
-  server = await startWranglerDev({ ADMIN_TOKEN: TOKEN, DATA_PLATFORM_URL: platform.url, EVENT_RETRY_BASE_SECONDS: "0", RATE_LIMIT_WRITES_PER_MINUTE: "0" });
+  server = await startWranglerDev({
+    ADMIN_TOKEN: TOKEN,
+    DATA_PLATFORM_URL: platform.url,
+    EVENT_RETRY_BASE_SECONDS: "0",
+    RATE_LIMIT_WRITES_PER_MINUTE: "0",
+  });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
   context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   await context.route("**/*", (route) => {
@@ -169,18 +177,30 @@ describe("operator console in Chromium", () => {
     const productId = Number(/#(\d+)/.exec((await page.locator("#create-product .result.ok").textContent()) ?? "")?.[1]);
     const card = `[data-product-id="${productId}"]`;
     // The console's first sample of the product precedes the order, so its last-minute counts see the order.
-    await until("console shows the new product", async () => (await page.locator(`${card} [data-field="available"]`).count()) === 1 && (await field(page, card, "available")) === "20");
+    await until(
+      "console shows the new product",
+      async () => (await page.locator(`${card} [data-field="available"]`).count()) === 1 && (await field(page, card, "available")) === "20",
+    );
     const userId = (await api("POST", "/api/v1/admin/users", { name: "buyer", initialBalance: 1_000_000 })).body.data.userId;
     const order = await api("POST", "/api/v1/orders", { userId, orderProducts: [{ productId, quantity: 3 }] });
     expect(order.status, JSON.stringify(order.body)).toBe(201);
     expect((await api("POST", "/api/v1/points/use", { userId, orderId: order.body.data.orderId })).status).toBe(200);
 
-    await until("console shows the product's sale", async () => (await field(page, card, "sold")) !== null && Number(await field(page, card, "available")) === 17);
+    await until(
+      "console shows the product's sale",
+      async () => (await field(page, card, "sold")) !== null && Number(await field(page, card, "available")) === 17,
+    );
     const stock = (await api("GET", `/api/v1/admin/products/${productId}/stock-shards`)).body.data;
     expect(Number(await field(page, card, "available"))).toBe(stock.total.available);
-    expect(Number(await field(page, card, "reserved")) + Number(await field(page, card, "confirmed")) + Number(await field(page, card, "sold"))).toBe(3);
+    expect(
+      Number(await field(page, card, "reserved")) + Number(await field(page, card, "confirmed")) + Number(await field(page, card, "sold")),
+    ).toBe(3);
 
-    await until("a dead letter is stored", async () => (await api("GET", "/api/v1/admin/stats")).body.data.deadLettersWaiting === 1, 90_000);
+    await until(
+      "a dead letter is stored",
+      async () => (await api("GET", "/api/v1/admin/stats")).body.data.deadLettersWaiting === 1,
+      90_000,
+    );
     const letter = (await api("GET", "/api/v1/admin/dead-letters?limit=100")).body.data;
     const letters = letter.deadLetters ?? letter.items;
     expect(letters).toHaveLength(1);
@@ -192,13 +212,21 @@ describe("operator console in Chromium", () => {
 
     platform.accept = true;
     await row.locator("button[data-replay]").click();
-    await until("replay acknowledged", async () => /sent to the events queue again/.test((await page.locator("#replay-result").textContent()) ?? ""));
+    await until("replay acknowledged", async () =>
+      /sent to the events queue again/.test((await page.locator("#replay-result").textContent()) ?? ""),
+    );
     await until("console shows 0 waiting", async () => (await page.locator('[data-field="deadLettersWaiting"]').textContent()) === "0");
     expect((await api("GET", "/api/v1/admin/stats")).body.data.deadLettersWaiting).toBe(0);
     expect(await row.locator('[data-field="replayedAt"]').textContent()).not.toBe("—");
     // The replayed event really reached the platform this time.
-    await until("platform received the replay", async () => platform.received.some((r) => r.eventId === eventId && r.status === 200), 30_000);
-    expect(await field(page, card, "ordersPerMinute")).toBe(String(stock.shards.reduce((n: number, s: { requests: number }) => n + s.requests, 0)));
+    await until(
+      "platform received the replay",
+      async () => platform.received.some((r) => r.eventId === eventId && r.status === 200),
+      30_000,
+    );
+    expect(await field(page, card, "ordersPerMinute")).toBe(
+      String(stock.shards.reduce((n: number, s: { requests: number }) => n + s.requests, 0)),
+    );
     await page.close();
   });
 

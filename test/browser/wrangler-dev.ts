@@ -34,9 +34,25 @@ export interface DevServer {
  */
 export async function startWranglerDev(vars: Record<string, string>): Promise<DevServer> {
   const state = mkdtempSync(join(tmpdir(), "console-e2e-"));
-  execFileSync(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", state], { cwd: ROOT, env: OFFLINE, stdio: "ignore" });
+  execFileSync(process.execPath, [WRANGLER, "d1", "migrations", "apply", "DB", "--local", "--persist-to", state], {
+    cwd: ROOT,
+    env: OFFLINE,
+    stdio: "ignore",
+  });
   const [port, inspector] = [await freePort(), await freePort()];
-  const args = [WRANGLER, "dev", "--port", String(port), "--inspector-port", String(inspector), "--ip", "127.0.0.1", "--persist-to", state, "--show-interactive-dev-session=false"];
+  const args = [
+    WRANGLER,
+    "dev",
+    "--port",
+    String(port),
+    "--inspector-port",
+    String(inspector),
+    "--ip",
+    "127.0.0.1",
+    "--persist-to",
+    state,
+    "--show-interactive-dev-session=false",
+  ];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   const child: ChildProcess = spawn(process.execPath, args, { cwd: ROOT, env: OFFLINE, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let out = "";
@@ -71,7 +87,12 @@ export async function startWranglerDev(vars: Record<string, string>): Promise<De
 }
 
 /** A stand-in data platform: refuses deliveries (500) until `accept` is set, and records each one. */
-export async function startPlatform(): Promise<{ url: string; accept: boolean; received: { eventId: string; status: number }[]; close(): Promise<void> }> {
+export async function startPlatform(): Promise<{
+  url: string;
+  accept: boolean;
+  received: { eventId: string; status: number }[];
+  close(): Promise<void>;
+}> {
   const platform = {
     url: "",
     accept: false,

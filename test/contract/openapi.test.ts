@@ -50,13 +50,23 @@ describe("/openapi.json", () => {
       if (method === "post" && !admin) expect(params, key).toContain("Idempotency-Key");
       else expect(params, key).not.toContain("Idempotency-Key");
       for (const [status, answer] of Object.entries<any>(op.responses)) {
-        expect(Object.keys(answer.headers ?? {}), `${key} ${status}`).toEqual(expect.arrayContaining(["X-Request-Id", "Server-Timing", "Cache-Control"]));
+        expect(Object.keys(answer.headers ?? {}), `${key} ${status}`).toEqual(
+          expect.arrayContaining(["X-Request-Id", "Server-Timing", "Cache-Control"]),
+        );
         if (status !== "304") expect(Object.keys(answer.headers), `${key} ${status}`).toContain("x-d1-bookmark");
         if (status === "429" || status === "503") expect(Object.keys(answer.headers), `${key} ${status}`).toContain("Retry-After");
-        if (status === "429") expect(Object.keys(answer.headers), `${key} ${status}`).toEqual(expect.arrayContaining(["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]));
+        if (status === "429")
+          expect(Object.keys(answer.headers), `${key} ${status}`).toEqual(
+            expect.arrayContaining(["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]),
+          );
       }
     }
-    for (const key of ["post /api/v1/orders", "post /api/v1/coupons/issue", "post /api/v1/points/use", "patch /api/v1/admin/products/{productId}/stock"]) {
+    for (const key of [
+      "post /api/v1/orders",
+      "post /api/v1/coupons/issue",
+      "post /api/v1/points/use",
+      "patch /api/v1/admin/products/{productId}/stock",
+    ]) {
       const [method, path] = key.split(" ");
       expect(Object.keys(doc.paths[path!][method!].responses), key).toContain("503");
     }

@@ -47,7 +47,9 @@ describe("GET /api/v1/coupons/{couponId}", () => {
 
     const res = await read(open);
     expect(res.status).toBe(200);
-    const coupon = (await env.DB.prepare("SELECT starts_at, ends_at FROM coupons WHERE id = ?").bind(open).first<{ starts_at: number; ends_at: number }>())!;
+    const coupon = (await env.DB.prepare("SELECT starts_at, ends_at FROM coupons WHERE id = ?")
+      .bind(open)
+      .first<{ starts_at: number; ends_at: number }>())!;
     expect(res.body.data).toEqual({
       couponId: open,
       couponTitle: "Winter sale",

@@ -33,7 +33,12 @@ async function leaveProvisional(couponId: number, users: number[]) {
     const now = Date.now();
     state.storage.transactionSync(() => {
       for (const u of users) {
-        state.storage.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", u, now, now + 86_400_000);
+        state.storage.sql.exec(
+          "INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)",
+          u,
+          now,
+          now + 86_400_000,
+        );
       }
       state.storage.sql.exec("UPDATE coupon SET issued = issued + ?", users.length);
     });
@@ -152,7 +157,12 @@ describe("CouponIssuer write-behind alarm", () => {
     await runInDurableObject(stub, async (_i, state) => {
       const now = Date.now();
       state.storage.transactionSync(() => {
-        state.storage.sql.exec("INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)", b, now, now + 86_400_000);
+        state.storage.sql.exec(
+          "INSERT INTO issuances (user_id, issued_at, expires_at, synced) VALUES (?, ?, ?, 0)",
+          b,
+          now,
+          now + 86_400_000,
+        );
         state.storage.sql.exec("UPDATE coupon SET issued = issued + 1");
       });
       await state.storage.deleteAlarm();
@@ -228,7 +238,12 @@ describe("CouponIssuer write-behind alarm", () => {
     expect(probe.committed).toEqual([...Array(SYNC_CHUNKS_PER_ALARM).fill(ROWS_PER_BATCH), 30]);
     const state = await stub.state();
     expect(state).toMatchObject({ issued: users.length, unsynced: 0 });
-    expect(await d1State(couponId)).toEqual({ users: state.users, issuedQuantity: users.length, quantity: users.length, events: users.length });
+    expect(await d1State(couponId)).toEqual({
+      users: state.users,
+      issuedQuantity: users.length,
+      quantity: users.length,
+      events: users.length,
+    });
     expect(await alarmOf(couponId)).toBeNull();
   });
 

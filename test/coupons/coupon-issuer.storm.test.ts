@@ -32,14 +32,14 @@ describe("CouponIssuer under concurrent requests", () => {
   it("keeps two coupons stormed at once independent", async () => {
     const users = await createUsers(60);
     const [a, b] = [await createCoupon({ quantity: 40 }), await createCoupon({ quantity: 15 })];
-    const [ra, rb] = await Promise.all([
-      Promise.all(users.map((u) => issue(a, u))),
-      Promise.all(users.map((u) => issue(b, u))),
-    ]);
+    const [ra, rb] = await Promise.all([Promise.all(users.map((u) => issue(a, u))), Promise.all(users.map((u) => issue(b, u)))]);
 
     expect(tally(ra)).toEqual({ "201": 40, "409 COUPON_SOLD_OUT": 20 });
     expect(tally(rb)).toEqual({ "201": 15, "409 COUPON_SOLD_OUT": 45 });
-    for (const [couponId, responses, quantity] of [[a, ra, 40], [b, rb, 15]] as const) {
+    for (const [couponId, responses, quantity] of [
+      [a, ra, 40],
+      [b, rb, 15],
+    ] as const) {
       const winners = users.filter((_, i) => responses[i]!.status === 201).sort((x, y) => x - y);
       expect((await issuerOf(couponId).state()).users).toEqual(winners);
       expect(await d1State(couponId)).toEqual({ users: winners, issuedQuantity: quantity, quantity, events: quantity });
@@ -58,7 +58,11 @@ describe("CouponIssuer under concurrent requests", () => {
     expect(tally(again)).toEqual({ "409 COUPON_SOLD_OUT": 30 });
     // The object itself still tells winners apart.
     const winner = users[first.findIndex((r) => r.status === 201)]!;
-    expect(await issuerOf(couponId).issue({ couponId, userId: winner, now: Date.now() })).toMatchObject({ ok: false, code: "COUPON_ALREADY_ISSUED", d1Calls: 0 });
+    expect(await issuerOf(couponId).issue({ couponId, userId: winner, now: Date.now() })).toMatchObject({
+      ok: false,
+      code: "COUPON_ALREADY_ISSUED",
+      d1Calls: 0,
+    });
     expect(await d1State(couponId)).toMatchObject({ issuedQuantity: 10, events: 10 });
     expect((await d1State(couponId)).users).toHaveLength(10);
   });

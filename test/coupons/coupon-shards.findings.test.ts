@@ -61,17 +61,24 @@ describe("finding 1: a false COUPON_SOLD_OUT from prefetch rounds counted in the
     expect(tally(await Promise.all(zeros.slice(3).map((u) => issue(couponId, u))))).toEqual({ "201": 6 });
     const held = await Promise.all([0, 1, 2].map((s) => shardOf(couponId, s).state()));
     const free = held.map((s) => s.held - s.issued);
-    expect(free.reduce((a, b) => a + b, 0), `one unit left, not at shard 2: ${JSON.stringify(free)}`).toBe(1);
+    expect(
+      free.reduce((a, b) => a + b, 0),
+      `one unit left, not at shard 2: ${JSON.stringify(free)}`,
+    ).toBe(1);
     expect(held[2]).toMatchObject({ held: 0, issued: 0 });
 
     // Shard-2 users one after another (asked at their shard: the Worker keeps its own 1 s sold-out memory):
     // the first gets shard 1's unit; only then is the coupon sold out.
     const answers = [];
-    for (const u of late) answers.push(await shardOf(couponId, 2).issue({ couponId, userId: u, now: Date.now(), at: { shard: 2, shards: K } }));
+    for (const u of late)
+      answers.push(await shardOf(couponId, 2).issue({ couponId, userId: u, now: Date.now(), at: { shard: 2, shards: K } }));
     expect(answers.map((a) => (a.ok ? "ok" : a.code))).toEqual(["ok", "COUPON_SOLD_OUT", "COUPON_SOLD_OUT"]);
     const after = await Promise.all([0, 1, 2].map((s) => shardOf(couponId, s).state()));
     expect(after.reduce((n, s) => n + s.issued, 0)).toBe(14);
-    expect(after.reduce((n, s) => n + s.held, 0), "units conserved").toBe(14);
+    expect(
+      after.reduce((n, s) => n + s.held, 0),
+      "units conserved",
+    ).toBe(14);
   });
 });
 

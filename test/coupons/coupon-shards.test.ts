@@ -29,8 +29,14 @@ async function settle(couponId: number, shards = K) {
  */
 async function assertShardedExact(couponId: number, quantity: number, winners: number[]) {
   const all = await settle(couponId);
-  expect(all.reduce((n, s) => n + s.held, 0), "units conserved over the shards").toBe(quantity);
-  expect(all.every((s) => s.openTransfers === 0), "no transfer left open").toBe(true);
+  expect(
+    all.reduce((n, s) => n + s.held, 0),
+    "units conserved over the shards",
+  ).toBe(quantity);
+  expect(
+    all.every((s) => s.openTransfers === 0),
+    "no transfer left open",
+  ).toBe(true);
   for (const s of all) {
     expect(s.issued).toBe(s.users.length);
     expect(s.issued).toBeLessThanOrEqual(s.held);
@@ -104,7 +110,11 @@ describe("a coupon sharded over K = 8 objects", () => {
     // Asking again changes nothing: each owner's home shard says ALREADY_ISSUED (asked directly: for a
     // second the Worker itself refuses the sold-out coupon, docs/ARCHITECTURE.md §8).
     const again = await Promise.all(
-      winners.slice(0, 40).map((u) => shardOf(couponId, homeShard(u, K)).issue({ couponId, userId: u, now: Date.now(), at: { shard: homeShard(u, K), shards: K } })),
+      winners
+        .slice(0, 40)
+        .map((u) =>
+          shardOf(couponId, homeShard(u, K)).issue({ couponId, userId: u, now: Date.now(), at: { shard: homeShard(u, K), shards: K } }),
+        ),
     );
     expect(again.map((a) => (a.ok ? "ok" : a.code))).toEqual(Array(40).fill("COUPON_ALREADY_ISSUED"));
     await assertShardedExact(couponId, quantity, winners);
@@ -117,7 +127,10 @@ describe("a coupon sharded over K = 8 objects", () => {
     const responses = await Promise.all(users.map((u) => issue(couponId, u)));
     expect(tally(responses)).toEqual({ "201": quantity });
     const all = await assertShardedExact(couponId, quantity, users);
-    expect(all.slice(2).every((s) => s.held === 0), "the other shards gave everything").toBe(true);
+    expect(
+      all.slice(2).every((s) => s.held === 0),
+      "the other shards gave everything",
+    ).toBe(true);
     // Now every shard is empty: the next user, wherever their home is, hears SOLD_OUT.
     const [late] = await createUsers(1);
     const res = await issue(couponId, late!);

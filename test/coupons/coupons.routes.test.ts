@@ -31,7 +31,11 @@ describe("POST /api/v1/coupons/issue", () => {
     expect(event?.status).toBe("PENDING");
     // The payload is the versioned CouponIssuedV1 event the relay publishes.
     const payload = CouponIssuedV1.parse(JSON.parse(event!.payload));
-    expect(payload).toMatchObject({ eventId: `coupon.issued:${couponId}:${userId}`, version: 1, issuance: { userCouponId: data.userCouponId, couponId, userId, expiresAt: data.expiresAt } });
+    expect(payload).toMatchObject({
+      eventId: `coupon.issued:${couponId}:${userId}`,
+      version: 1,
+      issuance: { userCouponId: data.userCouponId, couponId, userId, expiresAt: data.expiresAt },
+    });
     const state = await issuerOf(couponId).state();
     expect(state).toMatchObject({ couponId, quantity: 5, issued: 1, users: [userId], unsynced: 0 });
   });
@@ -163,7 +167,9 @@ describe("GET /api/v1/coupons", () => {
     ];
     const ids: number[] = [];
     for (const c of [c1, c2, c3]) ids.push((await issue(c, userId)).body.data.userCouponId);
-    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE id = ?").bind(Date.now() - 1_000, ids[1]).run();
+    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE id = ?")
+      .bind(Date.now() - 1_000, ids[1])
+      .run();
     const userBalanceOrder = await env.DB.prepare(
       "INSERT INTO orders (user_id, user_coupon_id, status, items_amount, discount_amount, total_amount, created_at, expires_at, updated_at) VALUES (?, ?, 'NOT_PAID', 1000, 500, 500, ?, ?, ?) RETURNING id",
     )
@@ -281,7 +287,12 @@ describe("OpenAPI", () => {
     const res = await api.get("/openapi.json");
     expect(res.status).toBe(200);
     expect(Object.keys(res.body.paths)).toEqual(
-      expect.arrayContaining(["/api/v1/coupons/issue", "/api/v1/coupons/{couponId}/issue", "/api/v1/coupons", "/api/v1/admin/coupons/{couponId}"]),
+      expect.arrayContaining([
+        "/api/v1/coupons/issue",
+        "/api/v1/coupons/{couponId}/issue",
+        "/api/v1/coupons",
+        "/api/v1/admin/coupons/{couponId}",
+      ]),
     );
   });
 });

@@ -25,7 +25,13 @@ function isolate(start = Date.now()) {
       return real.issue(...args);
     },
   };
-  const service = new CouponsService({ repo: new CouponsRepo(createDb(env.DB)), issuer: counted, clock: () => t, cache: noUserCouponCache, soldOut: new SoldOutMemo() });
+  const service = new CouponsService({
+    repo: new CouponsRepo(createDb(env.DB)),
+    issuer: counted,
+    clock: () => t,
+    cache: noUserCouponCache,
+    soldOut: new SoldOutMemo(),
+  });
   const outcome = (userId: number, couponId: number) =>
     service.issue(userId, couponId).then(
       () => "201",
@@ -82,7 +88,9 @@ describe("the isolate's sold-out memory (docs/ARCHITECTURE.md §8: 0 hops for a 
     expect(winners).toHaveLength(30);
     expect(outcomes.filter((o) => o !== "201").every((o) => o === "COUPON_SOLD_OUT")).toBe(true);
     // Late unknown ids and repeats hear sold out from memory; nothing more is issued.
-    expect(await Promise.all([...ghosts, ...winners].map((u) => w.outcome(u, couponId)))).toEqual([...ghosts, ...winners].map(() => "COUPON_SOLD_OUT"));
+    expect(await Promise.all([...ghosts, ...winners].map((u) => w.outcome(u, couponId)))).toEqual(
+      [...ghosts, ...winners].map(() => "COUPON_SOLD_OUT"),
+    );
     const state = await issuerOf(couponId).state();
     expect(state).toMatchObject({ issued: 30, unsynced: 0 });
     expect(state.users).toEqual(winners);

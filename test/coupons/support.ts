@@ -17,9 +17,15 @@ export async function createUsers(n: number): Promise<number[]> {
 
 /** The D1 side of a coupon: its user_coupons users (sorted), issued_quantity, outbox event count. */
 export async function d1State(couponId: number) {
-  const rows = await env.DB.prepare("SELECT user_id FROM user_coupons WHERE coupon_id = ? ORDER BY user_id").bind(couponId).all<{ user_id: number }>();
-  const issued = await env.DB.prepare("SELECT issued_quantity, quantity FROM coupons WHERE id = ?").bind(couponId).first<{ issued_quantity: number; quantity: number }>();
-  const events = await env.DB.prepare("SELECT count(*) AS n FROM outbox WHERE type = 'coupon.issued' AND aggregate_id = ?").bind(String(couponId)).first<number>("n");
+  const rows = await env.DB.prepare("SELECT user_id FROM user_coupons WHERE coupon_id = ? ORDER BY user_id")
+    .bind(couponId)
+    .all<{ user_id: number }>();
+  const issued = await env.DB.prepare("SELECT issued_quantity, quantity FROM coupons WHERE id = ?")
+    .bind(couponId)
+    .first<{ issued_quantity: number; quantity: number }>();
+  const events = await env.DB.prepare("SELECT count(*) AS n FROM outbox WHERE type = 'coupon.issued' AND aggregate_id = ?")
+    .bind(String(couponId))
+    .first<number>("n");
   return {
     users: rows.results.map((r) => r.user_id),
     issuedQuantity: issued?.issued_quantity,

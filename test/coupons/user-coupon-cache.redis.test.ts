@@ -25,12 +25,17 @@ describe.skipIf(!redisAvailable)("owned-coupon cache on the real Redis", () => {
     // A hit is served from Redis: a row changed behind the cache's back is not seen ...
     await env.DB.prepare("UPDATE user_coupons SET expires_at = 1 WHERE user_id = ?").bind(userId).run();
     expect((await app.get(`/api/v1/coupons?userId=${userId}`)).body.data.coupons[0].status).toBe("AVAILABLE");
-    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE user_id = ?").bind(Date.now() + 86_400_000, userId).run();
+    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE user_id = ?")
+      .bind(Date.now() + 86_400_000, userId)
+      .run();
 
     // ... and issuing evicts, so the new coupon shows at once.
     expect((await app.post("/api/v1/coupons/issue", { userId, couponId: c2 })).status).toBe(201);
     const after = await app.get(`/api/v1/coupons?userId=${userId}`);
-    expect(after.body.data.coupons.map((c: any) => [c.couponId, c.status])).toEqual([[c1, "AVAILABLE"], [c2, "AVAILABLE"]]);
+    expect(after.body.data.coupons.map((c: any) => [c.couponId, c.status])).toEqual([
+      [c1, "AVAILABLE"],
+      [c2, "AVAILABLE"],
+    ]);
   });
 
   it("computes EXPIRED at read time from a cached list", async () => {
@@ -42,7 +47,11 @@ describe.skipIf(!redisAvailable)("owned-coupon cache on the real Redis", () => {
     await app.get(`/api/v1/coupons?userId=${userId}`);
     const redis = rawRedis();
     const cached = (await redis.get<any[]>(key))!;
-    await redis.set(key, cached.map((r) => ({ ...r, expiresAt: Date.now() - 1 })), { ex: 60 });
+    await redis.set(
+      key,
+      cached.map((r) => ({ ...r, expiresAt: Date.now() - 1 })),
+      { ex: 60 },
+    );
     expect((await app.get(`/api/v1/coupons?userId=${userId}`)).body.data.coupons[0].status).toBe("EXPIRED");
   });
 
@@ -90,17 +99,22 @@ describe.skipIf(!redisAvailable)("owned-coupon cache against a concurrent evicti
     const cache = redisUserCouponCache(rawLanes(), p);
     const userId = await createUser();
     const [c1, c2] = [await createCoupon({ name: "first" }), await createCoupon({ name: "second" })];
-    await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(userId, c1, Date.now(), Date.now() + 86_400_000).run();
+    await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)")
+      .bind(userId, c1, Date.now(), Date.now() + 86_400_000)
+      .run();
     // The hook: right after the reader's D1 read, a second coupon is issued and its eviction lands.
     class RacedRepo extends CouponsRepo {
       override async listUserCoupons(id: number) {
         const rows = await super.listUserCoupons(id);
-        await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)").bind(userId, c2, Date.now(), Date.now() + 86_400_000).run();
+        await env.DB.prepare("INSERT INTO user_coupons (user_id, coupon_id, issued_at, expires_at) VALUES (?, ?, ?, ?)")
+          .bind(userId, c2, Date.now(), Date.now() + 86_400_000)
+          .run();
         await cache.evict([userId]);
         return rows;
       }
     }
-    const svc = (repo: InstanceType<typeof CouponsRepo>) => new CouponsService({ repo, issuer: {} as never, clock: () => Date.now(), cache });
+    const svc = (repo: InstanceType<typeof CouponsRepo>) =>
+      new CouponsService({ repo, issuer: {} as never, clock: () => Date.now(), cache });
     const raced = await svc(new RacedRepo(createDb(env.DB))).listOwned(userId);
     expect(raced.coupons.map((c) => c.couponId)).toEqual([c1]); // what it read is what it answers
     expect(await rawRedis().exists(`${p}userCoupons:${userId}`), "the stale list was not cached").toBe(0);

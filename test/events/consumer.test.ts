@@ -69,7 +69,9 @@ describe("events consumer -> data platform", () => {
     await consumeDeadLetters(batch, deps());
     const result = await getQueueResult(batch, ctx);
     expect(result.explicitAcks).toEqual(["d1"]);
-    const row = await env.DB.prepare("SELECT event_id, type, attempts, payload FROM dead_letters WHERE event_id = ?").bind(e.eventId).first<any>();
+    const row = await env.DB.prepare("SELECT event_id, type, attempts, payload FROM dead_letters WHERE event_id = ?")
+      .bind(e.eventId)
+      .first<any>();
     expect(row).toMatchObject({ event_id: e.eventId, type: "order.completed", attempts: 6 });
     expect(JSON.parse(row.payload)).toEqual(e.event);
   });
@@ -87,7 +89,10 @@ describe("events consumer -> data platform", () => {
         if (prop !== "prepare") return (target as any)[prop].bind(target);
         return (sql: string) => {
           const stmt = target.prepare(sql);
-          return { bind: (...a: unknown[]) => (a[0] === e.eventId ? { run: () => Promise.reject(new Error("D1_ERROR: overloaded")) } : stmt.bind(...a)) };
+          return {
+            bind: (...a: unknown[]) =>
+              a[0] === e.eventId ? { run: () => Promise.reject(new Error("D1_ERROR: overloaded")) } : stmt.bind(...a),
+          };
         };
       },
     });
@@ -112,16 +117,23 @@ describe("events consumer -> data platform", () => {
 
   it("the dead letter's last try that D1 refuses logs the whole message (the queue deletes it after that try)", async () => {
     const e = sampleOrderEvent(`dead-last-${crypto.randomUUID()}`);
-    const refusing = { prepare: () => ({ bind: () => ({ run: () => Promise.reject(new Error("D1_ERROR: overloaded")) }) }) } as unknown as D1Database;
+    const refusing = {
+      prepare: () => ({ bind: () => ({ run: () => Promise.reject(new Error("D1_ERROR: overloaded")) }) }),
+    } as unknown as D1Database;
     const lines: { msg: string; payload?: unknown }[] = [];
     const spy = vi.spyOn(console, "error").mockImplementation((line: unknown) => void lines.push(JSON.parse(String(line))));
     for (const attempts of [DEAD_LETTER_MAX_RETRIES, DEAD_LETTER_MAX_RETRIES + 1]) {
-      const batch = createMessageBatch("edge-commerce-events-dlq", [{ id: `last-${attempts}`, timestamp: new Date(), attempts, body: e.event }]);
+      const batch = createMessageBatch("edge-commerce-events-dlq", [
+        { id: `last-${attempts}`, timestamp: new Date(), attempts, body: e.event },
+      ]);
       await consumeDeadLetters(batch, { ...deps(), d1: refusing });
       expect((await getQueueResult(batch, createExecutionContext())).retryMessages).toHaveLength(1);
     }
     spy.mockRestore();
-    expect(lines.map((l) => l.msg)).toEqual(["dead letter not stored; retrying the message", "dead letter lost: not stored after every retry"]);
+    expect(lines.map((l) => l.msg)).toEqual([
+      "dead letter not stored; retrying the message",
+      "dead letter lost: not stored after every retry",
+    ]);
     expect(lines[1]!.payload).toEqual(e.event);
   });
 

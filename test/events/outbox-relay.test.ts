@@ -1,7 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:workers";
 import worker from "../../src/index";
-import { createExecutionContext, createMessageBatch, createScheduledController, getQueueResult, waitOnExecutionContext } from "cloudflare:test";
+import {
+  createExecutionContext,
+  createMessageBatch,
+  createScheduledController,
+  getQueueResult,
+  waitOnExecutionContext,
+} from "cloudflare:test";
 import { consumeDeadLetters, consumeEvents } from "../../src/events/consumer";
 import { testApp } from "../support/secure-app";
 import { insertOutboxStatement, type OutboxEvent } from "../../src/events/event.schemas";
@@ -59,7 +65,8 @@ describe("outbox relay", () => {
     const t0 = Date.now();
     const r1 = await relayOutbox(env.DB, flaky, t0);
     expect(r1.published).toBe(0);
-    for (const e of events) expect(await statusOf(e.eventId)).toMatchObject({ status: "PENDING", attempts: 1, last_error: "transport unavailable" });
+    for (const e of events)
+      expect(await statusOf(e.eventId)).toMatchObject({ status: "PENDING", attempts: 1, last_error: "transport unavailable" });
     // Not due again before the backoff has passed.
     expect((await relayOutbox(env.DB, flaky, t0 + 500)).failed).toBe(0);
     const r2 = await relayOutbox(env.DB, flaky, t0 + 3_000);
@@ -106,7 +113,11 @@ describe("dead letters", () => {
     const e = sampleOrderEvent(`always500-${id}`);
     const relayed: unknown[] = [];
     await addToOutbox(e);
-    await relayOutbox(env.DB, { name: "recording", publish: async (events) => void relayed.push(...events.map((x) => x.event)) }, Date.now());
+    await relayOutbox(
+      env.DB,
+      { name: "recording", publish: async (events) => void relayed.push(...events.map((x) => x.event)) },
+      Date.now(),
+    );
     const message = relayed.find((m) => (m as { eventId: string }).eventId === e.eventId)!;
     // max_retries = 5 in wrangler.toml: 6 attempts, each retried by the consumer ...
     for (let n = 1; n <= 6; n++) expect((await attempt(message, n)).retryMessages).toHaveLength(1);
@@ -119,7 +130,10 @@ describe("dead letters", () => {
     expect(row.attempts).toBe(6);
     const list = await api.get("/api/v1/admin/dead-letters?limit=100", adminHeaders);
     expect(list.status).toBe(200);
-    expect(list.body.data.deadLetters.find((d: any) => d.eventId === e.eventId)).toMatchObject({ type: "order.completed", payload: e.event });
+    expect(list.body.data.deadLetters.find((d: any) => d.eventId === e.eventId)).toMatchObject({
+      type: "order.completed",
+      payload: e.event,
+    });
     expect((await api.get("/api/v1/admin/dead-letters")).status).toBe(401);
 
     // The platform is fixed (here: the same order under a key it accepts) and the admin replays: the replay

@@ -12,17 +12,23 @@ describe("a paid order reaches the data platform", () => {
     const orderId = placed.body.data.orderId;
     expect((await api.post("/api/v1/points/use", { userId, orderId })).status).toBe(200);
 
-    const rows = await env.DB.prepare("SELECT event_id FROM outbox WHERE type = 'order.completed' AND aggregate_id = ?").bind(String(orderId)).all<{ event_id: string }>();
+    const rows = await env.DB.prepare("SELECT event_id FROM outbox WHERE type = 'order.completed' AND aggregate_id = ?")
+      .bind(String(orderId))
+      .all<{ event_id: string }>();
     expect(rows.results).toHaveLength(1);
     const eventId = rows.results[0]!.event_id;
-    await eventually(async () => (await env.DB.prepare("SELECT status FROM outbox WHERE event_id = ?").bind(eventId).first("status")) === "PUBLISHED");
+    await eventually(
+      async () => (await env.DB.prepare("SELECT status FROM outbox WHERE event_id = ?").bind(eventId).first("status")) === "PUBLISHED",
+    );
     const delivered = await eventually(async () => {
       const r = await sinkRecords(eventId);
       return r.length > 0 && r;
     });
     expect(delivered).toHaveLength(1);
     expect(delivered[0]!.body).toMatchObject({ type: "order.completed", order: { orderId, userId, totalAmount: 3_000 } });
-    await eventually(async () => (await env.DB.prepare("SELECT 1 AS hit FROM event_deliveries WHERE event_id = ?").bind(eventId).first("hit")) === 1);
+    await eventually(
+      async () => (await env.DB.prepare("SELECT 1 AS hit FROM event_deliveries WHERE event_id = ?").bind(eventId).first("hit")) === 1,
+    );
     expect(await sinkRecords(eventId)).toHaveLength(1);
   });
 });

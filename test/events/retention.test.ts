@@ -8,7 +8,10 @@ import { runJob } from "../support/jobs";
 import { historyWalks, planOf, statementsOf } from "../support/plans";
 
 const DAY = 86_400_000;
-const count = (sql: string, ...b: unknown[]) => env.DB.prepare(sql).bind(...b).first<number>("n");
+const count = (sql: string, ...b: unknown[]) =>
+  env.DB.prepare(sql)
+    .bind(...b)
+    .first<number>("n");
 
 async function seedRows(tag: string, now: number) {
   const old = now - 8 * DAY;
@@ -18,9 +21,12 @@ async function seedRows(tag: string, now: number) {
       `INSERT INTO outbox (event_id, type, aggregate_id, payload, status, attempts, next_attempt_at, created_at, published_at)
        VALUES (?1, 'order.completed', '1', '{}', ?2, 0, ?3, ?3, ?4)`,
     ).bind(`${tag}-${id}`, status, at, publishedAt);
-  const delivery = (id: string, at: number) => env.DB.prepare("INSERT INTO event_deliveries (event_id, type, delivered_at) VALUES (?, 'order.completed', ?)").bind(`${tag}-${id}`, at);
+  const delivery = (id: string, at: number) =>
+    env.DB.prepare("INSERT INTO event_deliveries (event_id, type, delivered_at) VALUES (?, 'order.completed', ?)").bind(`${tag}-${id}`, at);
   const dead = (id: string, replayedAt: number | null, at: number) =>
-    env.DB.prepare("INSERT INTO dead_letters (event_id, type, payload, attempts, created_at, replayed_at) VALUES (?, 'order.completed', '{}', 6, ?, ?)").bind(`${tag}-${id}`, at, replayedAt);
+    env.DB.prepare(
+      "INSERT INTO dead_letters (event_id, type, payload, attempts, created_at, replayed_at) VALUES (?, 'order.completed', '{}', 6, ?, ?)",
+    ).bind(`${tag}-${id}`, at, replayedAt);
   await env.DB.batch([
     outbox("old-published-1", "PUBLISHED", old, old),
     outbox("old-published-2", "PUBLISHED", old, old),
@@ -40,9 +46,13 @@ async function seedRows(tag: string, now: number) {
 }
 
 const left = async (tag: string) => ({
-  outbox: (await env.DB.prepare("SELECT event_id AS id FROM outbox WHERE event_id LIKE ? ORDER BY id").bind(`${tag}-%`).all<{ id: string }>()).results.map((r) => r.id.slice(tag.length + 1)),
+  outbox: (
+    await env.DB.prepare("SELECT event_id AS id FROM outbox WHERE event_id LIKE ? ORDER BY id").bind(`${tag}-%`).all<{ id: string }>()
+  ).results.map((r) => r.id.slice(tag.length + 1)),
   deliveries: await count("SELECT count(*) AS n FROM event_deliveries WHERE event_id LIKE ?", `${tag}-%`),
-  deadLetters: (await env.DB.prepare("SELECT event_id AS id FROM dead_letters WHERE event_id LIKE ? ORDER BY id").bind(`${tag}-%`).all<{ id: string }>()).results.map((r) => r.id.slice(tag.length + 1)),
+  deadLetters: (
+    await env.DB.prepare("SELECT event_id AS id FROM dead_letters WHERE event_id LIKE ? ORDER BY id").bind(`${tag}-%`).all<{ id: string }>()
+  ).results.map((r) => r.id.slice(tag.length + 1)),
 });
 
 const retentionMs = loadConfig(env).eventRetentionMs;
@@ -55,7 +65,9 @@ async function seedBacklog(tag: string, n: number, at: number) {
       `INSERT INTO outbox (event_id, type, aggregate_id, payload, status, attempts, next_attempt_at, created_at, published_at)
        ${seq} SELECT ?2 || '-' || x, 'order.completed', x, '{}', 'PUBLISHED', 1, ?3, ?3, ?3 FROM seq`,
     ).bind(n, tag, at),
-    env.DB.prepare(`INSERT INTO event_deliveries (event_id, type, delivered_at) ${seq} SELECT ?2 || '-' || x, 'order.completed', ?3 FROM seq`).bind(n, tag, at),
+    env.DB.prepare(
+      `INSERT INTO event_deliveries (event_id, type, delivered_at) ${seq} SELECT ?2 || '-' || x, 'order.completed', ?3 FROM seq`,
+    ).bind(n, tag, at),
     env.DB.prepare(
       `INSERT INTO dead_letters (event_id, type, payload, attempts, created_at, replayed_at) ${seq} SELECT ?2 || '-' || x, 'order.completed', '{}', 6, ?3, ?3 FROM seq`,
     ).bind(n, tag, at),
@@ -66,7 +78,13 @@ describe("event-table retention", () => {
   it("the ten-minute cron purges published outbox rows, deliveries and replayed dead letters older than EVENT_RETENTION_DAYS, nothing else", async () => {
     const now = Date.now();
     await seedRows("ret", now);
-    expect((await runJob("*/10 * * * *", "event-retention", now)).result).toEqual({ outbox: 3, deliveries: 3, deadLetters: 3, rounds: 1, stoppedOn: null });
+    expect((await runJob("*/10 * * * *", "event-retention", now)).result).toEqual({
+      outbox: 3,
+      deliveries: 3,
+      deadLetters: 3,
+      rounds: 1,
+      stoppedOn: null,
+    });
     expect(await left("ret")).toEqual({
       outbox: ["old-pending", "recent-published"],
       deliveries: 1,
@@ -87,7 +105,13 @@ describe("event-table retention", () => {
     const now = Date.now();
     const n = RETENTION_BATCH * 2.5;
     await seedBacklog("backlog", n, now - 8 * DAY);
-    expect((await runJob("*/10 * * * *", "event-retention", now)).result).toEqual({ outbox: n, deliveries: n, deadLetters: n, rounds: 3, stoppedOn: null });
+    expect((await runJob("*/10 * * * *", "event-retention", now)).result).toEqual({
+      outbox: n,
+      deliveries: n,
+      deadLetters: n,
+      rounds: 3,
+      stoppedOn: null,
+    });
     expect((await left("backlog")).deliveries).toBe(0);
   });
 
@@ -124,7 +148,9 @@ describe("event-table retention", () => {
     for (const plan of plans) expect(historyWalks(plan)).toEqual([]);
     expect(plans.join("\n")).toMatch(/SEARCH outbox USING INDEX outbox_status_next_idx \(status=\? AND next_attempt_at<\?\)/);
     expect(plans.join("\n")).toMatch(/SEARCH event_deliveries USING COVERING INDEX event_deliveries_delivered_at_idx \(delivered_at<\?\)/);
-    expect(plans.join("\n")).toMatch(/SEARCH dead_letters USING COVERING INDEX dead_letters_replayed_at_idx \(replayed_at>\? AND replayed_at<\?\)/);
+    expect(plans.join("\n")).toMatch(
+      /SEARCH dead_letters USING COVERING INDEX dead_letters_replayed_at_idx \(replayed_at>\? AND replayed_at<\?\)/,
+    );
   });
 
   it("takes the retention from EVENT_RETENTION_DAYS (default 7, at least 1)", () => {

@@ -24,7 +24,12 @@ function consumersOf(toml: string): { table: string; queue: string; maxRetries: 
     const queue = /^queue\s*=\s*"([^"]+)"/m.exec(t)?.[1];
     const retries = /^max_retries\s*=\s*(\d+)/m.exec(t)?.[1];
     if (!queue || retries === undefined) throw new Error(`consumer table without queue or max_retries: ${t}`);
-    out.push({ table: header[1]!, queue, maxRetries: Number(retries), deadLetterQueue: /^dead_letter_queue\s*=\s*"([^"]+)"/m.exec(t)?.[1] });
+    out.push({
+      table: header[1]!,
+      queue,
+      maxRetries: Number(retries),
+      deadLetterQueue: /^dead_letter_queue\s*=\s*"([^"]+)"/m.exec(t)?.[1],
+    });
   }
   return out;
 }
@@ -60,7 +65,9 @@ describe("queue retry schedules fit the queues' message retention", () => {
       const deadLetters = isDeadLetterQueue(c.queue);
       const schedule = retryScheduleSeconds(c.maxRetries, deadLetters ? deadLetterRetrySeconds : slowestEventDelay);
       expect(schedule, `${c.table} ${c.queue}: max_retries = ${c.maxRetries} spans ${schedule} s`).toBeLessThanOrEqual(usable);
-      expect(c.maxRetries, `${c.table} ${c.queue} matches the code's constant`).toBe(deadLetters ? DEAD_LETTER_MAX_RETRIES : EVENT_MAX_RETRIES);
+      expect(c.maxRetries, `${c.table} ${c.queue} matches the code's constant`).toBe(
+        deadLetters ? DEAD_LETTER_MAX_RETRIES : EVENT_MAX_RETRIES,
+      );
     }
   });
 
@@ -69,7 +76,9 @@ describe("queue retry schedules fit the queues' message retention", () => {
     const deadLetterQueues = new Set(consumers.flatMap((c) => (c.deadLetterQueue ? [c.deadLetterQueue] : [])));
     expect(deadLetterQueues.size).toBeGreaterThanOrEqual(1);
     for (const c of consumers) expect(isDeadLetterQueue(c.queue), `${c.table} ${c.queue}`).toBe(deadLetterQueues.has(c.queue));
-    expect(["edge-commerce-events-dlq", "edge-commerce-events-dlq-staging", "edge-commerce-events-dlq-production"].every(isDeadLetterQueue)).toBe(true);
+    expect(
+      ["edge-commerce-events-dlq", "edge-commerce-events-dlq-staging", "edge-commerce-events-dlq-production"].every(isDeadLetterQueue),
+    ).toBe(true);
     expect(["edge-commerce-events", "edge-commerce-events-staging", "dlq-events"].some(isDeadLetterQueue)).toBe(false);
   });
 

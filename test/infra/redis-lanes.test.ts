@@ -14,7 +14,13 @@ const configFor = (url: string, vars: Record<string, string | undefined> = {}) =
 describe("Redis timeouts per purpose: configuration", () => {
   it("defaults to 250 ms on a request's path, 1000 ms and one retry in the background", () => {
     expect(loadConfig({ ...env } as Env).redisTimeouts).toEqual({ requestMs: 250, backgroundMs: 1_000, backgroundRetries: 1 });
-    expect(configFor("http://127.0.0.1:1", { REDIS_REQUEST_TIMEOUT_MS: "80", REDIS_BACKGROUND_TIMEOUT_MS: "3000", REDIS_BACKGROUND_RETRIES: "2" }).redisTimeouts).toEqual({
+    expect(
+      configFor("http://127.0.0.1:1", {
+        REDIS_REQUEST_TIMEOUT_MS: "80",
+        REDIS_BACKGROUND_TIMEOUT_MS: "3000",
+        REDIS_BACKGROUND_RETRIES: "2",
+      }).redisTimeouts,
+    ).toEqual({
       requestMs: 80,
       backgroundMs: 3_000,
       backgroundRetries: 2,
@@ -22,7 +28,13 @@ describe("Redis timeouts per purpose: configuration", () => {
   });
 
   it("refuses values that are not whole milliseconds in range, or more than 3 retries", () => {
-    for (const bad of [{ REDIS_REQUEST_TIMEOUT_MS: "0" }, { REDIS_REQUEST_TIMEOUT_MS: "fast" }, { REDIS_BACKGROUND_TIMEOUT_MS: "60000" }, { REDIS_BACKGROUND_RETRIES: "4" }, { REDIS_BACKGROUND_RETRIES: "0.5" }]) {
+    for (const bad of [
+      { REDIS_REQUEST_TIMEOUT_MS: "0" },
+      { REDIS_REQUEST_TIMEOUT_MS: "fast" },
+      { REDIS_BACKGROUND_TIMEOUT_MS: "60000" },
+      { REDIS_BACKGROUND_RETRIES: "4" },
+      { REDIS_BACKGROUND_RETRIES: "0.5" },
+    ]) {
       expect(() => configFor("http://127.0.0.1:1", bad), JSON.stringify(bad)).toThrow();
     }
   });
@@ -54,7 +66,9 @@ describe("Redis timeouts per purpose: which calls arm which timeout", () => {
   });
 
   it("a Durable Object's evictions take the background lane (its reads stay on the request lane)", async () => {
-    const cache = createUserCouponCache(configFor(env.TEST_BLACKHOLE_URL, { REDIS_REQUEST_TIMEOUT_MS: "111", REDIS_BACKGROUND_TIMEOUT_MS: "2222" }));
+    const cache = createUserCouponCache(
+      configFor(env.TEST_BLACKHOLE_URL, { REDIS_REQUEST_TIMEOUT_MS: "111", REDIS_BACKGROUND_TIMEOUT_MS: "2222" }),
+    );
     const armed = armedTimeouts();
     await cache.evict([1]);
     expect(armed).toEqual([2222, 2222]);
@@ -67,7 +81,9 @@ describe("Redis timeouts per purpose: which calls arm which timeout", () => {
 // Skipped only when no redis-server runs locally (global setup says so loudly; under CI it fails instead).
 describe.skipIf(!redisAvailable)("Redis timeouts per purpose against the real bridge", () => {
   it("behind a Redis 300 ms away, a request's read gives up (D1 answers) while a background write waits and lands", async () => {
-    const lanes = createRedis(configFor(`${env.TEST_REDIS_URL}/slow/300`, { REDIS_REQUEST_TIMEOUT_MS: "100", REDIS_BACKGROUND_TIMEOUT_MS: "3000" }))!;
+    const lanes = createRedis(
+      configFor(`${env.TEST_REDIS_URL}/slow/300`, { REDIS_REQUEST_TIMEOUT_MS: "100", REDIS_BACKGROUND_TIMEOUT_MS: "3000" }),
+    )!;
     const k = key("slow");
     await rawRedis().set(k, "there");
     expect(await tryRedis(lanes.request, "read", (r) => r.get(k))).toBeUndefined();
@@ -82,7 +98,9 @@ describe.skipIf(!redisAvailable)("Redis timeouts per purpose against the real br
     expect(await tryRedis(retried.background, "write", (r) => r.set(k, "second call"))).toBe("OK");
     expect(await rawRedis().get(k)).toBe("second call");
 
-    const once = createRedis(configFor(`${env.TEST_REDIS_URL}/drop-first/${crypto.randomUUID()}`, { ...vars, REDIS_BACKGROUND_RETRIES: "0" }))!;
+    const once = createRedis(
+      configFor(`${env.TEST_REDIS_URL}/drop-first/${crypto.randomUUID()}`, { ...vars, REDIS_BACKGROUND_RETRIES: "0" }),
+    )!;
     const lost = key("lost");
     expect(await tryRedis(once.background, "write", (r) => r.set(lost, "never"))).toBeUndefined();
     expect(await rawRedis().get(lost)).toBeNull();

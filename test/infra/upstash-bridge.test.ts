@@ -13,8 +13,8 @@ describe.skipIf(!url)("Upstash-REST bridge against the real redis-server", () =>
   it("round-trips strings with spaces and unicode, numbers, nulls and JSON", async () => {
     const r = redis();
     const k = key("s");
-    await r.set(k, "hello world 한글 🎉 \"quoted\"");
-    expect(await r.get(k)).toBe("hello world 한글 🎉 \"quoted\"");
+    await r.set(k, 'hello world 한글 🎉 "quoted"');
+    expect(await r.get(k)).toBe('hello world 한글 🎉 "quoted"');
     await r.set(k, 42);
     expect(await r.get(k)).toBe(42);
     expect(await r.get(key("missing"))).toBeNull();
@@ -30,7 +30,10 @@ describe.skipIf(!url)("Upstash-REST bridge against the real redis-server", () =>
     await r.zincrby(k, 5, "9");
     await r.zincrby(k, 1, "7");
     // The client pairs members with scores and JSON-parses numeric members.
-    expect(await r.zrange(k, 0, -1, { rev: true, withScores: true })).toEqual([[9, 5], [7, 4]]);
+    expect(await r.zrange(k, 0, -1, { rev: true, withScores: true })).toEqual([
+      [9, 5],
+      [7, 4],
+    ]);
     expect(await r.zscore(k, "7")).toBe(4);
     expect(await r.expire(k, 345_600)).toBe(1);
     const ttl = await r.ttl(k);

@@ -9,7 +9,16 @@ import { JOBS } from "../../src/jobs";
 import { createServices } from "../../src/services";
 import { api, createCoupon, createProduct, createUser } from "../support/http";
 import { assertStockConservation } from "../support/invariants";
-import { available, backdateExpiry, createUserCoupon, orderRow, placedOrderId, seedFailedAttempts, stockStub, userCouponRow } from "../support/orders";
+import {
+  available,
+  backdateExpiry,
+  createUserCoupon,
+  orderRow,
+  placedOrderId,
+  seedFailedAttempts,
+  stockStub,
+  userCouponRow,
+} from "../support/orders";
 
 /** Runs the Worker's scheduled handler for the every-minute cron and waits for its jobs. */
 async function runCron(cron = "* * * * *") {
@@ -66,7 +75,9 @@ describe("order expiry cron", () => {
       .bind(userId, created)
       .first<{ id: number }>();
     const orderId = row!.id;
-    await env.DB.prepare("INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) VALUES (?, ?, 2, 100, 200)").bind(orderId, p).run();
+    await env.DB.prepare("INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) VALUES (?, ?, 2, 100, 200)")
+      .bind(orderId, p)
+      .run();
     // The saga reserved and confirmed, then the Worker died before the commit batch.
     await stockStub(p).reserve({ productId: p, orderId, quantity: 2, now: Date.now() });
     await stockStub(p).confirm(orderId);
@@ -83,7 +94,9 @@ describe("order expiry cron", () => {
     const p = await createProduct(100, 5);
     const orderId = await placedOrderId(userId, [[p, 2]]);
     // As if the cancel batch committed and the Worker died before telling the DO.
-    await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?").bind(Date.now() - 60_000, orderId).run();
+    await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?")
+      .bind(Date.now() - 60_000, orderId)
+      .run();
     await runCron();
     expect(await available(p)).toBe(5);
     expect((await orderRow(orderId))!.closed_at).not.toBeNull();
@@ -103,16 +116,22 @@ describe("purge of failed placement attempts", () => {
     for (let i = 0; i < 3; i++) {
       expect((await api.post("/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] })).status).toBe(409);
     }
-    const failed = await env.DB.prepare("SELECT id FROM orders WHERE user_id = ? AND status = 'FAILED' ORDER BY id").bind(userId).all<{ id: number }>();
+    const failed = await env.DB.prepare("SELECT id FROM orders WHERE user_id = ? AND status = 'FAILED' ORDER BY id")
+      .bind(userId)
+      .all<{ id: number }>();
     expect(failed.results).toHaveLength(3);
     const [old1, old2, recent] = failed.results.map((r) => r.id);
     const now = Date.now();
-    await env.DB.prepare("UPDATE orders SET updated_at = ? WHERE id IN (?, ?)").bind(now - FAILED_RETENTION_MS - 1, old1, old2).run();
+    await env.DB.prepare("UPDATE orders SET updated_at = ? WHERE id IN (?, ?)")
+      .bind(now - FAILED_RETENTION_MS - 1, old1, old2)
+      .run();
 
     const job = JOBS["*/10 * * * *"]!.find((j) => j.name === "failed-orders-purge")!;
     await job.run(createServices(env, loadConfig(env)), now);
 
-    const left = await env.DB.prepare("SELECT id, status FROM orders WHERE user_id = ? ORDER BY id").bind(userId).all<{ id: number; status: string }>();
+    const left = await env.DB.prepare("SELECT id, status FROM orders WHERE user_id = ? ORDER BY id")
+      .bind(userId)
+      .all<{ id: number; status: string }>();
     expect(left.results.map((r) => r.status)).toEqual(["NOT_PAID", "FAILED"]);
     expect(left.results[1]!.id).toBe(recent);
     const items = await env.DB.prepare("SELECT count(*) AS n FROM order_items WHERE order_id IN (?, ?)").bind(old1, old2).first("n");
@@ -124,7 +143,12 @@ describe("purge of failed placement attempts", () => {
     const userId = await seedFailedAttempts(5);
     const repo = createServices(env, loadConfig(env)).ordersRepo;
     const now = Date.now();
-    expect(await purgeFailedOrders({ repo, batchSize: 2, budget: new SubrequestBudget(1) }, now)).toEqual({ orders: 2, items: 2, rounds: 1, stoppedOn: "subrequests" });
+    expect(await purgeFailedOrders({ repo, batchSize: 2, budget: new SubrequestBudget(1) }, now)).toEqual({
+      orders: 2,
+      items: 2,
+      rounds: 1,
+      stoppedOn: "subrequests",
+    });
     expect(await purgeFailedOrders({ repo, batchSize: 2 }, now)).toEqual({ orders: 3, items: 3, rounds: 2, stoppedOn: null });
     expect(await env.DB.prepare("SELECT count(*) AS n FROM orders WHERE user_id = ?").bind(userId).first("n")).toBe(0);
   });

@@ -7,7 +7,6 @@ import { seedFailedAttempts, userCouponRow } from "../support/orders";
 /** Rows a job may read more with 5,000 settled orders beside its work than without (none, ideally). */
 const SLACK = 3;
 
-
 describe("D1 rows the order jobs read grow with their work, not with the shop's history", () => {
   it("order maintenance reads the same rows for the same work with 5,000 settled orders, coupons and items beside it", async () => {
     const first = await dueOrders();
@@ -25,7 +24,8 @@ describe("D1 rows the order jobs read grow with their work, not with the shop's 
   });
 
   it("the failed-attempt purge reads the attempts it deletes, not the 1,250 younger FAILED ones nor the paid history", async () => {
-    const ordersOf = (userId: number) => env.DB.prepare("SELECT count(*) AS n FROM orders WHERE user_id = ?").bind(userId).first<number>("n");
+    const ordersOf = (userId: number) =>
+      env.DB.prepare("SELECT count(*) AS n FROM orders WHERE user_id = ?").bind(userId).first<number>("n");
     const first = await seedFailedAttempts(3);
     const before = await runJob("*/10 * * * *", "failed-orders-purge");
     expect(await ordersOf(first)).toBe(0);

@@ -83,7 +83,16 @@ describe("a flash sale's expiry keeps up", () => {
       await Promise.all(
         Array.from({ length: Math.min(250, ORDERS - k) }, (_, j) => {
           const id = orderBase + k + j;
-          return stock.reserve({ productId: products[(k + j) % PRODUCTS]!, orderId: id, quantity: 1, now, confirmed: true, at: { shard: 0, shards: 1 } }).then((r) => expect(r.ok).toBe(true));
+          return stock
+            .reserve({
+              productId: products[(k + j) % PRODUCTS]!,
+              orderId: id,
+              quantity: 1,
+              now,
+              confirmed: true,
+              at: { shard: 0, shards: 1 },
+            })
+            .then((r) => expect(r.ok).toBe(true));
         }),
       );
     }
@@ -110,11 +119,13 @@ describe("a flash sale's expiry keeps up", () => {
     }
     expect(runs.reduce((a, r) => a + r.expired, 0)).toBe(ORDERS);
 
-    const left = await env.DB.prepare(
-      "SELECT count(*) AS n FROM orders WHERE id >= ? AND (status != 'EXPIRED' OR closed_at IS NULL)",
-    ).bind(orderBase).first<number>("n");
+    const left = await env.DB.prepare("SELECT count(*) AS n FROM orders WHERE id >= ? AND (status != 'EXPIRED' OR closed_at IS NULL)")
+      .bind(orderBase)
+      .first<number>("n");
     expect(left, "every order EXPIRED and settled").toBe(0);
-    const stillUsed = await env.DB.prepare("SELECT count(*) AS n FROM user_coupons WHERE coupon_id = ? AND used_at IS NOT NULL").bind(couponId).first<number>("n");
+    const stillUsed = await env.DB.prepare("SELECT count(*) AS n FROM user_coupons WHERE coupon_id = ? AND used_at IS NOT NULL")
+      .bind(couponId)
+      .first<number>("n");
     expect(stillUsed, "every coupon given back").toBe(0);
     await assertStockConservation(products, ORDERS);
     for (const p of products) expect((await stock.snapshot(p))!.available).toBe(ORDERS);

@@ -5,7 +5,11 @@ import { historyWalks, planOf, statementLike, statementsOf } from "../support/pl
 
 /** Query plans are deterministic costs: pinned here, not timed. */
 const plan = async (sql: string, ...binds: unknown[]) =>
-  (await env.DB.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...binds).all<{ detail: string }>()).results.map((r) => r.detail);
+  (
+    await env.DB.prepare(`EXPLAIN QUERY PLAN ${sql}`)
+      .bind(...binds)
+      .all<{ detail: string }>()
+  ).results.map((r) => r.detail);
 
 describe("query plans of the order sweeps", () => {
   it("reads unsettled orders through the partial index orders_unsettled_idx, never the closed history", async () => {
@@ -28,7 +32,6 @@ describe("query plans of the order sweeps", () => {
   });
 });
 
-
 describe("query plans of the statements the order maintenance sends", () => {
   it("reaches every order and coupon it moves by primary key, and reads no history table whole", async () => {
     await dueOrders();
@@ -39,17 +42,24 @@ describe("query plans of the statements the order maintenance sends", () => {
     // moments between its first and last batch), never history. Every other statement reads no table whole.
     const pendingPick = statementLike(statements, /status = 'PENDING' AND created_at/);
     expect(await planOf(pendingPick)).toMatch(/SEARCH orders USING INDEX orders_status_expires_idx \(status=\?\)/);
-    for (const sql of statements.filter((s) => s !== pendingPick)) expect({ sql, walks: historyWalks(await planOf(sql)) }).toEqual({ sql, walks: [] });
+    for (const sql of statements.filter((s) => s !== pendingPick))
+      expect({ sql, walks: historyWalks(await planOf(sql)) }).toEqual({ sql, walks: [] });
 
     // The coupon give-back: through orders.user_coupon_id to user_coupons' key (user_coupons.order_id has no index).
     const giveBack = await planOf(statementLike(statements, /UPDATE user_coupons/));
     expect(giveBack).toMatch(/SEARCH user_coupons USING INTEGER PRIMARY KEY \(rowid=\?\)/);
     expect(giveBack).toMatch(/SEARCH orders USING INTEGER PRIMARY KEY \(rowid=\?\)/);
     // The flips: the picked ids by key, not every due (or every PENDING) order through the status index.
-    expect(await planOf(statementLike(statements, /SET status = 'EXPIRED'/))).toMatch(/^SEARCH orders USING INTEGER PRIMARY KEY \(rowid=\?\)/);
-    expect(await planOf(statementLike(statements, /SET status = 'FAILED'/))).toMatch(/^SEARCH orders USING INTEGER PRIMARY KEY \(rowid=\?\)/);
+    expect(await planOf(statementLike(statements, /SET status = 'EXPIRED'/))).toMatch(
+      /^SEARCH orders USING INTEGER PRIMARY KEY \(rowid=\?\)/,
+    );
+    expect(await planOf(statementLike(statements, /SET status = 'FAILED'/))).toMatch(
+      /^SEARCH orders USING INTEGER PRIMARY KEY \(rowid=\?\)/,
+    );
     // The settle sweep: the partial index of unsettled orders only.
-    expect(await planOf(statementLike(statements, /orders_unsettled_idx/))).toMatch(/SEARCH orders USING INDEX orders_unsettled_idx \(settle_after<\?\)/);
+    expect(await planOf(statementLike(statements, /orders_unsettled_idx/))).toMatch(
+      /SEARCH orders USING INDEX orders_unsettled_idx \(settle_after<\?\)/,
+    );
   });
 });
 

@@ -1,12 +1,5 @@
 import { describe, expect, it } from "vitest";
-import {
-  canTransition,
-  couponUsability,
-  discountAmount,
-  effectiveStatus,
-  isPayable,
-  orderAmounts,
-} from "../../src/orders/order.rules";
+import { canTransition, couponUsability, discountAmount, effectiveStatus, isPayable, orderAmounts } from "../../src/orders/order.rules";
 
 describe("discount and amounts", () => {
   it("floors a RATE discount to whole won", () => {
@@ -27,7 +20,12 @@ describe("discount and amounts", () => {
       discountAmount: 500,
       totalAmount: 0,
     });
-    expect(orderAmounts([{ unitPrice: 1_200, quantity: 3 }, { unitPrice: 700, quantity: 2 }])).toEqual({
+    expect(
+      orderAmounts([
+        { unitPrice: 1_200, quantity: 3 },
+        { unitPrice: 700, quantity: 2 },
+      ]),
+    ).toEqual({
       itemsAmount: 5_000,
       discountAmount: 0,
       totalAmount: 5_000,

@@ -33,12 +33,9 @@ async function seedOrders(
           `INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, updated_at, expires_at, paid_at, closed_at)
            VALUES (?1, ?2, ?3, 0, ?3, ?4, ?4, ?5, ?6, ?4) RETURNING id`,
         ).bind(userId, s, 100 * q, at, expiresAt(i), s === "PAID" ? at : null),
-        env.DB.prepare("INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) VALUES ((SELECT max(id) FROM orders WHERE user_id = ?1), ?2, ?3, 100, ?4)").bind(
-          userId,
-          productId,
-          q,
-          100 * q,
-        ),
+        env.DB.prepare(
+          "INSERT INTO order_items (order_id, product_id, quantity, unit_price, amount) VALUES ((SELECT max(id) FROM orders WHERE user_id = ?1), ?2, ?3, 100, ?4)",
+        ).bind(userId, productId, q, 100 * q),
       );
     }
     const results = await env.DB.batch(stmts);
@@ -89,7 +86,10 @@ describe("GET /api/v1/orders (my orders)", () => {
     const userId = await createUser(100_000);
     const a = await createProduct(1_200, 10, "apple");
     const b = await createProduct(700, 10, "banana");
-    const paid = await placedOrderId(userId, [[b, 2], [a, 1]]);
+    const paid = await placedOrderId(userId, [
+      [b, 2],
+      [a, 1],
+    ]);
     expect((await payOrder(userId, paid)).status).toBe(200);
     const cancelled = await placedOrderId(userId, [[a, 3]]);
     expect((await cancelOrder(userId, cancelled)).status).toBe(200);
@@ -117,7 +117,13 @@ describe("GET /api/v1/orders (my orders)", () => {
     const p = await createProduct(100, 10);
     const statuses = ["PAID", "NOT_PAID", "EXPIRED", "CANCELLED", "NOT_PAID", "PAID", "EXPIRED", "NOT_PAID"];
     // Orders 1 and 4 are NOT_PAID past their deadline (not swept yet); order 7 is NOT_PAID and still payable.
-    const ids = await seedOrders(userId, p, statuses.length, (i) => statuses[i]!, (i) => (i === 1 || i === 4 ? Date.now() - 1_000 : Date.now() + 600_000));
+    const ids = await seedOrders(
+      userId,
+      p,
+      statuses.length,
+      (i) => statuses[i]!,
+      (i) => (i === 1 || i === 4 ? Date.now() - 1_000 : Date.now() + 600_000),
+    );
     const want = (pick: (i: number) => boolean) => ids.filter((_, i) => pick(i)).reverse();
     const served = async (status: string, limit = 20) => (await allPages(`userId=${userId}&status=${status}&limit=${limit}`)).ids;
     expect(await served("PAID")).toEqual(want((i) => statuses[i] === "PAID"));
@@ -127,7 +133,16 @@ describe("GET /api/v1/orders (my orders)", () => {
     // The two arms of EXPIRED merge across pages too: one at a time, nothing repeated or skipped.
     expect(await served("EXPIRED", 1)).toEqual(want((i) => statuses[i] === "EXPIRED" || i === 1 || i === 4));
     const all = await list(`userId=${userId}`);
-    expect(all.body.data.items.map((o: { status: string }) => o.status)).toEqual(["NOT_PAID", "EXPIRED", "PAID", "EXPIRED", "CANCELLED", "EXPIRED", "EXPIRED", "PAID"]);
+    expect(all.body.data.items.map((o: { status: string }) => o.status)).toEqual([
+      "NOT_PAID",
+      "EXPIRED",
+      "PAID",
+      "EXPIRED",
+      "CANCELLED",
+      "EXPIRED",
+      "EXPIRED",
+      "PAID",
+    ]);
   });
 
   it("never shows PENDING or FAILED placement attempts, nor another user's orders", async () => {
@@ -147,7 +162,19 @@ describe("GET /api/v1/orders (my orders)", () => {
 
   it("answers 400 for a bad limit, cursor or status and 404 for an unknown user", async () => {
     const userId = await createUser();
-    for (const q of ["limit=0", "limit=101", "limit=abc", "limit=-1", "status=PENDING", "status=FAILED", "status=paid", "cursor=nope", `cursor=${encodeCursor(5, "uc")}`, `cursor=${encodeCursor(5)}`, "extra=1"]) {
+    for (const q of [
+      "limit=0",
+      "limit=101",
+      "limit=abc",
+      "limit=-1",
+      "status=PENDING",
+      "status=FAILED",
+      "status=paid",
+      "cursor=nope",
+      `cursor=${encodeCursor(5, "uc")}`,
+      `cursor=${encodeCursor(5)}`,
+      "extra=1",
+    ]) {
       const res = await list(`userId=${userId}&${q}`);
       expect(res.status, q).toBe(400);
       expect(errorCode(res), q).toBe("VALIDATION_FAILED");

@@ -22,7 +22,10 @@ describe("POST /api/v1/orders", () => {
     const a = await createProduct(1_200, 10);
     const b = await createProduct(700, 5);
     const before = Date.now();
-    const res = await placeOrder(userId, [[b, 2], [a, 3]]);
+    const res = await placeOrder(userId, [
+      [b, 2],
+      [a, 3],
+    ]);
     expect(res.status).toBe(201);
     expect(res.body.message).toBe("리소스가 성공적으로 생성되었습니다.");
     expect(res.body.data).toMatchObject({ status: "NOT_PAID", itemsAmount: 5_000, discountAmount: 0, totalAmount: 5_000 });
@@ -57,7 +60,10 @@ describe("POST /api/v1/orders", () => {
     const userId = await createUser();
     const n = await countOrders();
     expect(errorCode(await placeOrder(9_999_999, [[p, 1]]))).toBe("USER_NOT_FOUND");
-    const missing = await placeOrder(userId, [[p, 1], [9_999_999, 1]]);
+    const missing = await placeOrder(userId, [
+      [p, 1],
+      [9_999_999, 1],
+    ]);
     expect(missing.status).toBe(404);
     expect(errorCode(missing)).toBe("PRODUCT_NOT_FOUND");
     expect(await countOrders()).toBe(n);
@@ -87,7 +93,10 @@ describe("POST /api/v1/orders", () => {
     const userId = await createUser();
     const a = await createProduct(100, 5);
     const b = await createProduct(100, 1);
-    const res = await placeOrder(userId, [[a, 3], [b, 2]]);
+    const res = await placeOrder(userId, [
+      [a, 3],
+      [b, 2],
+    ]);
     expect(res.status).toBe(409);
     expect(errorCode(res)).toBe("INSUFFICIENT_STOCK");
     expect(await available(a)).toBe(5);
@@ -101,14 +110,36 @@ describe("POST /api/v1/orders", () => {
 
   describe("validation (400 envelope, nothing changes)", () => {
     it.each([
-      ["51 products", (u: number, p: number) => ({ userId: u, orderProducts: Array.from({ length: 51 }, (_, i) => ({ productId: p + i, quantity: 1 })) }), "VALIDATION_FAILED"],
+      [
+        "51 products",
+        (u: number, p: number) => ({ userId: u, orderProducts: Array.from({ length: 51 }, (_, i) => ({ productId: p + i, quantity: 1 })) }),
+        "VALIDATION_FAILED",
+      ],
       ["no products", (u: number) => ({ userId: u, orderProducts: [] }), "VALIDATION_FAILED"],
-      ["duplicate productIds", (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1 }, { productId: p, quantity: 2 }] }), "VALIDATION_FAILED"],
+      [
+        "duplicate productIds",
+        (u: number, p: number) => ({
+          userId: u,
+          orderProducts: [
+            { productId: p, quantity: 1 },
+            { productId: p, quantity: 2 },
+          ],
+        }),
+        "VALIDATION_FAILED",
+      ],
       ["quantity 0", (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 0 }] }), "INVALID_QUANTITY"],
       ["quantity 1001", (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1_001 }] }), "INVALID_QUANTITY"],
       ["quantity 1.5", (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1.5 }] }), "INVALID_QUANTITY"],
-      ["unknown top-level field", (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1 }], note: "x" }), "VALIDATION_FAILED"],
-      ["unknown line field", (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1, price: 1 }] }), "VALIDATION_FAILED"],
+      [
+        "unknown top-level field",
+        (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1 }], note: "x" }),
+        "VALIDATION_FAILED",
+      ],
+      [
+        "unknown line field",
+        (u: number, p: number) => ({ userId: u, orderProducts: [{ productId: p, quantity: 1, price: 1 }] }),
+        "VALIDATION_FAILED",
+      ],
       ["bad userId", (_u: number, p: number) => ({ userId: 0, orderProducts: [{ productId: p, quantity: 1 }] }), "INVALID_USER_ID"],
       ["bad productId", (u: number) => ({ userId: u, orderProducts: [{ productId: -1, quantity: 1 }] }), "INVALID_PRODUCT_ID"],
     ])("refuses %s", async (_name, body, code) => {
@@ -127,7 +158,10 @@ describe("POST /api/v1/orders", () => {
       const userId = await createUser();
       const ids: number[] = [];
       for (let i = 0; i < 50; i++) ids.push(await createProduct(10, 1_000));
-      const res = await placeOrder(userId, ids.map((id) => [id, 1_000] as [number, number]));
+      const res = await placeOrder(
+        userId,
+        ids.map((id) => [id, 1_000] as [number, number]),
+      );
       expect(res.status).toBe(201);
       expect(res.body.data.itemsAmount).toBe(50 * 10_000);
       await assertStockConservation(ids, 1_000);
@@ -140,7 +174,10 @@ describe("GET /api/v1/orders/{orderId}", () => {
     const userId = await createUser();
     const a = await createProduct(300, 10);
     const b = await createProduct(200, 10);
-    const orderId = await placedOrderId(userId, [[b, 1], [a, 2]]);
+    const orderId = await placedOrderId(userId, [
+      [b, 1],
+      [a, 2],
+    ]);
     const res = await api.get(`/api/v1/orders/${orderId}?userId=${userId}`);
     expect(res.status).toBe(200);
     expect(res.body.data).toMatchObject({

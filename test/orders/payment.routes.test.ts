@@ -3,16 +3,7 @@ import { OrderCompletedV1 } from "../../src/events/event.schemas";
 import { describe, expect, it } from "vitest";
 import { api, createCoupon, createProduct, createUser, errorCode } from "../support/http";
 import { assertStockConservation } from "../support/invariants";
-import {
-  backdateExpiry,
-  balanceOf,
-  cancelOrder,
-  createUserCoupon,
-  orderRow,
-  payOrder,
-  placedOrderId,
-  stockStub,
-} from "../support/orders";
+import { backdateExpiry, balanceOf, cancelOrder, createUserCoupon, orderRow, payOrder, placedOrderId, stockStub } from "../support/orders";
 
 async function ledger(userId: number, orderId: number) {
   const [history, outbox, items] = await Promise.all([
@@ -29,7 +20,14 @@ describe("POST /api/v1/points/use", () => {
     const a = await createProduct(1_000, 10);
     const b = await createProduct(2_500, 10);
     const uc = await createUserCoupon(userId, await createCoupon({ discountType: "AMOUNT", discountValue: 1_500 }));
-    const orderId = await placedOrderId(userId, [[a, 2], [b, 1]], uc);
+    const orderId = await placedOrderId(
+      userId,
+      [
+        [a, 2],
+        [b, 1],
+      ],
+      uc,
+    );
     const res = await payOrder(userId, orderId);
     expect(res.status).toBe(200);
     expect(res.body.data).toEqual({ orderId, status: "PAID", paidAmount: 3_000, balance: 47_000 });

@@ -9,7 +9,9 @@ describe("POST /api/v1/points/charge", () => {
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ code: 200, message: "요청이 정상적으로 처리되었습니다.", data: { userId, balance: 3_500 } });
     expect(res.headers.get("x-request-id")).toBeTruthy();
-    const history = await env.DB.prepare("SELECT type, amount, balance_after FROM point_history WHERE user_id = ? ORDER BY id").bind(userId).all();
+    const history = await env.DB.prepare("SELECT type, amount, balance_after FROM point_history WHERE user_id = ? ORDER BY id")
+      .bind(userId)
+      .all();
     expect(history.results).toEqual([
       { type: "CHARGE", amount: 1_000, balance_after: 1_000 },
       { type: "CHARGE", amount: 2_500, balance_after: 3_500 },

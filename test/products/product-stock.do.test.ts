@@ -43,9 +43,19 @@ describe("ProductStock DO", () => {
   it("refuses more than is available and never goes below 0", async () => {
     const p = await createProduct(100, 2);
     const stub = stockStub(p);
-    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 3, now: Date.now() })).toEqual({ ok: false, code: "INSUFFICIENT_STOCK", available: 2 });
-    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 2, now: Date.now() })).toMatchObject({ ok: true, available: 0 });
-    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 1, now: Date.now() })).toMatchObject({ ok: false, code: "INSUFFICIENT_STOCK" });
+    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 3, now: Date.now() })).toEqual({
+      ok: false,
+      code: "INSUFFICIENT_STOCK",
+      available: 2,
+    });
+    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 2, now: Date.now() })).toMatchObject({
+      ok: true,
+      available: 0,
+    });
+    expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: 1, now: Date.now() })).toMatchObject({
+      ok: false,
+      code: "INSUFFICIENT_STOCK",
+    });
     expect(await stub.restock(p, -1)).toEqual({ ok: false, code: "INSUFFICIENT_STOCK", available: 0 });
   });
 
@@ -73,11 +83,17 @@ describe("ProductStock DO", () => {
     expect(await stub.release(held)).toEqual({ ok: true, released: 1 });
     expect(await stub.release(confirmed)).toEqual({ ok: true, released: 2 });
     expect(await stub.release(confirmed)).toEqual({ ok: true, released: 0 });
-    expect(await stub.reserve({ productId: p, orderId: held, quantity: 1, now: Date.now() })).toMatchObject({ ok: false, code: "ALREADY_RELEASED" });
+    expect(await stub.reserve({ productId: p, orderId: held, quantity: 1, now: Date.now() })).toMatchObject({
+      ok: false,
+      code: "ALREADY_RELEASED",
+    });
     // Releasing an order that never reserved leaves a tombstone.
     const never = orderId();
     expect(await stub.release(never)).toEqual({ ok: true, released: 0 });
-    expect(await stub.reserve({ productId: p, orderId: never, quantity: 1, now: Date.now() })).toMatchObject({ ok: false, code: "ALREADY_RELEASED" });
+    expect(await stub.reserve({ productId: p, orderId: never, quantity: 1, now: Date.now() })).toMatchObject({
+      ok: false,
+      code: "ALREADY_RELEASED",
+    });
     expect(await stub.sell(held)).toEqual({ ok: false, code: "ALREADY_RELEASED" });
     expect(await stub.snapshot(p)).toMatchObject({ available: 5, held: 0, confirmed: 0 });
     expect(await projected(p)).toBe(5);
@@ -133,7 +149,9 @@ describe("ProductStock DO", () => {
     const p = await createProduct(100, 3);
     const stub = stockStub(p);
     await stub.restock(p, 1);
-    await env.DB.prepare("UPDATE products SET updated_at = ? WHERE id = ?").bind(Date.now() + 3_600_000, p).run();
+    await env.DB.prepare("UPDATE products SET updated_at = ? WHERE id = ?")
+      .bind(Date.now() + 3_600_000, p)
+      .run();
     expect(await stub.restock(p, 2)).toEqual({ ok: true, available: 6 });
     expect(await projected(p)).toBe(6);
   });
@@ -141,7 +159,11 @@ describe("ProductStock DO", () => {
   it("refuses a non-positive or fractional quantity and a zero delta", async () => {
     const p = await createProduct(100, 3);
     const stub = stockStub(p);
-    for (const q of [0, -1, 1.5]) expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: q, now: Date.now() })).toMatchObject({ ok: false, code: "INVALID_QUANTITY" });
+    for (const q of [0, -1, 1.5])
+      expect(await stub.reserve({ productId: p, orderId: orderId(), quantity: q, now: Date.now() })).toMatchObject({
+        ok: false,
+        code: "INVALID_QUANTITY",
+      });
     expect(await stub.restock(p, 0)).toMatchObject({ ok: false, code: "INVALID_QUANTITY" });
     expect(await stub.snapshot(p)).toMatchObject({ available: 3, held: 0 });
   });
@@ -160,7 +182,10 @@ describe("ProductStock DO", () => {
     });
     await stub.release(orderId()); // any later change prunes
     const left = await runInDurableObject(stub, (_o: ProductStock, state) =>
-      state.storage.sql.exec<{ order_id: number }>("SELECT order_id FROM reservations ORDER BY order_id").toArray().map((r) => r.order_id),
+      state.storage.sql
+        .exec<{ order_id: number }>("SELECT order_id FROM reservations ORDER BY order_id")
+        .toArray()
+        .map((r) => r.order_id),
     );
     expect(left).not.toContain(sold);
     expect(left).not.toContain(released);
@@ -171,7 +196,9 @@ describe("ProductStock DO", () => {
   it("serialises 100 concurrent reserves on 30 units without losing an update", async () => {
     const p = await createProduct(100, 30);
     const stub = stockStub(p);
-    const results = await Promise.all(Array.from({ length: 100 }, () => stub.reserve({ productId: p, orderId: orderId(), quantity: 1, now: Date.now() })));
+    const results = await Promise.all(
+      Array.from({ length: 100 }, () => stub.reserve({ productId: p, orderId: orderId(), quantity: 1, now: Date.now() })),
+    );
     expect(results.filter((r) => r.ok)).toHaveLength(30);
     expect(await stub.snapshot(p)).toMatchObject({ available: 0, held: 30 });
     expect(await projected(p)).toBe(0);

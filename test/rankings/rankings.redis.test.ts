@@ -30,7 +30,14 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     const services = servicesFor(app.env);
     const [a, b] = [await createProduct(100, 50, "a"), await createProduct(200, 50, "b")];
     const now = Date.now();
-    await services.rankings.recordPaidOrder({ orderId: 1, paidAt: now, items: [{ productId: a, quantity: 2 }, { productId: b, quantity: 3 }] });
+    await services.rankings.recordPaidOrder({
+      orderId: 1,
+      paidAt: now,
+      items: [
+        { productId: a, quantity: 2 },
+        { productId: b, quantity: 3 },
+      ],
+    });
     await services.rankings.recordPaidOrder({ orderId: 2, paidAt: now, items: [{ productId: a, quantity: 4 }] });
     const key = `${app.env.REDIS_KEY_PREFIX}ranking:daily:${businessDate(now, TZ)}`;
     const redis = rawRedis();
@@ -42,7 +49,10 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     // The ZSET is the read path: D1 has no sales for these products, Redis does.
     const top = await app.get("/api/v1/products/top?size=5");
     expect(top.status).toBe(200);
-    expect(top.body.data.products.map((p: any) => [p.productId, p.sales])).toEqual([[a, 6], [b, 3]]);
+    expect(top.body.data.products.map((p: any) => [p.productId, p.sales])).toEqual([
+      [a, 6],
+      [b, 3],
+    ]);
     expect(top.body.data.products[0]).toMatchObject({ productName: "a", price: 100, stock: 50 });
   });
 
@@ -50,8 +60,16 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     const app = appWithRedis({ prefix: prefix() });
     const services = servicesFor(app.env);
     const p = await createProduct();
-    await services.rankings.recordPaidOrder({ orderId: 1, paidAt: Date.parse("2026-11-25T23:59:00+09:00"), items: [{ productId: p, quantity: 1 }] });
-    await services.rankings.recordPaidOrder({ orderId: 2, paidAt: Date.parse("2026-11-26T00:01:00+09:00"), items: [{ productId: p, quantity: 7 }] });
+    await services.rankings.recordPaidOrder({
+      orderId: 1,
+      paidAt: Date.parse("2026-11-25T23:59:00+09:00"),
+      items: [{ productId: p, quantity: 1 }],
+    });
+    await services.rankings.recordPaidOrder({
+      orderId: 2,
+      paidAt: Date.parse("2026-11-26T00:01:00+09:00"),
+      items: [{ productId: p, quantity: 7 }],
+    });
     const redis = rawRedis();
     expect(await redis.zscore(`${app.env.REDIS_KEY_PREFIX}ranking:daily:2026-11-25`, String(p))).toBe(1);
     expect(await redis.zscore(`${app.env.REDIS_KEY_PREFIX}ranking:daily:2026-11-26`, String(p))).toBe(7);
@@ -64,7 +82,10 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     const [a, b] = [await createProduct(), await createProduct()];
     const now = Date.now();
     // Paid before the repair's watermark (REPAIR_LAG_MS), so the repair counts it.
-    await insertPaidOrder(userId, now - 2 * REPAIR_LAG_MS, [{ productId: a, quantity: 9 }, { productId: b, quantity: 4 }]);
+    await insertPaidOrder(userId, now - 2 * REPAIR_LAG_MS, [
+      { productId: a, quantity: 9 },
+      { productId: b, quantity: 4 },
+    ]);
     const key = `${app.env.REDIS_KEY_PREFIX}ranking:daily:${businessDate(now, TZ)}`;
     const redis = rawRedis();
     await redis.zincrby(key, 1, String(b)); // a stale, wrong entry
@@ -137,7 +158,9 @@ describe.skipIf(!redisAvailable)("rankings against the real Redis", () => {
     const top = await down.get("/api/v1/products/top?size=100");
     expect(top.body.data.products.find((x: any) => x.productId === p)?.sales).toBe(3);
     const services = servicesFor(down.env);
-    await expect(services.rankings.recordPaidOrder({ orderId: 1, paidAt: Date.now(), items: [{ productId: p, quantity: 1 }] })).resolves.toBeUndefined();
+    await expect(
+      services.rankings.recordPaidOrder({ orderId: 1, paidAt: Date.now(), items: [{ productId: p, quantity: 1 }] }),
+    ).resolves.toBeUndefined();
     expect((await services.rankings.repairToday()).written).toBe(false);
   });
 });
@@ -177,7 +200,13 @@ describe.skipIf(!redisAvailable)("rankings fed by real payments", () => {
     const app = appWithRedis({ prefix: prefix() });
     const userId = await createUser(100_000);
     const [a, b] = [await createProduct(1_000, 50, "pa"), await createProduct(2_000, 50, "pb")];
-    for (const lines of [[{ productId: a, quantity: 3 }, { productId: b, quantity: 1 }], [{ productId: b, quantity: 4 }]]) {
+    for (const lines of [
+      [
+        { productId: a, quantity: 3 },
+        { productId: b, quantity: 1 },
+      ],
+      [{ productId: b, quantity: 4 }],
+    ]) {
       const placed = await app.post("/api/v1/orders", { userId, orderProducts: lines });
       expect(placed.status).toBe(201);
       const paid = await app.post("/api/v1/points/use", { userId, orderId: placed.body.data.orderId });
@@ -190,14 +219,23 @@ describe.skipIf(!redisAvailable)("rankings fed by real payments", () => {
     expect(await redis.zscore(key, String(a))).toBe(3);
     expect(await redis.zscore(key, String(b))).toBe(5);
     const top = await app.get("/api/v1/products/top?size=2");
-    expect(top.body.data.products.map((p: any) => [p.productId, p.sales])).toEqual([[b, 5], [a, 3]]);
+    expect(top.body.data.products.map((p: any) => [p.productId, p.sales])).toEqual([
+      [b, 5],
+      [a, 3],
+    ]);
   });
 });
 
 describe.skipIf(!redisAvailable)("the ranking repair and a late increment never count a sale twice", () => {
   /** The rankings service with its clock at `now()` (the repair's watermark is REPAIR_LAG_MS before it). */
   const at = (appEnv: ReturnType<typeof appWithRedis>["env"], now: () => number) =>
-    new RankingsService({ repo: new RankingsRepo(env.DB), products: new ProductsRepo(createDb(env.DB)), cache: redisRankingCache(rawLanes(), appEnv.REDIS_KEY_PREFIX), timeZone: TZ, clock: now });
+    new RankingsService({
+      repo: new RankingsRepo(env.DB),
+      products: new ProductsRepo(createDb(env.DB)),
+      cache: redisRankingCache(rawLanes(), appEnv.REDIS_KEY_PREFIX),
+      timeZone: TZ,
+      clock: now,
+    });
 
   it("a repair that already counted a sale drops its late ZINCRBY; a retried increment counts once", async () => {
     const app = appWithRedis({ prefix: prefix() });

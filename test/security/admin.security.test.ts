@@ -4,7 +4,13 @@ import { ADMIN_TOKEN, adminHeaders, createCoupon, errorCode } from "../support/h
 import { bearer, JWT_SECRET, testApp, tokenFor } from "../support/secure-app";
 
 // Both write limits at 1 a minute: admin writes must never be counted against them.
-const app = testApp({ JWT_SECRET, RATE_LIMIT_WRITES_PER_MINUTE: "1", RATE_LIMIT_IP_WRITES_PER_MINUTE: "1", WRITES_PER_USER: env.TEST_WRITES_1, WRITES_PER_IP: env.TEST_WRITES_1 });
+const app = testApp({
+  JWT_SECRET,
+  RATE_LIMIT_WRITES_PER_MINUTE: "1",
+  RATE_LIMIT_IP_WRITES_PER_MINUTE: "1",
+  WRITES_PER_USER: env.TEST_WRITES_1,
+  WRITES_PER_IP: env.TEST_WRITES_1,
+});
 
 async function counts() {
   return env.DB.prepare(
@@ -18,7 +24,18 @@ function adminCalls(couponId: number): [method: string, path: string, json?: unk
   return [
     ["POST", "/api/v1/admin/users", { name: "mallory", initialBalance: 5_000_000 }],
     ["POST", "/api/v1/admin/products", { name: "free", price: 1, stock: 1_000 }],
-    ["POST", "/api/v1/admin/coupons", { name: "c", discountType: "RATE", discountValue: 100, quantity: 5, startsAt: new Date(now).toISOString(), endsAt: new Date(now + 86_400_000).toISOString() }],
+    [
+      "POST",
+      "/api/v1/admin/coupons",
+      {
+        name: "c",
+        discountType: "RATE",
+        discountValue: 100,
+        quantity: 5,
+        startsAt: new Date(now).toISOString(),
+        endsAt: new Date(now + 86_400_000).toISOString(),
+      },
+    ],
     ["PATCH", `/api/v1/admin/coupons/${couponId}`, { quantity: 500 }],
     ["GET", "/api/v1/admin/dead-letters"],
     ["POST", "/api/v1/admin/dead-letters/1/replay", {}],

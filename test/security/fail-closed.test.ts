@@ -81,7 +81,7 @@ describe("a deployed environment without its secrets fails closed", () => {
     expect(errors.mock.calls.map((a) => String(a[0])).filter((l) => l.includes("unhandled error"))).toEqual([]);
   });
 
-  it("treats an unset ENVIRONMENT as deployed (only an explicit \"development\" runs open)", async () => {
+  it('treats an unset ENVIRONMENT as deployed (only an explicit "development" runs open)', async () => {
     const userId = await createUser(0);
     const app = testApp({ ENVIRONMENT: "", JWT_SECRET: "", ADMIN_TOKEN: "" });
     expectMisconfigured(await app.get(`/api/v1/points?userId=${userId}`), "user route");
@@ -106,7 +106,7 @@ describe("a deployed environment without its secrets fails closed", () => {
 });
 
 describe("local development keeps today's behaviour", () => {
-  it("runs with ENVIRONMENT = \"development\" from wrangler.toml's top-level vars (what npm run dev and the tests use)", () => {
+  it('runs with ENVIRONMENT = "development" from wrangler.toml\'s top-level vars (what npm run dev and the tests use)', () => {
     expect(env.ENVIRONMENT).toBe("development");
   });
 

@@ -11,7 +11,10 @@ import { pointsState, testApp } from "../support/secure-app";
 const CHARGE = "/api/v1/points/charge";
 const withKey = (key: string) => ({ "idempotency-key": key });
 const keyRows = (userId: number) =>
-  env.DB.prepare("SELECT key, status_code FROM idempotency_keys WHERE user_id = ? ORDER BY key").bind(userId).all().then((r) => r.results);
+  env.DB.prepare("SELECT key, status_code FROM idempotency_keys WHERE user_id = ? ORDER BY key")
+    .bind(userId)
+    .all()
+    .then((r) => r.results);
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -133,7 +136,9 @@ describe("Idempotency-Key on POST /api/v1/points/charge", () => {
     const userId = await createUser(0);
     const body = JSON.stringify({ userId, amount: 50 });
     const t = Date.now();
-    await env.DB.prepare("INSERT INTO idempotency_keys (user_id, key, scope, request_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+    await env.DB.prepare(
+      "INSERT INTO idempotency_keys (user_id, key, scope, request_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
       .bind(userId, "busy", `POST ${CHARGE}`, await requestHash("POST", CHARGE, body), t, t + IDEMPOTENCY_TTL_MS)
       .run();
     const app = testApp({}, { now: () => t });
@@ -180,7 +185,10 @@ describe("Idempotency-Key on POST /api/v1/points/charge", () => {
     const userId = await createUser(0);
     const a = await createCoupon();
     const b = await createCoupon();
-    for (const [path, body] of [["/api/v1/coupons/issue", { userId, couponId: a }], [`/api/v1/coupons/${b}/issue`, { userId }]] as const) {
+    for (const [path, body] of [
+      ["/api/v1/coupons/issue", { userId, couponId: a }],
+      [`/api/v1/coupons/${b}/issue`, { userId }],
+    ] as const) {
       const key = `issue-${path}`;
       const first = await api.post(path, body, withKey(key));
       const again = await api.post(path, body, withKey(key));

@@ -34,7 +34,11 @@ describe("order and payment routes with JWT_SECRET set", () => {
   });
 
   const requests = () => [
-    { name: "place", run: (h: Record<string, string>, u = userId) => app.post("/api/v1/orders", { userId: u, orderProducts: [{ productId, quantity: 1 }] }, h) },
+    {
+      name: "place",
+      run: (h: Record<string, string>, u = userId) =>
+        app.post("/api/v1/orders", { userId: u, orderProducts: [{ productId, quantity: 1 }] }, h),
+    },
     { name: "read", run: (h: Record<string, string>, u = userId) => app.get(`/api/v1/orders/${orderId}?userId=${u}`, h) },
     { name: "cancel", run: (h: Record<string, string>, u = userId) => app.post(`/api/v1/orders/${orderId}/cancel`, { userId: u }, h) },
     { name: "pay", run: (h: Record<string, string>, u = userId) => app.post("/api/v1/points/use", { userId: u, orderId }, h) },
@@ -71,7 +75,10 @@ describe("order and payment routes with JWT_SECRET set", () => {
     const headers = { ...bearer(token), "idempotency-key": `pay-${orderId}` };
     const results = await Promise.all(Array.from({ length: 10 }, () => app.post("/api/v1/points/use", { userId, orderId }, headers)));
     const statuses = results.map((r) => r.status);
-    expect(statuses.every((s) => s === 200), JSON.stringify(statuses)).toBe(true);
+    expect(
+      statuses.every((s) => s === 200),
+      JSON.stringify(statuses),
+    ).toBe(true);
     expect(new Set(results.map((r) => JSON.stringify(r.body))).size).toBe(1);
     expect(results.filter((r) => r.headers.get("idempotent-replayed") === "true")).toHaveLength(9);
     const after = await pointsState(userId);

@@ -65,10 +65,16 @@ describe("points routes with JWT_SECRET set", () => {
 
   it("still answers malformed JSON with 400 VALIDATION_FAILED once the token is valid, and 401 before that", async () => {
     const mine = bearer(await tokenFor(userId));
-    const authed = await app.call("POST", "/api/v1/points/charge", { body: '{"userId": ', headers: { ...mine, "content-type": "application/json" } });
+    const authed = await app.call("POST", "/api/v1/points/charge", {
+      body: '{"userId": ',
+      headers: { ...mine, "content-type": "application/json" },
+    });
     expect(authed.status).toBe(400);
     expect(errorCode(authed)).toBe("VALIDATION_FAILED");
-    const anonymous = await app.call("POST", "/api/v1/points/charge", { body: '{"userId": ', headers: { "content-type": "application/json" } });
+    const anonymous = await app.call("POST", "/api/v1/points/charge", {
+      body: '{"userId": ',
+      headers: { "content-type": "application/json" },
+    });
     expect(anonymous.status).toBe(401);
     const invalidAmount = await app.post("/api/v1/points/charge", { userId, amount: 0 }, mine);
     expect(errorCode(invalidAmount)).toBe("INVALID_CHARGE_AMOUNT");

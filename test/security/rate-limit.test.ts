@@ -70,11 +70,14 @@ describe("write rate limits ([[ratelimits]] bindings)", () => {
   });
 
   it("counts an IP's unauthenticated and invalid writes too, before identity", async () => {
-    const app = testApp({
-      JWT_SECRET: "rate-limit-test-secret-0123456789",
-      RATE_LIMIT_IP_WRITES_PER_MINUTE: "1",
-      WRITES_PER_IP: env.TEST_WRITES_1,
-    }, { now: () => T0 });
+    const app = testApp(
+      {
+        JWT_SECRET: "rate-limit-test-secret-0123456789",
+        RATE_LIMIT_IP_WRITES_PER_MINUTE: "1",
+        WRITES_PER_IP: env.TEST_WRITES_1,
+      },
+      { now: () => T0 },
+    );
     const ip = freshIp();
     const statuses: number[] = [];
     for (let i = 0; i < 3; i++) statuses.push((await app.post(CHARGE, { userId: 1, amount: 1 }, from(ip))).status);

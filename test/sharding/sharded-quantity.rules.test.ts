@@ -11,12 +11,18 @@ describe("sharded quantity: pure rules", () => {
     expect(decideGrant(10, 0, 3)).toBe(3); // a prefetch takes only the batch
     expect(decideGrant(-2, 1, 1)).toBe(0);
     for (let available = 0; available < 40; available++) {
-      for (const need of [0, 1, 3, 50]) for (const extra of [0, 2, 100]) expect(decideGrant(available, need, extra)).toBeLessThanOrEqual(available);
+      for (const need of [0, 1, 3, 50])
+        for (const extra of [0, 2, 100]) expect(decideGrant(available, need, extra)).toBeLessThanOrEqual(available);
     }
   });
 
   it("an even split at creation: K - 1 shares of ceil(q / K) taken one after another from shard 0", () => {
-    for (const [q, k] of [[10_000, 8], [200, 8], [90, 3], [1001, 8]] as const) {
+    for (const [q, k] of [
+      [10_000, 8],
+      [200, 8],
+      [90, 3],
+      [1001, 8],
+    ] as const) {
       let bank = q;
       const share = fairShare(q, k);
       const shares = siblingsOf(0, k).map(() => {

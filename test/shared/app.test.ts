@@ -37,7 +37,14 @@ describe("HTTP skeleton", () => {
     const doc = await api.get("/openapi.json");
     expect(doc.status).toBe(200);
     expect(doc.body.openapi).toBe("3.1.0");
-    for (const path of ["/api/v1/points/charge", "/api/v1/points", "/api/v1/points/history", "/api/v1/products", "/api/v1/products/{productId}", "/api/v1/admin/users"]) {
+    for (const path of [
+      "/api/v1/points/charge",
+      "/api/v1/points",
+      "/api/v1/points/history",
+      "/api/v1/products",
+      "/api/v1/products/{productId}",
+      "/api/v1/admin/users",
+    ]) {
       expect(Object.keys(doc.body.paths), path).toContain(path);
     }
     expect(doc.body.components.schemas.ChargeRequest.additionalProperties).toBe(false);

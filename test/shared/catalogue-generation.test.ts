@@ -3,7 +3,12 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app";
 import type { ProductStock } from "../../src/products/product-stock.do";
-import { BUMP_TIMER_BUDGET_MS, CatalogueGeneration, GENERATION_MEMO_MS, SALE_BUMP_INTERVAL_MS } from "../../src/shared/catalogue-generation";
+import {
+  BUMP_TIMER_BUDGET_MS,
+  CatalogueGeneration,
+  GENERATION_MEMO_MS,
+  SALE_BUMP_INTERVAL_MS,
+} from "../../src/shared/catalogue-generation";
 import { createProduct, createUser } from "../support/http";
 import { stockStub } from "../support/orders";
 
@@ -36,7 +41,12 @@ async function simulatedWorld(productId: number) {
       async post(path: string, body: unknown) {
         const ctx = createExecutionContext();
         pending.push(ctx);
-        const res = await app.request(`${ORIGIN}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) }, env, ctx);
+        const res = await app.request(
+          `${ORIGIN}${path}`,
+          { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) },
+          env,
+          ctx,
+        );
         return { status: res.status, body: (await res.json()) as { data: { orderId: number } } };
       },
       /** Every write's deferred work, finished (call once no timer is left). */
@@ -119,7 +129,9 @@ describe("a sale shows in the catalogue within about a second (the generation bu
     generations.add(await generationNow());
     const bumps = generations.size - 1;
     expect(bumps).toBeGreaterThanOrEqual(2);
-    expect(bumps, `${bumps} generation writes in ${world.now - start} ms`).toBeLessThanOrEqual(Math.ceil((world.now - start) / SALE_BUMP_INTERVAL_MS));
+    expect(bumps, `${bumps} generation writes in ${world.now - start} ms`).toBeLessThanOrEqual(
+      Math.ceil((world.now - start) / SALE_BUMP_INTERVAL_MS),
+    );
   });
 });
 

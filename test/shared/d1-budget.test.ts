@@ -37,7 +37,12 @@ type Fixture = { userId: number; productId: number; couponId: number };
 /** A user, a product and a coupon per walk, all created before the first walk: the catalogue is the same size in every walk. */
 async function fixtures(n: number): Promise<Fixture[]> {
   const out: Fixture[] = [];
-  for (let i = 0; i < n; i++) out.push({ userId: await createUser(1_000_000), productId: await createProduct(1_000, 50), couponId: await createCoupon({ quantity: 10 }) });
+  for (let i = 0; i < n; i++)
+    out.push({
+      userId: await createUser(1_000_000),
+      productId: await createProduct(1_000, 50),
+      couponId: await createCoupon({ quantity: 10 }),
+    });
   return out;
 }
 
@@ -55,7 +60,11 @@ async function walkRoutes({ userId, productId, couponId }: Fixture, variant: num
   const issued = await api.post("/api/v1/coupons/issue", { userId, couponId });
   steps.push(costOf("POST /coupons/issue", issued));
   steps.push(costOf("GET /coupons", await api.get(`/api/v1/coupons?userId=${userId}`)));
-  const order = await api.post("/api/v1/orders", { userId, userCouponId: issued.body.data.userCouponId, orderProducts: [{ productId, quantity: 1 }] });
+  const order = await api.post("/api/v1/orders", {
+    userId,
+    userCouponId: issued.body.data.userCouponId,
+    orderProducts: [{ productId, quantity: 1 }],
+  });
   steps.push(costOf("POST /orders", order));
   const orderId = order.body.data.orderId;
   steps.push(costOf("GET /orders/{id}", await api.get(`/api/v1/orders/${orderId}?userId=${userId}`)));
@@ -121,7 +130,10 @@ describe("D1 rows per request and per job do not grow with history", () => {
 
   it("today's ranking (D1 fallback) reads today's sold lines, not the lines of earlier days", async () => {
     const { productId } = (await fixtures(1))[0]!;
-    const bookmark = { [BOOKMARK_HEADER]: (await api.post("/api/v1/points/charge", { userId: (await fixtures(1))[0]!.userId, amount: 1 })).headers.get(BOOKMARK_HEADER) ?? "" };
+    const bookmark = {
+      [BOOKMARK_HEADER]:
+        (await api.post("/api/v1/points/charge", { userId: (await fixtures(1))[0]!.userId, amount: 1 })).headers.get(BOOKMARK_HEADER) ?? "",
+    };
     const before = costOf("top", await api.get("/api/v1/products/top?size=11", bookmark)).cost;
     await writeHistory({ orders: 3_000, pointHistory: 0, userCoupons: 0, events: 0 }, productId);
     const after = costOf("top", await api.get("/api/v1/products/top?size=12", bookmark)).cost;

@@ -47,7 +47,12 @@ describe("session start per route", () => {
   it("public catalogue and ranking reads start first-unconstrained (a replica may answer)", async () => {
     const app = recordingApp();
     const p = await createProduct(700, 3);
-    for (const path of ["/api/v1/products?page=0&size=5", `/api/v1/products/${p}`, "/api/v1/products/top?size=5", "/api/v1/products/best"]) {
+    for (const path of [
+      "/api/v1/products?page=0&size=5",
+      `/api/v1/products/${p}`,
+      "/api/v1/products/top?size=5",
+      "/api/v1/products/best",
+    ]) {
       const { start, res } = await app.startOf("GET", path);
       expect(res.status, path).toBe(200);
       expect(start, path).toBe("first-unconstrained");
@@ -70,7 +75,8 @@ describe("session start per route", () => {
       expect(res.status, path).toBeLessThan(300);
       expect(start, `${method} ${path}`).toBe("first-primary");
     }
-    const orderId = (await app.call("POST", "/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] })).body.data.orderId;
+    const orderId = (await app.call("POST", "/api/v1/orders", { userId, orderProducts: [{ productId: p, quantity: 1 }] })).body.data
+      .orderId;
     expect((await app.startOf("GET", `/api/v1/orders/${orderId}?userId=${userId}`)).start).toBe("first-primary");
     expect((await app.startOf("POST", "/api/v1/admin/users", { name: "s" }, adminHeaders)).start).toBe("first-primary");
   });
@@ -109,7 +115,13 @@ describe("x-d1-bookmark", () => {
   it("refuses a malformed bookmark with 400 VALIDATION_FAILED before any D1 work, never 500; an empty one counts as absent", async () => {
     const app = recordingApp();
     const userId = await createUser(0);
-    const bad = ["garbage", "00000000-00000000-00000000", "0000000g-00000000-00000000-00000000000000000000000000000000", `${"0".repeat(8)}-${"0".repeat(8)}-${"0".repeat(8)}-${"0".repeat(200)}`, "first-primary"];
+    const bad = [
+      "garbage",
+      "00000000-00000000-00000000",
+      "0000000g-00000000-00000000-00000000000000000000000000000000",
+      `${"0".repeat(8)}-${"0".repeat(8)}-${"0".repeat(8)}-${"0".repeat(200)}`,
+      "first-primary",
+    ];
     for (const value of bad) {
       for (const [method, path, json] of [
         ["GET", "/api/v1/products"],

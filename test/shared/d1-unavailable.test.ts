@@ -83,7 +83,10 @@ describe("a transient D1 failure is 503 with Retry-After, logged as a warning, n
         expect(errorCode(res)).toBe("SERVICE_UNAVAILABLE");
         expect(res.headers.get("retry-after")).toBe("1");
       }
-      expect(logs.filter((l) => l.msg === "unhandled error"), "no error-level 'unhandled error' line").toEqual([]);
+      expect(
+        logs.filter((l) => l.msg === "unhandled error"),
+        "no error-level 'unhandled error' line",
+      ).toEqual([]);
       const warned = logs.filter((l) => l.level === "warn" && l.msg === "service unavailable");
       expect(warned).toHaveLength(3);
       // The warning keeps D1's own words (looked up through the query builder's wrapper), not only "Failed query".

@@ -11,7 +11,11 @@ afterEach(() => vi.restoreAllMocks());
 
 const preflight = (origin: string) =>
   app.call("OPTIONS", "/api/v1/points/charge", {
-    headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type, idempotency-key" },
+    headers: {
+      origin,
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "authorization, content-type, idempotency-key",
+    },
   });
 
 describe("CORS by ALLOWED_ORIGINS", () => {
@@ -38,7 +42,8 @@ describe("CORS by ALLOWED_ORIGINS", () => {
     const res = await app.get("/api/v1/products", { origin: SHOP });
     expect(res.headers.get("access-control-allow-origin")).toBe(SHOP);
     const exposed = res.headers.get("access-control-expose-headers")?.toLowerCase() ?? "";
-    for (const h of ["x-request-id", "retry-after", "idempotent-replayed", "server-timing", "x-d1-bookmark", "etag"]) expect(exposed).toContain(h);
+    for (const h of ["x-request-id", "retry-after", "idempotent-replayed", "server-timing", "x-d1-bookmark", "etag"])
+      expect(exposed).toContain(h);
   });
 });
 
@@ -58,12 +63,18 @@ describe("secure headers and body limit", () => {
     const json = JSON.stringify({ userId, amount: 1, pad: "" });
     const over = json.replace('"pad":""', `"pad":"${"x".repeat(MAX_BODY_BYTES - json.length + 1)}"`);
     expect(over.length).toBe(MAX_BODY_BYTES + 1);
-    const res = await app.call("POST", "/api/v1/points/charge", { body: over, headers: { "content-type": "application/json", ...bearer(await tokenFor(userId)) } });
+    const res = await app.call("POST", "/api/v1/points/charge", {
+      body: over,
+      headers: { "content-type": "application/json", ...bearer(await tokenFor(userId)) },
+    });
     expect(res.status).toBe(413);
     expect(errorCode(res)).toBe("PAYLOAD_TOO_LARGE");
     const atLimit = json.replace('"pad":""', `"pad":"${"x".repeat(MAX_BODY_BYTES - json.length)}"`);
     expect(atLimit.length).toBe(MAX_BODY_BYTES);
-    const under = await app.call("POST", "/api/v1/points/charge", { body: atLimit, headers: { "content-type": "application/json", ...bearer(await tokenFor(userId)) } });
+    const under = await app.call("POST", "/api/v1/points/charge", {
+      body: atLimit,
+      headers: { "content-type": "application/json", ...bearer(await tokenFor(userId)) },
+    });
     expect(under.status).toBe(400); // read and validated (unknown field "pad"), not refused for size
     expect(under.body.detail).toContain("pad");
   });

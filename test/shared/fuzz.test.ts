@@ -39,7 +39,15 @@ const ZERO_BASED = new Set(["page", "afterId"]);
 const BAD_PATH_IDS = ["0", "-1", "1.5", "abc", "9007199254740993", "1e3", "01", "%20", "null"];
 const NON_OBJECTS = ["[]", "null", "1", '"x"', "true", "[{}]"];
 
-type BodyRoute = { method: "POST" | "PATCH"; path: () => string; admin: boolean; body: () => Record<string, unknown>; ints: string[]; strings: string[]; required: string[] };
+type BodyRoute = {
+  method: "POST" | "PATCH";
+  path: () => string;
+  admin: boolean;
+  body: () => Record<string, unknown>;
+  ints: string[];
+  strings: string[];
+  required: string[];
+};
 type QueryRoute = { path: string; admin: boolean; params: () => Record<string, string>; bad: string[]; pathIds?: (id: string) => string };
 
 type Case = { route: string; method: string; path: string; body?: string; headers: Record<string, string>; admin: boolean };
@@ -67,7 +75,10 @@ function bodyCase(r: Rng, route: BodyRoute): Case {
       break;
     }
     case 3:
-      body = withField(r.pick(["admin", "role", "__proto__", "constructor", "userid", "balance", " userId"]), r.pick(["1", "true", '"x"', "{}"]));
+      body = withField(
+        r.pick(["admin", "role", "__proto__", "constructor", "userid", "balance", " userId"]),
+        r.pick(["1", "true", '"x"', "{}"]),
+      );
       break;
     case 4:
       body = r.pick(NON_OBJECTS);
@@ -79,7 +90,13 @@ function bodyCase(r: Rng, route: BodyRoute): Case {
     }
     case 6:
       body = JSON.stringify(base);
-      if (r.next() < 0.5) headers["content-type"] = r.pick(["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonp"]);
+      if (r.next() < 0.5)
+        headers["content-type"] = r.pick([
+          "text/plain",
+          "application/x-www-form-urlencoded",
+          "multipart/form-data; boundary=x",
+          "application/jsonp",
+        ]);
       else delete headers["content-type"];
       break;
     case 7:
@@ -91,7 +108,7 @@ function bodyCase(r: Rng, route: BodyRoute): Case {
         body = JSON.stringify(base);
         headers["idempotency-key"] = "k".repeat(256 + r.int(100));
       } else {
-        body = r.pick(["{'a':1}", "undefined", "NaN", "{userId:1}", "\u0000", "{\"a\":1}}", "{\"a\":01}"]);
+        body = r.pick(["{'a':1}", "undefined", "NaN", "{userId:1}", "\u0000", '{"a":1}}', '{"a":01}']);
       }
   }
   return { route: `${route.method} ${route.path()}`, method: route.method, path: route.path(), body, headers, admin: route.admin };
@@ -114,9 +131,17 @@ function queryCase(r: Rng, route: QueryRoute): Case {
   } else {
     // A repeated parameter: the route reads one value, the second must be refused.
     const k = keys.length ? r.pick(keys) : "userId";
-    return { route: `GET ${route.path}`, method: "GET", path: `${path}?${new URLSearchParams(params)}&${k}=${encodeURIComponent(r.pick(BAD_QUERY))}`, headers: {}, admin: route.admin };
+    return {
+      route: `GET ${route.path}`,
+      method: "GET",
+      path: `${path}?${new URLSearchParams(params)}&${k}=${encodeURIComponent(r.pick(BAD_QUERY))}`,
+      headers: {},
+      admin: route.admin,
+    };
   }
-  const qs = Object.entries(params).map(([k, v]) => `${k}=${encodeURIComponent(v).replace(/%25/g, "%")}`).join("&");
+  const qs = Object.entries(params)
+    .map(([k, v]) => `${k}=${encodeURIComponent(v).replace(/%25/g, "%")}`)
+    .join("&");
   return { route: `GET ${route.path}`, method: "GET", path: qs ? `${path}?${qs}` : path, headers: {}, admin: route.admin };
 }
 
@@ -140,25 +165,105 @@ describe("fuzzed malformed requests on every route", () => {
     const iso = (ms: number) => new Date(ms).toISOString();
     return {
       body: [
-        { method: "POST", path: () => "/api/v1/points/charge", admin: false, body: () => ({ userId, amount: 100 }), ints: ["userId", "amount"], strings: [], required: ["userId", "amount"] },
-        { method: "POST", path: () => "/api/v1/coupons/issue", admin: false, body: () => ({ userId, couponId }), ints: ["userId", "couponId"], strings: [], required: ["userId", "couponId"] },
-        { method: "POST", path: () => `/api/v1/coupons/${couponId}/issue`, admin: false, body: () => ({ userId }), ints: ["userId"], strings: [], required: ["userId"] },
-        { method: "POST", path: () => "/api/v1/admin/users", admin: true, body: () => ({ name: "fuzz", initialBalance: 10 }), ints: ["initialBalance"], strings: ["name"], required: ["name"] },
-        { method: "POST", path: () => "/api/v1/admin/products", admin: true, body: () => ({ name: "fuzz", description: "d", price: 10, stock: 1 }), ints: ["price", "stock"], strings: ["name", "description"], required: ["name", "price", "stock"] },
         {
-          method: "POST", path: () => "/api/v1/admin/coupons", admin: true,
-          body: () => ({ name: "fuzz", discountType: "AMOUNT", discountValue: 10, quantity: 5, startsAt: iso(Date.now()), endsAt: iso(Date.now() + 86_400_000), validDays: 3 }),
-          ints: ["discountValue", "quantity", "validDays"], strings: ["name", "discountType", "startsAt", "endsAt"], required: ["name", "discountType", "discountValue", "quantity", "startsAt", "endsAt"],
+          method: "POST",
+          path: () => "/api/v1/points/charge",
+          admin: false,
+          body: () => ({ userId, amount: 100 }),
+          ints: ["userId", "amount"],
+          strings: [],
+          required: ["userId", "amount"],
         },
-        { method: "PATCH", path: () => `/api/v1/admin/coupons/${couponId}`, admin: true, body: () => ({ quantity: 50 }), ints: ["quantity"], strings: [], required: ["quantity"] },
+        {
+          method: "POST",
+          path: () => "/api/v1/coupons/issue",
+          admin: false,
+          body: () => ({ userId, couponId }),
+          ints: ["userId", "couponId"],
+          strings: [],
+          required: ["userId", "couponId"],
+        },
+        {
+          method: "POST",
+          path: () => `/api/v1/coupons/${couponId}/issue`,
+          admin: false,
+          body: () => ({ userId }),
+          ints: ["userId"],
+          strings: [],
+          required: ["userId"],
+        },
+        {
+          method: "POST",
+          path: () => "/api/v1/admin/users",
+          admin: true,
+          body: () => ({ name: "fuzz", initialBalance: 10 }),
+          ints: ["initialBalance"],
+          strings: ["name"],
+          required: ["name"],
+        },
+        {
+          method: "POST",
+          path: () => "/api/v1/admin/products",
+          admin: true,
+          body: () => ({ name: "fuzz", description: "d", price: 10, stock: 1 }),
+          ints: ["price", "stock"],
+          strings: ["name", "description"],
+          required: ["name", "price", "stock"],
+        },
+        {
+          method: "POST",
+          path: () => "/api/v1/admin/coupons",
+          admin: true,
+          body: () => ({
+            name: "fuzz",
+            discountType: "AMOUNT",
+            discountValue: 10,
+            quantity: 5,
+            startsAt: iso(Date.now()),
+            endsAt: iso(Date.now() + 86_400_000),
+            validDays: 3,
+          }),
+          ints: ["discountValue", "quantity", "validDays"],
+          strings: ["name", "discountType", "startsAt", "endsAt"],
+          required: ["name", "discountType", "discountValue", "quantity", "startsAt", "endsAt"],
+        },
+        {
+          method: "PATCH",
+          path: () => `/api/v1/admin/coupons/${couponId}`,
+          admin: true,
+          body: () => ({ quantity: 50 }),
+          ints: ["quantity"],
+          strings: [],
+          required: ["quantity"],
+        },
         // (PATCH /admin/products/{id}/stock is left out: a negative delta is valid there; test/products/admin-stock.routes.test.ts covers it.)
         {
-          method: "POST", path: () => "/api/v1/orders", admin: false,
+          method: "POST",
+          path: () => "/api/v1/orders",
+          admin: false,
           body: () => ({ userId, orderProducts: [{ productId, quantity: 1 }] }),
-          ints: ["userId"], strings: ["orderProducts"], required: ["userId", "orderProducts"],
+          ints: ["userId"],
+          strings: ["orderProducts"],
+          required: ["userId", "orderProducts"],
         },
-        { method: "POST", path: () => "/api/v1/points/use", admin: false, body: () => ({ userId, orderId }), ints: ["userId", "orderId"], strings: [], required: ["userId", "orderId"] },
-        { method: "POST", path: () => `/api/v1/orders/${orderId}/cancel`, admin: false, body: () => ({ userId }), ints: ["userId"], strings: [], required: ["userId"] },
+        {
+          method: "POST",
+          path: () => "/api/v1/points/use",
+          admin: false,
+          body: () => ({ userId, orderId }),
+          ints: ["userId", "orderId"],
+          strings: [],
+          required: ["userId", "orderId"],
+        },
+        {
+          method: "POST",
+          path: () => `/api/v1/orders/${orderId}/cancel`,
+          admin: false,
+          body: () => ({ userId }),
+          ints: ["userId"],
+          strings: [],
+          required: ["userId"],
+        },
       ],
       query: [
         { path: "/api/v1/points", admin: false, params: () => ({ userId: String(userId) }), bad: ["userId"] },
@@ -171,7 +276,12 @@ describe("fuzzed malformed requests on every route", () => {
         { path: `/api/v1/orders/${orderId}`, admin: false, params: () => ({ userId: String(userId) }), bad: ["userId"] },
         { path: "/api/v1/admin/dead-letters", admin: true, params: () => ({ afterId: "0", limit: "10" }), bad: ["afterId", "limit"] },
         { path: "/api/v1/admin/dead-letters", admin: true, params: () => ({ limit: "10" }), bad: ["cursor", "limit"] },
-        { path: "/api/v1/orders", admin: false, params: () => ({ userId: String(userId), limit: "10" }), bad: ["userId", "limit", "cursor", "status"] },
+        {
+          path: "/api/v1/orders",
+          admin: false,
+          params: () => ({ userId: String(userId), limit: "10" }),
+          bad: ["userId", "limit", "cursor", "status"],
+        },
         { path: `/api/v1/coupons/${couponId}`, admin: false, params: () => ({}), bad: [], pathIds: (id) => `/api/v1/coupons/${id}` },
         { path: "/api/v1/admin/coupons", admin: true, params: () => ({ limit: "10" }), bad: ["limit", "cursor"] },
         { path: "/api/v1/admin/products", admin: true, params: () => ({ limit: "10" }), bad: ["limit", "cursor"] },
@@ -197,7 +307,14 @@ describe("fuzzed malformed requests on every route", () => {
           `/api/v1/orders/${encodeURI(id)}/cancel`,
         ]);
         const method = path.includes("admin/coupons") ? "PATCH" : "POST";
-        cases.push({ route: `${method} path-id`, method, path, body: JSON.stringify({ userId, quantity: 5 }), headers: { "content-type": "application/json" }, admin: path.includes("/admin/") });
+        cases.push({
+          route: `${method} path-id`,
+          method,
+          path,
+          body: JSON.stringify({ userId, quantity: 5 }),
+          headers: { "content-type": "application/json" },
+          admin: path.includes("/admin/"),
+        });
       }
     }
     return cases;

@@ -69,7 +69,9 @@ describe("group commit queue", () => {
 
   it("retries each member alone after a constraint abort (nothing was applied): only the culprit fails", async () => {
     const q = new GroupCommitter();
-    const d1 = fakeD1((tags) => (tags.includes("bad") ? new Error("D1_ERROR: CHECK constraint failed: batch_guards_ok: SQLITE_CONSTRAINT") : undefined));
+    const d1 = fakeD1((tags) =>
+      tags.includes("bad") ? new Error("D1_ERROR: CHECK constraint failed: batch_guards_ok: SQLITE_CONSTRAINT") : undefined,
+    );
     const release = q.hold();
     const first = q.submit(member(d1, "a"));
     const group = [q.submit(member(d1, "b")), q.submit(member(d1, "bad")), q.submit(member(d1, "c"))];

@@ -28,7 +28,9 @@ describe("Server-Timing", () => {
     const spy = vi.spyOn(console, "log");
     const res = await api.get(`/api/v1/points?userId=${userId}`);
     expect(res.status).toBe(200);
-    expect(res.headers.get("server-timing")).toMatch(/^d1;desc="1 call, 1 rows read, 0 written, 0 write tx";dur=\d+(\.\d)?, hops;desc="1 sequential"$/);
+    expect(res.headers.get("server-timing")).toMatch(
+      /^d1;desc="1 call, 1 rows read, 0 written, 0 write tx";dur=\d+(\.\d)?, hops;desc="1 sequential"$/,
+    );
     const line = spy.mock.calls.map((c) => JSON.parse(String(c[0]))).find((l) => l.msg === "request" && l.path === "/api/v1/points");
     expect(line).toMatchObject({ hops: 1, d1Calls: 1, d1RowsRead: 1, d1RowsWritten: 0, d1WriteTx: 0, status: 200 });
     expect((await api.get("/health")).headers.get("server-timing")).toBe('hops;desc="0 sequential"');
@@ -126,7 +128,11 @@ describe("order placement: at most 3 hops, however many lines", () => {
     expect(hops(one)).toBe(3);
 
     const uc = await createUserCoupon(userId, await createCoupon({ discountType: "RATE", discountValue: 10 }));
-    const ten = await placeOrder(userId, products.map((p) => [p, 2] as [number, number]), uc);
+    const ten = await placeOrder(
+      userId,
+      products.map((p) => [p, 2] as [number, number]),
+      uc,
+    );
     expect(ten.status).toBe(201);
     expect(ten.body.data).toMatchObject({ itemsAmount: 2 * (1000 + 45), discountAmount: 209, totalAmount: 2090 - 209 });
     expect(hops(ten)).toBe(3);
@@ -140,10 +146,16 @@ describe("order placement: at most 3 hops, however many lines", () => {
     const single = await placeOrder(userId, [[a, 2]]);
     expect(errorCode(single)).toBe("INSUFFICIENT_STOCK");
     expect(hops(single)).toBe(3);
-    const multi = await placeOrder(userId, [[a, 2], [b, 1]]);
+    const multi = await placeOrder(userId, [
+      [a, 2],
+      [b, 1],
+    ]);
     expect(errorCode(multi)).toBe("INSUFFICIENT_STOCK");
     expect(hops(multi)).toBe(3); // the release of b and the FAILED mark go out together
-    const unknown = await placeOrder(userId, [[a, 1], [987_002, 1]]);
+    const unknown = await placeOrder(userId, [
+      [a, 1],
+      [987_002, 1],
+    ]);
     expect(errorCode(unknown)).toBe("PRODUCT_NOT_FOUND");
     expect(hops(unknown)).toBe(2);
     const nobody = await placeOrder(987_003, [[a, 1]]);

@@ -17,7 +17,8 @@ async function expiredKeys(userId: number, n: number) {
     .bind(n, userId, Date.now() - 60_000)
     .run();
 }
-const keysOf = (userId: number) => env.DB.prepare("SELECT count(*) AS n FROM idempotency_keys WHERE user_id = ?").bind(userId).first<number>("n");
+const keysOf = (userId: number) =>
+  env.DB.prepare("SELECT count(*) AS n FROM idempotency_keys WHERE user_id = ?").bind(userId).first<number>("n");
 
 describe("purge of expired idempotency keys", () => {
   it("keeps deleting while a round finds a full batch: 2.5 batches go in one run of three rounds, and the job says so", async () => {
@@ -31,7 +32,11 @@ describe("purge of expired idempotency keys", () => {
     await expiredKeys(900_002, 5);
     const store = new IdempotencyRepo(env.DB);
     const now = Date.now();
-    expect(await purgeIdempotencyKeys({ store, now, batchSize: 2, budget: new SubrequestBudget(2) })).toEqual({ keys: 4, rounds: 2, stoppedOn: "subrequests" });
+    expect(await purgeIdempotencyKeys({ store, now, batchSize: 2, budget: new SubrequestBudget(2) })).toEqual({
+      keys: 4,
+      rounds: 2,
+      stoppedOn: "subrequests",
+    });
     expect(await purgeIdempotencyKeys({ store, now, batchSize: 2 })).toEqual({ keys: 1, rounds: 1, stoppedOn: null });
   });
 

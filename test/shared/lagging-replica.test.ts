@@ -126,7 +126,9 @@ describe("read-backs after an ambiguous commit read the primary", () => {
       batches++;
       if (batches === 2) {
         // The commit: snapshot the PENDING order through the session first, then apply and lose the answer.
-        const pendingId = (await env.DB.prepare("SELECT max(id) AS id FROM orders WHERE user_id = ?1").bind(userId).first<{ id: number }>())!.id;
+        const pendingId = (await env.DB.prepare("SELECT max(id) AS id FROM orders WHERE user_id = ?1")
+          .bind(userId)
+          .first<{ id: number }>())!.id;
         await new OrdersRepo(replica.session).findOrder(pendingId);
         replica.state.frozen = true;
         replica.state.loseNextBatch = true;
@@ -150,7 +152,13 @@ describe("read-backs after an ambiguous commit read the primary", () => {
     const first = await call(env, "POST", "/api/v1/points/charge", { userId, amount: 700 }, { "Idempotency-Key": key });
     expect(first.status).toBe(200);
 
-    const twin = await call({ ...env, DB: replica.db }, "POST", "/api/v1/points/charge", { userId, amount: 700 }, { "Idempotency-Key": key });
+    const twin = await call(
+      { ...env, DB: replica.db },
+      "POST",
+      "/api/v1/points/charge",
+      { userId, amount: 700 },
+      { "Idempotency-Key": key },
+    );
 
     expect(twin.status, JSON.stringify(twin.body)).toBe(200);
     expect(twin.body.data).toEqual(first.body.data);

@@ -12,7 +12,14 @@ async function snapshot() {
   ).first();
 }
 
-type Case = [name: string, method: string, path: string, init: { body?: string; headers?: Record<string, string> }, status: number, code?: string];
+type Case = [
+  name: string,
+  method: string,
+  path: string,
+  init: { body?: string; headers?: Record<string, string> },
+  status: number,
+  code?: string,
+];
 
 const json = (value: unknown) => ({ body: JSON.stringify(value), headers: { "content-type": "application/json" } });
 const raw = (body: string, type = "application/json") => ({ body, headers: { "content-type": type } });
@@ -30,8 +37,22 @@ describe("malformed input answers 4xx in the envelope and changes nothing", () =
     ["empty body", "POST", "/api/v1/points/charge", raw(""), 400, "VALIDATION_FAILED"],
     ["JSON array body", "POST", "/api/v1/points/charge", json([userId, 10]), 400, "VALIDATION_FAILED"],
     ["JSON null body", "POST", "/api/v1/points/charge", raw("null"), 400, "VALIDATION_FAILED"],
-    ["text/plain content type", "POST", "/api/v1/points/charge", raw(JSON.stringify({ userId, amount: 10 }), "text/plain"), 415, "UNSUPPORTED_MEDIA_TYPE"],
-    ["form content type", "POST", "/api/v1/points/charge", raw(`userId=${userId}&amount=10`, "application/x-www-form-urlencoded"), 415, "UNSUPPORTED_MEDIA_TYPE"],
+    [
+      "text/plain content type",
+      "POST",
+      "/api/v1/points/charge",
+      raw(JSON.stringify({ userId, amount: 10 }), "text/plain"),
+      415,
+      "UNSUPPORTED_MEDIA_TYPE",
+    ],
+    [
+      "form content type",
+      "POST",
+      "/api/v1/points/charge",
+      raw(`userId=${userId}&amount=10`, "application/x-www-form-urlencoded"),
+      415,
+      "UNSUPPORTED_MEDIA_TYPE",
+    ],
     ["no content type", "POST", "/api/v1/points/charge", { body: JSON.stringify({ userId, amount: 10 }) }, 415, "UNSUPPORTED_MEDIA_TYPE"],
     ["userId as string", "POST", "/api/v1/points/charge", json({ userId: String(userId), amount: 10 }), 400, "INVALID_USER_ID"],
     ["userId 0", "POST", "/api/v1/points/charge", json({ userId: 0, amount: 10 }), 400, "INVALID_USER_ID"],
@@ -44,12 +65,26 @@ describe("malformed input answers 4xx in the envelope and changes nothing", () =
     ["amount zero", "POST", "/api/v1/points/charge", json({ userId, amount: 0 }), 400, "INVALID_CHARGE_AMOUNT"],
     ["amount negative", "POST", "/api/v1/points/charge", json({ userId, amount: -100 }), 400, "INVALID_CHARGE_AMOUNT"],
     ["amount fractional", "POST", "/api/v1/points/charge", json({ userId, amount: 10.5 }), 400, "INVALID_CHARGE_AMOUNT"],
-    ["amount beyond 2^53", "POST", "/api/v1/points/charge", raw(`{"userId": ${userId}, "amount": 9007199254740993}`), 400, "INVALID_CHARGE_AMOUNT"],
+    [
+      "amount beyond 2^53",
+      "POST",
+      "/api/v1/points/charge",
+      raw(`{"userId": ${userId}, "amount": 9007199254740993}`),
+      400,
+      "INVALID_CHARGE_AMOUNT",
+    ],
     ["amount above the cap", "POST", "/api/v1/points/charge", json({ userId, amount: 1_000_001 }), 409, "CHARGE_LIMIT_EXCEEDED"],
     ["missing amount", "POST", "/api/v1/points/charge", json({ userId }), 400, "VALIDATION_FAILED"],
     ["missing userId", "POST", "/api/v1/points/charge", json({ amount: 10 }), 400, "VALIDATION_FAILED"],
     ["extra field", "POST", "/api/v1/points/charge", json({ userId, amount: 10, admin: true }), 400, "VALIDATION_FAILED"],
-    ["__proto__ field", "POST", "/api/v1/points/charge", raw(`{"userId": ${userId}, "amount": 10, "__proto__": {"x": 1}}`), 400, "VALIDATION_FAILED"],
+    [
+      "__proto__ field",
+      "POST",
+      "/api/v1/points/charge",
+      raw(`{"userId": ${userId}, "amount": 10, "__proto__": {"x": 1}}`),
+      400,
+      "VALIDATION_FAILED",
+    ],
     ["oversized body", "POST", "/api/v1/points/charge", json({ userId, amount: 10, pad: "x".repeat(70 * 1024) }), 413, "PAYLOAD_TOO_LARGE"],
     ["query userId 0", "GET", "/api/v1/points?userId=0", {}, 400, "INVALID_USER_ID"],
     ["query userId fractional", "GET", "/api/v1/points?userId=2.5", {}, 400, "INVALID_USER_ID"],
@@ -62,10 +97,38 @@ describe("malformed input answers 4xx in the envelope and changes nothing", () =
     ["products page negative", "GET", "/api/v1/products?page=-1", {}, 400, "VALIDATION_FAILED"],
     ["product id fractional", "GET", "/api/v1/products/1.5", {}, 400, "INVALID_PRODUCT_ID"],
     ["product id beyond 2^53", "GET", "/api/v1/products/9007199254740993", {}, 400, "INVALID_PRODUCT_ID"],
-    ["admin product price string", "POST", "/api/v1/admin/products", { ...json({ name: "x", price: "1", stock: 1 }), headers: { ...json({}).headers, ...adminHeaders } }, 400, "VALIDATION_FAILED"],
-    ["admin product extra", "POST", "/api/v1/admin/products", { ...json({ name: "x", price: 1, stock: 1, id: 5 }), headers: { ...json({}).headers, ...adminHeaders } }, 400, "VALIDATION_FAILED"],
-    ["admin user malformed JSON", "POST", "/api/v1/admin/users", { body: "{", headers: { ...json({}).headers, ...adminHeaders } }, 400, "VALIDATION_FAILED"],
-    ["admin coupon oversized", "POST", "/api/v1/admin/coupons", { body: JSON.stringify({ name: "y".repeat(80_000) }), headers: { ...json({}).headers, ...adminHeaders } }, 413, "PAYLOAD_TOO_LARGE"],
+    [
+      "admin product price string",
+      "POST",
+      "/api/v1/admin/products",
+      { ...json({ name: "x", price: "1", stock: 1 }), headers: { ...json({}).headers, ...adminHeaders } },
+      400,
+      "VALIDATION_FAILED",
+    ],
+    [
+      "admin product extra",
+      "POST",
+      "/api/v1/admin/products",
+      { ...json({ name: "x", price: 1, stock: 1, id: 5 }), headers: { ...json({}).headers, ...adminHeaders } },
+      400,
+      "VALIDATION_FAILED",
+    ],
+    [
+      "admin user malformed JSON",
+      "POST",
+      "/api/v1/admin/users",
+      { body: "{", headers: { ...json({}).headers, ...adminHeaders } },
+      400,
+      "VALIDATION_FAILED",
+    ],
+    [
+      "admin coupon oversized",
+      "POST",
+      "/api/v1/admin/coupons",
+      { body: JSON.stringify({ name: "y".repeat(80_000) }), headers: { ...json({}).headers, ...adminHeaders } },
+      413,
+      "PAYLOAD_TOO_LARGE",
+    ],
   ];
 
   it("covers every case in the table", async () => {

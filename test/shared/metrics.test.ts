@@ -51,8 +51,12 @@ describe("Analytics Engine data points", () => {
     expect((await app.post(`/api/v1/coupons/${couponId}/issue`, { userId: winner })).status).toBe(201);
     expect(errorCode(await app.post(`/api/v1/coupons/${couponId}/issue`, { userId: late }))).toBe("COUPON_SOLD_OUT");
     expect(errorCode(await app.post(`/api/v1/coupons/${couponId}/issue`, { userId: later }))).toBe("COUPON_SOLD_OUT");
-    expect(events(points, "coupon.issued")).toEqual([{ indexes: [`coupon:${couponId}`], blobs: ["coupon.issued", String(couponId)], doubles: [1] }]);
-    expect(events(points, "coupon.sold_out")).toEqual([{ indexes: [`coupon:${couponId}`], blobs: ["coupon.sold_out", String(couponId)], doubles: [1] }]);
+    expect(events(points, "coupon.issued")).toEqual([
+      { indexes: [`coupon:${couponId}`], blobs: ["coupon.issued", String(couponId)], doubles: [1] },
+    ]);
+    expect(events(points, "coupon.sold_out")).toEqual([
+      { indexes: [`coupon:${couponId}`], blobs: ["coupon.sold_out", String(couponId)], doubles: [1] },
+    ]);
     const issues = requestPoints(points).filter((p) => p.blobs![1] === "POST /api/v1/coupons/:couponId/issue");
     expect(issues.map((p) => [p.doubles![0], p.blobs![2], p.doubles![1]])).toEqual([
       [201, "", 2],
@@ -68,7 +72,9 @@ describe("Analytics Engine data points", () => {
     const productId = await createProduct(100, 2);
     const refused = await app.post("/api/v1/orders", { userId, orderProducts: [{ productId, quantity: 3 }] });
     expect(errorCode(refused)).toBe("INSUFFICIENT_STOCK");
-    expect(events(points, "stock.insufficient")).toEqual([{ indexes: [`product:${productId}`], blobs: ["stock.insufficient", String(productId)], doubles: [1, 2] }]);
+    expect(events(points, "stock.insufficient")).toEqual([
+      { indexes: [`product:${productId}`], blobs: ["stock.insufficient", String(productId)], doubles: [1, 2] },
+    ]);
     expect(requestPoints(points).at(-1)!.blobs!.slice(1, 3)).toEqual(["POST /api/v1/orders", "INSUFFICIENT_STOCK"]);
   });
 
@@ -85,7 +91,11 @@ describe("Analytics Engine data points", () => {
     const userId = await createUser(0);
     expect((await testApp({ METRICS: undefined }).post("/api/v1/points/charge", { userId, amount: 1 })).status).toBe(200);
     const warned = vi.spyOn(console, "warn").mockImplementation(() => {});
-    const throwing = { writeDataPoint: () => { throw new Error("too many data points"); } };
+    const throwing = {
+      writeDataPoint: () => {
+        throw new Error("too many data points");
+      },
+    };
     expect((await testApp({ METRICS: throwing }).post("/api/v1/points/charge", { userId, amount: 1 })).status).toBe(200);
     expect(() => analyticsMetrics(throwing).event("coupon.issued", 1)).not.toThrow();
     expect(warned.mock.calls.filter((c) => String(c[0]).includes("analytics engine write failed")).length).toBeLessThanOrEqual(1);
@@ -96,7 +106,9 @@ describe("Analytics Engine data points", () => {
 describe("request id", () => {
   it("is cf-ray when Cloudflare sends one (over a caller's X-Request-Id), else the caller's, else a fresh UUID", async () => {
     const app = testApp({});
-    expect((await app.get("/health", { "cf-ray": "8f1a2b3c4d5e6f70-ICN", "x-request-id": "mine" })).headers.get("x-request-id")).toBe("8f1a2b3c4d5e6f70-ICN");
+    expect((await app.get("/health", { "cf-ray": "8f1a2b3c4d5e6f70-ICN", "x-request-id": "mine" })).headers.get("x-request-id")).toBe(
+      "8f1a2b3c4d5e6f70-ICN",
+    );
     expect((await app.get("/health", { "x-request-id": "mine" })).headers.get("x-request-id")).toBe("mine");
     expect((await app.get("/health", { "x-request-id": "bad id!" })).headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
   });

@@ -27,7 +27,10 @@ describe("an unreachable or overloaded Durable Object is 503 with Retry-After, n
       const userId = await createUser(10_000);
       const couponId = await createCoupon();
       const productId = await createProduct(100, 5);
-      const app = testApp({ COUPON_ISSUER: throwingNamespace(message), PRODUCT_STOCK: throwingNamespace(message) } as unknown as Record<string, string>);
+      const app = testApp({ COUPON_ISSUER: throwingNamespace(message), PRODUCT_STOCK: throwingNamespace(message) } as unknown as Record<
+        string,
+        string
+      >);
 
       const issued = await app.post("/api/v1/coupons/issue", { userId, couponId });
       expect(issued.status).toBe(503);
@@ -56,7 +59,9 @@ describe("cancel and the crons with an unreachable stock object: never 500, neve
     const cancelled = await placedOrderId(userId, [[p, 2]]);
     const expiring = await placedOrderId(userId, [[p, 1]]);
     const down = throwingNamespace("Durable Object is overloaded. Requests queued for too long.");
-    const res = await testApp({ PRODUCT_STOCK: down } as unknown as Record<string, string>).post(`/api/v1/orders/${cancelled}/cancel`, { userId });
+    const res = await testApp({ PRODUCT_STOCK: down } as unknown as Record<string, string>).post(`/api/v1/orders/${cancelled}/cancel`, {
+      userId,
+    });
     expect(res.status).toBe(200);
     expect(res.body.data.status).toBe("CANCELLED");
     expect(await orderRow(cancelled)).toMatchObject({ status: "CANCELLED", closed_at: null });

@@ -23,7 +23,18 @@ import { sampleOrderEvent } from "../support/events";
  */
 
 /** Tables whose row count grows with the shop's history (orders, users, events...). */
-const GROWING = ["orders", "order_items", "user_coupons", "point_history", "outbox", "event_deliveries", "dead_letters", "idempotency_keys", "users", "user_balances"];
+const GROWING = [
+  "orders",
+  "order_items",
+  "user_coupons",
+  "point_history",
+  "outbox",
+  "event_deliveries",
+  "dead_letters",
+  "idempotency_keys",
+  "users",
+  "user_balances",
+];
 
 /** Statements allowed to scan a growing table, each with why its rows are bounded. Match on a fragment of the SQL. */
 const ALLOWED_SCANS: { sql: string; table: string; why: string }[] = [
@@ -65,7 +76,7 @@ async function planOf(sql: string): Promise<string[]> {
 }
 
 /** The growing tables a plan walks in full: `SCAN t`, `SCAN t USING [COVERING] INDEX i` (a whole-index walk). */
-export function scannedGrowingTables(plan: string[]): string[] {
+function scannedGrowingTables(plan: string[]): string[] {
   const out: string[] = [];
   for (const step of plan) {
     const m = /^SCAN (\w+)(?: AS \w+)?(?:\s|$)/.exec(step);
@@ -93,25 +104,43 @@ describe("plan check: every statement the code sends to D1", () => {
     called.add("POST /api/v1/admin/products");
     const couponId = await createCoupon({ quantity: 10 });
     called.add("POST /api/v1/admin/coupons");
-    await op("PATCH /api/v1/admin/coupons/{couponId}", () => api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 12 }, adminHeaders));
+    await op("PATCH /api/v1/admin/coupons/{couponId}", () =>
+      api.patch(`/api/v1/admin/coupons/${couponId}`, { quantity: 12 }, adminHeaders),
+    );
     const future = await createCoupon({ quantity: 10, startsAt: new Date(Date.now() + 86_400_000).toISOString() });
-    await op("PUT /api/v1/admin/coupons/{couponId}/shards", () => api.put(`/api/v1/admin/coupons/${future}/shards`, { shards: 2 }, adminHeaders));
+    await op("PUT /api/v1/admin/coupons/{couponId}/shards", () =>
+      api.put(`/api/v1/admin/coupons/${future}/shards`, { shards: 2 }, adminHeaders),
+    );
     const coupons = await op("GET /api/v1/admin/coupons", () => api.get("/api/v1/admin/coupons?limit=1", adminHeaders));
-    await op("GET /api/v1/admin/coupons", () => api.get(`/api/v1/admin/coupons?limit=1&cursor=${coupons.body.data.nextCursor}`, adminHeaders));
+    await op("GET /api/v1/admin/coupons", () =>
+      api.get(`/api/v1/admin/coupons?limit=1&cursor=${coupons.body.data.nextCursor}`, adminHeaders),
+    );
     await op("GET /api/v1/admin/products", () => api.get("/api/v1/admin/products?limit=1", adminHeaders));
     await op("GET /api/v1/admin/coupons/{couponId}/shards", () => api.get(`/api/v1/admin/coupons/${couponId}/shards`, adminHeaders));
-    await op("GET /api/v1/admin/coupons/{couponId}/issuances", () => api.get(`/api/v1/admin/coupons/${couponId}/issuances?bucketSeconds=60`, adminHeaders));
-    await op("PATCH /api/v1/admin/products/{productId}/stock", () => api.patch(`/api/v1/admin/products/${productId}/stock`, { delta: 5 }, adminHeaders));
+    await op("GET /api/v1/admin/coupons/{couponId}/issuances", () =>
+      api.get(`/api/v1/admin/coupons/${couponId}/issuances?bucketSeconds=60`, adminHeaders),
+    );
+    await op("PATCH /api/v1/admin/products/{productId}/stock", () =>
+      api.patch(`/api/v1/admin/products/${productId}/stock`, { delta: 5 }, adminHeaders),
+    );
     const split = await createProduct(1_000, 40);
-    await op("PUT /api/v1/admin/products/{productId}/stock-shards", () => api.put(`/api/v1/admin/products/${split}/stock-shards`, { stockShards: 2 }, adminHeaders));
-    await op("GET /api/v1/admin/products/{productId}/stock-shards", () => api.get(`/api/v1/admin/products/${split}/stock-shards`, adminHeaders));
+    await op("PUT /api/v1/admin/products/{productId}/stock-shards", () =>
+      api.put(`/api/v1/admin/products/${split}/stock-shards`, { stockShards: 2 }, adminHeaders),
+    );
+    await op("GET /api/v1/admin/products/{productId}/stock-shards", () =>
+      api.get(`/api/v1/admin/products/${split}/stock-shards`, adminHeaders),
+    );
 
     // ---- points ----
     await op("POST /api/v1/points/charge", () => api.post("/api/v1/points/charge", { userId, amount: 1_000 }));
-    await op("POST /api/v1/points/charge", () => api.post("/api/v1/points/charge", { userId, amount: 1_000 }, { "Idempotency-Key": crypto.randomUUID() }));
+    await op("POST /api/v1/points/charge", () =>
+      api.post("/api/v1/points/charge", { userId, amount: 1_000 }, { "Idempotency-Key": crypto.randomUUID() }),
+    );
     await op("GET /api/v1/points", () => api.get(`/api/v1/points?userId=${userId}`));
     const page = await op("GET /api/v1/points/history", () => api.get(`/api/v1/points/history?userId=${userId}&limit=1`));
-    await op("GET /api/v1/points/history", () => api.get(`/api/v1/points/history?userId=${userId}&limit=1&cursor=${page.body.data.nextCursor}`));
+    await op("GET /api/v1/points/history", () =>
+      api.get(`/api/v1/points/history?userId=${userId}&limit=1&cursor=${page.body.data.nextCursor}`),
+    );
 
     // ---- catalogue and rankings ----
     await op("GET /api/v1/products", () => api.get("/api/v1/products?page=0&size=5"));
@@ -131,14 +160,27 @@ describe("plan check: every statement the code sends to D1", () => {
     const withCoupon = await placedOrderId(userId, [[productId, 1]], issued.body.data.userCouponId);
     called.add("POST /api/v1/orders");
     await op("POST /api/v1/orders", () =>
-      api.post("/api/v1/orders", { userId, orderProducts: [{ productId, quantity: 1 }, { productId: split, quantity: 1 }] }, { "Idempotency-Key": crypto.randomUUID() }),
+      api.post(
+        "/api/v1/orders",
+        {
+          userId,
+          orderProducts: [
+            { productId, quantity: 1 },
+            { productId: split, quantity: 1 },
+          ],
+        },
+        { "Idempotency-Key": crypto.randomUUID() },
+      ),
     );
     await op("POST /api/v1/orders", () => api.post("/api/v1/orders", { userId, orderProducts: [{ productId, quantity: 999 }] }), [409]);
     await op("GET /api/v1/orders/{orderId}", () => api.get(`/api/v1/orders/${withCoupon}?userId=${userId}`));
     // Every filter of the list (each is its own statement: one or two index ranges), and a later page.
     for (const status of ["", "&status=NOT_PAID", "&status=PAID", "&status=EXPIRED", "&status=CANCELLED"]) {
       const first = await op("GET /api/v1/orders", () => api.get(`/api/v1/orders?userId=${userId}&limit=1${status}`));
-      if (first.body.data.nextCursor) await op("GET /api/v1/orders", () => api.get(`/api/v1/orders?userId=${userId}&limit=1${status}&cursor=${first.body.data.nextCursor}`));
+      if (first.body.data.nextCursor)
+        await op("GET /api/v1/orders", () =>
+          api.get(`/api/v1/orders?userId=${userId}&limit=1${status}&cursor=${first.body.data.nextCursor}`),
+        );
     }
     await op("POST /api/v1/points/use", () => payOrder(userId, withCoupon));
     await op("POST /api/v1/points/use", () => payOrder(other, withCoupon), [404, 409]);
@@ -151,19 +193,35 @@ describe("plan check: every statement the code sends to D1", () => {
     await backdateExpiry(toExpire);
     const old = Date.now() - 40 * 86_400_000;
     await env.DB.batch([
-      env.DB.prepare("INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, updated_at, expires_at) VALUES (?1, 'PENDING', 0, 0, 0, ?2, ?2, ?2)").bind(userId, Date.now() - 600_000),
-      env.DB.prepare("INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, updated_at, expires_at, closed_at) VALUES (?1, 'FAILED', 0, 0, 0, ?2, ?2, ?2, ?2)").bind(userId, old),
-      env.DB.prepare("INSERT INTO idempotency_keys (user_id, key, scope, request_hash, created_at, expires_at) VALUES (?1, 'old-key', 'POST /api/v1/points/charge', 'h', ?2, ?2)").bind(userId, old),
+      env.DB.prepare(
+        "INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, updated_at, expires_at) VALUES (?1, 'PENDING', 0, 0, 0, ?2, ?2, ?2)",
+      ).bind(userId, Date.now() - 600_000),
+      env.DB.prepare(
+        "INSERT INTO orders (user_id, status, items_amount, discount_amount, total_amount, created_at, updated_at, expires_at, closed_at) VALUES (?1, 'FAILED', 0, 0, 0, ?2, ?2, ?2, ?2)",
+      ).bind(userId, old),
+      env.DB.prepare(
+        "INSERT INTO idempotency_keys (user_id, key, scope, request_hash, created_at, expires_at) VALUES (?1, 'old-key', 'POST /api/v1/points/charge', 'h', ?2, ?2)",
+      ).bind(userId, old),
     ]);
     const ev = sampleOrderEvent(`plan-${crypto.randomUUID()}`);
     const ctx = createExecutionContext();
-    await worker.queue!(createMessageBatch("edge-commerce-events", [{ id: "m1", timestamp: new Date(), attempts: 1, body: ev.event }]), env);
-    await worker.queue!(createMessageBatch("edge-commerce-events-dlq", [{ id: "m2", timestamp: new Date(), attempts: 1, body: ev.event }]), env);
+    await worker.queue!(
+      createMessageBatch("edge-commerce-events", [{ id: "m1", timestamp: new Date(), attempts: 1, body: ev.event }]),
+      env,
+    );
+    await worker.queue!(
+      createMessageBatch("edge-commerce-events-dlq", [{ id: "m2", timestamp: new Date(), attempts: 1, body: ev.event }]),
+      env,
+    );
     await waitOnExecutionContext(ctx);
     const letters = await op("GET /api/v1/admin/dead-letters", () => api.get("/api/v1/admin/dead-letters?limit=5", adminHeaders));
-    await op("GET /api/v1/admin/dead-letters", () => api.get(`/api/v1/admin/dead-letters?limit=5&cursor=${encodeCursor(letters.body.data.deadLetters[0].id, "dl")}`, adminHeaders));
+    await op("GET /api/v1/admin/dead-letters", () =>
+      api.get(`/api/v1/admin/dead-letters?limit=5&cursor=${encodeCursor(letters.body.data.deadLetters[0].id, "dl")}`, adminHeaders),
+    );
     const letter = letters.body.data.deadLetters[0].id;
-    await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () => api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders));
+    await op("POST /api/v1/admin/dead-letters/{deadLetterId}/replay", () =>
+      api.post(`/api/v1/admin/dead-letters/${letter}/replay`, {}, adminHeaders),
+    );
     await op("GET /api/v1/admin/d1-groups", () => api.get("/api/v1/admin/d1-groups", adminHeaders));
     await op("GET /api/v1/admin/stats", () => api.get("/api/v1/admin/stats", adminHeaders));
     await op("GET /api/v1/admin/health", () => api.get("/api/v1/admin/health", adminHeaders));
@@ -174,7 +232,9 @@ describe("plan check: every statement the code sends to D1", () => {
 
     // ---- coverage: every operation of the contract and every job ran ----
     const doc = (await api.get("/openapi.json")).body as { paths: Record<string, Record<string, unknown>> };
-    const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`));
+    const operations = Object.entries(doc.paths).flatMap(([path, methods]) =>
+      Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`),
+    );
     const missing = operations.filter((o) => !called.has(o));
     expect(missing, "routes the plan-check scenario does not call yet: add them above").toEqual([]);
     expect(seen.size).toBeGreaterThan(40);
@@ -187,7 +247,8 @@ describe("plan check: every statement the code sends to D1", () => {
     for (const sql of seen) {
       const plan = await planOf(sql);
       const scans = scannedGrowingTables(plan).filter((t) => !ALLOWED_SCANS.some((a) => a.table === t && sql.includes(a.sql)));
-      if (scans.length > 0) offenders.push(`${scans.join(", ")} <- ${sql.replace(/\s+/g, " ").slice(0, 300)}\n    plan: ${plan.join(" | ")}`);
+      if (scans.length > 0)
+        offenders.push(`${scans.join(", ")} <- ${sql.replace(/\s+/g, " ").slice(0, 300)}\n    plan: ${plan.join(" | ")}`);
     }
     expect(offenders, `statements that SCAN a table growing with history:\n${offenders.join("\n")}`).toEqual([]);
 
@@ -196,7 +257,10 @@ describe("plan check: every statement the code sends to D1", () => {
     for (const sql of seen) {
       if (!/^\s*select\b/i.test(sql)) continue;
       // NULL for every parameter, except where that is refused (`LIMIT NULL` is SQLITE_MISMATCH): then 0 (no rows; the names still come back).
-      const run = (value: null | 0) => env.DB.prepare(sql).bind(...new Array(parameterCount(sql)).fill(value)).raw({ columnNames: true });
+      const run = (value: null | 0) =>
+        env.DB.prepare(sql)
+          .bind(...new Array(parameterCount(sql)).fill(value))
+          .raw({ columnNames: true });
       const [columns] = await run(null).catch(() => run(0));
       expect(new Set(columns).size, `duplicate column names in: ${sql}`).toBe((columns as string[]).length);
     }

@@ -17,7 +17,9 @@ const withKey = (key: string) => ({ "idempotency-key": key });
 const charge = (userId: number, amount: number, headers?: Record<string, string>) => () => app.post(CHARGE, { userId, amount }, headers);
 
 async function history(userId: number) {
-  const rows = await env.DB.prepare("SELECT amount, balance_after FROM point_history WHERE user_id = ? ORDER BY id").bind(userId).all<{ amount: number; balance_after: number }>();
+  const rows = await env.DB.prepare("SELECT amount, balance_after FROM point_history WHERE user_id = ? ORDER BY id")
+    .bind(userId)
+    .all<{ amount: number; balance_after: number }>();
   return rows.results;
 }
 
@@ -151,7 +153,8 @@ describe("a shared charge batch that D1 fails as a whole", () => {
         expect(r.status).toBe(503);
         expect(r.headers.get("retry-after")).toBe("1");
       }
-      for (const u of users.slice(1)) expect(await pointsState(u)).toEqual(applied ? { balance: 107, history: 2 } : { balance: 100, history: 1 });
+      for (const u of users.slice(1))
+        expect(await pointsState(u)).toEqual(applied ? { balance: 107, history: 2 } : { balance: 100, history: 1 });
       // The clients retry with their keys: a landed batch is replayed, one that never landed is applied now; once either way.
       const retried = await Promise.all(users.slice(1).map((u) => run(u, `k${u}`)()));
       for (const [i, r] of retried.entries()) {

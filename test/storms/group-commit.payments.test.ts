@@ -19,7 +19,10 @@ import { testApp } from "../support/secure-app";
 const USE = "/api/v1/points/use";
 const app = testApp({}, { shareWriteBatches: true });
 const pay = (userId: number, orderId: number, headers?: Record<string, string>) => () => app.post(USE, { userId, orderId }, headers);
-const count = (sql: string, ...binds: unknown[]) => env.DB.prepare(sql).bind(...binds).first<number>("n");
+const count = (sql: string, ...binds: unknown[]) =>
+  env.DB.prepare(sql)
+    .bind(...binds)
+    .first<number>("n");
 const uses = (userId: number) => count("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'USE'", userId);
 const outboxRows = (orderId: number) => count("SELECT count(*) AS n FROM outbox WHERE aggregate_id = ?", String(orderId));
 
@@ -62,7 +65,14 @@ describe("payments share D1 batches", () => {
     const { group, split } = await inOneBatch({
       kind: "orders.pay",
       lead: pay(rich, richOrders[0]!),
-      group: [pay(poor, poorOrders[0]!), pay(poor, poorOrders[1]!), pay(rich, richOrders[1]!), pay(poor, poorOrders[2]!), pay(poor, poorOrders[3]!), pay(poor, poorOrders[4]!)],
+      group: [
+        pay(poor, poorOrders[0]!),
+        pay(poor, poorOrders[1]!),
+        pay(rich, richOrders[1]!),
+        pay(poor, poorOrders[2]!),
+        pay(poor, poorOrders[3]!),
+        pay(poor, poorOrders[4]!),
+      ],
     });
     expect(split).toBe(0);
     const poorResults = group.filter((_, i) => i !== 2);
@@ -90,14 +100,23 @@ describe("payments share D1 batches", () => {
       await placedOrderId(a, [[p, 2]]),
     ];
     expect((await cancelOrder(a, cancelled!)).status).toBe(200);
-    await env.DB.prepare("UPDATE orders SET expires_at = ? WHERE id = ?").bind(Date.now() - 1_000, late).run();
+    await env.DB.prepare("UPDATE orders SET expires_at = ? WHERE id = ?")
+      .bind(Date.now() - 1_000, late)
+      .run();
     const { group, split } = await inOneBatch({
       kind: "orders.pay",
       lead: pay(b, await placedOrderId(b, [[p, 1]])),
       group: [pay(a, twice!), pay(a, twice!), pay(a, cancelled!), pay(a, late!), pay(a, other!), pay(a, fine!)],
     });
     expect(split).toBe(0);
-    expect(group.map((r) => (r.status === 200 ? 200 : errorCode(r)))).toEqual([200, "ORDER_NOT_PAYABLE", "ORDER_NOT_PAYABLE", "ORDER_NOT_PAYABLE", "ORDER_NOT_FOUND", 200]);
+    expect(group.map((r) => (r.status === 200 ? 200 : errorCode(r)))).toEqual([
+      200,
+      "ORDER_NOT_PAYABLE",
+      "ORDER_NOT_PAYABLE",
+      "ORDER_NOT_PAYABLE",
+      "ORDER_NOT_FOUND",
+      200,
+    ]);
     expect(await balanceOf(a)).toBe(10_000 - 500 - 1_000);
     expect(await uses(a)).toBe(2);
     expect(await balanceOf(b)).toBe(10_000 - 500);
@@ -151,7 +170,9 @@ describe("exactly one of payment, cancel and expiry wins, with payments in share
       const cancelled = i % 2 === 0;
       expect(cancelled ? errorCode(results[i]!) : results[i]!.status).toBe(cancelled ? "ORDER_NOT_PAYABLE" : 200);
       expect((await orderRow(o.orderId))!.status).toBe(cancelled ? "CANCELLED" : "PAID");
-      expect(await userCouponRow(o.uc)).toEqual(cancelled ? { used_at: null, order_id: null } : { used_at: expect.any(Number), order_id: o.orderId });
+      expect(await userCouponRow(o.uc)).toEqual(
+        cancelled ? { used_at: null, order_id: null } : { used_at: expect.any(Number), order_id: o.orderId },
+      );
     }
     expect(await balanceOf(userId)).toBe(1_000_000 - 1_000 - 6 * 1_900);
     expect(await uses(userId)).toBe(7);
@@ -195,7 +216,12 @@ describe("a shared payment batch that D1 fails as a whole", () => {
       const DB = failingSessionBatches((_, n) => n === 2, applied);
       const failingApp = testApp({ DB } as unknown as Record<string, string>, { shareWriteBatches: true });
       const payOn = (b: { userId: number; orderId: number }) => () => failingApp.post(USE, { userId: b.userId, orderId: b.orderId });
-      const { lead, group, batches } = await inOneBatch({ binding: DB, kind: "orders.pay", lead: payOn(buyers[0]!), group: buyers.slice(1).map(payOn) });
+      const { lead, group, batches } = await inOneBatch({
+        binding: DB,
+        kind: "orders.pay",
+        lead: payOn(buyers[0]!),
+        group: buyers.slice(1).map(payOn),
+      });
       expect(batches).toBe(2);
       expect(lead.status).toBe(200);
       for (const [i, r] of group.entries()) {

@@ -15,19 +15,34 @@ import { testApp } from "../support/secure-app";
 const ORDERS = "/api/v1/orders";
 const app = testApp({}, { shareWriteBatches: true });
 type Line = [productId: number, quantity: number];
-const place = (userId: number, lines: Line[], opts: { userCouponId?: number; headers?: Record<string, string>; on?: ReturnType<typeof testApp> } = {}) => () =>
-  (opts.on ?? app).post(
-    ORDERS,
-    { userId, ...(opts.userCouponId !== undefined ? { userCouponId: opts.userCouponId } : {}), orderProducts: lines.map(([productId, quantity]) => ({ productId, quantity })) },
-    opts.headers,
-  );
+const place =
+  (
+    userId: number,
+    lines: Line[],
+    opts: { userCouponId?: number; headers?: Record<string, string>; on?: ReturnType<typeof testApp> } = {},
+  ) =>
+  () =>
+    (opts.on ?? app).post(
+      ORDERS,
+      {
+        userId,
+        ...(opts.userCouponId !== undefined ? { userCouponId: opts.userCouponId } : {}),
+        orderProducts: lines.map(([productId, quantity]) => ({ productId, quantity })),
+      },
+      opts.headers,
+    );
 
 async function linesOf(orderId: number) {
-  const rows = await env.DB.prepare("SELECT product_id AS p, quantity AS q FROM order_items WHERE order_id = ? ORDER BY product_id").bind(orderId).all<{ p: number; q: number }>();
+  const rows = await env.DB.prepare("SELECT product_id AS p, quantity AS q FROM order_items WHERE order_id = ? ORDER BY product_id")
+    .bind(orderId)
+    .all<{ p: number; q: number }>();
   return rows.results.map((r) => [r.p, r.q]);
 }
 const ordersOf = (userId: number) =>
-  env.DB.prepare("SELECT id, status FROM orders WHERE user_id = ? ORDER BY id").bind(userId).all<{ id: number; status: string }>().then((r) => r.results);
+  env.DB.prepare("SELECT id, status FROM orders WHERE user_id = ? ORDER BY id")
+    .bind(userId)
+    .all<{ id: number; status: string }>()
+    .then((r) => r.results);
 
 describe("placements share D1 batches", () => {
   it("one user's 6 placements in one attempt batch each get their own order and lines", async () => {
@@ -36,15 +51,27 @@ describe("placements share D1 batches", () => {
     const { lead, group, batches } = await inOneBatch({
       kind: "orders.place.attempt",
       lead: place(userId, [[p, 1]]),
-      group: [1, 2, 3, 4, 5].map((n) => place(userId, [[p, n], [q, n + 10]])),
+      group: [1, 2, 3, 4, 5].map((n) =>
+        place(userId, [
+          [p, n],
+          [q, n + 10],
+        ]),
+      ),
     });
     expect(batches).toBe(2);
     expect([lead, ...group].map((r) => r.status)).toEqual(Array(6).fill(201));
     expect(await linesOf(lead.body.data.orderId)).toEqual([[p, 1]]);
     for (const [i, r] of group.entries()) {
       const n = i + 1;
-      expect(await linesOf(r.body.data.orderId)).toEqual([[p, n], [q, n + 10]]);
-      expect(r.body.data).toMatchObject({ status: "NOT_PAID", itemsAmount: n * 100 + (n + 10) * 300, totalAmount: n * 100 + (n + 10) * 300 });
+      expect(await linesOf(r.body.data.orderId)).toEqual([
+        [p, n],
+        [q, n + 10],
+      ]);
+      expect(r.body.data).toMatchObject({
+        status: "NOT_PAID",
+        itemsAmount: n * 100 + (n + 10) * 300,
+        totalAmount: n * 100 + (n + 10) * 300,
+      });
     }
     expect((await ordersOf(userId)).map((o) => o.status)).toEqual(Array(6).fill("NOT_PAID"));
     await assertStockConservation([p, q], 100);
@@ -76,10 +103,25 @@ describe("placements share D1 batches", () => {
     const { group, split } = await inOneBatch({
       kind: "orders.place.attempt",
       lead: place(b, [[p, 1]]),
-      group: [place(a, [[p, 1]]), place(a, [[p, 1], [987_321, 1]]), place(a, [[p, 2]], { userCouponId: theirs }), place(a, [[p, 4]], { userCouponId: mine }), place(987_654, [[p, 1]])],
+      group: [
+        place(a, [[p, 1]]),
+        place(a, [
+          [p, 1],
+          [987_321, 1],
+        ]),
+        place(a, [[p, 2]], { userCouponId: theirs }),
+        place(a, [[p, 4]], { userCouponId: mine }),
+        place(987_654, [[p, 1]]),
+      ],
     });
     expect(split).toBe(0);
-    expect(group.map((r) => (r.status === 201 ? 201 : errorCode(r)))).toEqual([201, "PRODUCT_NOT_FOUND", "COUPON_NOT_OWNED", 201, "USER_NOT_FOUND"]);
+    expect(group.map((r) => (r.status === 201 ? 201 : errorCode(r)))).toEqual([
+      201,
+      "PRODUCT_NOT_FOUND",
+      "COUPON_NOT_OWNED",
+      201,
+      "USER_NOT_FOUND",
+    ]);
     expect(await linesOf(group[0]!.body.data.orderId)).toEqual([[p, 1]]);
     expect(await linesOf(group[3]!.body.data.orderId)).toEqual([[p, 4]]);
     expect(group[3]!.body.data).toMatchObject({ itemsAmount: 2_000, discountAmount: 200, totalAmount: 1_800 });
@@ -133,7 +175,11 @@ describe("a shared commit batch that D1 fails as a whole", () => {
       let failed = false;
       const commits = (statements: D1PreparedStatement[]) =>
         statements.filter((st) => (st as unknown as { statement: string }).statement.includes("SET status = 'NOT_PAID'")).length;
-      const DB = failingSessionBatches((statements) => !failed && commits(statements) >= 2 && (failed = true), applied);
+      const DB = failingSessionBatches((statements) => {
+        if (failed || commits(statements) < 2) return false;
+        failed = true;
+        return true;
+      }, applied);
       const on = testApp({ DB } as unknown as Record<string, string>, { shareWriteBatches: true });
       const { lead, group, batches } = await inOneBatch({
         binding: DB,

@@ -4,8 +4,11 @@ import { createCoupon, createProduct, createUser, errorCode } from "../support/h
 import { assertStockConservation } from "../support/invariants";
 import { createUserCoupon, placeOrder, stockStub, userCouponRow } from "../support/orders";
 
-const tally = (codes: (number | string)[]) =>
-  codes.reduce<Record<string, number>>((acc, c) => ({ ...acc, [c]: (acc[c] ?? 0) + 1 }), {});
+const tally = (codes: (number | string)[]) => {
+  const counts: Record<string, number> = {};
+  for (const c of codes) counts[c] = (counts[c] ?? 0) + 1;
+  return counts;
+};
 
 describe("order placement storms", () => {
   it("creates exactly 50 orders from 200 parallel single-item orders on stock 50", async () => {
@@ -29,13 +32,21 @@ describe("order placement storms", () => {
         placeOrder(
           userId,
           i % 2 === 0
-            ? [[a, 1], [b, 1]]
-            : [[b, 1], [a, 1]],
+            ? [
+                [a, 1],
+                [b, 1],
+              ]
+            : [
+                [b, 1],
+                [a, 1],
+              ],
         ),
       ),
     );
     expect(tally(results.map((r) => r.status))).toEqual({ 201: 20, 409: 20 });
-    const failed = await env.DB.prepare("SELECT count(*) AS n FROM orders WHERE user_id = ? AND status = 'FAILED' AND closed_at IS NOT NULL")
+    const failed = await env.DB.prepare(
+      "SELECT count(*) AS n FROM orders WHERE user_id = ? AND status = 'FAILED' AND closed_at IS NOT NULL",
+    )
       .bind(userId)
       .first<number>("n");
     expect(failed).toBe(20);

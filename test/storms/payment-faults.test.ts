@@ -18,7 +18,14 @@ const real = new DurableObjectStock(env.PRODUCT_STOCK);
 const orders = new OrdersRepo(env.DB);
 const balance = (userId: number) => balanceOf(userId);
 const service = (payments: PaymentRepo, stock: StockPort = real) =>
-  new PaymentService({ orders, payments, stock, clock: () => Date.now(), markSettledLater: (id) => void orders.markSettled(id, Date.now()), balanceOf: balance });
+  new PaymentService({
+    orders,
+    payments,
+    stock,
+    clock: () => Date.now(),
+    markSettledLater: (id) => void orders.markSettled(id, Date.now()),
+    balanceOf: balance,
+  });
 
 /** The cron's settle sweep, run once its grace is over. */
 async function cronSettles() {
@@ -50,13 +57,20 @@ describe("a payment that committed is never answered as a failure", () => {
   for (const [name, sell] of [
     ["throws before reaching the object", () => Promise.reject(new Error("Durable Object reset"))],
     ["refuses", async () => ({ ok: false as const, code: "NOT_RESERVED" as const })],
-    ["is applied, then its answer is lost", (productId: number, shard: number, orderId: number) => real.sell(productId, shard, orderId).then(() => Promise.reject(new Error("Network connection lost")))],
+    [
+      "is applied, then its answer is lost",
+      (productId: number, shard: number, orderId: number) =>
+        real.sell(productId, shard, orderId).then(() => Promise.reject(new Error("Network connection lost"))),
+    ],
   ] as const) {
     it(`sell ${name} after the commit: still 200 PAID, and the cron sells that order, never releases it`, async () => {
       const userId = await createUser(10_000);
       const a = await createProduct(500, 5);
       const b = await createProduct(700, 5);
-      const orderId = await placedOrderId(userId, [[a, 1], [b, 2]]);
+      const orderId = await placedOrderId(userId, [
+        [a, 1],
+        [b, 2],
+      ]);
       const flaky: StockPort = Object.assign(Object.create(real), { sell });
       const receipt = await service(new PaymentRepo(env.DB), flaky).payOrder(userId, orderId);
       expect(receipt).toMatchObject({ orderId, status: "PAID", paidAmount: 1_900, balance: 8_100 });

@@ -7,7 +7,10 @@ import { createCoupon, createProduct, createUser, errorCode } from "../support/h
 import { assertStockConservation } from "../support/invariants";
 import { balanceOf, cancelOrder, createUserCoupon, orderRow, payOrder, placedOrderId, userCouponRow } from "../support/orders";
 
-const count = (sql: string, ...binds: unknown[]) => env.DB.prepare(sql).bind(...binds).first<number>("n");
+const count = (sql: string, ...binds: unknown[]) =>
+  env.DB.prepare(sql)
+    .bind(...binds)
+    .first<number>("n");
 
 describe("payment storms", () => {
   it("lets one of 10 parallel payments win: one PAID, one deduction, one history row, one outbox row", async () => {
@@ -97,7 +100,9 @@ describe("payment storms", () => {
       }
     }
     const firstPaid = (await orderRow(orderIds[0]!))!.status === "PAID";
-    expect(await userCouponRow(uc)).toEqual(firstPaid ? { used_at: expect.any(Number), order_id: orderIds[0] } : { used_at: null, order_id: null });
+    expect(await userCouponRow(uc)).toEqual(
+      firstPaid ? { used_at: expect.any(Number), order_id: orderIds[0] } : { used_at: null, order_id: null },
+    );
     const spent = raced.reduce((sum, [, pay]) => sum + (pay.status === 200 ? pay.body.data.paidAmount : 0), 0);
     expect(await balanceOf(userId)).toBe(1_000_000 - spent);
     expect(await count("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'USE'", userId)).toBe(paid);

@@ -15,7 +15,13 @@ const realStock = () => new DurableObjectStock(env.PRODUCT_STOCK);
 const deferred: Promise<unknown>[] = [];
 const settled = () => Promise.all(deferred.splice(0));
 const service = (repo: OrdersRepo, stock: StockPort = realStock()) =>
-  new OrdersService({ repo, stock, clock: () => Date.now(), paymentTtlMs: ttl, markSettledLater: (orderId) => deferred.push(repo.markSettled(orderId, Date.now())) });
+  new OrdersService({
+    repo,
+    stock,
+    clock: () => Date.now(),
+    paymentTtlMs: ttl,
+    markSettledLater: (orderId) => deferred.push(repo.markSettled(orderId, Date.now())),
+  });
 
 async function placeExpectingFailure(svc: OrdersService, input: Parameters<OrdersService["placeOrder"]>[0]) {
   const err = await svc.placeOrder(input).then(
@@ -48,7 +54,10 @@ describe("placement failures after reservation leave no reservation", () => {
     const err = await placeExpectingFailure(service(new StaleCouponRepo(env.DB)), {
       userId,
       userCouponId: uc,
-      orderProducts: [{ productId: a, quantity: 2 }, { productId: b, quantity: 3 }],
+      orderProducts: [
+        { productId: a, quantity: 2 },
+        { productId: b, quantity: 3 },
+      ],
     });
     expect(err).toBeInstanceOf(AppError);
     expect((err as AppError).code).toBe("COUPON_ALREADY_USED");
@@ -66,7 +75,10 @@ describe("placement failures after reservation leave no reservation", () => {
         throw new Error("D1_ERROR: storage unavailable");
       }
     }
-    const err = await placeExpectingFailure(service(new BrokenCommitRepo(env.DB)), { userId, orderProducts: [{ productId: p, quantity: 4 }] });
+    const err = await placeExpectingFailure(service(new BrokenCommitRepo(env.DB)), {
+      userId,
+      orderProducts: [{ productId: p, quantity: 4 }],
+    });
     expect(err.message).toContain("storage unavailable");
     expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED" });
     expect(await stockStub(p).snapshot(p)).toMatchObject({ available: 5, held: 0, confirmed: 0 });
@@ -79,11 +91,15 @@ describe("placement failures after reservation leave no reservation", () => {
     const b = await createProduct(100, 5);
     const real = realStock();
     const flaky: StockPort = Object.assign(Object.create(real), {
-      reserve: (...args: Parameters<StockPort["reserve"]>) => (args[0].productId === b ? Promise.reject(new Error("DO unreachable")) : real.reserve(...args)),
+      reserve: (...args: Parameters<StockPort["reserve"]>) =>
+        args[0].productId === b ? Promise.reject(new Error("DO unreachable")) : real.reserve(...args),
     });
     const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), flaky), {
       userId,
-      orderProducts: [{ productId: b, quantity: 1 }, { productId: a, quantity: 2 }],
+      orderProducts: [
+        { productId: b, quantity: 1 },
+        { productId: a, quantity: 2 },
+      ],
     });
     expect((err as AppError).code).toBe("SERVICE_UNAVAILABLE");
     await settled();
@@ -102,7 +118,10 @@ describe("placement failures after reservation leave no reservation", () => {
     });
     const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), busy), {
       userId,
-      orderProducts: [{ productId: a, quantity: 2 }, { productId: b, quantity: 1 }],
+      orderProducts: [
+        { productId: a, quantity: 2 },
+        { productId: b, quantity: 1 },
+      ],
     });
     expect(err).toMatchObject({ code: "SERVICE_UNAVAILABLE", headers: { "Retry-After": "1" } });
     await settled();
@@ -121,7 +140,10 @@ describe("placement failures after reservation leave no reservation", () => {
         throw new Error("Network connection lost");
       },
     });
-    const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), appliedThenLost), { userId, orderProducts: [{ productId: p, quantity: 3 }] });
+    const err = await placeExpectingFailure(service(new OrdersRepo(env.DB), appliedThenLost), {
+      userId,
+      orderProducts: [{ productId: p, quantity: 3 }],
+    });
     expect((err as AppError).status).toBe(503);
     await settled();
     expect(await lastOrderOf(userId)).toMatchObject({ status: "FAILED", closed_at: expect.any(Number) });

@@ -20,7 +20,9 @@ describe("charge storms", () => {
     // Each history row records a distinct running balance: no update was lost or applied twice.
     expect(history.map((h) => h.balance_after).sort((a, b) => a - b)).toEqual(Array.from({ length: 50 }, (_, i) => (i + 1) * 1_000));
     // The balances reported to callers are exactly the running balances.
-    expect(results.map((r) => r.body.data.balance).sort((a: number, b: number) => a - b)).toEqual(history.map((h) => h.balance_after).sort((a, b) => a - b));
+    expect(results.map((r) => r.body.data.balance).sort((a: number, b: number) => a - b)).toEqual(
+      history.map((h) => h.balance_after).sort((a, b) => a - b),
+    );
   });
 
   it("parallel charges that cross 5,000,000 never leave the balance above it", async () => {

@@ -6,15 +6,25 @@ import { OrderSweepRepo } from "../../src/orders/order-sweep.repo";
 import { OrdersRepo } from "../../src/orders/orders.repo";
 import { OrdersService } from "../../src/orders/orders.service";
 import { DurableObjectStock } from "../../src/products/product-stock.client";
-import { AppError } from "../../src/shared/errors";
+import type { AppError } from "../../src/shared/errors";
 import { api, createCoupon, createProduct, createUser, errorCode } from "../support/http";
 import { assertStockConservation } from "../support/invariants";
-import { backdateExpiry, balanceOf, cancelOrder, createUserCoupon, orderRow, payOrder, placedOrderId, userCouponRow } from "../support/orders";
+import {
+  backdateExpiry,
+  balanceOf,
+  cancelOrder,
+  createUserCoupon,
+  orderRow,
+  payOrder,
+  placedOrderId,
+  userCouponRow,
+} from "../support/orders";
 
 const stock = new DurableObjectStock(env.PRODUCT_STOCK);
 const ttl = loadConfig(env).orderPaymentTtlMs;
 const later = () => Date.now() + ttl + 1_000;
-const uses = (userId: number) => env.DB.prepare("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'USE'").bind(userId).first<number>("n");
+const uses = (userId: number) =>
+  env.DB.prepare("SELECT count(*) AS n FROM point_history WHERE user_id = ? AND type = 'USE'").bind(userId).first<number>("n");
 
 describe("cancel races", () => {
   it("two concurrent cancels: both answer the CANCELLED order, stock and coupon come back once", async () => {
@@ -38,7 +48,8 @@ describe("cancel races", () => {
     class CancelInTheWindow extends OrderSweepRepo {
       protected override async pick(sql: string, bound: number, limit: number) {
         const picked = await super.pick(sql, bound, limit);
-        if (sql.includes("NOT_PAID")) for (const id of ids.filter((_, i) => i % 2 === 0)) expect((await cancelOrder(userId, id)).status).toBe(200);
+        if (sql.includes("NOT_PAID"))
+          for (const id of ids.filter((_, i) => i % 2 === 0)) expect((await cancelOrder(userId, id)).status).toBe(200);
         return picked;
       }
     }
@@ -174,7 +185,9 @@ describe("a coupon that expires between placement and payment", () => {
     const couponId = await createCoupon({ discountType: "AMOUNT", discountValue: 300 });
     const paidUc = await createUserCoupon(userId, couponId);
     const order = await placedOrderId(userId, [[p, 1]], paidUc);
-    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE id = ?").bind(Date.now() - 1, paidUc).run();
+    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE id = ?")
+      .bind(Date.now() - 1, paidUc)
+      .run();
     const paid = await payOrder(userId, order);
     expect(paid.status).toBe(200);
     expect(paid.body.data.paidAmount).toBe(700);
@@ -183,7 +196,9 @@ describe("a coupon that expires between placement and payment", () => {
     const other = await createUser(10_000);
     const uc2 = await createUserCoupon(other, couponId);
     const o2 = await placedOrderId(other, [[p, 1]], uc2);
-    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE id = ?").bind(Date.now() - 1, uc2).run();
+    await env.DB.prepare("UPDATE user_coupons SET expires_at = ? WHERE id = ?")
+      .bind(Date.now() - 1, uc2)
+      .run();
     expect((await cancelOrder(other, o2)).status).toBe(200);
     const list = await api.get(`/api/v1/coupons?userId=${other}`);
     expect(list.body.data.coupons[0]).toMatchObject({ userCouponId: uc2, usedAt: null, status: "EXPIRED" });

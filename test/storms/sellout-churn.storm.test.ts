@@ -68,7 +68,10 @@ describe(`the sell-out of a K = ${K} product under churn`, () => {
 
     // Every placement: 201 or 409 INSUFFICIENT_STOCK, never 503.
     const statuses = placements.map((r) => r.status);
-    expect(statuses.filter((s) => s !== 201 && s !== 409), JSON.stringify(placements.filter((r) => r.status >= 500).map((r) => r.body))).toEqual([]);
+    expect(
+      statuses.filter((s) => s !== 201 && s !== 409),
+      JSON.stringify(placements.filter((r) => r.status >= 500).map((r) => r.body)),
+    ).toEqual([]);
     for (const r of placements.filter((r) => r.status === 409)) expect(errorCode(r)).toBe("INSUFFICIENT_STOCK");
     const hops = placements.map((r) => hopsOf(r.headers.get("server-timing")) ?? 0);
     expect(p99(hops), `hops (sequential) of every placement: ${JSON.stringify(hops)}`).toBeLessThanOrEqual(5);

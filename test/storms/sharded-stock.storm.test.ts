@@ -9,7 +9,11 @@ import { assertStockConservation } from "../support/invariants";
 import { backdateExpiry, cancelOrder, payOrder, placeOrder } from "../support/orders";
 
 const K = 8;
-const tally = (xs: (number | string)[]) => xs.reduce<Record<string, number>>((acc, x) => ({ ...acc, [x]: (acc[x] ?? 0) + 1 }), {});
+const tally = (xs: (number | string)[]) => {
+  const counts: Record<string, number> = {};
+  for (const x of xs) counts[x] = (counts[x] ?? 0) + 1;
+  return counts;
+};
 
 async function createShardedProduct(stock: number, stockShards: number): Promise<number> {
   const res = await api.post("/api/v1/admin/products", { name: "hot phone", price: 100, stock, stockShards }, adminHeaders);
@@ -47,14 +51,20 @@ describe(`a hot product over K = ${K} stock shards`, () => {
     const quantities = Array.from({ length: 400 }, (_, i) => (i % 20 === 0 ? 45 : 1));
     const results = await Promise.all(quantities.map((q, i) => placeRetrying(users[i % users.length]!, p, q)));
     const statuses = tally(results.map((r) => r.res.status));
-    const placed = results.flatMap((r, i) => (r.res.status === 201 ? [{ orderId: r.res.body.data.orderId as number, quantity: quantities[i]!, user: users[i % users.length]! }] : []));
+    const placed = results.flatMap((r, i) =>
+      r.res.status === 201
+        ? [{ orderId: r.res.body.data.orderId as number, quantity: quantities[i]!, user: users[i % users.length]! }]
+        : [],
+    );
     expect(statuses[503] ?? 0, `no order left unanswered after retries: ${JSON.stringify(statuses)}`).toBe(0);
     for (const r of results.filter((r) => r.res.status !== 201)) expect(errorCode(r.res)).toBe("INSUFFICIENT_STOCK");
     // A one-unit order was refused (380 of them exceed the stock), which "dry" only says once every shard was empty: all 300 are taken.
     expect(placed.reduce((a, o) => a + o.quantity, 0)).toBe(300);
     const hops = results.map((r) => hopsOf(r.res.headers.get("server-timing")) ?? 0);
     expect(Math.min(...hops)).toBeGreaterThanOrEqual(3); // a borrow adds its sibling rounds, never hides them
-    const lines = await env.DB.prepare("SELECT order_id AS o, stock_shard AS s FROM order_items WHERE product_id = ?").bind(p).all<{ o: number; s: number }>();
+    const lines = await env.DB.prepare("SELECT order_id AS o, stock_shard AS s FROM order_items WHERE product_id = ?")
+      .bind(p)
+      .all<{ o: number; s: number }>();
     for (const l of lines.results) expect(l.s, `order ${l.o}`).toBe(l.o % K);
     expect(new Set(placed.map((o) => lines.results.find((l) => l.o === o.orderId)!.s)).size, "orders land on every shard").toBe(K);
     expect((await shardsOf(p)).total).toEqual({ available: 0, held: 0, confirmed: 300, sold: 0 });

@@ -14,7 +14,9 @@ const OVERLOADED = "D1_ERROR: D1 DB is overloaded. Requests queued for too long.
  */
 async function unprimedProduct(stock: number): Promise<number> {
   const now = Date.now();
-  const row = await env.DB.prepare("INSERT INTO products (name, description, price, stock, stock_shards, created_at, updated_at) VALUES ('cold', '', 100, ?, 1, ?, ?) RETURNING id")
+  const row = await env.DB.prepare(
+    "INSERT INTO products (name, description, price, stock, stock_shards, created_at, updated_at) VALUES ('cold', '', 100, ?, 1, ?, ?) RETURNING id",
+  )
     .bind(stock, now, now)
     .first<{ id: number }>();
   return row!.id;

@@ -25,7 +25,10 @@ function storm(userIds: number[], productId: number, k: number) {
 
 /** After a fault: the crons (ahead of the stale-placement and settle ages) finish whatever was cut off. */
 async function cronsCatchUp() {
-  await runOrderMaintenance({ sweep: new OrderSweepRepo(env.DB), stock: new DurableObjectStock(env.PRODUCT_STOCK) }, Date.now() + 10 * 60_000);
+  await runOrderMaintenance(
+    { sweep: new OrderSweepRepo(env.DB), stock: new DurableObjectStock(env.PRODUCT_STOCK) },
+    Date.now() + 10 * 60_000,
+  );
 }
 
 async function users(n: number) {
@@ -62,7 +65,9 @@ describe("ProductStock projection", () => {
     const userId = await createUser();
     const p = await createProduct(100, 9);
     const trigger = `fail_projection_${p}`;
-    await env.DB.prepare(`CREATE TRIGGER ${trigger} BEFORE UPDATE OF stock ON products WHEN NEW.id = ${p} BEGIN SELECT RAISE(ABORT, 'injected projection failure'); END`).run();
+    await env.DB.prepare(
+      `CREATE TRIGGER ${trigger} BEFORE UPDATE OF stock ON products WHEN NEW.id = ${p} BEGIN SELECT RAISE(ABORT, 'injected projection failure'); END`,
+    ).run();
     expect((await placeOrder(userId, [[p, 4]])).status).toBe(201);
     const stub = stockStub(p);
     expect(await stub.flush()).toBe(false); // D1 refused the write ...

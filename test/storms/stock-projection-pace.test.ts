@@ -33,7 +33,9 @@ async function shardTruth(productId: number, shards: number) {
 }
 
 async function projectedRows(productId: number) {
-  const rows = await env.DB.prepare("SELECT shard, available FROM product_stock_shards WHERE product_id = ? ORDER BY shard").bind(productId).all<{ shard: number; available: number }>();
+  const rows = await env.DB.prepare("SELECT shard, available FROM product_stock_shards WHERE product_id = ? ORDER BY shard")
+    .bind(productId)
+    .all<{ shard: number; available: number }>();
   const stock = await env.DB.prepare("SELECT stock FROM products WHERE id = ?").bind(productId).first<number>("stock");
   return { rows: rows.results, stock };
 }
@@ -79,7 +81,16 @@ describe("stock projections at a bounded D1 write rate", () => {
           for (let s = 0; s < K; s++) {
             for (let i = 0; i < PER_SHARD_PER_STEP; i++) {
               const orderId = nextOrderId++ * K + s; // routed to shard s, as orderShard(orderId, K) would
-              calls.push(stockStub(p, s).reserve({ productId: p, orderId, quantity: 1, now: Date.now(), confirmed: true, at: { shard: s, shards: K } }));
+              calls.push(
+                stockStub(p, s).reserve({
+                  productId: p,
+                  orderId,
+                  quantity: 1,
+                  now: Date.now(),
+                  confirmed: true,
+                  at: { shard: s, shards: K },
+                }),
+              );
             }
           }
           for (const r of await Promise.all(calls)) expect(r).toMatchObject({ ok: true });
@@ -101,7 +112,10 @@ describe("stock projections at a bounded D1 write rate", () => {
       const stopped = clock.now;
       while (clock.now - stopped < 1_000) await clock.step();
       const truth = await shardTruth(p, K);
-      expect(truth.reduce((a, s) => a + s.available + s.confirmed, 0), "stock conserved").toBe(stock);
+      expect(
+        truth.reduce((a, s) => a + s.available + s.confirmed, 0),
+        "stock conserved",
+      ).toBe(stock);
       const d1 = await projectedRows(p);
       expect(d1.rows).toEqual(truth.map((s, shard) => ({ shard, available: s.available })));
       expect(d1.stock).toBe(stock - reserved);
@@ -116,7 +130,16 @@ describe("stock projections at a bounded D1 write rate", () => {
     await simulatedClock(p, 2); // no alarm fires by itself: the test runs them
     const sibling = stockStub(p, 1);
     const siblingBatches = (await sibling.state(p, 1))!.d1Batches;
-    expect(await sibling.reserve({ productId: p, orderId: 1_000_001, quantity: 3, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } })).toMatchObject({ ok: true });
+    expect(
+      await sibling.reserve({
+        productId: p,
+        orderId: 1_000_001,
+        quantity: 3,
+        now: Date.now(),
+        confirmed: true,
+        at: { shard: 1, shards: 2 },
+      }),
+    ).toMatchObject({ ok: true });
     const value = (await sibling.snapshot(p, 1))!.available;
 
     // The sibling's alarm hands the value over: shard 0 holds it, persisted, and D1 does not have it yet.
@@ -134,6 +157,10 @@ describe("stock projections at a bounded D1 write rate", () => {
     expect(d1.rows.find((r) => r.shard === 1)?.available).toBe(value);
     expect(d1.stock).toBe(97);
     expect((await sibling.state(p, 1))!.d1Batches, "the sibling wrote nothing itself").toBe(siblingBatches);
-    expect(await runInDurableObject(stockStub(p, 0), (_o: ProductStock, state) => state.storage.sql.exec("SELECT shard FROM sibling_projections").toArray())).toEqual([]);
+    expect(
+      await runInDurableObject(stockStub(p, 0), (_o: ProductStock, state) =>
+        state.storage.sql.exec("SELECT shard FROM sibling_projections").toArray(),
+      ),
+    ).toEqual([]);
   });
 });

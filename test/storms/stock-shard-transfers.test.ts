@@ -58,7 +58,11 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
     quiet.mockRestore();
 
     // The grant left shard 0 and is not applied at shard 1: in flight, recorded on both sides.
-    const [grant] = await sql<{ transfer_id: string; granted: number; acked: number }>(p, 0, "SELECT transfer_id, granted, acked FROM transfers_out");
+    const [grant] = await sql<{ transfer_id: string; granted: number; acked: number }>(
+      p,
+      0,
+      "SELECT transfer_id, granted, acked FROM transfers_out",
+    );
     expect(grant).toMatchObject({ acked: 0 });
     expect(grant!.granted).toBeGreaterThanOrEqual(5);
     expect(await available(p, 0)).toBe(40 - grant!.granted);
@@ -75,13 +79,26 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
 
     // Running recovery again, or re-sending the old transfer, changes nothing.
     await runDurableObjectAlarm(restarted);
-    expect(await stockStub(p, 0).give(p, 0, { transferId: grant!.transfer_id, receiver: 1, need: 5, extra: 20 })).toMatchObject({ granted: grant!.granted });
+    expect(await stockStub(p, 0).give(p, 0, { transferId: grant!.transfer_id, receiver: 1, need: 5, extra: 20 })).toMatchObject({
+      granted: grant!.granted,
+    });
     expect(await total(p)).toBe(40);
     // And the units are usable where they arrived.
-    expect(await restarted.reserve({ productId: p, orderId: orderId(), quantity: 5, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } })).toMatchObject({ ok: true, available: grant!.granted - 5 });
+    expect(
+      await restarted.reserve({
+        productId: p,
+        orderId: orderId(),
+        quantity: 5,
+        now: Date.now(),
+        confirmed: true,
+        at: { shard: 1, shards: 2 },
+      }),
+    ).toMatchObject({ ok: true, available: grant!.granted - 5 });
     // D1 follows: one row per shard, products.stock their sum.
     for (const shard of [0, 1]) expect(await stockStub(p, shard).flush()).toBe(true);
-    const rows = await env.DB.prepare("SELECT shard, available FROM product_stock_shards WHERE product_id = ? ORDER BY shard").bind(p).all();
+    const rows = await env.DB.prepare("SELECT shard, available FROM product_stock_shards WHERE product_id = ? ORDER BY shard")
+      .bind(p)
+      .all();
     expect(rows.results).toEqual([
       { shard: 0, available: 40 - grant!.granted },
       { shard: 1, available: grant!.granted - 5 },
@@ -111,7 +128,14 @@ describe("a stock transfer cut off half-way loses and duplicates nothing", () =>
       };
     });
     const quiet = vi.spyOn(console, "error").mockImplementation(() => {});
-    const r = await receiver.reserve({ productId: p, orderId: orderId(), quantity: 5, now: Date.now(), confirmed: true, at: { shard: 1, shards: 2 } });
+    const r = await receiver.reserve({
+      productId: p,
+      orderId: orderId(),
+      quantity: 5,
+      now: Date.now(),
+      confirmed: true,
+      at: { shard: 1, shards: 2 },
+    });
     quiet.mockRestore();
     expect(r).toMatchObject({ ok: true, reservation: { quantity: 5, status: "confirmed" } });
     // The next claim had an id of its own; the lost one stays open until the receiver's alarm re-sends it under

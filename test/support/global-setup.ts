@@ -27,7 +27,7 @@ export default async function setup(project: TestProject) {
   const address = blackhole.address();
   project.provide("blackholeUrl", typeof address === "object" && address ? `http://127.0.0.1:${address.port}` : "");
   const closeBlackhole = () => {
-    held.forEach((s) => s.destroy());
+    for (const s of held) s.destroy();
     blackhole.close();
   };
 

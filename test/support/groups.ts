@@ -21,7 +21,12 @@ export async function inOneBatch<T>(opts: { kind: string; lead: () => Promise<T>
   release();
   const out = { lead: await lead, group: await Promise.all(group) };
   // `split`: batches D1 refused with a constraint error and that went out again request by request (a statement that aborts).
-  return { ...out, batches: q.stats.batches - before.batches, requests: q.stats.requests - before.requests, split: q.stats.split - before.split };
+  return {
+    ...out,
+    batches: q.stats.batches - before.batches,
+    requests: q.stats.requests - before.requests,
+    split: q.stats.split - before.split,
+  };
 }
 
 /** What the meters of these answers say D1 did: write transactions, and the shared batches each rode in. */

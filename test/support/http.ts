@@ -54,16 +54,18 @@ export async function createProduct(price = 1000, stock = 10, name = "product"):
   return res.body.data.productId;
 }
 
-export async function createCoupon(input: Partial<{
-  name: string;
-  discountType: "RATE" | "AMOUNT";
-  discountValue: number;
-  quantity: number;
-  startsAt: string;
-  endsAt: string;
-  validDays: number;
-  shards: number;
-}> = {}): Promise<number> {
+export async function createCoupon(
+  input: Partial<{
+    name: string;
+    discountType: "RATE" | "AMOUNT";
+    discountValue: number;
+    quantity: number;
+    startsAt: string;
+    endsAt: string;
+    validDays: number;
+    shards: number;
+  }> = {},
+): Promise<number> {
   const body = {
     name: "coupon",
     discountType: "AMOUNT",

@@ -6,8 +6,9 @@ import { stockStub } from "./orders";
 
 /** Transfers a shard opened and has not closed: units a sibling may have granted that are not applied yet. */
 async function openTransfers(productId: number, shard: number): Promise<number> {
-  return runInDurableObject(stockStub(productId, shard), (_o: ProductStock, state) =>
-    state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM transfers_in").one().n,
+  return runInDurableObject(
+    stockStub(productId, shard),
+    (_o: ProductStock, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM transfers_in").one().n,
   );
 }
 
@@ -37,7 +38,10 @@ export async function assertStockConservation(productIds: number[], initialPlusR
     const lines = (shard: number | undefined, status: string) =>
       rows.results.filter((r) => (shard === undefined || r.shard === shard) && r.status === status).reduce((a, r) => a + r.q, 0);
     expect(lines(undefined, "PENDING"), `${where}: no placement left half-way`).toBe(0);
-    expect(rows.results.every((r) => r.shard >= 0 && r.shard < shards), `${where}: every line on one of its ${shards} shards`).toBe(true);
+    expect(
+      rows.results.every((r) => r.shard >= 0 && r.shard < shards),
+      `${where}: every line on one of its ${shards} shards`,
+    ).toBe(true);
 
     let available = 0;
     const snaps = [];
@@ -53,10 +57,14 @@ export async function assertStockConservation(productIds: number[], initialPlusR
     }
     const reserved = lines(undefined, "NOT_PAID");
     const sold = lines(undefined, "PAID");
-    expect(available + reserved + sold, `${where}: available ${available} over ${shards} shard(s) + reserved ${reserved} + sold ${sold}`).toBe(expected);
+    expect(
+      available + reserved + sold,
+      `${where}: available ${available} over ${shards} shard(s) + reserved ${reserved} + sold ${sold}`,
+    ).toBe(expected);
 
     // The projection is written behind (each shard's alarm); flush is the deterministic way to wait for it.
-    for (let shard = 0; shard < shards; shard++) expect(await stockStub(productId, shard).flush(), `${where} shard ${shard}: projection written`).toBe(true);
+    for (let shard = 0; shard < shards; shard++)
+      expect(await stockStub(productId, shard).flush(), `${where} shard ${shard}: projection written`).toBe(true);
     const projected = await env.DB.prepare("SELECT shard, available FROM product_stock_shards WHERE product_id = ? ORDER BY shard")
       .bind(productId)
       .all<{ shard: number; available: number }>();
@@ -65,7 +73,10 @@ export async function assertStockConservation(productIds: number[], initialPlusR
       // A shard that never changed may have no row yet (products.stock below still counts it).
       if (row) expect(row.available, `${where} shard ${shard}: its product_stock_shards row follows the DO`).toBe(snap.available);
     }
-    expect(projected.results.every((r) => r.shard < shards), `${where}: no row for a shard beyond K`).toBe(true);
+    expect(
+      projected.results.every((r) => r.shard < shards),
+      `${where}: no row for a shard beyond K`,
+    ).toBe(true);
     const stock = await env.DB.prepare("SELECT stock FROM products WHERE id = ?").bind(productId).first<number>("stock");
     expect(stock, `${where}: products.stock = sum of the shards`).toBe(available);
   }

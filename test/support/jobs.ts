@@ -36,6 +36,8 @@ export async function dueOrders() {
     .bind(userId, Date.now() - STALE_PENDING_MS - 60_000)
     .run();
   const cancelled = await placedOrderId(userId, [[p, 1]]);
-  await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?").bind(Date.now() - 60_000, cancelled).run();
+  await env.DB.prepare("UPDATE orders SET status = 'CANCELLED', updated_at = ? WHERE id = ?")
+    .bind(Date.now() - 60_000, cancelled)
+    .run();
   return { coupon };
 }

@@ -20,11 +20,7 @@ export async function createUserCoupon(
   return row!.id;
 }
 
-export function placeOrder(
-  userId: number,
-  lines: [productId: number, quantity: number][],
-  userCouponId?: number,
-): Promise<ApiResponse> {
+export function placeOrder(userId: number, lines: [productId: number, quantity: number][], userCouponId?: number): Promise<ApiResponse> {
   return api.post("/api/v1/orders", {
     userId,
     ...(userCouponId !== undefined ? { userCouponId } : {}),
@@ -63,7 +59,9 @@ export async function orderRow(orderId: number) {
 }
 
 export async function userCouponRow(id: number) {
-  return env.DB.prepare("SELECT used_at, order_id FROM user_coupons WHERE id = ?").bind(id).first<{ used_at: number | null; order_id: number | null }>();
+  return env.DB.prepare("SELECT used_at, order_id FROM user_coupons WHERE id = ?")
+    .bind(id)
+    .first<{ used_at: number | null; order_id: number | null }>();
 }
 
 export async function balanceOf(userId: number): Promise<number> {
@@ -72,7 +70,9 @@ export async function balanceOf(userId: number): Promise<number> {
 
 /** Pushes an order's payment deadline into the past, as if its window had run out. */
 export async function backdateExpiry(orderId: number): Promise<void> {
-  await env.DB.prepare("UPDATE orders SET expires_at = ? WHERE id = ?").bind(Date.now() - 1_000, orderId).run();
+  await env.DB.prepare("UPDATE orders SET expires_at = ? WHERE id = ?")
+    .bind(Date.now() - 1_000, orderId)
+    .run();
 }
 
 /** `n` FAILED placement attempts past their retention, settled, with one item each (one INSERT ... SELECT); returns their user. */

@@ -31,7 +31,9 @@ export async function planOf(sql: string): Promise<string> {
   const numbered = [...sql.matchAll(/\?(\d+)/g)].map((m) => Number(m[1]));
   const anonymous = [...sql.matchAll(/\?(?!\d)/g)].length;
   const binds = new Array(Math.max(anonymous, ...numbered, 0)).fill(null);
-  const res = await env.DB.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...binds).all<{ detail: string }>();
+  const res = await env.DB.prepare(`EXPLAIN QUERY PLAN ${sql}`)
+    .bind(...binds)
+    .all<{ detail: string }>();
   return res.results.map((r) => r.detail).join(" | ");
 }
 

@@ -33,7 +33,12 @@ export function appWithRedis(opts: { prefix: string; redisUrl?: string; extraEnv
     REDIS_KEY_PREFIX: opts.prefix,
     ...opts.extraEnv,
   };
-  async function call<T = any>(method: string, path: string, json?: unknown, headers: Record<string, string> = {}): Promise<ApiResponse<T>> {
+  async function call<T = any>(
+    method: string,
+    path: string,
+    json?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<ApiResponse<T>> {
     const ctx = createExecutionContext();
     const init: RequestInit = { method, headers: { ...headers } };
     if (json !== undefined) {

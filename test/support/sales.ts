@@ -5,7 +5,11 @@ import { env } from "cloudflare:workers";
  * (order PAID with paid_at, items with paid_at). For ranking tests that need
  * sales on chosen days without going through the whole order flow.
  */
-export async function insertPaidOrder(userId: number, paidAt: number, items: { productId: number; quantity: number; unitPrice?: number }[]) {
+export async function insertPaidOrder(
+  userId: number,
+  paidAt: number,
+  items: { productId: number; quantity: number; unitPrice?: number }[],
+) {
   const lines = items.map((i) => ({ ...i, unitPrice: i.unitPrice ?? 1000 }));
   const total = lines.reduce((s, l) => s + l.unitPrice * l.quantity, 0);
   const order = await env.DB.prepare(

@@ -7,7 +7,12 @@ import type { ApiResponse } from "./http";
 export const JWT_SECRET = "test-jwt-secret-0123456789abcdef";
 
 /** An HS256 token for `sub`, valid for an hour unless `claims` says otherwise. */
-export function tokenFor(userId: number | string, claims: Record<string, unknown> = {}, secret = JWT_SECRET, alg: "HS256" | "HS512" = "HS256"): Promise<string> {
+export function tokenFor(
+  userId: number | string,
+  claims: Record<string, unknown> = {},
+  secret = JWT_SECRET,
+  alg: "HS256" | "HS512" = "HS256",
+): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return sign({ sub: String(userId), iat: now, exp: now + 3600, ...claims }, secret, alg);
 }
@@ -29,7 +34,11 @@ export const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 export function testApp(extraEnv: Record<string, unknown>, options: AppOptions = {}) {
   const app = createApp(options);
   const appEnv = { ...env, ...extraEnv };
-  async function call<T = any>(method: string, path: string, init: { json?: unknown; body?: string; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
+  async function call<T = any>(
+    method: string,
+    path: string,
+    init: { json?: unknown; body?: string; headers?: Record<string, string> } = {},
+  ): Promise<ApiResponse<T>> {
     const ctx = createExecutionContext();
     const headers: Record<string, string> = { ...(init.headers ?? {}) };
     let body = init.body;
@@ -85,4 +94,3 @@ export async function badTokens(userId: number): Promise<[string, Record<string,
     ["numeric sub", bearer(await tokenFor(userId, { sub: userId }))],
   ];
 }
-

@@ -17,7 +17,9 @@ const SEQ = "WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq 
 export async function seedSettledHistory(opts: { n: number; tag: string; now: number }): Promise<void> {
   const { n, tag, now } = opts;
   const old = now - 10 * DAY;
-  const product = await env.DB.prepare("INSERT INTO products (name, price, stock, created_at, updated_at) VALUES (?1, 100, 0, ?2, ?2) RETURNING id")
+  const product = await env.DB.prepare(
+    "INSERT INTO products (name, price, stock, created_at, updated_at) VALUES (?1, 100, 0, ?2, ?2) RETURNING id",
+  )
     .bind(`${tag}-product`, old)
     .first<number>("id");
   const coupon = await env.DB.prepare(
@@ -58,11 +60,9 @@ export async function seedSettledHistory(opts: { n: number; tag: string; now: nu
       `INSERT INTO outbox (event_id, type, aggregate_id, payload, status, attempts, next_attempt_at, created_at, published_at)
        ${SEQ} SELECT ?2 || '-ev-' || x, 'order.completed', x, '{}', 'PUBLISHED', 1, ?3 + x, ?3 + x, ?3 + x FROM seq`,
     ).bind(n, tag, now - DAY),
-    env.DB.prepare(`INSERT INTO event_deliveries (event_id, type, delivered_at) ${SEQ} SELECT ?2 || '-ev-' || x, 'order.completed', ?3 + x FROM seq`).bind(
-      n,
-      tag,
-      now - DAY,
-    ),
+    env.DB.prepare(
+      `INSERT INTO event_deliveries (event_id, type, delivered_at) ${SEQ} SELECT ?2 || '-ev-' || x, 'order.completed', ?3 + x FROM seq`,
+    ).bind(n, tag, now - DAY),
     env.DB.prepare(
       `INSERT INTO dead_letters (event_id, type, payload, attempts, created_at, replayed_at)
        ${SEQ} SELECT ?2 || '-dl-' || x, 'order.completed', '{}', 6, ?3, CASE WHEN x % 2 = 0 THEN ?3 + x END FROM seq`,

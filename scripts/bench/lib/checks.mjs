@@ -58,7 +58,9 @@ export class Checks {
 export function latencyChecks(checks, run, { p99Factor = 5, maxMs = 5000, ceiling } = {}) {
   const { p50, p99, max } = run;
   const tailMet = Number.isFinite(p50) && Number.isFinite(p99) && p99 <= p99Factor * p50;
-  const ceilingNote = ceiling ? `; same-run ${ceiling.label}: p99 ${fmt(ceiling.p99, 0)} ms = ${fmt(ceiling.p99 / ceiling.p50, 1)} x its p50` : "";
+  const ceilingNote = ceiling
+    ? `; same-run ${ceiling.label}: p99 ${fmt(ceiling.p99, 0)} ms = ${fmt(ceiling.p99 / ceiling.p50, 1)} x its p50`
+    : "";
   checks.target(
     `${run.label}: p99 <= ${p99Factor} x p50`,
     tailMet,
@@ -66,7 +68,9 @@ export function latencyChecks(checks, run, { p99Factor = 5, maxMs = 5000, ceilin
   );
   const maxMet = Number.isFinite(max) && max < maxMs;
   checks.target(`${run.label}: max < ${fmtInt(maxMs)} ms`, maxMet, `max ${fmt(max, 0)} ms`);
-  console.log(`latency ${run.label.replace(/\s+/g, "_")} p50_ms=${fmt(p50, 0)} p99_ms=${fmt(p99, 0)} max_ms=${fmt(max, 0)} ${tailMet && maxMet ? "MET" : "MISSED"}`);
+  console.log(
+    `latency ${run.label.replace(/\s+/g, "_")} p50_ms=${fmt(p50, 0)} p99_ms=${fmt(p99, 0)} max_ms=${fmt(max, 0)} ${tailMet && maxMet ? "MET" : "MISSED"}`,
+  );
   return tailMet && maxMet;
 }
 

@@ -92,7 +92,9 @@ export async function seedUsersD1(d1, count, { initialBalance = 0, namePrefix = 
          INSERT INTO users (name, created_at) SELECT ?2 || '-' || n, ?3 FROM seq`,
       )
       .bind(count, namePrefix, at),
-    db.prepare("INSERT INTO user_balances (user_id, balance, updated_at) SELECT id, ?1, ?2 FROM users WHERE id > ?3").bind(initialBalance, at, before),
+    db
+      .prepare("INSERT INTO user_balances (user_id, balance, updated_at) SELECT id, ?1, ?2 FROM users WHERE id > ?3")
+      .bind(initialBalance, at, before),
     db
       .prepare(
         `INSERT INTO point_history (user_id, type, amount, balance_after, order_id, created_at)

@@ -202,7 +202,20 @@ export async function load(o) {
 function emptyRun(label, connections, timing) {
   const { hops, timing: t } = timing.result();
   const none = { elapsedS: 0, wallS: 0, rps: NaN, p50: NaN, p95: NaN, p99: NaN, max: NaN };
-  return { label, connections, responses: 0, ...none, statusCounts: {}, errorCodes: {}, socketErrors: 0, timeouts: 0, parseFailures: 0, built: 0, hops, timing: t };
+  return {
+    label,
+    connections,
+    responses: 0,
+    ...none,
+    statusCounts: {},
+    errorCodes: {},
+    socketErrors: 0,
+    timeouts: 0,
+    parseFailures: 0,
+    built: 0,
+    hops,
+    timing: t,
+  };
 }
 
 /**

@@ -54,7 +54,9 @@ export async function adminListRow(url, list, id) {
   const idField = list === "coupons" ? "couponId" : "productId";
   let cursor = "";
   for (let page = 0; page < 100; page++) {
-    const r = await api(url, "GET", `/api/v1/admin/${list}?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, undefined, { admin: true });
+    const r = await api(url, "GET", `/api/v1/admin/${list}?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`, undefined, {
+      admin: true,
+    });
     if (r.status !== 200) throw new Error(`admin ${list} list: ${r.status} ${JSON.stringify(r.json).slice(0, 200)}`);
     /** @type {any[]} */
     const rows = r.json.data[list];

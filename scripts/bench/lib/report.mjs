@@ -81,7 +81,9 @@ export function printHops(rows) {
     return;
   }
   console.log("\nServer-Timing (every response; hops = sequential D1+DO round trips, a parallel fan-out counts once):\n");
-  console.log(`| run | with header | hops: responses | mean hops | ${TIMING_METRICS.map((k) => `${k} calls/resp | ${k} ms/call`).join(" | ")} |`);
+  console.log(
+    `| run | with header | hops: responses | mean hops | ${TIMING_METRICS.map((k) => `${k} calls/resp | ${k} ms/call`).join(" | ")} |`,
+  );
   console.log(`|---|---:|---|---:|${TIMING_METRICS.map(() => "---:|---:").join("|")}|`);
   for (const r of withTiming) {
     const t = r.timing;
@@ -121,7 +123,9 @@ const slug = (s) =>
  */
 export function printRatio(ours, health, { target, name } = {}) {
   const ratio = ours.rps / health.rps;
-  console.log(`\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of same-run "${health.label}" (${fmtInt(health.rps)} req/s)`);
+  console.log(
+    `\n${ours.label}: ${fmtInt(ours.rps)} req/s = ${fmt(ratio * 100)}% of same-run "${health.label}" (${fmtInt(health.rps)} req/s)`,
+  );
   const id = name ?? slug(ours.label);
   const r = Number.isFinite(ratio) ? ratio.toFixed(3) : "nan";
   if (target === undefined) {

@@ -212,7 +212,10 @@ export class TimingCollector {
     for (const g of value.matchAll(/(?:^|,\s*)d1group;desc="([^,"]+), (\d+) requests?(, sent)?"/g)) {
       const kind = g[1] ?? "";
       let agg = this.groups.get(kind);
-      if (!agg) this.groups.set(kind, (agg = { riders: 0, batches: 0, sumSizes: 0, max: 0 }));
+      if (!agg) {
+        agg = { riders: 0, batches: 0, sumSizes: 0, max: 0 };
+        this.groups.set(kind, agg);
+      }
       const size = Number(g[2]);
       agg.riders++;
       agg.max = Math.max(agg.max, size);
@@ -224,7 +227,10 @@ export class TimingCollector {
     const hops = t.hops?.count ?? 0;
     this.hops.set(hops, (this.hops.get(hops) ?? 0) + 1);
     let byStatus = this.hopsByStatus.get(status);
-    if (!byStatus) this.hopsByStatus.set(status, (byStatus = new Map()));
+    if (!byStatus) {
+      byStatus = new Map();
+      this.hopsByStatus.set(status, byStatus);
+    }
     byStatus.set(hops, (byStatus.get(hops) ?? 0) + 1);
     for (const k of TIMING_METRICS) {
       const m = t[k];
@@ -277,7 +283,9 @@ export class TimingCollector {
       };
     }
     const groups = Object.fromEntries(
-      [...this.groups].sort(([a], [b]) => a.localeCompare(b)).map(([kind, g]) => [kind, { ...g, mean: g.batches > 0 ? g.sumSizes / g.batches : NaN }]),
+      [...this.groups]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([kind, g]) => [kind, { ...g, mean: g.batches > 0 ? g.sumSizes / g.batches : NaN }]),
     );
     const d1Writes = { writeTx: this.writeTx, perResponse: n > 0 ? this.writeTx / n : NaN, groups };
     return { hops, timing: { responses: this.responses, withHeader: n, unparsable: this.unparsable, metrics, d1Writes } };

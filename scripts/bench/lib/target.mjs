@@ -51,9 +51,17 @@ export async function openTarget() {
   if (!health.ok) throw new Error(`${base}/health answered ${health.status}`);
   // A read-only admin route: a wrong token is 401/403 here, before any fixture is created.
   const probe = await api(base, "GET", "/api/v1/admin/coupons?limit=1", undefined, { admin: true });
-  if (probe.status !== 200) throw new Error(`the admin token was refused by ${base}: ${probe.status} ${JSON.stringify(probe.json).slice(0, 200)}`);
+  if (probe.status !== 200)
+    throw new Error(`the admin token was refused by ${base}: ${probe.status} ${JSON.stringify(probe.json).slice(0, 200)}`);
   const auth = jwtSecret ? "user JWTs signed with the given JWT_SECRET" : "no user JWTs (the Worker must not enforce them)";
-  return { url: base, mode: `deployed Worker at ${base} (--url; HTTP checks only, ${auth}; run tag ${tag})`, remote: true, d1: undefined, tag, stop: async () => {} };
+  return {
+    url: base,
+    mode: `deployed Worker at ${base} (--url; HTTP checks only, ${auth}; run tag ${tag})`,
+    remote: true,
+    d1: undefined,
+    tag,
+    stop: async () => {},
+  };
 }
 
 /**
