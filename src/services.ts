@@ -2,6 +2,7 @@ import type { Config } from "./config";
 import { purgeEventTables, type RetentionReport } from "./events/retention.job";
 import { createDb, primaryD1, sessionAsDatabase, type Db } from "./db/client";
 import { AdminRepo } from "./admin/admin.repo";
+import { AdminService } from "./admin/admin.service";
 import { AdminListsRepo } from "./admin/admin-lists.repo";
 import { CouponsRepo } from "./coupons/coupons.repo";
 import { CouponsService } from "./coupons/coupons.service";
@@ -60,7 +61,8 @@ export interface Services {
   coupons: CouponsService;
   /** Owned-coupon lists in Redis; order placement (use), cancel and expiry (restore) evict. */
   userCouponCache: UserCouponCache;
-  adminRepo: AdminRepo;
+  /** Admin use cases of no other context (a user with an opening balance). */
+  admin: AdminService;
   /** The operator console's coupon and product lists. */
   adminLists: AdminListsRepo;
   rankings: RankingsService;
@@ -212,7 +214,7 @@ export function createServices(env: Env, config: Config, options: ServicesOption
       soldOut: isolateSoldOut,
       metrics,
     }),
-    adminRepo: new AdminRepo(d1),
+    admin: new AdminService({ repo: new AdminRepo(d1), clock }),
     adminLists: new AdminListsRepo(d1),
     stock,
     stockShards: new StockShardsService(productsRepo, stock, clock),

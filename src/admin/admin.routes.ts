@@ -116,8 +116,7 @@ const adjustStockRoute = createRoute({
 export const adminRoutes = createRouter<AppEnv>()
   .openapi(createUserRoute, async (c) => {
     const body = c.req.valid("json");
-    const userId = await c.var.services.adminRepo.createUser(body.name, body.initialBalance ?? 0, c.var.services.clock());
-    return ok(c, { userId }, 201);
+    return ok(c, await c.var.services.admin.createUser(body), 201);
   })
   .openapi(createProductRoute, async (c) => {
     const body = c.req.valid("json");
