@@ -54,7 +54,7 @@ import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
 import { api, mapLimit, prepareUserTokens, routeExists, userHeaders } from "./lib/http.mjs";
 import { printLoad, printMachine } from "./lib/machine.mjs";
 import { healthCeiling, load } from "./lib/load.mjs";
-import { fmt, fmtInt, printRatio, printTable, statusSummary } from "./lib/report.mjs";
+import { fmt, fmtInt, printRatio, printTable, printVerdict, statusSummary } from "./lib/report.mjs";
 import { Checks, latencyChecks, readStable } from "./lib/checks.mjs";
 import { createUsers, isoWithOffset, seedUsersD1 } from "./lib/fixtures.mjs";
 import { compareShards } from "./lib/compare-shards.mjs";
@@ -689,14 +689,5 @@ function printComparison(runs, note) {
   printRatio(b.storm, b.health, { target: RATIO_TARGET, name: `${base}.k${b.k}${b.k === 1 ? "-second" : ""}` });
   console.log(`\n${note}`);
   printLoad();
-  console.log(
-    `\n${
-      runs.every((r) => r.ok)
-        ? "ALL CHECKS PASSED (both storms)"
-        : `CHECKS FAILED: ${runs
-            .filter((r) => !r.ok)
-            .map((r) => `K=${r.k} (${r.checksFailed})`)
-            .join(", ")}`
-    }`,
-  );
+  printVerdict(runs);
 }

@@ -56,7 +56,7 @@ import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
 import { adminHeaders, api, d1Groups, prepareUserTokens, routeExists, userHeaders } from "./lib/http.mjs";
 import { printLoad, printMachine } from "./lib/machine.mjs";
 import { healthCeiling, load } from "./lib/load.mjs";
-import { fmt, fmtInt, printD1After, printD1Writes, printRatio, printTable, statusSummary } from "./lib/report.mjs";
+import { fmt, fmtInt, printD1After, printD1Writes, printRatio, printTable, printVerdict, statusSummary } from "./lib/report.mjs";
 import { Checks, latencyChecks, readStable } from "./lib/checks.mjs";
 import { createUsers, rng, seedUsersD1 } from "./lib/fixtures.mjs";
 import { compareShards } from "./lib/compare-shards.mjs";
@@ -1084,16 +1084,7 @@ function printComparison(runs, note) {
   if (b.pay) printD1Writes(b.pay, `orders.pay.k${b.k}${second}`);
   console.log(`\n${note}`);
   printLoad();
-  console.log(
-    `\n${
-      runs.every((r) => r.ok)
-        ? "ALL CHECKS PASSED (both storms)"
-        : `CHECKS FAILED: ${runs
-            .filter((r) => !r.ok)
-            .map((r) => `K=${r.k} (${r.checksFailed})`)
-            .join(", ")}`
-    }`,
-  );
+  printVerdict(runs);
 }
 
 /**

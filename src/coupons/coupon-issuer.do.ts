@@ -203,20 +203,19 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
     }
     const self: ShardAddress = { shard: coupon.shard, shards: coupon.shards };
 
+    /** A win already in D1 (a twin under the same key, or one written meanwhile): the same answer. */
+    const known = (d: { issuedAt: number; expiresAt: number; userCouponId: number }): IssueOutcome => ({
+      ok: true,
+      couponId,
+      userId,
+      issuedAt: d.issuedAt,
+      expiresAt: d.expiresAt,
+      userCouponId: d.userCouponId,
+      d1Calls,
+      doCalls,
+    });
     let decision = this.decide(userId, now, requestKey);
-    if (decision.ok && "userCouponId" in decision) {
-      // A twin of an issuance already in D1 under the same key: the same answer.
-      return {
-        ok: true,
-        couponId,
-        userId,
-        issuedAt: decision.issuedAt,
-        expiresAt: decision.expiresAt,
-        userCouponId: decision.userCouponId,
-        d1Calls,
-        doCalls,
-      };
-    }
+    if (decision.ok && "userCouponId" in decision) return known(decision);
     if (!decision.ok && decision.code === "COUPON_SOLD_OUT" && coupon.shards > 1) {
       let proven = false;
       if (this.neverHeld()) {
@@ -243,18 +242,7 @@ export class CouponIssuer extends DurableObject<Env> implements ShardPeer {
         return { ok: false, code: "SERVICE_UNAVAILABLE", d1Calls, doCalls };
     }
     if (!decision.ok) return { ...decision, d1Calls, doCalls };
-    if ("userCouponId" in decision) {
-      return {
-        ok: true,
-        couponId,
-        userId,
-        issuedAt: decision.issuedAt,
-        expiresAt: decision.expiresAt,
-        userCouponId: decision.userCouponId,
-        d1Calls,
-        doCalls,
-      };
-    }
+    if ("userCouponId" in decision) return known(decision);
 
     let ids: Map<number, number> | undefined;
     try {

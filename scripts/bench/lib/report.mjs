@@ -188,3 +188,14 @@ export function printD1After(name, before, after, answers, kinds = ["orders.sett
   }
   console.log(`d1tx ${name}.after=${answers > 0 ? (batches / answers).toFixed(3) : "nan"}`);
 }
+
+/**
+ * The last line of a bench that ran its storm at K = 1 and K = K: every run passed, or which failed.
+ * @param {{ ok: boolean, k?: number, checksFailed: number }[]} runs
+ */
+export function printVerdict(runs) {
+  const failed = runs.filter((r) => !r.ok);
+  console.log(
+    `\n${failed.length === 0 ? "ALL CHECKS PASSED (both storms)" : `CHECKS FAILED: ${failed.map((r) => `K=${r.k} (${r.checksFailed})`).join(", ")}`}`,
+  );
+}
