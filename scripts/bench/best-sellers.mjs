@@ -48,6 +48,7 @@ import { arg, exitWithHelpIfAsked } from "./lib/args.mjs";
 import { printLoad, printMachine } from "./lib/machine.mjs";
 import { Checks } from "./lib/checks.mjs";
 import { rng, seedUsersD1 } from "./lib/fixtures.mjs";
+import { zoneOffsetMs } from "./lib/zone.mjs";
 
 exitWithHelpIfAsked(import.meta.url);
 
@@ -94,25 +95,6 @@ function addDays(date, days) {
   const d = new Date(`${date}T00:00:00Z`);
   d.setUTCDate(d.getUTCDate() + days);
   return d.toISOString().slice(0, 10);
-}
-/**
- * @param {number} ms
- * @param {string} timeZone
- */
-function zoneOffsetMs(ms, timeZone) {
-  const parts = new Intl.DateTimeFormat("en-US", {
-    timeZone,
-    hourCycle: "h23",
-    year: "numeric",
-    month: "2-digit",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-  }).formatToParts(new Date(ms));
-  /** @param {string} t */
-  const get = (t) => Number(parts.find((p) => p.type === t)?.value);
-  return Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second")) - Math.floor(ms / 1000) * 1000;
 }
 /**
  * @param {string} date

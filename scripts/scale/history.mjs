@@ -50,6 +50,7 @@ import { arg } from "../bench/lib/args.mjs";
 import { fmtInt } from "../bench/lib/report.mjs";
 import { rng } from "../bench/lib/fixtures.mjs";
 import { APP_ROOT, ROOT } from "../bench/server.mjs";
+import { zoneOffsetMs } from "../bench/lib/zone.mjs";
 
 const DAY_MS = 86_400_000;
 const HOUR_MS = 3_600_000;
@@ -201,27 +202,6 @@ const iso = (ms) => new Date(ms).toISOString();
 function businessTimeZone() {
   const m = /BUSINESS_TIMEZONE\s*=\s*"([^"]+)"/.exec(readFileSync(join(APP_ROOT, "wrangler.toml"), "utf8"));
   return m?.[1] ?? "Asia/Seoul";
-}
-
-/**
- * The zone's UTC offset at `ms` (ms); taken once for the whole year (Asia/Seoul has no DST).
- * @param {number} ms
- * @param {string} timeZone
- */
-function zoneOffsetMs(ms, timeZone) {
-  const parts = new Intl.DateTimeFormat("en-US", {
-    timeZone,
-    hourCycle: "h23",
-    year: "numeric",
-    month: "2-digit",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-  }).formatToParts(new Date(ms));
-  /** @param {string} t */
-  const get = (t) => Number(parts.find((p) => p.type === t)?.value);
-  return Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second")) - Math.floor(ms / 1000) * 1000;
 }
 
 /**
