@@ -1,4 +1,4 @@
-import { DomainEvent } from "./event.schemas";
+import { DomainEvent, type OrderCompletedV1 } from "./event.schemas";
 import { deliverOrderCompleted } from "./data-platform.client";
 import { errorFields, log } from "../shared/logger";
 
@@ -48,8 +48,16 @@ export function retryScheduleSeconds(maxRetries: number, delayOf: (attempts: num
  * delivered (a duplicate from an at-least-once relay) is acked without a second
  * POST. Failures are retried by the queue; after `max_retries` the queue moves
  * the message to the dead-letter queue.
+ *
+ * D1 sees two calls per batch, whatever its size (not two per message): one read of which
+ * events were delivered before, one write of the ones delivered now. The consumer runs
+ * beside the payment storm that produced its events, on the same D1 primary (issue 18).
+ * Distinct events are POSTed concurrently; copies of one event in the batch share its POST.
+ * A message is acked only once its delivery is recorded: when that write fails the whole
+ * batch is retried, and the platform dedups the repeat by the Idempotency-Key it got.
  */
 export async function consumeEvents(batch: MessageBatch<unknown>, deps: ConsumerDeps): Promise<void> {
+  const copies = new Map<string, { event: OrderCompletedV1; messages: Message<unknown>[] }>();
   for (const msg of batch.messages) {
     const parsed = DomainEvent.safeParse(msg.body);
     if (!parsed.success) {
@@ -64,21 +72,42 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
       msg.ack();
       continue;
     }
-    const seen = await deps.d1.prepare("SELECT 1 AS hit FROM event_deliveries WHERE event_id = ?1").bind(event.eventId).first("hit");
-    if (seen) {
-      log("info", "duplicate event skipped", { eventId: event.eventId });
-      msg.ack();
-      continue;
-    }
-    const outcome = await deliverOrderCompleted(deps.dataPlatformUrl, event);
-    if (outcome.ok) {
-      await deps.d1
-        .prepare("INSERT OR IGNORE INTO event_deliveries (event_id, type, delivered_at) VALUES (?1, ?2, ?3)")
-        .bind(event.eventId, event.type, deps.now())
-        .run();
-      msg.ack();
-    } else {
-      log("warn", "data platform delivery failed; will retry", { eventId: event.eventId, attempts: msg.attempts, reason: outcome.reason });
+    const entry = copies.get(event.eventId);
+    if (entry) entry.messages.push(msg);
+    else copies.set(event.eventId, { event, messages: [msg] });
+  }
+  if (copies.size === 0) return;
+
+  const seen = await deps.d1
+    .prepare("SELECT event_id AS eventId FROM event_deliveries WHERE event_id IN (SELECT value FROM json_each(?1))")
+    .bind(JSON.stringify([...copies.keys()]))
+    .all<{ eventId: string }>();
+  for (const { eventId } of seen.results) {
+    log("info", "duplicate event skipped", { eventId });
+    for (const msg of copies.get(eventId)?.messages ?? []) msg.ack();
+    copies.delete(eventId);
+  }
+
+  const outcomes = await Promise.all(
+    [...copies.values()].map(async (entry) => ({ entry, outcome: await deliverOrderCompleted(deps.dataPlatformUrl, entry.event) })),
+  );
+  const delivered = outcomes.filter((o) => o.outcome.ok).map((o) => o.entry);
+  if (delivered.length > 0) {
+    await deps.d1
+      .prepare(
+        `INSERT OR IGNORE INTO event_deliveries (event_id, type, delivered_at)
+         SELECT json_extract(value, '$.id'), json_extract(value, '$.type'), ?2 FROM json_each(?1)`,
+      )
+      .bind(JSON.stringify(delivered.map((e) => ({ id: e.event.eventId, type: e.event.type }))), deps.now())
+      .run();
+  }
+  for (const { entry, outcome } of outcomes) {
+    for (const msg of entry.messages) {
+      if (outcome.ok) {
+        msg.ack();
+        continue;
+      }
+      log("warn", "data platform delivery failed; will retry", { eventId: entry.event.eventId, attempts: msg.attempts, reason: outcome.reason });
       msg.retry({ delaySeconds: retryDelaySeconds(msg.attempts, deps.retryBaseSeconds) });
     }
   }

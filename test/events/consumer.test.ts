@@ -3,6 +3,7 @@ import { env } from "cloudflare:workers";
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { consumeDeadLetters, consumeEvents, DEAD_LETTER_MAX_RETRIES, retryDelaySeconds } from "../../src/events/consumer";
 import { sampleOrderEvent, sinkRecords } from "../support/events";
+import { HopMeter, meterD1 } from "../../src/shared/hops";
 
 const deps = () => ({ d1: env.DB, dataPlatformUrl: `${env.TEST_SINK_URL}/platform`, retryBaseSeconds: 2, now: Date.now });
 
@@ -54,6 +55,45 @@ describe("events consumer -> data platform", () => {
     const got = await sinkRecords(e.eventId);
     expect(got.map((r) => r.status)).toEqual([500, 500, 200]);
     expect(await env.DB.prepare("SELECT count(*) AS n FROM event_deliveries WHERE event_id = ?").bind(e.eventId).first("n")).toBe(1);
+  });
+
+  it("a batch costs D1 two calls whatever its size (one read of earlier deliveries, one write of the new ones)", async () => {
+    const earlier = sampleOrderEvent(`batch-earlier-${crypto.randomUUID()}`);
+    await deliver(earlier.event);
+    const fresh = Array.from({ length: 8 }, (_, i) => sampleOrderEvent(`batch-${i}-${crypto.randomUUID()}`));
+    const messages = [earlier, ...fresh, fresh[0]!].map((e, i) => ({ id: `b${i}`, timestamp: new Date(), attempts: 1, body: e.event }));
+    const batch = createMessageBatch("edge-commerce-events", messages);
+    const ctx = createExecutionContext();
+    const meter = new HopMeter();
+    await consumeEvents(batch, { ...deps(), d1: meterD1(env.DB, meter) });
+    const result = await getQueueResult(batch, ctx);
+    expect(result.explicitAcks.sort()).toEqual(messages.map((m) => m.id).sort());
+    expect(meter.d1Cost()).toMatchObject({ calls: 2, writeTx: 1 });
+    // The one delivered before is not POSTed again; the copy of fresh[0] shares its POST.
+    expect(await sinkRecords(earlier.eventId)).toHaveLength(1);
+    for (const e of fresh) expect(await sinkRecords(e.eventId)).toHaveLength(1);
+    const ids = JSON.stringify([earlier, ...fresh].map((e) => e.eventId));
+    expect(
+      await env.DB.prepare("SELECT count(*) AS n FROM event_deliveries WHERE event_id IN (SELECT value FROM json_each(?))").bind(ids).first("n"),
+    ).toBe(9);
+  });
+
+  it("in one batch, a failed delivery is retried while the others are acked and recorded", async () => {
+    const ok = sampleOrderEvent(`mixed-ok-${crypto.randomUUID()}`);
+    const failing = sampleOrderEvent(`always500-${crypto.randomUUID()}`);
+    const batch = createMessageBatch("edge-commerce-events", [
+      { id: "ok", timestamp: new Date(), attempts: 1, body: ok.event },
+      { id: "bad", timestamp: new Date(), attempts: 1, body: failing.event },
+    ]);
+    const ctx = createExecutionContext();
+    await consumeEvents(batch, deps());
+    const result = await getQueueResult(batch, ctx);
+    expect(result.explicitAcks).toEqual(["ok"]);
+    expect(result.retryMessages.map((m) => m.msgId)).toEqual(["bad"]);
+    const delivered = await env.DB.prepare("SELECT event_id FROM event_deliveries WHERE event_id IN (?, ?)")
+      .bind(ok.eventId, failing.eventId)
+      .all<{ event_id: string }>();
+    expect(delivered.results.map((r) => r.event_id)).toEqual([ok.eventId]);
   });
 
   it("acks and drops a malformed message instead of retrying it forever", async () => {
