@@ -289,15 +289,20 @@ export class OrdersRepo {
   }
 
   /**
-   * PENDING -> FAILED for a placement that did not commit (or died). Its
-   * `closed_at` stays NULL until the DOs released the stock.
+   * PENDING -> FAILED for a placement that did not commit (or died). Its `closed_at` stays
+   * NULL until the DOs released the stock, unless `settled` says no object holds anything
+   * for it (every reserve was refused outright): then it is closed in the same write. Conditional,
+   * so it shares the isolate's batch of refusals (a sell-out refuses most of a storm).
    */
-  async markFailed(orderId: number, now: number): Promise<boolean> {
-    const res = await this.d1
-      .prepare("UPDATE orders SET status = 'FAILED', updated_at = ?1 WHERE id = ?2 AND status = 'PENDING'")
-      .bind(now, orderId)
-      .run();
-    return res.meta.changes > 0;
+  async markFailed(orderId: number, now: number, settled = false): Promise<boolean> {
+    const [res] = await this.writes.batch("orders.fail", [
+      this.d1
+        .prepare(
+          `UPDATE orders SET status = 'FAILED', updated_at = ?1${settled ? ", closed_at = ?1" : ""} WHERE id = ?2 AND status = 'PENDING' RETURNING id`,
+        )
+        .bind(now, orderId),
+    ]);
+    return (res?.results.length ?? 0) > 0;
   }
 
   /** Whether the order is FAILED now (after a `markFailed` that changed nothing). */

@@ -243,10 +243,18 @@ export class OrdersService {
   /**
    * Undo of an attempt whose commit was never sent: no commit can land later, so
    * the releases and PENDING -> FAILED go out together (one round trip), and the
-   * bookkeeping (`closed_at`) follows after the answer. The cron settles whatever
-   * a crash leaves (releases are idempotent).
+   * bookkeeping (`closed_at`) follows after the answer; with nothing to release the
+   * order fails closed in one write. The cron settles whatever a crash leaves
+   * (releases are idempotent).
    */
   private async abandonUncommitted(orderId: number, items: StockLine[]): Promise<void> {
+    if (items.length === 0) {
+      // Every object refused outright: none holds anything for the order, so it fails settled, in one write.
+      await this.repo.markFailed(orderId, this.clock(), true).catch((err: unknown) => {
+        log("error", "failing an abandoned placement failed; cleanup job will retry", { orderId, ...errorFields(err) });
+      });
+      return;
+    }
     const [releases, failed] = await Promise.all([
       Promise.allSettled(items.map((i) => this.stock.release(i.productId, i.stockShard, orderId))),
       this.repo.markFailed(orderId, this.clock()).catch((err: unknown) => {

@@ -95,6 +95,25 @@ describe("placements share D1 batches", () => {
     await assertStockConservation([p], 100);
   });
 
+  it("sold-out refusals share one write that fails and closes them: nothing is left for the cron to settle", async () => {
+    const p = await createProduct(100, 0);
+    const users = await Promise.all(Array.from({ length: 8 }, () => createUser(0)));
+    const { lead, group, batches } = await inOneBatch({
+      kind: "orders.fail",
+      lead: place(users[0]!, [[p, 1]]),
+      group: users.slice(1).map((u) => place(u, [[p, 1]])),
+    });
+    expect(batches).toBe(2);
+    expect([lead, ...group].map((r) => errorCode(r))).toEqual(Array(8).fill("INSUFFICIENT_STOCK"));
+    for (const u of users) {
+      const orders = await env.DB.prepare("SELECT status, closed_at AS closedAt FROM orders WHERE user_id = ?")
+        .bind(u)
+        .all<{ status: string; closedAt: number | null }>();
+      expect(orders.results).toEqual([{ status: "FAILED", closedAt: expect.any(Number) }]);
+    }
+    await assertStockConservation([p], 0);
+  });
+
   it("refused attempts in the middle of a batch write nothing and leave neighbours placed (even the same user's)", async () => {
     const [a, b] = [await createUser(0), await createUser(0)];
     const p = await createProduct(500, 50);
