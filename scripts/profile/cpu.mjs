@@ -23,6 +23,8 @@
  *   coupons  one coupon (quantity --quantity 1000) and --users 10000 seeded users;
  *            POST /coupons/issue, one distinct user per request (wrapping around after
  *            --users requests: those answer COUPON_ALREADY_ISSUED)
+ *   payments --orders 10000 one-line orders placed (not profiled) by --users 2000 users with
+ *            balance; POST /points/use pays them in order, each once
  *   orders   --products 5 x --stock 2000 products, --users 1000 users with balance;
  *            POST /orders with 1..3 products x 1..3 units from a seeded plan (repeats
  *            after --orders 3000), so stock runs out and later orders get 409
@@ -52,9 +54,9 @@ const WITH_D1 = process.argv.includes("--with-d1");
 const SEED = arg("seed", 7);
 const PROFILES_DIR = join(BENCH_DIR, "profiles");
 
-if (!["coupons", "orders"].includes(SCENARIO) || !(SECONDS > 0) || SECONDS > 300) {
+if (!["coupons", "orders", "payments"].includes(SCENARIO) || !(SECONDS > 0) || SECONDS > 300) {
   console.error(
-    "usage: npm run profile:cpu -- --scenario coupons|orders [--seconds 20 (1..300)] [--connections 100] [--interval-us 200] [--top 25] [--with-d1]",
+    "usage: npm run profile:cpu -- --scenario coupons|orders|payments [--seconds 20 (1..300)] [--connections 100] [--interval-us 200] [--top 25] [--with-d1]",
   );
   process.exit(1);
 }
@@ -261,6 +263,7 @@ async function setupScenario(server) {
       label: `POST /coupons/issue (profiled storm, ${ids.length} users, quantity ${quantity})`,
     };
   }
+  if (SCENARIO === "payments") return setupPayments(server);
   const products = arg("products", 5);
   const stock = arg("stock", 2000);
   const users = arg("users", 1000);
@@ -296,6 +299,53 @@ async function setupScenario(server) {
     method: "POST",
     build: (i) => ({ body: plan[i % plan.length] }),
     label: `POST /orders (profiled storm, ${products} products x ${stock})`,
+  };
+}
+
+/**
+ * The payments scenario: --orders one-line orders (quantity 1, one product with stock for all)
+ * placed before profiling by --users users with balance; the storm pays them in order
+ * (`POST /points/use`), each once; past --orders the requests wrap around and answer 409
+ * ORDER_NOT_PAYABLE, so size --orders above the storm (about 500 a second here).
+ * @param {{ url: string, d1: import("../bench/lib/fixtures.mjs").LocalD1 }} server
+ */
+async function setupPayments(server) {
+  const orders = arg("orders", 10_000);
+  const users = arg("users", 2000);
+  const product = await api(server.url, "POST", "/api/v1/admin/products", { name: "profile-paid", price: 1000, stock: orders }, { admin: true });
+  if (product.status !== 201) throw new Error(`product: ${product.status} ${JSON.stringify(product.json)}`);
+  const productId = product.json.data.productId;
+  const ids = await seedUsersD1(server.d1, users, { initialBalance: 1_000_000 });
+  /** @type {{ userId: number, orderId: number }[]} */
+  const placed = [];
+  /** @type {Record<number, number>} */
+  const statuses = {};
+  await load({
+    url: server.url,
+    path: "/api/v1/orders",
+    method: "POST",
+    amount: orders,
+    connections: 50,
+    parseBodies: true,
+    maxSeconds: 600,
+    build: (i, context) => {
+      context.userId = ids[i % ids.length];
+      return { body: { userId: context.userId, orderProducts: [{ productId, quantity: 1 }] } };
+    },
+    onResponse: (status, json, context) => {
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (status === 201) placed.push({ userId: context.userId, orderId: json.data.orderId });
+    },
+    label: "setup: place the orders to pay",
+  });
+  // The per-user rate limit (or a 503 under the setup's own storm) may refuse some: pay what was placed.
+  if (placed.length === 0) throw new Error(`no order placed: ${JSON.stringify(statuses)}`);
+  console.log(`\nsetup: ${placed.length} of ${orders} one-line orders (${JSON.stringify(statuses)}) of product ${productId} placed by ${ids.length} users with balance`);
+  return {
+    path: "/api/v1/points/use",
+    method: "POST",
+    build: (i) => ({ body: placed[i % placed.length] }),
+    label: `POST /points/use (profiled storm, ${orders} orders)`,
   };
 }
 
