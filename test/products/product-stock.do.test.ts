@@ -1,7 +1,8 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { HOLD_TTL_MS, type ProductStock } from "../../src/products/product-stock.do";
+import { FINISHED_RETENTION_MS, HOLD_TTL_MS, type ProductStock } from "../../src/products/product-stock.do";
+import { PRUNE_FINISHED_SQL } from "../../src/products/stock-shard.store";
 import { createProduct } from "../support/http";
 import { stockStub } from "../support/orders";
 
@@ -191,6 +192,29 @@ describe("ProductStock DO", () => {
     expect(left).not.toContain(released);
     expect(left).toContain(live);
     expect(await stub.snapshot(p)).toMatchObject({ available: 8, confirmed: 1 });
+  });
+
+  it("pruning reads only the rows it drops: one index range per finished status, whatever the sales of the last 30 days", async () => {
+    const p = await createProduct(100, 200);
+    const stub = stockStub(p);
+    const ids = Array.from({ length: 150 }, () => orderId());
+    for (const o of ids) await stub.reserve({ productId: p, orderId: o, quantity: 1, now: Date.now(), confirmed: true });
+    for (const o of ids.slice(0, 100)) await stub.sell(o);
+    const { plan, read } = await runInDurableObject(stub, (_o: ProductStock, state) => {
+      const sql = state.storage.sql;
+      const plan = sql
+        .exec<{ detail: string }>(`EXPLAIN QUERY PLAN ${PRUNE_FINISHED_SQL}`, 0, 20)
+        .toArray()
+        .map((r) => r.detail)
+        .join(" | ");
+      // Nothing is old enough to drop: the statement must read (next to) nothing, not the 100 sold rows.
+      const cursor = sql.exec(PRUNE_FINISHED_SQL, Date.now() - FINISHED_RETENTION_MS, 20);
+      cursor.toArray();
+      return { plan, read: cursor.rowsRead };
+    });
+    expect(plan).toContain("USING COVERING INDEX reservations_status_updated (status=? AND updated_at<?)");
+    expect(read).toBeLessThanOrEqual(10);
+    expect(await stub.snapshot(p)).toMatchObject({ available: 50, confirmed: 50, sold: 100 });
   });
 
   it("serialises 100 concurrent reserves on 30 units without losing an update", async () => {
