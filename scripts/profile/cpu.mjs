@@ -308,11 +308,18 @@ async function setupScenario(server) {
  * (`POST /points/use`), each once; past --orders the requests wrap around and answer 409
  * ORDER_NOT_PAYABLE, so size --orders above the storm (about 500 a second here).
  * @param {{ url: string, d1: import("../bench/lib/fixtures.mjs").LocalD1 }} server
+ * @returns {Promise<Omit<import("../bench/lib/load.mjs").LoadOptions, "url">>}
  */
 async function setupPayments(server) {
   const orders = arg("orders", 10_000);
   const users = arg("users", 2000);
-  const product = await api(server.url, "POST", "/api/v1/admin/products", { name: "profile-paid", price: 1000, stock: orders }, { admin: true });
+  const product = await api(
+    server.url,
+    "POST",
+    "/api/v1/admin/products",
+    { name: "profile-paid", price: 1000, stock: orders },
+    { admin: true },
+  );
   if (product.status !== 201) throw new Error(`product: ${product.status} ${JSON.stringify(product.json)}`);
   const productId = product.json.data.productId;
   const ids = await seedUsersD1(server.d1, users, { initialBalance: 1_000_000 });
@@ -340,7 +347,9 @@ async function setupPayments(server) {
   });
   // The per-user rate limit (or a 503 under the setup's own storm) may refuse some: pay what was placed.
   if (placed.length === 0) throw new Error(`no order placed: ${JSON.stringify(statuses)}`);
-  console.log(`\nsetup: ${placed.length} of ${orders} one-line orders (${JSON.stringify(statuses)}) of product ${productId} placed by ${ids.length} users with balance`);
+  console.log(
+    `\nsetup: ${placed.length} of ${orders} one-line orders (${JSON.stringify(statuses)}) of product ${productId} placed by ${ids.length} users with balance`,
+  );
   return {
     path: "/api/v1/points/use",
     method: "POST",

@@ -107,7 +107,11 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
         msg.ack();
         continue;
       }
-      log("warn", "data platform delivery failed; will retry", { eventId: entry.event.eventId, attempts: msg.attempts, reason: outcome.reason });
+      log("warn", "data platform delivery failed; will retry", {
+        eventId: entry.event.eventId,
+        attempts: msg.attempts,
+        reason: outcome.reason,
+      });
       msg.retry({ delaySeconds: retryDelaySeconds(msg.attempts, deps.retryBaseSeconds) });
     }
   }

@@ -74,7 +74,9 @@ describe("events consumer -> data platform", () => {
     for (const e of fresh) expect(await sinkRecords(e.eventId)).toHaveLength(1);
     const ids = JSON.stringify([earlier, ...fresh].map((e) => e.eventId));
     expect(
-      await env.DB.prepare("SELECT count(*) AS n FROM event_deliveries WHERE event_id IN (SELECT value FROM json_each(?))").bind(ids).first("n"),
+      await env.DB.prepare("SELECT count(*) AS n FROM event_deliveries WHERE event_id IN (SELECT value FROM json_each(?))")
+        .bind(ids)
+        .first("n"),
     ).toBe(9);
   });
 
