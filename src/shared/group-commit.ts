@@ -14,11 +14,25 @@
  * are conditions in SQL, and each member reads its own outcome from its own results.
  *
  * Request contexts: a Worker may not use one request's I/O objects from another, and a
- * request whose client went away may be cancelled. So every batch is sent by one of its own
- * members, from its own request and on its own D1 session, while the others only wait on a
- * promise. When a batch ends, the oldest waiters are woken; the first one whose request
- * still runs sends the next batch (a member whose request was cancelled never wakes; the
- * others' own nap timers bound how long that could hold the queue).
+ * request whose client went away may be cancelled. So every batch is sent from a live request
+ * of the isolate, on that request's own D1 session: by one of its members, or, when members
+ * queued behind a batch that just landed, by that batch's sender, which relays their batch
+ * at once (after its own answer, kept alive by its `waitUntil`; at most RELAY_BATCHES in a
+ * row, so D1 does not idle until a waiting member looks). And no request ever settles a
+ * promise that another request awaits: a waiting member resumes only from a timer of its own
+ * request, looks at the queue (plain data) and goes on: with its results, or as the sender of
+ * the next batch when none is in flight. It first sleeps until the batch in flight is
+ * expected to end (the recent batches' duration), then looks every POLL_MIN_MS until that
+ * batch is twice as old as expected, then every quarter of its age (at most POLL_MAX_MS):
+ * about one wake-up per member and batch in a storm on the bench server.
+ *
+ * Why not let the sender resolve its members' promises: the runtime's cross-request promise
+ * handling (`handle_cross_request_promise_resolution`) runs a continuation in the request that
+ * awaits only for promises the runtime tagged with their request, and a promise created by
+ * TurboFan-optimized code is untagged. Once the waiting code was hot (after ~8,000 placements
+ * of a storm on the bench server), members went on in the sender's request and built their
+ * answers there; workerd then failed each with "Cannot perform I/O on behalf of a different
+ * request (I/O type: ReadableStreamSource)", a 500 after the app had logged a 201.
  *
  * Failure: when D1 refuses a batch with a constraint error nothing was applied (the
  * transaction rolled back), and that can only be one member's bug, so each member retries
@@ -42,11 +56,15 @@ export interface SharedBatch {
   results: D1Result[];
   /** Requests whose statements were in the batch (1: alone). */
   size: number;
-  /** Whether this member sent the batch: it pays the write transaction (src/shared/hops.ts). */
+  /**
+   * Whether this member pays the batch's write transaction (src/shared/hops.ts): it sent the
+   * batch, or the batch was relayed for it (the previous sender sent it) and it is its oldest member.
+   * Exactly one member of a batch pays.
+   */
   sent: boolean;
   /** Whether any statement of the batch changed the database. */
   wrote: boolean;
-  /** The sender's session bookmark after the batch: every member's write is in it. */
+  /** The bookmark of the session that sent the batch, read after it: every member's write is in it. */
   bookmark: string | null;
 }
 
@@ -93,41 +111,34 @@ export interface GroupStats {
   failed: number;
 }
 
-/** Longest a queued member naps before it looks at the queue again (see `Waiter.nap`). */
-const NAP_MS = 1_000;
-/** Waiters woken when a batch ends, to send the next one (the first to run does). */
-const NEXT_SENDERS = 2;
+/**
+ * Shortest and longest sleep of a waiting member between two looks at the queue (its own
+ * timer, see the module note). The longest bounds what polling adds to a slow batch's wait,
+ * and how late a stalled batch is noticed past `stallMs`.
+ */
+export const POLL_MIN_MS = 1;
+export const POLL_MAX_MS = 25;
+/** Batches a sender relays in a row for the members that queued behind it (`relay`). */
+const RELAY_BATCHES = 8;
+/** The expected duration of a batch before any was measured (ms), and the weight of each new measurement. */
+const FIRST_ESTIMATE_MS = 2;
+const ESTIMATE_WEIGHT = 0.25;
+
+/** Where a member's wait comes from: the clock and a timer of the caller's own request (test seams). */
+export interface GroupTiming {
+  now: () => number;
+  /** Resolves after `ms` on a timer set by the calling request (so it resumes in that request). */
+  sleep: (ms: number) => Promise<void>;
+}
+
+const ownTimer = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 type Settled = { kind: "done"; batch: SharedBatch } | { kind: "alone" } | { kind: "failed"; error: unknown };
 
+/** A member in the queue or in a batch. `settled` is plain data written by whoever sent its batch. */
 class Waiter {
   settled: Settled | undefined;
-  private wake: (() => void) | undefined;
   constructor(readonly member: GroupMember) {}
-  /**
-   * Resolves at the next wake-up (a batch ended), or after `NAP_MS` at the latest. The timer
-   * is this request's own pending event: without one, the runtime takes a request that only
-   * awaits a promise another request will settle for hung, and cancels it. It also bounds
-   * how long a lost wake-up could hold a member back.
-   */
-  async nap(): Promise<void> {
-    if (this.settled) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      await new Promise<void>((resolve) => {
-        this.wake = resolve;
-        timer = setTimeout(() => this.rouse(), NAP_MS);
-      });
-    } finally {
-      // Here, in this request's own context: a timer is an I/O object of the request that set it.
-      clearTimeout(timer);
-    }
-  }
-  rouse(): void {
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
-  }
 }
 
 /** The queue of one kind of write on one D1 binding. */
@@ -140,8 +151,18 @@ export class GroupCommitter {
   private queuedWatch: { n: number; resolve: () => void }[] = [];
   private heldWatch: (() => void)[] = [];
   private heldNow = false;
+  /** How long a batch is expected to be in flight (ms): a moving average of the batches sent so far. */
+  private expectedMs = FIRST_ESTIMATE_MS;
+  private readonly now: () => number;
+  private readonly sleep: (ms: number) => Promise<void>;
 
-  constructor(private readonly limits: { requests: number; statements: number; stallMs: number } = GROUP_LIMITS) {}
+  constructor(
+    private readonly limits: { requests: number; statements: number; stallMs: number } = GROUP_LIMITS,
+    timing: Partial<GroupTiming> = {},
+  ) {
+    this.now = timing.now ?? (() => Date.now());
+    this.sleep = timing.sleep ?? ownTimer;
+  }
 
   /** Members waiting for a batch (not counting one in flight). */
   get queued(): number {
@@ -156,10 +177,11 @@ export class GroupCommitter {
     const me = new Waiter(member);
     this.queue.push(me);
     this.noteQueued();
+    // Every turn of this loop resumes from this request's own I/O: its D1 call (as the sender) or its timer.
     while (!me.settled) {
       if (!this.inFlight) await this.sendNext(me);
       else {
-        await me.nap();
+        await this.sleep(this.pollDelay(this.inFlight.since));
         this.giveUpOnStall();
       }
     }
@@ -194,6 +216,19 @@ export class GroupCommitter {
     return new Promise((resolve) => this.queuedWatch.push({ n, resolve }));
   }
 
+  /**
+   * How long a waiting member sleeps before it looks again, while the batch sent at `since` is
+   * in flight: until that batch is expected to be done, then POLL_MIN_MS until it is twice as
+   * old as expected, then a quarter of its age (so polling adds at most about a quarter to a
+   * long wait), never more than POLL_MAX_MS.
+   */
+  pollDelay(since: number): number {
+    const age = this.now() - since;
+    const untilExpected = Math.round(this.expectedMs - age);
+    const ms = untilExpected >= POLL_MIN_MS ? untilExpected : age < 2 * this.expectedMs ? POLL_MIN_MS : Math.round(age / 4);
+    return Math.min(POLL_MAX_MS, Math.max(POLL_MIN_MS, ms));
+  }
+
   private noteQueued(): void {
     const due = this.queuedWatch.filter((w) => this.queue.length >= w.n);
     this.queuedWatch = this.queuedWatch.filter((w) => this.queue.length < w.n);
@@ -207,23 +242,52 @@ export class GroupCommitter {
    */
   private giveUpOnStall(): void {
     const flight = this.inFlight;
-    if (!flight || Date.now() - flight.since < this.limits.stallMs) return;
+    if (!flight || this.now() - flight.since < this.limits.stallMs) return;
     this.inFlight = undefined;
     this.stats.failed++;
     const error = new D1UnavailableError(
       new Error(`a shared batch was in flight for more than ${this.limits.stallMs} ms: its sender is gone`),
     );
-    for (const w of flight.group) {
-      w.settled ??= { kind: "failed", error };
-      w.rouse();
-    }
+    for (const w of flight.group) w.settled ??= { kind: "failed", error };
   }
 
-  /** Forms the next batch around `sender` (it always rides in the batch it sends) and sends it from the sender's request. */
+  /**
+   * Forms the next batch around `sender` (it always rides in the batch it sends) and sends it
+   * from the sender's request; then relays the batches of the members that queued meanwhile.
+   */
   private async sendNext(sender: Waiter): Promise<void> {
-    const group = this.take(sender);
-    const flight = { group, since: Date.now() };
+    if (await this.fly(this.take(sender), sender.member, sender)) this.relay(sender.member);
+  }
+
+  /**
+   * When a batch has landed and members are queued, the request that sent it sends the next
+   * batch at once, from its own request (kept alive after its own answer by `keepAlive`), up to
+   * RELAY_BATCHES in a row: otherwise D1 would wait for the next waiting member's timer. Its
+   * members still go on only from their own timers; the oldest of them pays the write.
+   */
+  private relay(via: GroupMember): void {
+    if (this.inFlight || this.queue.length === 0) return;
+    const relays = async () => {
+      for (let n = 0; n < RELAY_BATCHES && !this.inFlight && this.queue.length > 0; n++) {
+        const group = this.take(this.queue[0]!);
+        if (!(await this.fly(group, via, group[0]!))) return;
+      }
+    };
+    // Started here, so the first relayed batch is in flight before anyone can look at the queue.
+    const running = relays();
+    via.keepAlive?.(running);
+  }
+
+  /**
+   * Sends `group`'s statements as one batch through `via` (a member's own request and session)
+   * and settles every member by writing its `settled` (plain data): each picks that up at its own
+   * next timer, never from this request. `payer` is the member that pays the write transaction.
+   * True when the batch landed and no longer holds the queue.
+   */
+  private async fly(group: Waiter[], via: GroupMember, payer: Waiter): Promise<boolean> {
+    const flight = { group, since: this.now() };
     this.inFlight = flight;
+    let landed = false;
     try {
       if (this.gate) {
         this.heldNow = true;
@@ -232,17 +296,19 @@ export class GroupCommitter {
         this.heldNow = false;
       }
       const statements = group.flatMap((w) => w.member.statements);
-      const sent = sender.member.send(statements);
-      sender.member.keepAlive?.(sent.catch(() => undefined));
+      const sent = via.send(statements);
+      via.keepAlive?.(sent.catch(() => undefined));
       const results = await sent;
-      const bookmark = sender.member.bookmark();
+      this.expectedMs += ESTIMATE_WEIGHT * (this.now() - flight.since - this.expectedMs);
+      const bookmark = via.bookmark();
       const wrote = results.some((r) => r.meta?.changed_db === true || (r.meta?.rows_written ?? 0) > 0);
       let at = 0;
       for (const w of group) {
         const own = results.slice(at, at + w.member.statements.length);
         at += w.member.statements.length;
-        w.settled ??= { kind: "done", batch: { results: own, size: group.length, sent: w === sender, wrote, bookmark } };
+        w.settled ??= { kind: "done", batch: { results: own, size: group.length, sent: w === payer, wrote, bookmark } };
       }
+      landed = true;
     } catch (err) {
       if (group.length > 1 && isDefiniteAbort(err)) {
         this.stats.split++;
@@ -256,14 +322,12 @@ export class GroupCommitter {
       this.stats.batches++;
       this.stats.requests += group.length;
       this.stats.largest = Math.max(this.stats.largest, group.length);
-      // A batch given up on (giveUpOnStall) no longer owns the queue.
-      if (this.inFlight === flight) this.inFlight = undefined;
-      for (const w of group) w.rouse();
-      // The next sender: the oldest waiter, and one spare in case its request is gone (a cancelled
-      // request never wakes). Everyone else naps on: the batch they ride in wakes them, and their
-      // own timer bounds the wait if every woken one is gone.
-      for (const w of this.queue.slice(0, NEXT_SENDERS)) w.rouse();
     }
+    // A batch given up on (giveUpOnStall) no longer owns the queue. Without a relay, the next batch
+    // is sent by whichever waiting member looks first (a cancelled request never looks again: the others do).
+    if (this.inFlight !== flight) return false;
+    this.inFlight = undefined;
+    return landed;
   }
 
   /** The sender, then the oldest waiters, within the limits. */
@@ -293,13 +357,13 @@ export class GroupCommitter {
 }
 
 /**
- * Whether concurrent requests may share batches here: only when the runtime runs a promise's
- * continuations in the request that created it, however another request settled it
- * (`handle_cross_request_promise_resolution`, on by compatibility date since 2024-10-14, so on
- * Cloudflare and in the bench server). Without it a member would go on in the sender's request
- * and touch its own request's I/O from there. The vitest pool turns it off for its runner, so
- * tests that exercise sharing drive the app from one request context (test/support/secure-app.ts
- * testApp with `shareWriteBatches: true`), where no continuation crosses requests.
+ * Whether concurrent requests share batches by default (src/services.ts): in the production
+ * runtime, recognised by `handle_cross_request_promise_resolution` (on by compatibility date
+ * since 2024-10-14: on Cloudflare and in the bench server), and not in the vitest pool, which
+ * turns that flag off for its runner; suites that exercise sharing opt in and drive the app from
+ * one request context (test/support/secure-app.ts testApp with `shareWriteBatches: true`).
+ * Sharing does not rely on the flag for correctness: no member awaits a promise another request
+ * settles (the module note says why the flag would not be enough).
  */
 export function runtimeSettlesAcrossRequests(): boolean {
   const flags = (globalThis as { Cloudflare?: { compatibilityFlags?: Record<string, boolean> } }).Cloudflare?.compatibilityFlags;
