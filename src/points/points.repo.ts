@@ -1,7 +1,8 @@
 import { and, asc, eq, gt } from "drizzle-orm";
 import type { Db } from "../db/client";
 import { pointHistory, userBalances, users } from "../db/schema";
-import { STATUS_MESSAGES } from "../shared/errors";
+import { AppError, STATUS_MESSAGES } from "../shared/errors";
+import { errorBody } from "../shared/envelope";
 import { keyStatements, type KeyClaim } from "../shared/idempotency";
 import { aloneOn, type WriteBatcher } from "../shared/write-batches";
 import { MAX_BALANCE } from "./points.rules";
@@ -15,7 +16,17 @@ export interface PointHistoryRow {
   createdAt: number;
 }
 
-export type ChargeResult = { ok: true; balance: number } | { ok: false; reason: "USER_NOT_FOUND" | "BALANCE_LIMIT_EXCEEDED" | "KEY_TAKEN" };
+/** `keyStored`: the refusal's answer is stored under the request's Idempotency-Key already (in the charge's batch). */
+export type ChargeResult =
+  | { ok: true; balance: number }
+  | { ok: false; reason: "USER_NOT_FOUND" | "BALANCE_LIMIT_EXCEEDED"; keyStored: boolean }
+  | { ok: false; reason: "KEY_TAKEN" };
+
+/** The answers a keyed charge's refusal is stored with, in its batch: what the error handler would send. */
+const REFUSALS = (["BALANCE_LIMIT_EXCEEDED", "USER_NOT_FOUND"] as const).map((code) => {
+  const err = new AppError(code);
+  return { status: err.status, body: JSON.stringify(errorBody(err)) };
+});
 
 /** D1 access for balances and point history. */
 export class PointsRepo {
@@ -77,7 +88,22 @@ export class PointsRepo {
       d1
         .prepare("SELECT CASE WHEN changes() > 0 THEN 1 ELSE EXISTS (SELECT 1 FROM user_balances WHERE user_id = ?1) END AS known")
         .bind(userId),
-      ...(key ? [key.close("changes() > 0"), key.release] : []),
+      // A refusal is stored with its answer in this batch (the cap's 409 for a known user, else 404), not after it.
+      ...(key
+        ? [
+            key.close("changes() > 0"),
+            key.refuse(
+              "CASE WHEN EXISTS (SELECT 1 FROM user_balances WHERE user_id = ?) THEN ? ELSE ? END",
+              "CASE WHEN EXISTS (SELECT 1 FROM user_balances WHERE user_id = ?) THEN ? ELSE ? END",
+              userId,
+              REFUSALS[0]!.status,
+              REFUSALS[1]!.status,
+              userId,
+              REFUSALS[0]!.body,
+              REFUSALS[1]!.body,
+            ),
+          ]
+        : []),
     ];
     const results = await this.writes.batch("points.charge", statements);
     const at0 = key ? 1 : 0;
@@ -85,7 +111,7 @@ export class PointsRepo {
     const balance = (results[at0]?.results[0] as { balance: number } | undefined)?.balance;
     if (balance !== undefined) return { ok: true, balance };
     const known = (results[at0 + 2]?.results[0] as { known: number } | undefined)?.known;
-    return { ok: false, reason: known ? "BALANCE_LIMIT_EXCEEDED" : "USER_NOT_FOUND" };
+    return { ok: false, reason: known ? "BALANCE_LIMIT_EXCEEDED" : "USER_NOT_FOUND", keyStored: key !== undefined };
   }
 
   /** History in id order, `limit` rows after `afterId` (keyset pagination). */

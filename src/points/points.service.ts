@@ -27,6 +27,8 @@ export class PointsService {
     const result = await this.repo.charge(userId, amount, this.clock(), claim);
     if (!result.ok) {
       if (result.reason === "KEY_TAKEN") throw new KeyTakenError();
+      // The batch stored the refusal under the key: the middleware has nothing left to store.
+      if (claim && result.keyStored) claim.stored = true;
       throw new AppError(result.reason);
     }
     if (claim) claim.stored = true;

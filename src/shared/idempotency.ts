@@ -58,6 +58,12 @@ export interface KeyStatements {
   close(appliedSql: string, ...appliedBinds: unknown[]): D1PreparedStatement;
   /** Goes last: frees the key when the effect was refused; the middleware then stores the refusal. */
   release: D1PreparedStatement;
+  /**
+   * Goes last instead of `release` when SQL can tell the refusal's answer: stores it under the
+   * real scope (`statusSql` and `bodySql`, evaluated in the batch, with `binds` for their `?` in
+   * order) when the effect was refused, so a refusal costs no write of its own after the batch.
+   */
+  refuse(statusSql: string, bodySql: string, ...binds: unknown[]): D1PreparedStatement;
   /** Whether `take` took the key, from its result. */
   taken(result: D1Result | undefined): boolean;
 }
@@ -94,6 +100,13 @@ export function keyStatements(d1: D1Database, claim: KeyClaim, status: number, b
         )
         .bind(claim.scope, ...bodyBinds, claim.userId, claim.key, mine, ...appliedBinds),
     release: d1.prepare("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? AND scope = ?").bind(claim.userId, claim.key, mine),
+    // The row still carries `mine` only when the effect was refused (`close` moved it to the real scope otherwise).
+    refuse: (statusSql, bodySql, ...binds) =>
+      d1
+        .prepare(
+          `UPDATE idempotency_keys SET scope = ?, status_code = (${statusSql}), response_body = (${bodySql}) WHERE user_id = ? AND key = ? AND scope = ?`,
+        )
+        .bind(claim.scope, ...binds, claim.userId, claim.key, mine),
     taken: (result) => (result?.meta.changes ?? 0) > 0,
   };
 }

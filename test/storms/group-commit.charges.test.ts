@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { groupCommitter } from "../../src/shared/group-commit";
 import { createUser, errorCode } from "../support/http";
 import { failingSessionBatches, inOneBatch, meteredWrites } from "../support/groups";
+import { d1CostOf } from "../../src/shared/hops";
 import { pointsState, testApp } from "../support/secure-app";
 
 /**
@@ -126,11 +127,30 @@ describe("Idempotency-Key in shared charge batches", () => {
     expect(split).toBe(0);
     expect(errorCode(group[0]!)).toBe("BALANCE_LIMIT_EXCEEDED");
     expect(group[1]!.body.data).toEqual({ userId: fine, balance: 51 });
+    // The refusal went into the key in the batch itself: one D1 call, no write of its own afterwards.
+    expect(d1CostOf(group[0]!.headers.get("server-timing")).calls).toBe(1);
     const [again, okAgain] = [await charge(full, 1, withKey("over"))(), await charge(fine, 50, withKey("ok"))()];
     expect([again.status, again.headers.get("idempotent-replayed")]).toEqual([409, "true"]);
+    expect(again.body).toEqual(group[0]!.body);
     expect(okAgain.body).toEqual(group[1]!.body);
     expect(await pointsState(fine)).toEqual({ balance: 51, history: 2 });
     expect(await pointsState(full)).toEqual({ balance: 5_000_000, history: 1 });
+  });
+});
+
+describe("a keyed charge's refusal is stored in its own batch", () => {
+  it("an unknown user's keyed charge stores 404 USER_NOT_FOUND with the key, and a retry replays it", async () => {
+    const nobody = 2_000_000_000 + Math.floor(Math.random() * 1_000_000);
+    const first = await charge(nobody, 1, withKey("nobody"))();
+    expect(errorCode(first)).toBe("USER_NOT_FOUND");
+    expect(d1CostOf(first.headers.get("server-timing")).calls).toBe(1);
+    const again = await charge(nobody, 1, withKey("nobody"))();
+    expect([again.status, again.headers.get("idempotent-replayed")]).toEqual([404, "true"]);
+    expect(again.body).toEqual(first.body);
+    const row = await env.DB.prepare("SELECT scope, status_code AS status FROM idempotency_keys WHERE user_id = ? AND key = 'nobody'")
+      .bind(nobody)
+      .first();
+    expect(row).toEqual({ scope: "POST /api/v1/points/charge", status: 404 });
   });
 });
 
