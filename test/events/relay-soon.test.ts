@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RELAY_LEASE_MS, RELAY_ROUNDS_PER_RUN, RELAY_RUN_BUDGET_MS, RelaySoon } from "../../src/events/relay-soon";
+import { RELAY_GATHER_MS, RELAY_LEASE_MS, RELAY_ROUNDS_PER_RUN, RELAY_RUN_BUDGET_MS, RelaySoon } from "../../src/events/relay-soon";
 
 /** A relay whose runs finish when the test says so. */
 function controlledRelay() {
@@ -20,7 +20,7 @@ function controlledRelay() {
 describe("RelaySoon: one relay at a time per isolate", () => {
   it("serves 50 requests made during a run with exactly one more run", async () => {
     const r = controlledRelay();
-    const soon = new RelaySoon();
+    const soon = new RelaySoon({ gatherMs: 0 });
     const first = soon.request(r.relay);
     const during = Array.from({ length: 50 }, () => soon.request(r.relay));
     expect(r.runs()).toBe(1);
@@ -39,7 +39,7 @@ describe("RelaySoon: one relay at a time per isolate", () => {
 
   it("stops following up while the transport fails (the cron's backoff takes over)", async () => {
     let runs = 0;
-    const soon = new RelaySoon();
+    const soon = new RelaySoon({ gatherMs: 0 });
     const failing = async () => {
       runs++;
       return { published: 0, failed: 3 };
@@ -69,7 +69,7 @@ describe("RelaySoon: bounded per invocation (a waitUntil the runtime cuts after 
 
   it(`makes at most ${RELAY_ROUNDS_PER_RUN} relays per run however many requests keep coming; the next request starts a new run`, async () => {
     const time = testTime();
-    const soon = new RelaySoon(time);
+    const soon = new RelaySoon({ ...time, gatherMs: 0 });
     let runs = 0;
     // Every relay is followed by another payment's request while it runs: a storm that never lets up.
     const relay = async () => {
@@ -84,7 +84,7 @@ describe("RelaySoon: bounded per invocation (a waitUntil the runtime cuts after 
 
   it(`starts no relay ${RELAY_RUN_BUDGET_MS} ms after its run started`, async () => {
     const time = testTime();
-    const soon = new RelaySoon(time);
+    const soon = new RelaySoon({ ...time, gatherMs: 0 });
     let runs = 0;
     const slow = async () => {
       runs++;
@@ -96,9 +96,33 @@ describe("RelaySoon: bounded per invocation (a waitUntil the runtime cuts after 
     expect(runs).toBe(2);
   });
 
-  it("a run the runtime cut (it never settles) does not stay running: its lease ends, joiners stop waiting, the next request relays", async () => {
+  it(`a follow-up relay gathers ${RELAY_GATHER_MS} ms first: the requests of that time share one round`, async () => {
     const time = testTime();
     const soon = new RelaySoon(time);
+    let runs = 0;
+    let release!: () => void;
+    const relay = () => {
+      runs++;
+      return runs === 1
+        ? new Promise<{ published: number; failed: number }>((resolve) => (release = () => resolve({ published: 1, failed: 0 })))
+        : Promise.resolve({ published: 20, failed: 0 });
+    };
+    const first = soon.request(relay);
+    expect(runs, "a lone request's relay starts at once").toBe(1);
+    const duringRound = soon.request(relay);
+    release();
+    await new Promise((r) => setTimeout(r, 0));
+    const duringGather = Array.from({ length: 19 }, () => soon.request(relay));
+    expect(runs, "the follow-up waits for the gather").toBe(1);
+    time.advance(RELAY_GATHER_MS);
+    const all = await Promise.all([first, duringRound, ...duringGather]);
+    expect(runs, "one follow-up round for all of them").toBe(2);
+    expect(all.every((r) => r.published === 21)).toBe(true);
+  });
+
+  it("a run the runtime cut (it never settles) does not stay running: its lease ends, joiners stop waiting, the next request relays", async () => {
+    const time = testTime();
+    const soon = new RelaySoon({ ...time, gatherMs: 0 });
     let runs = 0;
     const cut = () => {
       runs++;
