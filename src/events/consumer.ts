@@ -1,6 +1,7 @@
 import { DomainEvent, type OrderCompletedV1 } from "./event.schemas";
 import { deliverOrderCompleted } from "./data-platform.client";
 import { errorFields, log } from "../shared/logger";
+import { pooled } from "../shared/pool";
 
 export interface ConsumerDeps {
   d1: D1Database;
@@ -22,6 +23,13 @@ export const QUEUE_RETENTION_SECONDS = 14 * 86_400;
 export const RETENTION_MARGIN_SECONDS = 12 * 3_600;
 /** The most a Queues retry may be delayed (`delaySeconds`). */
 export const QUEUES_MAX_DELAY_SECONDS = 43_200;
+
+/**
+ * POSTs to the data platform in flight at once per batch (a batch is up to 50 events, wrangler.toml
+ * `max_batch_size`): the runtime opens at most 6 connections per invocation anyway, and a POST's
+ * 5 s timeout should not start while it waits for one.
+ */
+export const DELIVERY_CONCURRENCY = 6;
 
 /** `max_retries` of the events queue's consumer in wrangler.toml. */
 export const EVENT_MAX_RETRIES = 5;
@@ -52,7 +60,7 @@ export function retryScheduleSeconds(maxRetries: number, delayOf: (attempts: num
  * D1 sees two calls per batch, whatever its size (not two per message): one read of which
  * events were delivered before, one write of the ones delivered now. The consumer runs
  * beside the payment storm that produced its events, on the same D1 primary (issue 18).
- * Distinct events are POSTed concurrently; copies of one event in the batch share its POST.
+ * Distinct events are POSTed DELIVERY_CONCURRENCY at a time; copies of one event in the batch share its POST.
  * A message is acked only once its delivery is recorded: when that write fails the whole
  * batch is retried, and the platform dedups the repeat by the Idempotency-Key it got.
  */
@@ -88,9 +96,13 @@ export async function consumeEvents(batch: MessageBatch<unknown>, deps: Consumer
     copies.delete(eventId);
   }
 
-  const outcomes = await Promise.all(
-    [...copies.values()].map(async (entry) => ({ entry, outcome: await deliverOrderCompleted(deps.dataPlatformUrl, entry.event) })),
-  );
+  // deliverOrderCompleted never throws (a failure is an outcome), so every settled result is fulfilled.
+  const entries = [...copies.values()];
+  const settled = await pooled(entries, DELIVERY_CONCURRENCY, (entry) => deliverOrderCompleted(deps.dataPlatformUrl, entry.event));
+  const outcomes = entries.map((entry, k) => {
+    const r = settled[k]!;
+    return { entry, outcome: r.status === "fulfilled" ? r.value : ({ ok: false, reason: String(r.reason) } as const) };
+  });
   const delivered = outcomes.filter((o) => o.outcome.ok).map((o) => o.entry);
   if (delivered.length > 0) {
     await deps.d1

@@ -1,3 +1,4 @@
+import { pooled } from "../shared/pool";
 import type { StockPort } from "../products/product-stock.client";
 import type { SubrequestBudget } from "../shared/budget";
 import { errorFields, log } from "../shared/logger";
@@ -77,22 +78,4 @@ export async function settleSwept(deps: SettlementDeps, orders: SweptOrder[], no
 
 function idsOf(g: { sell: number[]; release: number[] }): number[] {
   return [...g.sell, ...g.release];
-}
-
-/** Promise.allSettled over `items` with at most `limit` calls in flight. */
-async function pooled<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
-  const out: PromiseSettledResult<R>[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const k = next++;
-      try {
-        out[k] = { status: "fulfilled", value: await fn(items[k]!) };
-      } catch (reason) {
-        out[k] = { status: "rejected", reason };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
