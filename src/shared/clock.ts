@@ -13,8 +13,7 @@ export const toIsoOrNull = (ms: number | null | undefined): string | null => (ms
  * Asia/Seoul. Rankings and best sellers are keyed by it.
  */
 export function businessDate(ms: number, timeZone: string): string {
-  // en-CA formats as yyyy-MM-dd.
-  return formatter(dateFormats, timeZone, () => ({ year: "numeric", month: "2-digit", day: "2-digit" }), "en-CA").format(new Date(ms));
+  return formatter(DATE_FORMATS, timeZone).format(new Date(ms));
 }
 
 /**
@@ -22,19 +21,24 @@ export function businessDate(ms: number, timeZone: string): string {
  * than using one (4.8% of the Worker's CPU in a payment storm's profile when every paid order's
  * ranking increment built its own; `npm run profile:cpu -- --scenario payments`).
  */
-const dateFormats = new Map<string, Intl.DateTimeFormat>();
-const instantFormats = new Map<string, Intl.DateTimeFormat>();
+interface FormatterCache {
+  locale: string;
+  options: Intl.DateTimeFormatOptions;
+  byZone: Map<string, Intl.DateTimeFormat>;
+}
+// en-CA formats as yyyy-MM-dd.
+const DATE_FORMATS: FormatterCache = { locale: "en-CA", options: { year: "numeric", month: "2-digit", day: "2-digit" }, byZone: new Map() };
+const INSTANT_FORMATS: FormatterCache = {
+  locale: "en-US",
+  options: { hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" },
+  byZone: new Map(),
+};
 
-function formatter(
-  cache: Map<string, Intl.DateTimeFormat>,
-  timeZone: string,
-  options: () => Intl.DateTimeFormatOptions,
-  locale: string,
-): Intl.DateTimeFormat {
-  let f = cache.get(timeZone);
+function formatter(cache: FormatterCache, timeZone: string): Intl.DateTimeFormat {
+  let f = cache.byZone.get(timeZone);
   if (!f) {
-    f = new Intl.DateTimeFormat(locale, { timeZone, ...options() });
-    cache.set(timeZone, f);
+    f = new Intl.DateTimeFormat(cache.locale, { ...cache.options, timeZone });
+    cache.byZone.set(timeZone, f);
   }
   return f;
 }
@@ -58,12 +62,7 @@ export function startOfBusinessDay(date: string, timeZone: string): number {
 }
 
 function zoneOffsetMs(ms: number, timeZone: string): number {
-  const parts = formatter(
-    instantFormats,
-    timeZone,
-    () => ({ hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" }),
-    "en-US",
-  ).formatToParts(new Date(ms));
+  const parts = formatter(INSTANT_FORMATS, timeZone).formatToParts(new Date(ms));
   const get = (t: string) => Number(parts.find((p) => p.type === t)?.value);
   const asUtc = Date.UTC(get("year"), get("month") - 1, get("day"), get("hour"), get("minute"), get("second"));
   return asUtc - Math.floor(ms / 1000) * 1000;
